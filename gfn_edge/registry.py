@@ -1,0 +1,365 @@
+"""The model registry: one entry per model variant, and the only place preprocessing is written down.
+
+Every other part of gfn-edge (exporters, calibration, runtime, apps) reads input size, colour
+order, mean/std, anchors, alignment template and output meaning from a :class:`ModelSpec`
+here, or from the copy of it that gfn-export writes into each bundle's ``manifest.json``.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from .errors import UnknownModelError
+
+# ArcFace's five-point template for 112x112 crops (left eye, right eye, nose, mouth left, mouth right).
+ARCFACE_112_TEMPLATE: tuple[tuple[float, float], ...] = (
+    (38.2946, 51.6963),
+    (73.5318, 51.5014),
+    (56.0252, 71.7366),
+    (41.5493, 92.3655),
+    (70.7299, 92.2041),
+)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a picture becomes the model's input tensor."""
+
+    input_size: tuple[int, int] | None  # (width, height); None: any size (fully convolutional)
+    color: str  # "BGR" or "RGB": channel order the model expects
+    mean: tuple[float, float, float]  # subtracted from 0..255 pixels, in the model's channel order
+    std: tuple[float, float, float]
+    resize: str  # "letterbox" (keep aspect, pad right/bottom), "aligned" (already 112x112), "face-crop"
+    layout: str = "NCHW"  # layout of the source model; artifacts record their own in the manifest
+    crop_scale: float | None = None  # face-crop only: box enlarged by this factor before resizing
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Preprocess":
+        size = data.get("input_size")
+        return cls(
+            input_size=tuple(size) if size else None,
+            color=data["color"],
+            mean=tuple(data["mean"]),
+            std=tuple(data["std"]),
+            resize=data["resize"],
+            layout=data.get("layout", "NCHW"),
+            crop_scale=data.get("crop_scale"),
+        )
+
+
+@dataclass(frozen=True)
+class Anchors:
+    """RetinaFace prior boxes: per-level square sizes (pixels), strides and box-coding variance."""
+
+    min_sizes: tuple[tuple[int, ...], ...]
+    steps: tuple[int, ...]
+    variance: tuple[float, float]
+    clip: bool = False
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Anchors":
+        return cls(
+            min_sizes=tuple(tuple(m) for m in data["min_sizes"]),
+            steps=tuple(data["steps"]),
+            variance=tuple(data["variance"]),
+            clip=bool(data.get("clip", False)),
+        )
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    name: str
+    shape: str
+    meaning: str
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """Where a checkpoint comes from; ``mirror_path`` is relative to a mirror folder."""
+
+    format: str  # "pytorch" | "keras-h5"
+    mirror_path: str | None = None
+    url: str | None = None
+    sha256: str | None = None
+    licence: str = "unknown"
+    upstream: str = ""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    task: str  # "detect" | "embed" | "liveness"
+    family: str  # "retinaface" | "ghostfacenet" | "minifasnet"
+    description: str
+    arch: dict[str, Any]
+    preprocess: Preprocess
+    outputs: tuple[OutputSpec, ...]
+    weights: WeightSource | None
+    anchors: Anchors | None = None
+    alignment: dict[str, Any] | None = None
+    liveness: dict[str, Any] | None = None
+    params: int | None = None  # parameter count of the reference model, when known exactly
+    default_threshold: float | None = None
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def has_release_weights(self) -> bool:
+        return self.weights is not None and (self.weights.url is not None or self.weights.mirror_path is not None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict: what a bundle manifest stores under ``spec``."""
+        return asdict(self)
+
+    def with_input_size(self, size: tuple[int, int] | None) -> "ModelSpec":
+        return replace(self, preprocess=replace(self.preprocess, input_size=size))
+
+
+# ----------------------------------------------------------------------------- shared pieces
+
+_RETINAFACE_PRE = Preprocess(
+    input_size=(640, 480), color="BGR", mean=(104.0, 117.0, 123.0), std=(1.0, 1.0, 1.0), resize="letterbox"
+)
+_RETINAFACE_ANCHORS = Anchors(min_sizes=((16, 32), (64, 128), (256, 512)), steps=(8, 16, 32), variance=(0.1, 0.2), clip=False)
+_RETINAFACE_OUTPUTS = (
+    OutputSpec("loc", "[N, A, 4]", "box offsets (dx, dy, dw, dh) against the priors, variance-encoded"),
+    OutputSpec("conf", "[N, A, 2]", "softmax over (background, face)"),
+    OutputSpec("landms", "[N, A, 10]", "five landmark offsets (x, y) against the prior centres"),
+)
+_GFN_PRE = Preprocess(input_size=(112, 112), color="RGB", mean=(127.5, 127.5, 127.5), std=(128.0, 128.0, 128.0), resize="aligned")
+_GFN_OUTPUTS = (OutputSpec("embedding", "[N, 512]", "face embedding before L2 normalisation; compare by cosine"),)
+_ALIGN = {"template": "arcface-112", "points": [list(p) for p in ARCFACE_112_TEMPLATE], "size": [112, 112]}
+
+_M2MAN = "m2man/Pytorch_Retinaface@752127c3f1efe263d24a5b25c46aa6cf88ca42a0"
+_PPOGG = "ppogg/Retinaface_Ghost@48cf487"
+_DSITWEED = "dsitweed/GhostFaceNets@1d357529f0b226c1d72d39112e5c3a086e43a1c8"
+_DSITWEED_RAW = "https://github.com/dsitweed/GhostFaceNets/raw/1d357529f0b226c1d72d39112e5c3a086e43a1c8/checkpoints/"
+_HAMADYA_RELEASE = "https://github.com/HamadYA/GhostFaceNets/releases/download/v1.2/"
+_SILENT_FACE = "minivision-ai/Silent-Face-Anti-Spoofing@b6d5f04"
+
+
+def _retinaface(name: str, description: str, arch: dict[str, Any], weights: WeightSource | None, params: int | None, **kw: Any) -> ModelSpec:
+    return ModelSpec(
+        name=name,
+        task="detect",
+        family="retinaface",
+        description=description,
+        arch=arch,
+        preprocess=_RETINAFACE_PRE,
+        outputs=_RETINAFACE_OUTPUTS,
+        weights=weights,
+        anchors=_RETINAFACE_ANCHORS,
+        params=params,
+        default_threshold=0.5,
+        **kw,
+    )
+
+
+def _ghostfacenet(name: str, description: str, arch: dict[str, Any], weights: WeightSource | None, params: int | None = None, **kw: Any) -> ModelSpec:
+    return ModelSpec(
+        name=name,
+        task="embed",
+        family="ghostfacenet",
+        description=description,
+        arch=arch,
+        preprocess=_GFN_PRE,
+        outputs=_GFN_OUTPUTS,
+        weights=weights,
+        alignment=_ALIGN,
+        params=params,
+        default_threshold=0.3,
+        **kw,
+    )
+
+
+def _student(filename: str, sha256: str) -> WeightSource:
+    return WeightSource(
+        format="keras-h5",
+        mirror_path=f"ghostfacenets/{filename}",
+        url=_DSITWEED_RAW + filename,
+        sha256=sha256,
+        licence="MIT",
+        upstream=_DSITWEED,
+    )
+
+
+def _minifasnet(name: str, description: str, variant: str, scale: float, filename: str, sha256: str) -> ModelSpec:
+    return ModelSpec(
+        name=name,
+        task="liveness",
+        family="minifasnet",
+        description=description,
+        arch={"variant": variant, "input": [80, 80], "num_classes": 3},
+        preprocess=Preprocess(
+            input_size=(80, 80), color="BGR", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), resize="face-crop", crop_scale=scale
+        ),
+        outputs=(OutputSpec("logits", "[N, 3]", "class logits; softmax class 1 is a real (live) face, 0 and 2 are spoofs"),),
+        weights=WeightSource(
+            format="pytorch",
+            mirror_path=f"antispoof/{filename}",
+            url=f"https://github.com/minivision-ai/Silent-Face-Anti-Spoofing/raw/b6d5f04/resources/anti_spoof_models/{filename}",
+            sha256=sha256,
+            licence="Apache-2.0",
+            upstream=_SILENT_FACE,
+        ),
+        liveness={"real_class": 1, "crop_scale": scale, "combine": "sum-softmax"},
+    )
+
+
+_ENTRIES: tuple[ModelSpec, ...] = (
+    _retinaface(
+        "retinaface-mnet025",
+        "RetinaFace, MobileNet-0.25 backbone (Pytorch_Retinaface); real WIDER FACE checkpoint",
+        {"backbone": "mobilenet0.25"},
+        WeightSource(
+            format="pytorch",
+            mirror_path="retinaface/mobilenet0.25_Final.pth",
+            url="https://github.com/m2man/Pytorch_Retinaface/raw/752127c3f1efe263d24a5b25c46aa6cf88ca42a0/weights/mobilenet0.25_Final.pth",
+            sha256="38ec7bb3c9cbfe2f40edabc05fab970a6d648747cbc534092be85d5eb9b37ed0",
+            licence="MIT",
+            upstream=_M2MAN,
+        ),
+        params=426_608,
+        tags=("real-weights",),
+    ),
+    _retinaface(
+        "retinaface-ghostnet",
+        "RetinaFace, GhostNet backbone with SE off (the '6M' model Retinaface_Ghost ships)",
+        {"backbone": "ghostnet", "se_ratio": 0.0},
+        WeightSource(
+            format="pytorch",
+            mirror_path="retinaface/ghostnet_Final.pth",
+            url="https://github.com/ppogg/Retinaface_Ghost/raw/48cf487/weights/ghostnet_Final.pth",
+            licence="MIT",
+            upstream=_PPOGG,
+        ),
+        params=1_607_548,
+    ),
+    _retinaface(
+        "retinaface-ghostnet-se025",
+        "RetinaFace, GhostNet backbone with SE ratio 0.25 (the '12M' variant of the Retinaface_Ghost tables)",
+        {"backbone": "ghostnet", "se_ratio": 0.25},
+        None,
+        params=3_111_416,
+    ),
+    _retinaface(
+        "retinaface-mobilenetv3",
+        "RetinaFace, MobileNetV3 backbone (Retinaface_Ghost)",
+        {"backbone": "mobilenetv3"},
+        WeightSource(
+            format="pytorch",
+            mirror_path="retinaface/mobilev3_Final.pth",
+            url="https://github.com/ppogg/Retinaface_Ghost/raw/48cf487/weights/mobilev3_Final.pth",
+            licence="MIT",
+            upstream=_PPOGG,
+        ),
+        params=2_056_936,
+    ),
+    _retinaface(
+        "retinaface-resnet50",
+        "RetinaFace, ResNet-50 backbone (Pytorch_Retinaface; torchvision parameter names)",
+        {"backbone": "resnet50"},
+        WeightSource(
+            format="pytorch",
+            mirror_path="retinaface/Resnet50_Final.pth",
+            licence="MIT",
+            upstream="biubug6/Pytorch_Retinaface (Google Drive release; pass the file's path)",
+        ),
+        params=27_293_600,
+    ),
+    _ghostfacenet(
+        "ghostfacenet-v1-w1.3-s1",
+        "GhostFaceNetV1, width 1.3, stem stride 1, GDC head, 512-d (official release)",
+        {"version": 1, "width": 1.3, "stride": 1},
+        WeightSource(
+            format="keras-h5",
+            mirror_path="ghostfacenets/GhostFaceNet_W1.3_S1_ArcFace.h5",
+            url=_HAMADYA_RELEASE + "GhostFaceNet_W1.3_S1_ArcFace.h5",
+            licence="MIT",
+            upstream="HamadYA/GhostFaceNets v1.2 release",
+        ),
+    ),
+    _ghostfacenet(
+        "ghostfacenet-v1-w1.3-s2",
+        "GhostFaceNetV1, width 1.3, stem stride 2, GDC head, 512-d (official release)",
+        {"version": 1, "width": 1.3, "stride": 2},
+        WeightSource(
+            format="keras-h5",
+            mirror_path="ghostfacenets/GhostFaceNet_W1.3_S2_ArcFace.h5",
+            url=_HAMADYA_RELEASE + "GhostFaceNet_W1.3_S2_ArcFace.h5",
+            licence="MIT",
+            upstream="HamadYA/GhostFaceNets v1.2 release",
+        ),
+    ),
+    _ghostfacenet(
+        "ghostfacenet-v2-w1.3-s2",
+        "GhostFaceNetV2 (GhostNetV2 with DFC attention), width 1.3, stem stride 2, GDC head, 512-d",
+        {"version": 2, "width": 1.3, "stride": 2},
+        None,
+    ),
+    _ghostfacenet(
+        "ghostfacenet-dsitweed-w0.5-e16",
+        "GhostFaceNetV1 w0.5 student (722k parameters), short training run; weak but real embeddings",
+        {"version": 1, "from_checkpoint": True},
+        _student(
+            "ghostnetv1_w0.5_s2_basic_vn_big_epoch_16_0.711309.h5",
+            "3a54221dc25e1703785fa8fa506bf522228683999278c226858ed558c0cfa831",
+        ),
+        params=722_364,
+        tags=("real-weights",),
+    ),
+    _ghostfacenet(
+        "ghostfacenet-dsitweed-w0.5-e6",
+        "Truncated GhostFaceNetV1 student (105k parameters despite its file name)",
+        {"version": 1, "from_checkpoint": True},
+        _student(
+            "ghostnetv1_w0.5_s2_basic_vn_big_epoch_6_0.695095.h5",
+            "0d064049dffb1ac412585f942905363a645518480af19d648878758f8f389150",
+        ),
+        params=105_492,
+        tags=("real-weights",),
+    ),
+    _ghostfacenet(
+        "ghostfacenet-dsitweed-w1.3-e1",
+        "Truncated GhostFaceNetV1 student (105k parameters despite its file name)",
+        {"version": 1, "from_checkpoint": True},
+        _student(
+            "ghostnetv1_w1.3_s2_basic_vn_big_epoch_1_0.742108.h5",
+            "1b672b235a479c246a3a44d47a0069f715442e5e053c1d59e8cdc5deef63b536",
+        ),
+        params=105_492,
+        tags=("real-weights",),
+    ),
+    _minifasnet(
+        "minifasnet-v2-2.7",
+        "Silent-Face-Anti-Spoofing MiniFASNetV2 on the face box scaled 2.7x, 80x80",
+        "MiniFASNetV2",
+        2.7,
+        "2.7_80x80_MiniFASNetV2.pth",
+        "a5eb02e1843f19b5386b953cc4c9f011c3f985d0ee2bb9819eea9a142099bec0",
+    ),
+    _minifasnet(
+        "minifasnet-v1se-4.0",
+        "Silent-Face-Anti-Spoofing MiniFASNetV1SE on the face box scaled 4.0x, 80x80",
+        "MiniFASNetV1SE",
+        4.0,
+        "4_0_0_80x80_MiniFASNetV1SE.pth",
+        "84ee1d37d96894d5e82de5a57df044ef80a58be2b218b5ed7cdfd875ec2f5990",
+    ),
+)
+
+REGISTRY: dict[str, ModelSpec] = {spec.name: spec for spec in _ENTRIES}
+
+
+def list_models(task: str | None = None) -> list[str]:
+    return [name for name, spec in REGISTRY.items() if task is None or spec.task == task]
+
+
+def get_spec(name: str) -> ModelSpec:
+    """Look a model up by name; unknown names get the closest known ones suggested."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, REGISTRY, n=3, cutoff=0.4)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UnknownModelError(f"unknown model {name!r}{hint} (known: {', '.join(REGISTRY)})") from None
