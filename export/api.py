@@ -1,0 +1,237 @@
+"""``export_model``: reference -> artifacts -> verification -> bundles. The gfn-export command calls this.
+
+For each target the artifact is built in a scratch folder, opened with the device-side runtime
+(the code a board runs), compared with the reference on real data, and only then moved into
+``<out>/<model>-<target>/``. An artifact outside tolerance is reported as failed and not
+shipped, unless ``force=True`` keeps it with ``"passed": false`` in its manifest.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from gfn_edge.errors import GfnEdgeError, VerificationError
+from gfn_edge.hub import sha256_file
+from gfn_edge.manifest import Manifest
+
+from .reference import Reference, reference_for, resolve_spec
+from .targets import TARGETS, expand_targets, run_target
+from .targets.context import ExportContext
+from .tools import versions
+from .verify import VerificationReport, default_tolerances, parse_tolerance_overrides, verify_outputs
+from .verify_data import VerificationSet, build_verification_set
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExportResult:
+    model: str
+    target: str
+    precision: str
+    passed: bool
+    bundle: Path | None  # None when a failed artifact was not kept
+    metrics: dict[str, Any] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    tolerances: dict[str, Any] = field(default_factory=dict)
+    size_bytes: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    error: str | None = None  # the export itself broke (converter error etc.)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        log.info("%s ...", name)
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.perf_counter() - start, 3)
+            log.info("%s done in %.1f s", name, self.seconds[name])
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-", delete=True)
+        probe.close()
+    except OSError as exc:
+        raise GfnEdgeError(f"output folder {out} is not writable: {exc}") from exc
+
+
+def _spec_for_manifest(ref: Reference) -> dict[str, Any]:
+    return ref.spec.to_dict()
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move a finished bundle into place; an older bundle is only removed once the new one is there."""
+    old = dst.with_name(dst.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if dst.exists():
+        os.replace(dst, old)
+    os.replace(src, dst)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def export_model(
+    model: str | os.PathLike[str],
+    targets: str | list[str] = "onnx",
+    out: str | os.PathLike[str] = "artifacts",
+    *,
+    arch: str | None = None,
+    input_size: tuple[int, int] | None = None,
+    verify_images: str | os.PathLike[str] | None = None,
+    tolerances: list[str] | None = None,
+    force: bool = False,
+    random_weights: bool = False,
+    seed: int = 0,
+    mirror: str | os.PathLike[str] | None = None,
+    calib: Any = None,
+    options: dict[str, Any] | None = None,
+    max_verify_images: int | None = 48,
+) -> list[ExportResult]:
+    """Export ``model`` (registry name or checkpoint path) to each target and verify every artifact.
+
+    Raises for problems before any artifact exists (unknown model or target, unreadable
+    checkpoint, unwritable folder, missing package); per-target failures are returned.
+    """
+    names = expand_targets(targets)
+    out = Path(out)
+    _check_writable(out)
+    timer = Timer()
+    options = dict(options or {})
+    results: list[ExportResult] = []
+
+    spec, checkpoint = resolve_spec(model, arch, input_size, random_weights, mirror)
+    with timer.stage("verification data"):
+        exclude = set(getattr(calib, "source_images", []) or []) if calib is not None else None
+        vset = build_verification_set(spec, verify_images, mirror=mirror, exclude=exclude, max_images=max_verify_images)
+    with timer.stage("load reference"):
+        bn_images = None
+        if checkpoint is None and spec.family != "ghostfacenet":
+            bn_images = [vset.inputs[i : i + 4] for i in range(0, min(len(vset), 16), 4)]
+        ref = reference_for(spec, checkpoint, seed=seed, bn_images=bn_images)
+    with timer.stage("reference inference"):
+        ref_out = ref.run(vset.inputs)
+    if any(TARGETS[n].needs_calibration for n in names) and calib is None:
+        from gfn_edge.calib import resolve_calibration
+
+        with timer.stage("calibration set"):
+            calib = resolve_calibration(None, spec, mirror=mirror, exclude=set(vset.names))
+    data_desc = dict(vset.description)
+    reference_desc = dict(ref.framework)
+    reference_desc["weights"] = ref.source.get("weights")
+
+    with tempfile.TemporaryDirectory(prefix="gfn-export-") as work:
+        work_dir = Path(work)
+        for name in names:
+            info = TARGETS[name]
+            result = ExportResult(model=spec.name, target=name, precision=info.precision, passed=False, bundle=None)
+            results.append(result)
+            t = Timer()
+            staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}-{name}-", dir=out))
+            try:
+                metadata = {
+                    "format": "gfn-edge-bundle",
+                    "format_version": 1,
+                    "model": spec.name,
+                    "task": spec.task,
+                    "spec": _spec_for_manifest(ref),
+                    "source": {k: v for k, v in ref.source.items() if k != "path"},
+                }
+                ctx = ExportContext(
+                    ref=ref, bundle_dir=staging, work_dir=work_dir, metadata=metadata, calibration=calib, options=options, sample=vset.inputs
+                )
+                with t.stage(f"{name}: export"):
+                    artifact = run_target(name, ctx)
+                result.notes = artifact.notes
+                manifest = Manifest(
+                    model=spec.name,
+                    task=spec.task,
+                    target=name,
+                    precision=info.precision,
+                    files=artifact.files,
+                    spec=metadata["spec"],
+                    inputs=artifact.inputs,
+                    outputs=artifact.outputs,
+                    sha256={f: sha256_file(staging / f) for f in artifact.files.values()},
+                    source=metadata["source"],
+                    tools={**versions("gfn-edge", "numpy"), **artifact.tools},
+                    export={"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "notes": artifact.notes},
+                )
+                manifest.write(staging)
+                with t.stage(f"{name}: verify"):
+                    report = verify_artifact(staging, vset, ref_out, ref, info.precision, tolerances)
+                result.metrics, result.failures, result.passed = report.metrics, report.failures, report.passed
+                result.tolerances = {k: f"{op} {v:g}" for k, (op, v) in report.tolerances.items()}
+                result.size_bytes = sum((staging / f).stat().st_size for f in artifact.files.values())
+                manifest.verification = report.to_dict(reference_desc, data_desc)
+                manifest.export["seconds"] = {**timer.seconds, **{k.split(": ", 1)[1]: v for k, v in t.seconds.items()}}
+                manifest.export["size_bytes"] = result.size_bytes
+                manifest.write(staging)
+                if report.passed or force:
+                    target_dir = out / f"{spec.name}-{name}"
+                    _replace_dir(staging, target_dir)
+                    result.bundle = target_dir
+                else:
+                    (out / f"{spec.name}-{name}.failed.json").write_text(_json(manifest.to_dict()))
+                    shutil.rmtree(staging, ignore_errors=True)
+                    log.error("%s %s FAILED verification: %s", spec.name, name, "; ".join(report.failures))
+            except GfnEdgeError:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            except Exception as exc:  # a converter crash fails this target, not the whole run
+                shutil.rmtree(staging, ignore_errors=True)
+                result.error = f"{type(exc).__name__}: {exc}"
+                result.failures = [f"export failed: {result.error}"]
+                log.exception("%s %s: export failed", spec.name, name)
+            result.seconds = {**{k: v for k, v in timer.seconds.items()}, **{k.split(": ", 1)[1]: v for k, v in t.seconds.items()}}
+    return results
+
+
+def verify_artifact(
+    bundle: Path,
+    vset: VerificationSet,
+    ref_out: dict[str, np.ndarray],
+    ref: Reference,
+    precision: str,
+    overrides: list[str] | None = None,
+    backend: str = "auto",
+) -> VerificationReport:
+    """Run a bundle with the device runtime on ``vset`` and judge it against the reference outputs."""
+    from gfn_edge.runtimes import open_model
+
+    tol = parse_tolerance_overrides(overrides, default_tolerances(ref.spec.task, precision))
+    model = open_model(bundle, backend=backend)
+    art_out = model.run(vset.inputs)
+    return verify_outputs(ref_out, art_out, vset, ref.spec, tol)
+
+
+def _json(data: Any) -> str:
+    import json
+
+    return json.dumps(data, indent=2, default=str) + "\n"
+
+
+def raise_on_failure(results: list[ExportResult]) -> None:
+    failed = [r for r in results if not r.passed]
+    if failed:
+        lines = [f"{r.model} {r.target}: {'; '.join(r.failures)}" for r in failed]
+        raise VerificationError("verification failed:\n  " + "\n  ".join(lines))

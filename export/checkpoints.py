@@ -1,0 +1,88 @@
+"""Reading PyTorch checkpoints safely and recognising which registry architecture they belong to.
+
+Never unpickles: ``.pth`` files go through ``torch.load(weights_only=True)``, ``.npz`` through
+``np.load(allow_pickle=False)``.
+"""
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from gfn_edge.errors import CheckpointError
+from gfn_edge.registry import REGISTRY, ModelSpec
+
+
+def load_state_dict(path: str | os.PathLike[str]) -> dict:
+    """A flat ``name -> tensor`` dict from .pth/.pt/.npz, without the ``module.`` prefix of DataParallel."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty")
+    if path.suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                state = {k: torch.from_numpy(np.array(data[k])) for k in data.files}
+        except (ValueError, OSError, zipfile.BadZipFile) as exc:
+            raise CheckpointError(f"cannot read {path} as an .npz of arrays ({exc}); it may be truncated") from exc
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+            raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint ({exc}); it may be truncated or not a .pth") from exc
+        except Exception as exc:  # weights_only refuses pickled objects with UnpicklingError
+            raise CheckpointError(
+                f"{path} contains pickled Python objects, which gfn-edge never loads (weights_only=True): {exc}"
+            ) from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not state:
+        raise CheckpointError(f"{path} does not hold a state_dict (a mapping of tensor names to tensors)")
+    return {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
+
+
+def load_strict(model, state: dict, origin: str) -> None:
+    """``load_state_dict(strict=True)`` with an error that names the mismatching tensors."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    # BatchNorm's counter is optional in older checkpoints
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)}: {', '.join(missing[:6])}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)}: {', '.join(unexpected[:6])}")
+        if wrong:
+            parts.append(f"shape mismatch {len(wrong)}: {'; '.join(wrong[:6])}")
+        raise CheckpointError(f"{origin} does not fit the architecture: " + " | ".join(parts))
+    model.load_state_dict(state, strict=False)
+
+
+def detect_architecture(path: str | os.PathLike[str]) -> ModelSpec:
+    """Registry entry whose architecture a checkpoint file has (by its tensor names and shapes)."""
+    path = Path(path)
+    if path.suffix in (".h5", ".hdf5", ".keras"):
+        return REGISTRY["ghostfacenet-v1-w1.3-s2"]  # the graph inside the file decides the rest
+    state = load_state_dict(path)
+    keys = set(state)
+    if any(k.startswith("conv_6_dw") or k.startswith("conv_23") for k in keys):
+        return REGISTRY["minifasnet-v1se-4.0" if any(".se_module." in k for k in keys) else "minifasnet-v2-2.7"]
+    if any(k.startswith("body.stage1.") for k in keys):
+        return REGISTRY["retinaface-mnet025"]
+    if any(k.startswith("body.layer1.") for k in keys):
+        return REGISTRY["retinaface-resnet50"]
+    if any(k.startswith("body.bneck1.") for k in keys):
+        return REGISTRY["retinaface-mobilenetv3"]
+    if any(k.startswith("body.blocks1.") for k in keys):
+        return REGISTRY["retinaface-ghostnet-se025" if any(".se.conv_reduce." in k for k in keys) else "retinaface-ghostnet"]
+    raise CheckpointError(
+        f"cannot tell which architecture {path.name} is (first keys: {sorted(keys)[:4]}); pass --arch NAME"
+    )

@@ -1,0 +1,121 @@
+"""gfn-export: turn a registry model or a checkpoint into verified deployable bundles."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from gfn_edge.errors import GfnEdgeError
+from gfn_edge.registry import REGISTRY
+
+from .report import format_results
+from .targets import TARGETS
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x480, got {text!r}") from None
+    if w <= 0 or h <= 0 or w % 32 or h % 32:
+        raise argparse.ArgumentTypeError(f"input size {text} must be positive multiples of 32 (the detector's largest stride)")
+    return w, h
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """Our progress at INFO; the converters' chatter (litert, JAX, TF, NNCF) only when verbose."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("gfn_edge").setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=UserWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        for noisy in ("torchao", "root", "absl", "jax", "nncf"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="gfn-export",
+        description="Export a face model to ONNX, TFLite and OpenVINO and verify every artifact against the original framework.",
+        epilog=f"models: {', '.join(REGISTRY)}\ntargets: all, {', '.join(TARGETS)}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=False, help="registry name or checkpoint path (.pth, .npz, .h5)")
+    p.add_argument("--target", default="onnx", help="comma-separated targets, or 'all' (default: onnx)")
+    p.add_argument("--out", default="artifacts", help="output folder; bundles go to OUT/<model>-<target>/")
+    p.add_argument("--arch", help="registry architecture of a checkpoint path (detected from the file if omitted)")
+    p.add_argument("--input-size", type=_size, help="detector input WIDTHxHEIGHT (default: the registry's, 640x480)")
+    p.add_argument("--verify-images", help="folder of real photos to verify on (default: $GFN_EDGE_VERIFY_IMAGES)")
+    p.add_argument("--max-verify-images", type=int, default=48, help="detector verification pictures (default 48)")
+    p.add_argument("--tolerance", action="append", metavar="KEY=VALUE", help="override a tolerance, e.g. cos_min=0.9995 (repeatable)")
+    p.add_argument("--force", action="store_true", help="keep artifacts that fail verification (manifest says passed: false)")
+    p.add_argument("--random-weights", action="store_true", help="seeded random weights (shape/speed checks only, never accuracy)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mirror", help="folder mirroring upstream weights (default: $GFN_EDGE_MIRROR)")
+    p.add_argument("--calib", help="INT8 calibration: a folder of photos or a saved set (.npz) from gfn-calib")
+    p.add_argument("--calib-method", choices=["minmax", "percentile", "entropy"], help="INT8 calibration method (default: per backend)")
+    p.add_argument("--calib-samples", type=int, default=None, help="calibration samples to use")
+    p.add_argument("--int8-io", action="store_true", help="tflite-int8: int8 input/output tensors instead of float")
+    p.add_argument("--json", help="also write the results as JSON to this file")
+    p.add_argument("--list", action="store_true", help="list models and targets, then exit")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose)
+    if args.list:
+        for name, spec in REGISTRY.items():
+            print(f"{name:32s} {spec.task:8s} {spec.description}")
+        print("\ntargets:", ", ".join(TARGETS), "(or all)")
+        return 0
+    if not args.model:
+        print("gfn-export: error: --model is required (see --list)", file=sys.stderr)
+        return 2
+    from .api import export_model
+
+    options = {"int8_io": args.int8_io, "calib_method": args.calib_method, "calib_samples": args.calib_samples}
+    calib = None
+    try:
+        if args.calib:
+            calib = args.calib  # a folder or saved set; checked against the model's spec inside export
+        results = export_model(
+            args.model,
+            args.target,
+            args.out,
+            arch=args.arch,
+            input_size=args.input_size,
+            verify_images=args.verify_images,
+            tolerances=args.tolerance,
+            force=args.force,
+            random_weights=args.random_weights,
+            seed=args.seed,
+            mirror=args.mirror,
+            calib=calib,
+            options=options,
+            max_verify_images=args.max_verify_images,
+        )
+    except (GfnEdgeError, ValueError, FileNotFoundError, ImportError) as exc:
+        print(f"gfn-export: error: {exc}", file=sys.stderr)
+        return 2
+    print(format_results(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps([r.__dict__ for r in results], indent=2, default=str) + "\n")
+    failed = [r for r in results if not r.passed]
+    if failed:
+        for r in failed:
+            kept = " (kept: --force)" if r.bundle else " (not kept)"
+            print(f"FAILED {r.model} {r.target}{kept}: {'; '.join(r.failures)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""OpenVINO IR (FP32, or FP16-compressed weights) converted from the FP32 ONNX."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from gfn_edge.errors import MissingDependencyError
+from gfn_edge.manifest import TensorSpec
+
+from ..tools import versions
+from . import Artifact, TargetInfo
+from .context import ExportContext
+from .onnx_fp32 import fp32_onnx
+
+RT_INFO_KEY = ["gfn_edge", "manifest"]
+
+
+def _ov():
+    try:
+        import openvino as ov
+    except ImportError as exc:
+        raise MissingDependencyError("openvino", "export", "OpenVINO export") from exc
+    return ov
+
+
+def _shape(partial) -> list[int | str]:
+    return [int(d.get_length()) if d.is_static else "?" for d in partial]
+
+
+def ir_tensor_specs(model) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    ins = [TensorSpec("input", p.get_any_name(), _shape(p.get_partial_shape()), "float32", layout="NCHW") for p in model.inputs]
+    outs = [TensorSpec(p.get_any_name(), p.get_any_name(), _shape(p.get_partial_shape()), "float32") for p in model.outputs]
+    return ins, outs
+
+
+def save_ir(model, ctx: ExportContext, info: TargetInfo, compress_to_fp16: bool, extra: dict | None = None) -> Artifact:
+    ov = _ov()
+    inputs, outputs = ir_tensor_specs(model)
+    model.set_rt_info(
+        ctx.metadata_json(target=info.name, precision=info.precision, inputs=[t.to_dict() for t in inputs], outputs=[t.to_dict() for t in outputs]),
+        RT_INFO_KEY,
+    )
+    xml = ctx.bundle_dir / "model.xml"
+    ov.save_model(model, str(xml), compress_to_fp16=compress_to_fp16)
+    return Artifact(
+        files={"model": xml.name, "weights": xml.with_suffix(".bin").name},
+        inputs=inputs,
+        outputs=outputs,
+        tools=versions("torch", "onnx", "openvino", "nncf"),
+        notes=extra or {},
+    )
+
+
+def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
+    ov = _ov()
+    model = ov.convert_model(str(fp32_onnx(ctx)))
+    fp16 = info.precision == "fp16"
+    return save_ir(model, ctx, info, compress_to_fp16=fp16, extra={"route": "ONNX -> openvino.convert_model", "weights": "fp16" if fp16 else "fp32"})

@@ -1,0 +1,217 @@
+"""Compare an artifact with its reference on real data, and judge the result against tolerances.
+
+Default tolerances (printed in every report, overridable with ``--tolerance KEY=VALUE``):
+
+============  ==========================================================================
+FP32          recognisers: every face cos >= 0.9999; detectors: recall = precision = 1.0,
+              box and landmark error <= 0.5 px
+FP16          recognisers: cos_min >= 0.999; detectors: recall, precision >= 0.995
+INT8          recognisers: cos_mean >= 0.99, cos_min >= 0.97, pair accuracy within 0.5
+              points; detectors: recall, precision >= 0.98, landmark NME <= 0.02
+============  ==========================================================================
+
+Detectors are also checked output by output and pyramid level by level (relative L2 error of
+``loc``, ``conf``, ``landms``), which catches a garbled output even on pictures where that level
+holds no face.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gfn_edge.metrics import DetectionAgreement, accuracy_at, best_threshold_accuracy, cosine_rows
+from gfn_edge.registry import ModelSpec
+from gfn_edge.retinaface_decode import postprocess, prior_boxes
+
+from .verify_data import VerificationSet
+
+# key -> (comparison, value)
+Tolerances = dict[str, tuple[str, float]]
+
+DEFAULT_TOLERANCES: dict[tuple[str, str], Tolerances] = {
+    ("embed", "fp32"): {"cos_min": (">=", 0.9999)},
+    ("embed", "fp16"): {"cos_min": (">=", 0.999)},
+    ("embed", "int8"): {"cos_mean": (">=", 0.99), "cos_min": (">=", 0.97), "pair_acc_delta": ("<=", 0.5)},
+    ("detect", "fp32"): {
+        "recall": (">=", 1.0),
+        "precision": (">=", 1.0),
+        "box_err_px": ("<=", 0.5),
+        "landmark_err_px": ("<=", 0.5),
+        "output_rel_err": ("<=", 1e-3),
+    },
+    ("detect", "fp16"): {"recall": (">=", 0.995), "precision": (">=", 0.995), "output_rel_err": ("<=", 0.03)},
+    ("detect", "int8"): {"recall": (">=", 0.98), "precision": (">=", 0.98), "landmark_nme": ("<=", 0.02), "output_rel_err": ("<=", 0.5)},
+    ("liveness", "fp32"): {"prob_err": ("<=", 1e-4), "decision_agree": (">=", 1.0)},
+    ("liveness", "fp16"): {"prob_err": ("<=", 0.01), "decision_agree": (">=", 0.99)},
+    ("liveness", "int8"): {"prob_err": ("<=", 0.1), "decision_agree": (">=", 0.95)},
+}
+
+# Parameters of the comparison itself (recorded with the metrics, not judged).
+DETECTION_SETTINGS = {"score_threshold": 0.5, "score_margin": 0.05, "nms_threshold": 0.4, "iou_match": 0.5}
+
+
+def default_tolerances(task: str, precision: str) -> Tolerances:
+    return dict(DEFAULT_TOLERANCES[(task, precision)])
+
+
+def parse_tolerance_overrides(items: list[str] | None, base: Tolerances) -> Tolerances:
+    """``["cos_min=0.998", "recall=0.99"]`` applied to ``base`` (keeping each key's comparison)."""
+    out = dict(base)
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--tolerance expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        key = key.strip()
+        op = out[key][0] if key in out else _guess_op(key)
+        out[key] = (op, float(value))
+    return out
+
+
+def _guess_op(key: str) -> str:
+    return "<=" if any(s in key for s in ("err", "nme", "delta")) else ">="
+
+
+@dataclass
+class VerificationReport:
+    passed: bool
+    metrics: dict[str, Any]
+    tolerances: Tolerances
+    failures: list[str] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self, reference: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "reference": reference,
+            "metrics": self.metrics,
+            "tolerances": {k: f"{op} {v:g}" for k, (op, v) in self.tolerances.items()},
+            "failures": self.failures,
+            "settings": self.settings,
+            "data": data,
+        }
+
+
+def judge(metrics: dict[str, Any], tolerances: Tolerances) -> list[str]:
+    """One message per failed check, naming it and by how much it missed."""
+    failures = []
+    for key, (op, limit) in tolerances.items():
+        if key not in metrics:
+            continue
+        value = metrics[key]
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        ok = value >= limit if op == ">=" else value <= limit
+        if not ok:
+            failures.append(f"{key} = {value:.6g} {'<' if op == '>=' else '>'} {limit:g} (off by {abs(value - limit):.3g})")
+    return failures
+
+
+# ----------------------------------------------------------------------------- per task
+
+
+def embedding_metrics(ref: np.ndarray, art: np.ndarray, vset: VerificationSet) -> dict[str, Any]:
+    cos = cosine_rows(ref, art)
+    m: dict[str, Any] = {
+        "faces": int(len(cos)),
+        "cos_mean": float(cos.mean()),
+        "cos_min": float(cos.min()),
+        "cos_p01": float(np.percentile(cos, 1)),
+    }
+    if vset.pairs:
+        a = np.asarray([p[0] for p in vset.pairs])
+        b = np.asarray([p[1] for p in vset.pairs])
+        same = np.asarray([p[2] for p in vset.pairs])
+        s_ref = cosine_rows(ref[a], ref[b])
+        s_art = cosine_rows(art[a], art[b])
+        acc_ref, thr_ref = best_threshold_accuracy(s_ref, same)
+        acc_art, _ = best_threshold_accuracy(s_art, same)
+        m.update(
+            {
+                "pairs": int(len(same)),
+                "pair_acc_ref": 100 * acc_ref,
+                "pair_acc": 100 * acc_art,
+                "pair_acc_delta": 100 * abs(acc_art - acc_ref),
+                "pair_threshold_ref": thr_ref,
+                "pair_decisions_agree": float(((s_ref >= thr_ref) == (s_art >= thr_ref)).mean()),
+                "pair_acc_at_ref_threshold": 100 * accuracy_at(s_art, same, thr_ref),
+            }
+        )
+    return m
+
+
+def _level_slices(spec: ModelSpec) -> list[slice]:
+    w, h = spec.preprocess.input_size
+    anchors = spec.anchors
+    slices, start = [], 0
+    for sizes, step in zip(anchors.min_sizes, anchors.steps):
+        n = math.ceil(h / step) * math.ceil(w / step) * len(sizes)
+        slices.append(slice(start, start + n))
+        start += n
+    assert start == len(prior_boxes(anchors, w, h))
+    return slices
+
+
+def _rel_err(a: np.ndarray, r: np.ndarray) -> float:
+    return float(np.linalg.norm((a - r).ravel()) / max(np.linalg.norm(r.ravel()), 1e-12))
+
+
+def detection_metrics(ref: dict[str, np.ndarray], art: dict[str, np.ndarray], vset: VerificationSet, spec: ModelSpec) -> dict[str, Any]:
+    s = DETECTION_SETTINGS
+    low = s["score_threshold"] - s["score_margin"]
+    agree = DetectionAgreement()
+    size = spec.preprocess.input_size
+    for i, box in enumerate(vset.letterboxes):
+        dr = postprocess(ref["loc"][i], ref["conf"][i], ref["landms"][i], spec.anchors, size, box.scale, low, s["nms_threshold"])
+        da = postprocess(art["loc"][i], art["conf"][i], art["landms"][i], spec.anchors, size, box.scale, low, s["nms_threshold"])
+        agree.add(dr, da, s["score_threshold"], s["score_margin"], s["iou_match"])
+    m: dict[str, Any] = {"images": len(vset)}
+    m.update(agree.metrics())
+    per_output = {}
+    for name in ("loc", "conf", "landms"):
+        per_output[name] = [_rel_err(art[name][:, sl], ref[name][:, sl]) for sl in _level_slices(spec)]
+    m["output_rel_err_by_level"] = per_output
+    m["output_rel_err"] = max(max(v) for v in per_output.values())
+    return m
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def liveness_metrics(ref: np.ndarray, art: np.ndarray) -> dict[str, Any]:
+    pr, pa = _softmax(ref), _softmax(art)
+    return {
+        "crops": int(len(pr)),
+        "prob_err": float(np.abs(pr - pa).max()),
+        "decision_agree": float((pr.argmax(1) == pa.argmax(1)).mean()),
+    }
+
+
+def compare(ref: dict[str, np.ndarray], art: dict[str, np.ndarray], vset: VerificationSet, spec: ModelSpec) -> dict[str, Any]:
+    if spec.task == "embed":
+        return embedding_metrics(ref["embedding"], art["embedding"], vset)
+    if spec.task == "detect":
+        return detection_metrics(ref, art, vset, spec)
+    if spec.task == "liveness":
+        return liveness_metrics(ref["logits"], art["logits"])
+    raise ValueError(f"unknown task {spec.task!r}")
+
+
+def verify_outputs(
+    ref: dict[str, np.ndarray], art: dict[str, np.ndarray], vset: VerificationSet, spec: ModelSpec, tolerances: Tolerances
+) -> VerificationReport:
+    for name, r in ref.items():
+        if name not in art:
+            return VerificationReport(False, {}, tolerances, [f"artifact has no output {name!r}"])
+        if art[name].shape != r.shape:
+            return VerificationReport(False, {}, tolerances, [f"output {name} has shape {art[name].shape}, reference {r.shape}"])
+        if not np.all(np.isfinite(art[name])):
+            return VerificationReport(False, {}, tolerances, [f"output {name} contains NaN or Inf"])
+    metrics = compare(ref, art, vset, spec)
+    failures = judge(metrics, tolerances)
+    settings = dict(DETECTION_SETTINGS) if spec.task == "detect" else {}
+    return VerificationReport(not failures, metrics, tolerances, failures, settings)

@@ -1,0 +1,187 @@
+"""The real data every artifact is verified on.
+
+- detectors: pictures letterboxed to the artifact's input size exactly as the device does it;
+- recognisers: faces found and aligned by the reference detector, plus labelled pairs when the
+  folder has a ``pairs.csv`` (``image_a,image_b,same``);
+- liveness models: face crops at the model's scale around faces the reference detector found.
+
+Folder resolution: the argument, else ``GFN_EDGE_VERIFY_IMAGES``. With neither, a loud warning
+is logged and synthetic pictures are used, so export never silently skips verification.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gfn_edge.image import list_images, read_image
+from gfn_edge.preprocess import Letterbox, detector_input, normalize
+from gfn_edge.registry import ModelSpec
+
+log = logging.getLogger(__name__)
+
+ENV_VERIFY = "GFN_EDGE_VERIFY_IMAGES"
+
+
+@dataclass
+class VerificationSet:
+    task: str
+    inputs: np.ndarray  # (N, H, W, 3) float32, normalised as the registry says
+    names: list[str]
+    letterboxes: list[Letterbox] = field(default_factory=list)  # detectors
+    pairs: list[tuple[int, int, bool]] = field(default_factory=list)  # recognisers: indices into inputs
+    raw: np.ndarray | None = None  # uint8 BGR crops (recognisers/liveness), for calibration reuse
+    description: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+
+def verification_folder(folder: str | os.PathLike[str] | None) -> Path | None:
+    chosen = folder or os.environ.get(ENV_VERIFY)
+    if not chosen:
+        return None
+    path = Path(chosen).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"verification image folder {path} does not exist")
+    return path
+
+
+def _spread(items: list[Path], limit: int | None) -> list[Path]:
+    """Up to ``limit`` items picked evenly across the sorted list (every sub-folder gets a share)."""
+    if limit is None or len(items) <= limit:
+        return items
+    idx = np.linspace(0, len(items) - 1, limit).round().astype(int)
+    return [items[i] for i in sorted(set(idx))]
+
+
+def _synthetic_pictures(count: int, size: tuple[int, int], seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    w, h = size
+    pics = []
+    for _ in range(count):
+        base = rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
+        import cv2
+
+        pics.append(cv2.resize(base, (w, h), interpolation=cv2.INTER_CUBIC))
+    return pics
+
+
+def _warn_synthetic(spec: ModelSpec) -> None:
+    log.warning(
+        "!!! NO VERIFICATION IMAGES: %s is verified on SYNTHETIC pictures only. Pass --verify-images DIR or set %s "
+        "to a folder of real photos; numbers from this run say nothing about accuracy on faces. !!!",
+        spec.name,
+        ENV_VERIFY,
+    )
+
+
+def detection_set(spec: ModelSpec, folder: Path | None, max_images: int | None = 48, exclude: set[str] | None = None) -> VerificationSet:
+    size = spec.preprocess.input_size
+    if size is None:
+        raise ValueError(f"{spec.name}: detector export needs a fixed input size")
+    pictures: list[np.ndarray] = []
+    names: list[str] = []
+    if folder is not None:
+        files = [p for p in list_images(folder) if not exclude or p.name not in exclude]
+        for path in _spread(files, max_images):
+            pictures.append(read_image(path))
+            names.append(str(path.relative_to(folder)))
+    if not pictures:
+        _warn_synthetic(spec)
+        pictures = _synthetic_pictures(8, size)
+        names = [f"synthetic-{i}" for i in range(len(pictures))]
+    inputs, boxes = [], []
+    for pic in pictures:
+        x, box = detector_input(pic, spec.preprocess, size)
+        inputs.append(x[0])
+        boxes.append(box)
+    return VerificationSet(
+        task="detect",
+        inputs=np.stack(inputs),
+        names=names,
+        letterboxes=boxes,
+        description={"folder": str(folder) if folder else None, "images": len(names), "synthetic": folder is None or names[0].startswith("synthetic")},
+    )
+
+
+def read_pairs_csv(path: Path) -> list[tuple[str, str, bool]]:
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames or not {"image_a", "image_b", "same"} <= set(reader.fieldnames):
+            raise ValueError(f"{path}: expected columns image_a,image_b,same; found {reader.fieldnames}")
+        return [(r["image_a"], r["image_b"], str(r["same"]).strip() in ("1", "true", "True", "yes")) for r in reader]
+
+
+def find_pairs_csv(folder: Path) -> Path | None:
+    for candidate in (folder / "pairs.csv", folder / "pairs" / "pairs.csv"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def face_set(
+    spec: ModelSpec,
+    folder: Path | None,
+    mirror: str | os.PathLike[str] | None = None,
+    exclude: set[str] | None = None,
+    min_size: float = 32.0,
+) -> VerificationSet:
+    """Aligned faces (and labelled pairs) for a recogniser, normalised as ``spec`` says."""
+    from .faces import find_faces, largest_face_index
+
+    if folder is None:
+        _warn_synthetic(spec)
+        crops = np.stack(_synthetic_pictures(64, (112, 112)))
+        return VerificationSet("embed", normalize(crops, spec.preprocess), [f"synthetic-{i}" for i in range(len(crops))], raw=crops, description={"folder": None, "faces": len(crops), "synthetic": True})
+    files = [p for p in list_images(folder) if not exclude or p.name not in exclude]
+    crops, faces, skipped = find_faces(files, folder, min_size=min_size, mirror=mirror)
+    names = [f"{f.image}#{f.index}" for f in faces]
+    pairs: list[tuple[int, int, bool]] = []
+    pairs_file = find_pairs_csv(folder)
+    missing_pairs = 0
+    if pairs_file is not None:
+        largest = largest_face_index(faces)
+        prefix = str(pairs_file.parent.relative_to(folder))
+        for a, b, same in read_pairs_csv(pairs_file):
+            ka = a if prefix == "." else f"{prefix}/{a}"
+            kb = b if prefix == "." else f"{prefix}/{b}"
+            if ka in largest and kb in largest:
+                pairs.append((largest[ka], largest[kb], same))
+            else:
+                missing_pairs += 1
+    desc = {
+        "folder": str(folder),
+        "images": len(files),
+        "faces": len(faces),
+        "pairs": len(pairs),
+        "pairs_without_face": missing_pairs,
+        "skipped": skipped[:20],
+        "synthetic": False,
+        "detector": "retinaface-mnet025 (PyTorch reference), score >= 0.9, faces >= %g px" % min_size,
+    }
+    return VerificationSet("embed", normalize(crops, spec.preprocess), names, pairs=pairs, raw=crops, description=desc)
+
+
+def build_verification_set(
+    spec: ModelSpec,
+    folder: str | os.PathLike[str] | None = None,
+    mirror: str | os.PathLike[str] | None = None,
+    exclude: set[str] | None = None,
+    max_images: int | None = 48,
+) -> VerificationSet:
+    path = verification_folder(folder)
+    if spec.task == "detect":
+        return detection_set(spec, path, max_images=max_images, exclude=exclude)
+    if spec.task == "embed":
+        return face_set(spec, path, mirror=mirror, exclude=exclude)
+    if spec.task == "liveness":
+        from .liveness_data import liveness_set
+
+        return liveness_set(spec, path, mirror=mirror, exclude=exclude)
+    raise ValueError(f"no verification data for task {spec.task!r}")

@@ -1,0 +1,155 @@
+"""The contract every inference backend implements, and the work they share.
+
+A backend only loads a model file and runs one already-laid-out, already-typed array; this base
+class does the rest once for all of them: NHWC->NCHW where the artifact wants it, int8/uint8
+quantisation of inputs and dequantisation of outputs from the manifest's scale/zero-point, and
+mapping the artifact's tensor names to the canonical ones (``loc``, ``conf``, ``embedding`` ...).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+from gfn_edge.errors import ArtifactError, ManifestError
+from gfn_edge.manifest import Manifest, TensorSpec
+
+log = logging.getLogger(__name__)
+
+_INT_TYPES = {"int8": np.int8, "uint8": np.uint8, "int16": np.int16}
+
+
+def physical_cores() -> int:
+    """Physical cores (hyper-threads do not speed up these models); falls back to logical ones."""
+    try:
+        import psutil
+
+        n = psutil.cpu_count(logical=False)
+        if n:
+            return int(n)
+    except ImportError:
+        pass
+    try:
+        cores = set()
+        phys = core = None
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("physical id"):
+                    phys = line.split(":")[1].strip()
+                elif line.startswith("core id"):
+                    core = line.split(":")[1].strip()
+                elif not line.strip():
+                    if core is not None:
+                        cores.add((phys, core))
+                    phys = core = None
+        if cores:
+            return len(cores)
+    except OSError:
+        pass
+    return os.cpu_count() or 1
+
+
+def quantize(x: np.ndarray, q: dict[str, float], dtype: str) -> np.ndarray:
+    info = np.iinfo(_INT_TYPES[dtype])
+    return np.clip(np.round(x / q["scale"] + q["zero_point"]), info.min, info.max).astype(_INT_TYPES[dtype])
+
+
+def dequantize(x: np.ndarray, q: dict[str, float]) -> np.ndarray:
+    return (x.astype(np.float32) - q["zero_point"]) * np.float32(q["scale"])
+
+
+class InferenceModel(ABC):
+    """One loaded model on one backend. ``run`` takes NHWC float32 and returns canonical outputs."""
+
+    backend = "base"
+
+    def __init__(self, path: Path, manifest: Manifest, threads: int | None = None):
+        self.path = Path(path)
+        self.manifest = manifest
+        self.threads = int(threads) if threads else physical_cores()
+        if len(manifest.inputs) != 1:
+            raise ManifestError(f"{path}: expected one model input, manifest lists {len(manifest.inputs)}")
+        self.input: TensorSpec = manifest.inputs[0]
+        self.outputs: list[TensorSpec] = manifest.outputs
+
+    # --- backends implement these -------------------------------------------------------
+    @abstractmethod
+    def _infer(self, x: np.ndarray) -> list[np.ndarray]:
+        """Run one array (artifact layout and dtype); return outputs in ``self.outputs`` order."""
+
+    def _resize_input(self, shape: tuple[int, ...]) -> None:
+        """Backends with static shapes override this to accept a new batch size or image size."""
+
+    # --- shared logic ------------------------------------------------------------------
+    @property
+    def layout(self) -> str:
+        return self.input.layout or "NCHW"
+
+    @property
+    def input_hw(self) -> tuple[int, int] | None:
+        """(height, width) the model was built for, or None when the spatial size is dynamic."""
+        shape = self.input.shape
+        h, w = (shape[1], shape[2]) if self.layout == "NHWC" else (shape[2], shape[3])
+        return (int(h), int(w)) if isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0 else None
+
+    @property
+    def fixed_batch(self) -> int | None:
+        b = self.input.shape[0]
+        return int(b) if isinstance(b, int) and b > 0 else None
+
+    def prepare(self, x_nhwc: np.ndarray) -> np.ndarray:
+        if x_nhwc.ndim != 4 or x_nhwc.shape[-1] != 3:
+            raise ValueError(f"expected an NHWC batch with 3 channels, got shape {x_nhwc.shape}")
+        hw = self.input_hw
+        if hw is not None and tuple(x_nhwc.shape[1:3]) != hw:
+            raise ValueError(
+                f"{self.manifest.model} ({self.path.name}) takes {hw[1]}x{hw[0]} inputs, got {x_nhwc.shape[2]}x{x_nhwc.shape[1]}"
+            )
+        x = x_nhwc if self.layout == "NHWC" else x_nhwc.transpose(0, 3, 1, 2)
+        if self.input.quantization and self.input.dtype in _INT_TYPES:
+            return quantize(x, self.input.quantization, self.input.dtype)
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def run(self, x_nhwc: np.ndarray) -> dict[str, np.ndarray]:
+        """Canonical outputs for a float32 NHWC batch (split into the model's fixed batch if it has one)."""
+        x = self.prepare(x_nhwc)
+        fixed = self.fixed_batch
+        if fixed is not None and len(x) != fixed:
+            if fixed != 1:
+                self._resize_input((len(x),) + tuple(x.shape[1:]))
+                return self._collect([self._infer(x)])
+            return self._collect([self._infer(x[i : i + 1]) for i in range(len(x))])
+        return self._collect([self._infer(x)])
+
+    def _collect(self, parts: list[list[np.ndarray]]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for i, spec in enumerate(self.outputs):
+            arr = np.concatenate([p[i] for p in parts], axis=0) if len(parts) > 1 else parts[0][i]
+            if spec.quantization and spec.dtype in _INT_TYPES:
+                arr = dequantize(arr, spec.quantization)
+            out[spec.name] = np.asarray(arr, dtype=np.float32)
+        return out
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "backend": self.backend,
+            "model": self.manifest.model,
+            "target": self.manifest.target,
+            "precision": self.manifest.precision,
+            "threads": self.threads,
+            "input": self.input.to_dict(),
+            "outputs": [o.to_dict() for o in self.outputs],
+        }
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.manifest.model} {self.manifest.target} threads={self.threads}>"
+
+
+def check_model_file(path: Path, min_bytes: int = 64) -> None:
+    if not path.is_file():
+        raise ArtifactError(f"model file {path} does not exist")
+    if path.stat().st_size < min_bytes:
+        raise ArtifactError(f"model file {path} is only {path.stat().st_size} bytes: truncated or empty")

@@ -1,0 +1,69 @@
+"""ONNX Runtime backend (CPU execution provider)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gfn_edge.errors import ArtifactError, MissingDependencyError
+from gfn_edge.manifest import Manifest
+
+from .base import InferenceModel, check_model_file
+
+METADATA_KEY = "gfn_edge.manifest"
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise MissingDependencyError("onnxruntime", "onnx", "running .onnx models") from exc
+    return onnxruntime
+
+
+def available() -> bool:
+    try:
+        _ort()
+    except MissingDependencyError:
+        return False
+    return True
+
+
+class OnnxRuntimeModel(InferenceModel):
+    backend = "onnxruntime"
+
+    def __init__(self, path: Path, manifest: Manifest, threads: int | None = None, **options: Any):
+        super().__init__(path, manifest, threads)
+        ort = _ort()
+        check_model_file(self.path)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self.threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        if not options.get("spinning", True):
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ArtifactError(f"onnxruntime cannot load {self.path}: {exc}") from exc
+        names = {i.name for i in self.session.get_inputs()}
+        if self.input.tensor not in names:
+            raise ArtifactError(f"{self.path}: manifest input {self.input.tensor!r} is not in the model (has {sorted(names)})")
+        self._out_names = [o.tensor for o in self.outputs]
+
+    def _infer(self, x: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(self._out_names, {self.input.tensor: x})
+
+
+def read_embedded_manifest(path: Path) -> dict | None:
+    ort = _ort()
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ArtifactError(f"onnxruntime cannot load {path}: {exc}") from exc
+    raw = sess.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    return json.loads(raw) if raw else None

@@ -1,0 +1,100 @@
+"""OpenVINO backend (CPU plugin), with an explicit inference precision hint.
+
+On CPUs with AVX512-BF16/AMX, OpenVINO silently computes in bf16 unless told otherwise; the
+default here is f32, so FP32 artifacts give FP32 answers. Pass ``precision="bf16"`` or ``"f16"``
+to opt in.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gfn_edge.errors import ArtifactError, MissingDependencyError
+from gfn_edge.manifest import Manifest
+
+from .base import InferenceModel, check_model_file
+
+RT_INFO_KEY = ["gfn_edge", "manifest"]
+_CORE = None
+
+
+def _ov():
+    try:
+        import openvino
+    except ImportError as exc:
+        raise MissingDependencyError("openvino", "openvino", "running OpenVINO IR models") from exc
+    return openvino
+
+
+def core():
+    global _CORE
+    if _CORE is None:
+        _CORE = _ov().Core()
+    return _CORE
+
+
+def available() -> bool:
+    try:
+        _ov()
+    except MissingDependencyError:
+        return False
+    return True
+
+
+class OpenVINOModel(InferenceModel):
+    backend = "openvino"
+
+    def __init__(self, path: Path, manifest: Manifest, threads: int | None = None, precision: str = "f32", **options: Any):
+        super().__init__(path, manifest, threads)
+        check_model_file(self.path)
+        if self.path.suffix == ".xml":
+            check_model_file(self.path.with_suffix(".bin"), min_bytes=1)
+        self.precision = precision
+        try:
+            model = core().read_model(str(self.path))
+        except Exception as exc:
+            raise ArtifactError(f"OpenVINO cannot read {self.path}: {exc}") from exc
+        self._model = model
+        self._config = {
+            "INFERENCE_NUM_THREADS": self.threads,
+            "INFERENCE_PRECISION_HINT": precision,
+            "PERFORMANCE_HINT": options.get("performance_hint", "LATENCY"),
+            "NUM_STREAMS": 1,
+        }
+        self._compile()
+
+    def _compile(self) -> None:
+        try:
+            self.compiled = core().compile_model(self._model, "CPU", self._config)
+        except Exception as exc:
+            raise ArtifactError(f"OpenVINO cannot compile {self.path}: {exc}") from exc
+        self.request = self.compiled.create_infer_request()
+        names = {}
+        for port in self.compiled.outputs:
+            for n in port.get_names():
+                names[n] = port
+        try:
+            self._ports = [names[o.tensor] for o in self.outputs]
+        except KeyError as exc:
+            raise ArtifactError(f"{self.path}: manifest output {exc} is not in the model (has {sorted(names)})") from exc
+
+    def _resize_input(self, shape: tuple[int, ...]) -> None:
+        self._model.reshape({self._model.inputs[0]: list(shape)})
+        self._compile()
+
+    def _infer(self, x: np.ndarray) -> list[np.ndarray]:
+        result = self.request.infer({0: x})
+        return [np.array(result[p]) for p in self._ports]
+
+
+def read_embedded_manifest(path: Path) -> dict | None:
+    try:
+        model = core().read_model(str(path))
+    except Exception as exc:
+        raise ArtifactError(f"OpenVINO cannot read {path}: {exc}") from exc
+    if model.has_rt_info(RT_INFO_KEY):
+        return json.loads(str(model.get_rt_info(RT_INFO_KEY)))
+    return None
