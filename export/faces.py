@@ -27,7 +27,7 @@ from gfn_edge.retinaface_decode import Detections, postprocess
 log = logging.getLogger(__name__)
 
 DETECTOR = "retinaface-mnet025"
-_CACHE_VERSION = 2
+_CACHE_VERSION = 3  # 3: EXIF orientation applied when reading pictures
 
 
 @dataclass

@@ -199,7 +199,6 @@ def _read_weights(h5: h5py.File, path: Path) -> dict[str, dict[str, np.ndarray]]
     for layer_name in group.attrs.get("layer_names", []):
         layer_name = layer_name.decode() if isinstance(layer_name, bytes) else layer_name
         g = group[layer_name]
-        arrays: dict[str, np.ndarray] = {}
         for wname in g.attrs.get("weight_names", []):
             wname = wname.decode() if isinstance(wname, bytes) else wname
             try:
@@ -213,7 +212,6 @@ def _read_weights(h5: h5py.File, path: Path) -> dict[str, dict[str, np.ndarray]]
             out.setdefault(owner, {})[key] = value
             if owner != layer_name:
                 out.setdefault(layer_name, {})[key] = value
-        # Keras 2 writes a group per layer even without weights; nothing to do then
     return out
 
 

@@ -55,14 +55,16 @@ def to_bgr_uint8(image: np.ndarray, color: str = "BGR") -> np.ndarray:
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read a picture from disk as BGR uint8, keeping 16-bit and alpha files readable."""
+    """Read a picture from disk as BGR uint8 (EXIF orientation applied; 16-bit and grey files converted)."""
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"image file {path} does not exist")
     data = np.fromfile(str(path), dtype=np.uint8)  # works with non-ASCII paths, unlike cv2.imread
     if data.size == 0:
         raise ImageError(f"image file {path} is empty")
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    # ANYDEPTH|ANYCOLOR keeps 16-bit and grey pictures and, unlike IMREAD_UNCHANGED, applies the EXIF
+    # orientation as cv2.imread does (phone photos are often stored sideways with a rotation tag).
+    image = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     if image is None:
         raise ImageError(f"cannot decode {path}: not an image OpenCV can read, or the file is truncated")
     try:

@@ -183,7 +183,7 @@ def _student(filename: str, sha256: str) -> WeightSource:
     )
 
 
-def _minifasnet(name: str, description: str, variant: str, scale: float, filename: str, sha256: str) -> ModelSpec:
+def _minifasnet(name: str, description: str, variant: str, scale: float, filename: str, sha256: str, params: int) -> ModelSpec:
     return ModelSpec(
         name=name,
         task="liveness",
@@ -203,6 +203,8 @@ def _minifasnet(name: str, description: str, variant: str, scale: float, filenam
             upstream=_SILENT_FACE,
         ),
         liveness={"real_class": 1, "crop_scale": scale, "combine": "sum-softmax"},
+        params=params,
+        tags=("real-weights",),
     )
 
 
@@ -337,6 +339,7 @@ _ENTRIES: tuple[ModelSpec, ...] = (
         2.7,
         "2.7_80x80_MiniFASNetV2.pth",
         "a5eb02e1843f19b5386b953cc4c9f011c3f985d0ee2bb9819eea9a142099bec0",
+        434_560,
     ),
     _minifasnet(
         "minifasnet-v1se-4.0",
@@ -345,6 +348,7 @@ _ENTRIES: tuple[ModelSpec, ...] = (
         4.0,
         "4_0_0_80x80_MiniFASNetV1SE.pth",
         "84ee1d37d96894d5e82de5a57df044ef80a58be2b218b5ed7cdfd875ec2f5990",
+        433_586,
     ),
 )
 

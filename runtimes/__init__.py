@@ -102,7 +102,11 @@ def open_model(
     else:
         raise ArtifactError(f"{path} does not exist (expected a bundle folder from gfn-export or a model file)")
     if task is not None and manifest.task != task:
-        raise ManifestError(f"{path} is a {manifest.task} model ({manifest.model}), but a {task} model is needed here")
+        kinds = {"detect": "detector", "embed": "recogniser", "liveness": "liveness"}
+        raise ManifestError(
+            f"{path} is a {kinds.get(manifest.task, manifest.task)} bundle ({manifest.model}), "
+            f"but a {kinds.get(task, task)} bundle is needed here"
+        )
     chosen = _pick_backend(backend, fmt)
     module_name, cls_name, _ = BACKENDS[chosen]
     cls = getattr(_module(chosen), cls_name)

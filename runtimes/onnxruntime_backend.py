@@ -50,13 +50,24 @@ class OnnxRuntimeModel(InferenceModel):
             self.session = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ArtifactError(f"onnxruntime cannot load {self.path}: {exc}") from exc
-        names = {i.name for i in self.session.get_inputs()}
-        if self.input.tensor not in names:
-            raise ArtifactError(f"{self.path}: manifest input {self.input.tensor!r} is not in the model (has {sorted(names)})")
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        if self.input.tensor not in inputs:
+            raise ArtifactError(f"{self.path}: manifest input {self.input.tensor!r} is not in the model (has {sorted(inputs)})")
+        declared = [d if isinstance(d, int) else None for d in inputs[self.input.tensor].shape]
+        expected = [d if isinstance(d, int) and d > 0 else None for d in self.input.shape]
+        if len(declared) != len(expected) or any(a is not None and b is not None and a != b for a, b in zip(declared, expected)):
+            raise ArtifactError(f"{self.path}: model input shape {declared} differs from the manifest's {self.input.shape}")
+        outputs = {o.name for o in self.session.get_outputs()}
+        missing = [o.tensor for o in self.outputs if o.tensor not in outputs]
+        if missing:
+            raise ArtifactError(f"{self.path}: manifest outputs {missing} are not in the model (has {sorted(outputs)})")
         self._out_names = [o.tensor for o in self.outputs]
 
     def _infer(self, x: np.ndarray) -> list[np.ndarray]:
-        return self.session.run(self._out_names, {self.input.tensor: x})
+        try:
+            return self.session.run(self._out_names, {self.input.tensor: x})
+        except Exception as exc:  # onnxruntime's own error types are not importable portably
+            raise ArtifactError(f"onnxruntime failed to run {self.path} on input {x.shape} {x.dtype}: {exc}") from exc
 
 
 def read_embedded_manifest(path: Path) -> dict | None:

@@ -10,7 +10,6 @@ import logging
 import shutil
 from pathlib import Path
 
-import numpy as np
 
 from gfn_edge.errors import MissingDependencyError
 from gfn_edge.manifest import TensorSpec

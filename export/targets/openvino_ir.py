@@ -1,7 +1,6 @@
 """OpenVINO IR (FP32, or FP16-compressed weights) converted from the FP32 ONNX."""
 from __future__ import annotations
 
-from pathlib import Path
 
 from gfn_edge.errors import MissingDependencyError
 from gfn_edge.manifest import TensorSpec

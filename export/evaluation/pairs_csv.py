@@ -1,0 +1,130 @@
+"""Verification pairs of raw photos listed in a CSV (``image_a,image_b,same[,source]``).
+
+Photos are not aligned, so faces are found and aligned first, once, and every model is then
+given the same crops: only the recogniser differs between rows of the table. The detector is
+the reference RetinaFace (PyTorch, the default) or a detection bundle the user names; either way
+it is recorded in the results. Each photo contributes its largest face.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+_TRUE = {"1", "true", "yes", "same", "y", "t"}
+_FALSE = {"0", "false", "no", "different", "n", "f", "-1"}
+
+
+@dataclass
+class PairRow:
+    image_a: str
+    image_b: str
+    same: bool
+    source: str = ""
+
+
+def read_pairs(path: str | os.PathLike[str]) -> list[PairRow]:
+    """Rows of a pairs CSV; a ``same`` value that is not a recognisable boolean is an error, not False."""
+    path = Path(path)
+    rows = []
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames or not {"image_a", "image_b", "same"} <= set(reader.fieldnames):
+            raise ValueError(f"{path}: expected columns image_a,image_b,same[,source]; found {reader.fieldnames}")
+        for line, r in enumerate(reader, start=2):
+            flag = str(r["same"]).strip().lower()
+            if flag not in _TRUE | _FALSE:
+                raise ValueError(f"{path}:{line}: 'same' must be 1/0 or true/false, got {r['same']!r}")
+            rows.append(PairRow(r["image_a"].strip(), r["image_b"].strip(), flag in _TRUE, (r.get("source") or "").strip()))
+    if not rows:
+        raise ValueError(f"{path}: no pairs")
+    return rows
+
+
+@dataclass
+class CsvPairs:
+    """Aligned crops of the photos that have a face, and the pairs over them."""
+
+    name: str
+    crops: np.ndarray  # (M, 112, 112, 3) BGR uint8
+    a: np.ndarray
+    b: np.ndarray
+    same: np.ndarray
+    info: dict[str, Any] = field(default_factory=dict)
+    failed: set[int] = field(default_factory=set)
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def load(self, start: int, stop: int) -> np.ndarray:
+        return self.crops[start:stop]
+
+
+def load_csv_pairs(
+    path: str | os.PathLike[str],
+    detector: str = "reference",
+    mirror: str | os.PathLike[str] | None = None,
+    min_size: float = 32.0,
+) -> CsvPairs:
+    """Find and align the faces of every photo named in ``path`` (relative to the CSV's folder).
+
+    ``detector``: "reference" (RetinaFace-mnet0.25 in PyTorch, score >= 0.9, photos downscaled
+    to 1024 px) or the path of a detection bundle. Crops are cached (see
+    :mod:`gfn_edge.export.faces`), so a second run costs nothing.
+    """
+    from gfn_edge.export.faces import ReferenceFaceFinder, find_faces, largest_face_index
+
+    path = Path(path)
+    root = path.parent
+    rows = read_pairs(path)
+    # photos may live outside the CSV's folder: key them relative to the folder holding them all
+    full = {n: Path(os.path.abspath(root / n)) for r in rows for n in (r.image_a, r.image_b)}
+    base = Path(os.path.commonpath([str(p.parent) for p in full.values()]))
+    key = {n: str(p.relative_to(base)) for n, p in full.items()}
+    names = sorted(set(key.values()))
+    present = [n for n in names if (base / n).is_file()]
+    missing = set(names) - set(present)
+    if detector == "reference":
+        finder = ReferenceFaceFinder(mirror=mirror)
+        detector_desc = f"reference {finder.signature.split(':')[0]} (PyTorch), score >= {finder.score_threshold}, photos <= {finder.max_side} px"
+    else:
+        from .runners import bundle_face_finder
+
+        finder = bundle_face_finder(detector)
+        detector_desc = f"bundle {finder.detector.name} ({finder.detector.runs_on}, {finder.detector.input_label}), score >= {finder.score_threshold}"
+    crops, faces, skipped = find_faces([base / n for n in present], base, min_size=min_size, finder=finder, mirror=mirror)
+    largest = largest_face_index(faces)
+    reasons = {n: "missing file" for n in missing}
+    reasons.update({n: why for n, why in skipped})
+    used: dict[int, int] = {}  # face index -> crop row in the compact array
+    a, b, same, dropped = [], [], [], []
+    for r in rows:
+        ka, kb = key[r.image_a], key[r.image_b]
+        if ka in largest and kb in largest:
+            a.append(used.setdefault(largest[ka], len(used)))
+            b.append(used.setdefault(largest[kb], len(used)))
+            same.append(r.same)
+        else:
+            why = "; ".join(f"{k}: {reasons.get(k, 'no face')}" for k in (ka, kb) if k not in largest)
+            dropped.append({"image_a": r.image_a, "image_b": r.image_b, "reason": why})
+    order = np.asarray(sorted(used, key=used.get), dtype=np.int64)
+    if dropped:
+        log.warning("%s: %d of %d pairs dropped (no face found or file missing), e.g. %s", path.name, len(dropped), len(rows), dropped[0]["reason"])
+    info = {
+        "format": "pairs csv",
+        "file": str(path),
+        "photos": len(names),
+        "pairs_listed": len(rows),
+        "pairs_dropped": len(dropped),
+        "dropped": dropped[:50],
+        "detector": detector_desc,
+        "crops": "largest face per photo, aligned to the ArcFace 112x112 template; the same crops for every model",
+    }
+    return CsvPairs(path.stem, crops[order] if len(order) else crops[:0], np.asarray(a, np.int64), np.asarray(b, np.int64), np.asarray(same, bool), info)

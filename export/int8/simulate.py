@@ -1,0 +1,138 @@
+"""Simulated int8 (fake quantisation) on a traced model, and a per-layer sensitivity pass.
+
+The simulation puts an int8 quantise-dequantise on every convolution's weights (per output
+channel, symmetric) and on the output of every layer that produces a tensor (per tensor,
+min/max from calibration), which is how QDQ backends place them. It is close enough to rank
+layers by the damage int8 does to them in a second per layer, where a backend round trip per
+candidate takes minutes; the backends' real numbers still decide (verification).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.fx as fx
+from torch import nn
+
+from .equalize import collect_ranges
+
+
+def _fq_weight(w: torch.Tensor, bits: int = 8) -> torch.Tensor:
+    qmax = 2 ** (bits - 1) - 1
+    dims = tuple(range(1, w.dim()))
+    scale = w.abs().amax(dim=dims, keepdim=True).clamp(min=1e-12) / qmax
+    return torch.round(w / scale).clamp(-qmax, qmax) * scale
+
+
+def _fq_act(x: torch.Tensor, lo: float, hi: float, bits: int = 8) -> torch.Tensor:
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    levels = 2**bits - 1
+    scale = max(hi - lo, 1e-12) / levels
+    zp = round(-lo / scale)
+    return (torch.clamp(torch.round(x / scale) + zp, 0, levels) - zp) * scale
+
+
+def quantisable_nodes(gm: fx.GraphModule) -> list[fx.Node]:
+    """Nodes whose output a QDQ backend would quantise (tensor-producing layers)."""
+    out = []
+    for n in gm.graph.nodes:
+        if n.op in ("call_module", "call_function", "call_method") and "tensor_meta" in n.meta:
+            meta = n.meta["tensor_meta"]
+            if hasattr(meta, "shape") and len(meta.shape) >= 2 and meta.dtype == torch.float32:
+                out.append(n)
+    return out
+
+
+def layer_name(gm: fx.GraphModule, node: fx.Node) -> str:
+    return str(node.target) if node.op == "call_module" else node.name
+
+
+@dataclass
+class ActivationRange:
+    lo: float
+    hi: float
+
+
+def calibrate_ranges(gm: fx.GraphModule, batches: list[torch.Tensor]) -> dict[fx.Node, ActivationRange]:
+    nodes = quantisable_nodes(gm)
+    ranges: dict[fx.Node, ActivationRange] = {}
+
+    class Recorder(fx.Interpreter):
+        def run_node(self, n):
+            out = super().run_node(n)
+            if n in ranges or n in wanted:
+                if isinstance(out, torch.Tensor):
+                    lo, hi = float(out.min()), float(out.max())
+                    r = ranges.get(n)
+                    ranges[n] = ActivationRange(min(lo, r.lo), max(hi, r.hi)) if r else ActivationRange(lo, hi)
+            return out
+
+    wanted = set(nodes)
+    with torch.no_grad():
+        for x in batches:
+            Recorder(gm).run(x)
+    return ranges
+
+
+class FakeQuant(fx.Interpreter):
+    """Runs ``gm`` with int8 weights and activations everywhere except the ``skip`` layers."""
+
+    def __init__(self, gm: fx.GraphModule, ranges: dict[fx.Node, ActivationRange], only: set[fx.Node] | None = None, skip: set[fx.Node] | None = None):
+        super().__init__(gm)
+        self.ranges = ranges
+        self.only = only
+        self.skip = skip or set()
+        self._weights: dict[str, torch.Tensor] = {}
+
+    def _active(self, n: fx.Node) -> bool:
+        return n not in self.skip and (self.only is None or n in self.only)
+
+    def call_module(self, target, args, kwargs):
+        mod = self.module.get_submodule(target)
+        node = self._current
+        if isinstance(mod, (nn.Conv2d, nn.Linear)) and self._active(node):
+            if target not in self._weights:
+                self._weights[target] = _fq_weight(mod.weight.detach())
+            w = self._weights[target]
+            if isinstance(mod, nn.Conv2d):
+                return mod._conv_forward(args[0], w, mod.bias)
+            return torch.nn.functional.linear(args[0], w, mod.bias)
+        return super().call_module(target, args, kwargs)
+
+    def run_node(self, n):
+        self._current = n
+        out = super().run_node(n)
+        r = self.ranges.get(n)
+        if r is not None and isinstance(out, torch.Tensor) and self._active(n):
+            out = _fq_act(out, r.lo, r.hi)
+        return out
+
+
+def run_fake_quant(gm: fx.GraphModule, x: torch.Tensor, ranges, only=None, skip=None) -> list[np.ndarray]:
+    with torch.no_grad():
+        out = FakeQuant(gm, ranges, only, skip).run(x)
+    out = out if isinstance(out, (tuple, list)) else (out,)
+    return [o.numpy() for o in out]
+
+
+def sensitivity(
+    gm: fx.GraphModule, x: torch.Tensor, ranges, score, candidates: list[fx.Node] | None = None
+) -> list[tuple[str, float]]:
+    """Damage of quantising each layer alone: ``score(outputs) -> float`` (higher is better) per layer,
+    reported as (layer name, drop from float), worst first."""
+    with torch.no_grad():
+        base = score([t.numpy() for t in _as_tuple(gm(x))])
+    rows = []
+    for node in candidates or [n for n in ranges]:
+        s = score(run_fake_quant(gm, x, ranges, only={node}))
+        rows.append((node, base - s))
+    rows.sort(key=lambda r: -r[1])
+    return [(layer_name(gm, n), d) for n, d in rows]
+
+
+def _as_tuple(out):
+    return out if isinstance(out, (tuple, list)) else (out,)
+
+
+__all__ = ["calibrate_ranges", "run_fake_quant", "sensitivity", "quantisable_nodes", "layer_name", "collect_ranges"]

@@ -1,0 +1,149 @@
+"""Verification data for liveness models: the patches a board will cut, around real faces.
+
+Faces are found by the reference detector (PyTorch RetinaFace-mnet0.25, :mod:`.faces`) and each
+is cut with :func:`gfn_edge.liveness.liveness_crop`, the function the device class uses, at the
+model's own crop scale. Every photo in a ``liveness`` sub-folder is used (live and spoof
+examples, the cases the decision matters for), plus an even spread of the folder's other photos.
+
+Photos are read upright (EXIF orientation applied), as OpenCV's ``imread`` and therefore
+Silent-Face-Anti-Spoofing read them: its sample photos are stored sideways with an orientation
+tag, and a liveness model shown a sideways face is answering a different question.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gfn_edge.errors import ImageError
+from gfn_edge.hub import cache_dir
+from gfn_edge.image import list_images, read_image
+from gfn_edge.liveness import liveness_crop
+from gfn_edge.preprocess import normalize
+from gfn_edge.progress import progress
+from gfn_edge.registry import ModelSpec
+
+from .verify_data import VerificationSet, _spread, _synthetic_pictures, _warn_synthetic
+
+log = logging.getLogger(__name__)
+
+LIVENESS_FOLDER = "liveness"
+MIN_FACE_PX = 32.0  # shorter box side; smaller faces give patches of mostly background
+MAX_FACES_PER_IMAGE = 4  # crowd photos would otherwise swamp the set with near-identical cases
+_CACHE_VERSION = 2  # 2: cache key shared with faces.py
+
+
+@dataclass
+class FaceBox:
+    image: str  # path relative to the folder
+    index: int  # rank in its picture (0 = highest detector score)
+    score: float
+    box: list[float]  # x1, y1, x2, y2 in upright picture pixels
+
+
+def is_liveness_photo(relative: str) -> bool:
+    return LIVENESS_FOLDER in Path(relative).parts[:-1]
+
+
+def select_photos(folder: Path, exclude: set[str] | None = None, max_images: int | None = 48) -> list[Path]:
+    """All liveness photos, then up to ``max_images`` minus that many others, spread evenly."""
+    files = [p for p in list_images(folder) if not exclude or (p.name not in exclude and str(p.relative_to(folder)) not in exclude)]
+    live = [p for p in files if is_liveness_photo(str(p.relative_to(folder))) or folder.name == LIVENESS_FOLDER]
+    rest = [p for p in files if p not in live]
+    budget = None if max_images is None else max(0, max_images - len(live))
+    return live + _spread(rest, budget)
+
+
+def find_face_boxes(
+    paths: list[Path],
+    root: Path,
+    finder=None,
+    mirror: str | os.PathLike[str] | None = None,
+    min_size: float = MIN_FACE_PX,
+    max_per_image: int | None = MAX_FACES_PER_IMAGE,
+    use_cache: bool = True,
+) -> tuple[list[FaceBox], list[tuple[str, str]]]:
+    """Face boxes the reference detector finds in upright ``paths`` (cached), and skipped files with why."""
+    from .faces import ReferenceFaceFinder, _files_key
+
+    finder = finder or ReferenceFaceFinder(mirror=mirror)
+    key = hashlib.sha256(f"{_CACHE_VERSION}|{finder.signature}|{min_size}|{max_per_image}|{_files_key(paths)}".encode()).hexdigest()[:24]
+    cache = cache_dir() / "liveness" / f"{key}.json"
+    if use_cache and cache.is_file():
+        try:
+            meta = json.loads(cache.read_text())
+            return [FaceBox(**f) for f in meta["faces"]], [tuple(s) for s in meta["skipped"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            log.warning("liveness face cache %s is unreadable; rebuilding it", cache)
+    faces: list[FaceBox] = []
+    skipped: list[tuple[str, str]] = []
+    for path in progress(paths, "finding faces"):
+        rel = str(path.relative_to(root)) if path.is_relative_to(root) else path.name
+        try:
+            image = read_image(path)
+        except ImageError as exc:
+            skipped.append((rel, f"unreadable: {exc}"))
+            continue
+        dets = finder.detect(image)
+        keep = [i for i in range(len(dets)) if min(dets.boxes[i, 2] - dets.boxes[i, 0], dets.boxes[i, 3] - dets.boxes[i, 1]) >= min_size]
+        keep = keep[:max_per_image] if max_per_image is not None else keep
+        if not keep:
+            skipped.append((rel, "no face" if len(dets) == 0 else f"faces smaller than {min_size:g} px"))
+        for rank, i in enumerate(keep):
+            faces.append(FaceBox(rel, rank, float(dets.scores[i]), [float(v) for v in dets.boxes[i]]))
+    if use_cache:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(cache.stem + ".tmp.json")
+        tmp.write_text(json.dumps({"faces": [asdict(f) for f in faces], "skipped": skipped}))
+        os.replace(tmp, cache)
+    return faces, skipped
+
+
+def liveness_set(
+    spec: ModelSpec,
+    folder: Path | None,
+    mirror: str | os.PathLike[str] | None = None,
+    exclude: set[str] | None = None,
+    max_images: int | None = 48,
+) -> VerificationSet:
+    """Patches for ``spec`` (its crop scale, size, colour order and mean/std) around every face found."""
+    pre = spec.preprocess
+    if pre.resize != "face-crop" or not pre.crop_scale or pre.input_size is None:
+        raise ValueError(f"{spec.name} is not a face-crop liveness model (preprocess {pre})")
+    if folder is None:
+        _warn_synthetic(spec)
+        crops = np.stack(_synthetic_pictures(16, pre.input_size))
+        names = [f"synthetic-{i}" for i in range(len(crops))]
+        return VerificationSet("liveness", normalize(crops, pre), names, raw=crops, description={"folder": None, "faces": len(crops), "synthetic": True})
+    folder = Path(folder)
+    paths = select_photos(folder, exclude, max_images)
+    faces, skipped = find_face_boxes(paths, folder, mirror=mirror)
+    crops, names = [], []
+    by_image: dict[str, list[FaceBox]] = {}
+    for f in faces:
+        by_image.setdefault(f.image, []).append(f)
+    for rel, group in by_image.items():
+        image = read_image(folder / rel)
+        for f in group:
+            crops.append(liveness_crop(image, f.box, pre))
+            names.append(f"{f.image}#{f.index}")
+    if not crops:
+        raise ImageError(f"no face of at least {MIN_FACE_PX:g} px found in {len(paths)} photos under {folder}; cannot verify {spec.name}")
+    array = np.stack(crops)
+    desc = {
+        "folder": str(folder),
+        "images": len(paths),
+        "liveness_images": sum(is_liveness_photo(str(p.relative_to(folder))) or folder.name == LIVENESS_FOLDER for p in paths),
+        "faces": len(names),
+        "skipped": skipped[:20],
+        "synthetic": False,
+        "detector": f"retinaface-mnet025 (PyTorch reference), score >= 0.9, faces >= {MIN_FACE_PX:g} px, <= {MAX_FACES_PER_IMAGE} per photo",
+        "crop": f"face box x{pre.crop_scale:g}, kept inside the picture, resized to {pre.input_size[0]}x{pre.input_size[1]} (gfn_edge.liveness.crop_box)",
+    }
+    log.info("liveness verification set for %s: %d patches from %d photos", spec.name, len(names), len(paths))
+    return VerificationSet("liveness", normalize(array, pre), names, raw=array, description=desc)

@@ -1,0 +1,184 @@
+"""The whole device pipeline in one call: detect, align, embed, judge quality (and liveness).
+
+Faces that fail a quality gate are still returned, marked with the reasons, because the right
+reaction depends on the app: a door unit may ask the person to step closer, a photo indexer may
+keep the face anyway.
+
+    analyzer = FaceAnalyzer("bundles/retinaface-mnet025-onnx", "bundles/ghostfacenet-dsitweed-w0.5-e16-onnx")
+    for face in analyzer.analyze(cv2.imread("door.jpg")):
+        if face.passed:
+            print(face.box, face.similarity(enrolled_face))
+        else:
+            print("ask to retry:", face.rejected_reasons)
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from .align import align
+from .detector import Detector
+from .embedder import Embedder, cosine_similarity
+from .quality import Quality, QualityGates, assess
+from .retinaface_decode import Detections
+
+log = logging.getLogger(__name__)
+
+BundleOr = Any  # a bundle folder (str / PathLike) or an already built Detector / Embedder
+
+
+@runtime_checkable
+class LivenessScorer(Protocol):
+    """Anything that rates a face as live: higher is more likely a real person in front of the camera."""
+
+    def score(self, image: np.ndarray, box: np.ndarray) -> float: ...
+
+
+def _floats(values: np.ndarray, digits: int | None = None) -> list:
+    arr = np.asarray(values, dtype=np.float64)
+    if digits is not None:
+        arr = np.round(arr, digits)
+    return arr.tolist()
+
+
+@dataclass
+class Face:
+    """One face found in a picture, with everything the pipeline measured about it."""
+
+    box: np.ndarray  # (4,) x1, y1, x2, y2 in picture pixels
+    score: float  # detector confidence
+    landmarks: np.ndarray  # (5, 2): left eye, right eye, nose, mouth left, mouth right
+    embedding: np.ndarray | None = None  # (D,) unit vector, when a recogniser is set
+    quality: Quality | None = None
+    liveness: float | None = None  # the liveness scorer's output, when one is set
+    rejected_reasons: list[str] = field(default_factory=list)  # failed quality gates
+    crop: np.ndarray | None = field(default=None, repr=False)  # aligned BGR crop the embedding came from
+
+    @property
+    def passed(self) -> bool:
+        """True when every quality gate passed."""
+        return not self.rejected_reasons
+
+    @property
+    def size(self) -> float:
+        """Shorter side of the box, pixels."""
+        return float(min(self.box[2] - self.box[0], self.box[3] - self.box[1]))
+
+    @property
+    def area(self) -> float:
+        return float((self.box[2] - self.box[0]) * (self.box[3] - self.box[1]))
+
+    def similarity(self, other: "Face") -> float:
+        """Cosine similarity of two faces' embeddings."""
+        if self.embedding is None or other.embedding is None:
+            raise ValueError("both faces need embeddings: build the FaceAnalyzer with a recognizer")
+        return cosine_similarity(self.embedding, other.embedding)
+
+    def to_dict(self, embedding: bool = True) -> dict[str, Any]:
+        """Plain JSON types only (lists and floats), ready for ``json.dumps``."""
+        out: dict[str, Any] = {
+            "box": _floats(self.box, 2),
+            "score": round(float(self.score), 5),
+            "landmarks": _floats(self.landmarks, 2),
+        }
+        if embedding:
+            out["embedding"] = None if self.embedding is None else _floats(self.embedding, 6)
+        out["quality"] = None if self.quality is None else self.quality.to_dict()
+        out["liveness"] = None if self.liveness is None else round(float(self.liveness), 5)
+        out["passed"] = self.passed
+        out["rejected_reasons"] = list(self.rejected_reasons)
+        return out
+
+
+def largest_face(faces: list[Face]) -> Face | None:
+    """The face with the largest box (the one nearest the camera), or None."""
+    return max(faces, key=lambda f: f.area) if faces else None
+
+
+class FaceAnalyzer:
+    """Detector + optional recogniser + optional liveness scorer + quality gates.
+
+    ``detector`` and ``recognizer`` take bundle folders (opened with ``backend``/``threads``) or
+    ready :class:`Detector` / :class:`Embedder` objects. ``liveness`` is any object with
+    ``score(image_bgr, box) -> float`` (e.g. :class:`gfn_edge.liveness.Liveness`).
+    ``max_faces`` / ``min_face_size`` limit what the detector returns (see :meth:`Detector.detect`);
+    ``gates`` mark faces, they never drop them (default :class:`QualityGates`).
+    """
+
+    def __init__(
+        self,
+        detector: BundleOr,
+        recognizer: BundleOr | None = None,
+        liveness: LivenessScorer | None = None,
+        max_faces: int | None = None,
+        min_face_size: float = 0,
+        gates: QualityGates | None = None,
+        backend: str = "auto",
+        threads: int | None = None,
+    ):
+        self.detector = detector if isinstance(detector, Detector) else Detector(detector, backend=backend, threads=threads)
+        if recognizer is None or isinstance(recognizer, Embedder):
+            self.recognizer: Embedder | None = recognizer
+        else:
+            self.recognizer = Embedder(recognizer, backend=backend, threads=threads)
+        if liveness is not None and not callable(getattr(liveness, "score", None)):
+            raise TypeError(f"liveness must have a score(image, box) -> float method; got {type(liveness).__name__}")
+        self.liveness = liveness
+        self.max_faces = max_faces
+        self.min_face_size = min_face_size
+        self.gates = gates if gates is not None else QualityGates()
+        if self.recognizer is not None:
+            self._template, self._crop_size = self.recognizer.alignment
+        else:
+            self._template, self._crop_size = None, 112  # ArcFace crop: blur is measured on it all the same
+
+    @property
+    def threshold(self) -> float | None:
+        """The recogniser's default same-person threshold on cosine similarity (from its manifest)."""
+        return self.recognizer.default_threshold if self.recognizer is not None else None
+
+    @property
+    def signature(self) -> str | None:
+        return self.recognizer.signature if self.recognizer is not None else None
+
+    def analyze(self, image: np.ndarray) -> list[Face]:
+        """Every face in ``image`` (best detector score first), each measured and gate-checked."""
+        bgr = self.detector.to_bgr(image)
+        dets = self.detector._detect_bgr(bgr, self.max_faces, self.min_face_size)
+        return self.faces_from(bgr, dets)
+
+    def faces_from(self, bgr: np.ndarray, dets: Detections) -> list[Face]:
+        """Align, embed (one batch), score quality and liveness for detections already made on ``bgr``."""
+        if len(dets) == 0:
+            return []
+        crops = np.stack([align(bgr, pts, self._crop_size, self._template) for pts in dets.landmarks])
+        embeddings = self.recognizer.embed(crops) if self.recognizer is not None else None
+        faces = []
+        for i in range(len(dets)):
+            quality = assess(dets.boxes[i], dets.landmarks[i], crops[i])
+            live = float(self.liveness.score(bgr, dets.boxes[i])) if self.liveness is not None else None
+            faces.append(
+                Face(
+                    box=dets.boxes[i].copy(),
+                    score=float(dets.scores[i]),
+                    landmarks=dets.landmarks[i].copy(),
+                    embedding=None if embeddings is None else embeddings[i],
+                    quality=quality,
+                    liveness=live,
+                    rejected_reasons=self.gates.check(quality),
+                    crop=crops[i],
+                )
+            )
+        return faces
+
+    def __call__(self, image: np.ndarray) -> list[Face]:
+        return self.analyze(image)
+
+    def __repr__(self) -> str:
+        return f"<FaceAnalyzer {self.detector!r} {self.recognizer!r} liveness={type(self.liveness).__name__ if self.liveness else None}>"
+
+
+__all__ = ["Face", "FaceAnalyzer", "LivenessScorer", "largest_face"]

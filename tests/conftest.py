@@ -1,0 +1,119 @@
+"""Shared test fixtures: where the real assets are, and bundles exported once per session.
+
+Real assets come from ``../shared`` next to the checkout, or ``GFN_EDGE_SHARED``. A missing asset
+skips the test with a reason starting "asset missing:"; CI fails a run with any such skip.
+
+``GFN_EDGE_TEST_ARTIFACTS`` (a folder) keeps exported bundles between runs and
+``GFN_EDGE_TEST_CACHE`` keeps face crops and random checkpoints: handy while developing, never
+set in CI.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("GFN_EDGE_SHARED") or ROOT.parent / "shared")
+ASSET_MISSING = "asset missing:"
+
+
+def shared_path(*parts: str) -> Path:
+    """A file or folder under shared/, or skip the test naming what is missing."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{ASSET_MISSING} {path} (point GFN_EDGE_SHARED at a copy of shared/)")
+    return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _environment(tmp_path_factory: pytest.TempPathFactory):
+    """Mirror and caches for the whole session; nothing is downloaded during tests."""
+    saved = {k: os.environ.get(k) for k in ("GFN_EDGE_MIRROR", "GFN_EDGE_CACHE", "GFN_EDGE_PROGRESS")}
+    if (SHARED / "models").is_dir():
+        os.environ.setdefault("GFN_EDGE_MIRROR", str(SHARED / "models"))
+    os.environ["GFN_EDGE_CACHE"] = os.environ.get("GFN_EDGE_TEST_CACHE") or str(tmp_path_factory.mktemp("gfn-cache"))
+    os.environ["GFN_EDGE_PROGRESS"] = "0"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def mirror() -> Path:
+    return shared_path("models")
+
+
+@pytest.fixture(scope="session")
+def faces_dir() -> Path:
+    return shared_path("faces")
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    return shared_path("fixtures", "retinaface")
+
+
+class BundleFactory:
+    """Exports a model's targets once per session (or reuses GFN_EDGE_TEST_ARTIFACTS)."""
+
+    def __init__(self, root: Path, mirror: Path, faces: Path):
+        self.root = root
+        self.mirror = mirror
+        self.faces = faces
+        self.results: dict[tuple[str, str], object] = {}
+        self._lock = threading.Lock()
+
+    def get(self, model: str, target: str, **kwargs) -> Path:
+        return self.results_for(model, [target], **kwargs)[target].bundle
+
+    def results_for(self, model: str, targets: list[str], **kwargs) -> dict[str, object]:
+        from gfn_edge.export.api import export_model
+        from gfn_edge.manifest import MANIFEST_NAME, read_manifest
+
+        out = self.root / (model if not kwargs else model + "-" + "-".join(f"{k}{v}" for k, v in sorted(kwargs.items())))
+        with self._lock:
+            todo = []
+            for t in targets:
+                key = (str(out), t)
+                if key in self.results:
+                    continue
+                existing = out / f"{Path(model).stem if '/' in model else model}-{t}" / MANIFEST_NAME
+                if existing.is_file() and os.environ.get("GFN_EDGE_TEST_ARTIFACTS"):
+                    m = read_manifest(existing.parent)
+                    if m.verification.get("passed"):
+                        self.results[key] = _Reused(existing.parent, m)
+                        continue
+                todo.append(t)
+            if todo:
+                for r in export_model(model, todo, out, mirror=self.mirror, verify_images=self.faces, **kwargs):
+                    self.results[(str(out), r.target)] = r
+            return {t: self.results[(str(out), t)] for t in targets}
+
+
+class _Reused:
+    """A bundle from an earlier run, shaped like an ExportResult."""
+
+    def __init__(self, bundle: Path, manifest):
+        self.bundle = bundle
+        self.passed = True
+        self.metrics = manifest.verification.get("metrics", {})
+        self.failures: list[str] = []
+        self.target = manifest.target
+        self.model = manifest.model
+        self.error = None
+        self.size_bytes = manifest.export.get("size_bytes", 0)
+        self.seconds = manifest.export.get("seconds", {})
+
+
+@pytest.fixture(scope="session")
+def bundles(tmp_path_factory: pytest.TempPathFactory, mirror: Path, faces_dir: Path) -> BundleFactory:
+    root = Path(os.environ["GFN_EDGE_TEST_ARTIFACTS"]) if os.environ.get("GFN_EDGE_TEST_ARTIFACTS") else tmp_path_factory.mktemp("bundles")
+    root.mkdir(parents=True, exist_ok=True)
+    return BundleFactory(root, mirror, faces_dir)
