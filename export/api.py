@@ -28,7 +28,7 @@ from .reference import Reference, reference_for, resolve_spec
 from .targets import TARGETS, expand_targets, run_target
 from .targets.context import ExportContext
 from .tools import versions
-from .verify import VerificationReport, default_tolerances, parse_tolerance_overrides, verify_outputs
+from .verify import VerificationReport, default_tolerances, parse_tolerance_overrides, preprocess_mismatch, verify_outputs
 from .verify_data import VerificationSet, build_verification_set
 
 log = logging.getLogger(__name__)
@@ -120,8 +120,21 @@ def export_model(
     results: list[ExportResult] = []
 
     spec, checkpoint = resolve_spec(model, arch, input_size, random_weights, mirror)
+    if any(TARGETS[n].needs_calibration for n in names):
+        from gfn_edge.calib import resolve_calibration
+
+        with timer.stage("calibration set"):
+            calib = resolve_calibration(
+                calib,
+                spec,
+                mirror=mirror,
+                num_samples=options.get("calib_samples"),
+                augment=bool(options.get("calib_augment")),
+                seed=seed,
+            )
     with timer.stage("verification data"):
-        exclude = set(getattr(calib, "source_images", []) or []) if calib is not None else None
+        # calibration pictures never verify (INT8 ranges fitted on a picture would flatter it)
+        exclude = set(calib.source_images) if calib is not None and hasattr(calib, "source_images") else None
         vset = build_verification_set(spec, verify_images, mirror=mirror, exclude=exclude, max_images=max_verify_images)
     with timer.stage("load reference"):
         bn_images = None
@@ -130,14 +143,14 @@ def export_model(
         ref = reference_for(spec, checkpoint, seed=seed, bn_images=bn_images)
     with timer.stage("reference inference"):
         ref_out = ref.run(vset.inputs)
-    if any(TARGETS[n].needs_calibration for n in names) and calib is None:
-        from gfn_edge.calib import resolve_calibration
-
-        with timer.stage("calibration set"):
-            calib = resolve_calibration(None, spec, mirror=mirror, exclude=set(vset.names))
     data_desc = dict(vset.description)
     reference_desc = dict(ref.framework)
     reference_desc["weights"] = ref.source.get("weights")
+
+    shared: dict[str, Any] = {}
+
+    def verify_in_target(bundle: Path, precision: str) -> VerificationReport:
+        return verify_artifact(bundle, vset, ref_out, ref, precision, tolerances)
 
     with tempfile.TemporaryDirectory(prefix="gfn-export-") as work:
         work_dir = Path(work)
@@ -157,7 +170,15 @@ def export_model(
                     "source": {k: v for k, v in ref.source.items() if k != "path"},
                 }
                 ctx = ExportContext(
-                    ref=ref, bundle_dir=staging, work_dir=work_dir, metadata=metadata, calibration=calib, options=options, sample=vset.inputs
+                    ref=ref,
+                    bundle_dir=staging,
+                    work_dir=work_dir,
+                    metadata=metadata,
+                    calibration=calib,
+                    options=options,
+                    sample=vset.inputs,
+                    verify=verify_in_target,
+                    shared=shared,
                 )
                 with t.stage(f"{name}: export"):
                     artifact = run_target(name, ctx)
@@ -215,13 +236,23 @@ def verify_artifact(
     overrides: list[str] | None = None,
     backend: str = "auto",
 ) -> VerificationReport:
-    """Run a bundle with the device runtime on ``vset`` and judge it against the reference outputs."""
+    """Run a bundle with the device runtime on ``vset`` and judge it against the reference outputs.
+
+    The artifact gets the pictures preprocessed as its own manifest says, as a device would feed
+    it, so a manifest that misstates colour order or normalisation fails verification too.
+    """
+    from gfn_edge.preprocess import normalize
     from gfn_edge.runtimes import open_model
 
     tol = parse_tolerance_overrides(overrides, default_tolerances(ref.spec.task, precision))
     model = open_model(bundle, backend=backend)
-    art_out = model.run(vset.inputs)
-    return verify_outputs(ref_out, art_out, vset, ref.spec, tol)
+    mismatch = preprocess_mismatch(model.manifest.preprocess, ref.spec.preprocess)
+    inputs = normalize(vset.raw, model.manifest.preprocess) if mismatch and vset.raw is not None else vset.inputs
+    report = verify_outputs(ref_out, model.run(inputs), vset, ref.spec, tol)
+    if mismatch:
+        report.failures.insert(0, "preprocess: the manifest says " + "; ".join(mismatch))
+        report.passed = False
+    return report
 
 
 def _json(data: Any) -> str:

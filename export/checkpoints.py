@@ -6,6 +6,7 @@ Never unpickles: ``.pth`` files go through ``torch.load(weights_only=True)``, ``
 from __future__ import annotations
 
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -29,21 +30,43 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict:
             with np.load(path, allow_pickle=False) as data:
                 state = {k: torch.from_numpy(np.array(data[k])) for k in data.files}
         except (ValueError, OSError, zipfile.BadZipFile) as exc:
+            if "allow_pickle" in str(exc):  # numpy refuses object arrays without unpickling them
+                raise CheckpointError(
+                    f"{path} holds object arrays (pickled Python objects), which gfn-edge never loads ({exc}); "
+                    f"save plain numeric arrays, one per tensor name"
+                ) from exc
             raise CheckpointError(f"cannot read {path} as an .npz of arrays ({exc}); it may be truncated") from exc
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
             raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint ({exc}); it may be truncated or not a .pth") from exc
-        except Exception as exc:  # weights_only refuses pickled objects with UnpicklingError
+        except Exception as exc:  # weights_only's unpickler: UnpicklingError, or IndexError etc. on garbage
+            reason = _unpickler_reason(exc)
+            if reason.startswith("Unsupported global"):
+                raise CheckpointError(
+                    f"{path} contains pickled Python objects, which gfn-edge never loads (weights_only=True): {reason}. "
+                    f"Save the tensors alone: torch.save(model.state_dict(), path)"
+                ) from exc
             raise CheckpointError(
-                f"{path} contains pickled Python objects, which gfn-edge never loads (weights_only=True): {exc}"
+                f"cannot read {path} as a PyTorch checkpoint ({reason}): it is damaged, not a .pth file, or a pickle "
+                f"of Python objects, which gfn-edge never loads (weights_only=True)"
             ) from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not state:
         raise CheckpointError(f"{path} does not hold a state_dict (a mapping of tensor names to tensors)")
     return {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
+
+
+def _unpickler_reason(exc: Exception) -> str:
+    """The one line that matters in torch's long weights_only message (e.g. "Unsupported global: GLOBAL os.system")."""
+    text = str(exc)
+    match = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n|$)", text)
+    reason = match.group(1) if match else (text.splitlines() or [type(exc).__name__])[0]
+    if "Unsupported global" in reason:
+        reason = reason.split(" was not an allowed global")[0]
+    return reason.strip() or type(exc).__name__
 
 
 def load_strict(model, state: dict, origin: str) -> None:

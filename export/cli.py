@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib", help="INT8 calibration: a folder of photos or a saved set (.npz) from gfn-calib")
     p.add_argument("--calib-method", choices=["minmax", "percentile", "entropy"], help="INT8 calibration method (default: per backend)")
     p.add_argument("--calib-samples", type=int, default=None, help="calibration samples to use")
+    p.add_argument("--calib-augment", action="store_true", help="add mirrored and jittered copies when building the calibration set")
     p.add_argument("--int8-io", action="store_true", help="tflite-int8: int8 input/output tensors instead of float")
+    p.add_argument("--max-float-groups", type=int, help="INT8 remedy: most layer groups that may be kept in float (default: half)")
     p.add_argument("--json", help="also write the results as JSON to this file")
     p.add_argument("--list", action="store_true", help="list models and targets, then exit")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -81,7 +83,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from .api import export_model
 
-    options = {"int8_io": args.int8_io, "calib_method": args.calib_method, "calib_samples": args.calib_samples}
+    options = {
+        "int8_io": args.int8_io,
+        "calib_method": args.calib_method,
+        "calib_samples": args.calib_samples,
+        "calib_augment": args.calib_augment,
+        "max_float_groups": args.max_float_groups,
+    }
     calib = None
     try:
         if args.calib:

@@ -1,8 +1,11 @@
 """Aligned face crops cut from real photos by the reference detector (PyTorch RetinaFace-mnet0.25).
 
 Verification and calibration of recognisers both need faces as the device will see them: found
-by RetinaFace, aligned to the ArcFace template. Finding them costs seconds per folder, so the
-crops are cached in the user cache, keyed by the photos' bytes and the detector's weights.
+by RetinaFace, aligned to the ArcFace template. Finding them costs a fraction of a second per
+picture plus loading PyTorch and the detector, so the result of every picture is cached on its
+own in the user cache, keyed by the picture's bytes, the detector's signature (its weights'
+sha256 and settings) and the crop settings. Any subset or superset of a folder reuses what
+earlier runs found, and the detector is only loaded when some picture is not in the cache.
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +22,7 @@ import numpy as np
 
 from gfn_edge.align import align
 from gfn_edge.errors import ImageError
-from gfn_edge.hub import cache_dir
+from gfn_edge.hub import cache_dir, resolve_weights, sha256_file
 from gfn_edge.image import read_image
 from gfn_edge.preprocess import normalize
 from gfn_edge.progress import progress
@@ -27,7 +31,9 @@ from gfn_edge.retinaface_decode import Detections, postprocess
 log = logging.getLogger(__name__)
 
 DETECTOR = "retinaface-mnet025"
-_CACHE_VERSION = 3  # 3: EXIF orientation applied when reading pictures
+MAX_SIDE = 1024
+SCORE_THRESHOLD = 0.9
+_CACHE_VERSION = 4  # 4: one cache entry per picture (3: EXIF orientation applied when reading pictures)
 
 
 @dataclass
@@ -39,10 +45,26 @@ class FaceCrop:
     landmarks: list[list[float]]
 
 
+def _signature(weights_sha256: str, max_side: int, score_threshold: float) -> str:
+    return f"{DETECTOR}:{weights_sha256}:{max_side}:{score_threshold}"
+
+
+def reference_signature(
+    mirror: str | os.PathLike[str] | None = None, max_side: int = MAX_SIDE, score_threshold: float = SCORE_THRESHOLD
+) -> str:
+    """The signature of a :class:`ReferenceFaceFinder` with these settings, without loading it.
+
+    Only the checkpoint file is hashed, so a fully cached run never imports PyTorch.
+    """
+    return _signature(sha256_file(resolve_weights(DETECTOR, mirror=mirror)), max_side, score_threshold)
+
+
 class ReferenceFaceFinder:
     """Runs the reference RetinaFace (PyTorch) on whole pictures, downscaled to ``max_side``."""
 
-    def __init__(self, mirror: str | os.PathLike[str] | None = None, max_side: int = 1024, score_threshold: float = 0.9):
+    def __init__(
+        self, mirror: str | os.PathLike[str] | None = None, max_side: int = MAX_SIDE, score_threshold: float = SCORE_THRESHOLD
+    ):
         from .reference import load_reference
 
         self.ref = load_reference(DETECTOR, mirror=mirror)
@@ -51,7 +73,7 @@ class ReferenceFaceFinder:
 
     @property
     def signature(self) -> str:
-        return f"{DETECTOR}:{self.ref.source['sha256']}:{self.max_side}:{self.score_threshold}"
+        return _signature(self.ref.source["sha256"], self.max_side, self.score_threshold)
 
     def detect(self, image: np.ndarray) -> Detections:
         h, w = image.shape[:2]
@@ -65,11 +87,73 @@ class ReferenceFaceFinder:
 
 
 def _files_key(paths: list[Path]) -> str:
+    """One key for a list of files by name, size and mtime (the liveness box cache still uses it)."""
     digest = hashlib.sha256()
     for p in paths:
         st = p.stat()
         digest.update(f"{p.name}:{st.st_size}:{int(st.st_mtime)}".encode())
     return digest.hexdigest()
+
+
+# (absolute path, size, mtime_ns) -> sha256 of the bytes: each picture is hashed once per process
+_CONTENT_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def _content_hash(path: Path) -> str:
+    """sha256 of a picture's bytes: a copied or re-cloned folder still hits the cache."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _CONTENT_HASHES:
+        _CONTENT_HASHES[key] = sha256_file(path)
+    return _CONTENT_HASHES[key]
+
+
+@dataclass
+class _PictureFaces:
+    """What one picture yields: its kept faces' crops and descriptions, or why none was kept."""
+
+    crops: np.ndarray  # (K, 112, 112, 3) uint8 BGR
+    faces: list[dict]  # per kept face: score, box, landmarks (rank = position)
+    reason: str | None = None  # set when no face was kept
+
+
+def _detect_picture(image: np.ndarray, finder, min_size: float, max_per_image: int | None) -> _PictureFaces:
+    dets = finder.detect(image)
+    sizes = np.minimum(dets.boxes[:, 2] - dets.boxes[:, 0], dets.boxes[:, 3] - dets.boxes[:, 1]) if len(dets) else np.zeros(0)
+    keep = [i for i in range(len(dets)) if sizes[i] >= min_size]
+    if max_per_image is not None:
+        keep = keep[:max_per_image]
+    if not keep:
+        reason = "no face" if len(dets) == 0 else f"faces smaller than {min_size:g} px"
+        return _PictureFaces(np.zeros((0, 112, 112, 3), np.uint8), [], reason)
+    crops = np.stack([align(image, dets.landmarks[i]) for i in keep])
+    faces = [{"score": float(dets.scores[i]), "box": dets.boxes[i].tolist(), "landmarks": dets.landmarks[i].tolist()} for i in keep]
+    return _PictureFaces(crops, faces)
+
+
+def _load_entry(file: Path) -> _PictureFaces | None:
+    if not file.is_file():
+        return None
+    try:
+        with np.load(file, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            return _PictureFaces(np.array(data["crops"]), list(meta["faces"]), meta["reason"])
+    except (OSError, ValueError, KeyError, TypeError):
+        log.warning("face cache entry %s is unreadable; finding its faces again", file)
+        return None
+
+
+def _save_entry(file: Path, result: _PictureFaces) -> None:
+    """Written to a temporary name and renamed, so parallel runs never read half an entry."""
+    file.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=file.stem + ".", suffix=".tmp.npz", dir=file.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, crops=result.crops, meta=np.asarray(json.dumps({"faces": result.faces, "reason": result.reason})))
+        os.replace(tmp, file)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def find_faces(
@@ -83,46 +167,43 @@ def find_faces(
 ) -> tuple[np.ndarray, list[FaceCrop], list[tuple[str, str]]]:
     """Aligned 112x112 BGR crops of every face at least ``min_size`` px (shorter box side) in ``paths``.
 
-    Returns (crops, their descriptions, skipped files with the reason).
+    Returns (crops, their descriptions, skipped files with the reason). Without ``finder`` the
+    reference detector is loaded only if a picture is missing from the cache.
     """
-    finder = finder or ReferenceFaceFinder(mirror=mirror)
-    key = hashlib.sha256(f"{_CACHE_VERSION}|{finder.signature}|{min_size}|{max_per_image}|{_files_key(paths)}".encode()).hexdigest()[:24]
-    cache = cache_dir() / "faces" / f"{key}.npz"
-    if use_cache and cache.is_file():
-        try:
-            with np.load(cache, allow_pickle=False) as data:
-                meta = json.loads(str(data["meta"]))
-                return data["crops"], [FaceCrop(**m) for m in meta["faces"]], [tuple(s) for s in meta["skipped"]]
-        except (OSError, ValueError, KeyError):
-            log.warning("face cache %s is unreadable; rebuilding it", cache)
+    signature = finder.signature if finder is not None else reference_signature(mirror)
+    settings = f"{_CACHE_VERSION}|{signature}|{min_size}|{max_per_image}"
+    entries = cache_dir() / "faces" / f"v{_CACHE_VERSION}"
     crops: list[np.ndarray] = []
     faces: list[FaceCrop] = []
     skipped: list[tuple[str, str]] = []
+    found = 0
     for path in progress(paths, "finding faces"):
         rel = str(path.relative_to(root)) if path.is_relative_to(root) else path.name
         try:
-            image = read_image(path)
-        except ImageError as exc:
+            entry = entries / (hashlib.sha256(f"{settings}|{_content_hash(path)}".encode()).hexdigest()[:32] + ".npz")
+        except OSError as exc:
             skipped.append((rel, f"unreadable: {exc}"))
             continue
-        dets = finder.detect(image)
-        sizes = np.minimum(dets.boxes[:, 2] - dets.boxes[:, 0], dets.boxes[:, 3] - dets.boxes[:, 1]) if len(dets) else np.zeros(0)
-        keep = [i for i in range(len(dets)) if sizes[i] >= min_size]
-        if max_per_image is not None:
-            keep = keep[:max_per_image]
-        if not keep:
-            skipped.append((rel, "no face" if len(dets) == 0 else f"faces smaller than {min_size:g} px"))
+        result = _load_entry(entry) if use_cache else None
+        if result is None:
+            try:
+                image = read_image(path)
+            except ImageError as exc:
+                skipped.append((rel, f"unreadable: {exc}"))
+                continue
+            if finder is None:
+                finder = ReferenceFaceFinder(mirror=mirror)
+            result = _detect_picture(image, finder, min_size, max_per_image)
+            found += 1
+            if use_cache:
+                _save_entry(entry, result)
+        if result.reason is not None:
+            skipped.append((rel, result.reason))
             continue
-        for rank, i in enumerate(keep):
-            crops.append(align(image, dets.landmarks[i]))
-            faces.append(FaceCrop(rel, rank, float(dets.scores[i]), dets.boxes[i].tolist(), dets.landmarks[i].tolist()))
-    array = np.stack(crops) if crops else np.zeros((0, 112, 112, 3), np.uint8)
-    if use_cache:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.stem + ".tmp.npz")
-        meta = json.dumps({"faces": [f.__dict__ for f in faces], "skipped": skipped})
-        np.savez(tmp, crops=array, meta=np.asarray(meta))
-        os.replace(tmp, cache)
+        crops.append(result.crops)
+        faces.extend(FaceCrop(rel, rank, f["score"], f["box"], f["landmarks"]) for rank, f in enumerate(result.faces))
+    log.info("faces of %d pictures: %d looked up in the cache, %d run through the detector", len(paths), len(paths) - found, found)
+    array = np.concatenate(crops) if crops else np.zeros((0, 112, 112, 3), np.uint8)
     return array, faces, skipped
 
 

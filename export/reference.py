@@ -199,7 +199,7 @@ def random_keras_checkpoint(spec: ModelSpec, seed: int = 0) -> Path:
     from .models.ghostfacenet_keras import save_keras_ghostfacenet
 
     arch = spec.arch
-    target = cache_dir() / "random" / f"{spec.name}-seed{seed}.h5"
+    target = cache_dir() / "random" / f"{spec.name}-seed{seed}-v2.h5"  # v2: BatchNorm statistics estimated
     if not target.is_file():
         tmp = target.with_suffix(".tmp.h5")
         save_keras_ghostfacenet(tmp, version=int(arch.get("version", 1)), width=float(arch.get("width", 1.3)), stride=int(arch.get("stride", 2)), seed=seed)

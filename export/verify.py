@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from gfn_edge.metrics import DetectionAgreement, accuracy_at, best_threshold_accuracy, cosine_rows
-from gfn_edge.registry import ModelSpec
+from gfn_edge.registry import ModelSpec, Preprocess
 from gfn_edge.retinaface_decode import postprocess, prior_boxes
 
 from .verify_data import VerificationSet
@@ -70,6 +70,22 @@ def parse_tolerance_overrides(items: list[str] | None, base: Tolerances) -> Tole
     return out
 
 
+_PREPROCESS_FIELDS = ("input_size", "color", "mean", "std", "resize", "crop_scale")
+
+
+def preprocess_mismatch(artifact: Preprocess, reference: Preprocess) -> list[str]:
+    """Where a bundle's recorded preprocessing differs from the reference's, e.g. ``color RGB (reference BGR)``.
+
+    A device prepares inputs from the manifest, so a wrong colour order or mean there is a broken
+    bundle even when the model file itself is perfect.
+    """
+    return [
+        f"{key} {getattr(artifact, key)} (reference {getattr(reference, key)})"
+        for key in _PREPROCESS_FIELDS
+        if getattr(artifact, key) != getattr(reference, key)
+    ]
+
+
 def _guess_op(key: str) -> str:
     return "<=" if any(s in key for s in ("err", "nme", "delta")) else ">="
 
@@ -113,12 +129,17 @@ def judge(metrics: dict[str, Any], tolerances: Tolerances) -> list[str]:
 
 
 def embedding_metrics(ref: np.ndarray, art: np.ndarray, vset: VerificationSet) -> dict[str, Any]:
-    cos = cosine_rows(ref, art)
+    cos_all = cosine_rows(ref, art)
+    judged = vset.judged if vset.judged is not None and vset.judged.any() else np.ones(len(cos_all), bool)
+    cos = cos_all[judged]
     m: dict[str, Any] = {
         "faces": int(len(cos)),
         "cos_mean": float(cos.mean()),
         "cos_min": float(cos.min()),
         "cos_p01": float(np.percentile(cos, 1)),
+        "faces_all": int(len(cos_all)),
+        "cos_mean_all": float(cos_all.mean()),
+        "cos_min_all": float(cos_all.min()),
     }
     if vset.pairs:
         a = np.asarray([p[0] for p in vset.pairs])

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from gfn_edge.image import list_images, read_image
-from gfn_edge.preprocess import Letterbox, detector_input, normalize
+from gfn_edge.preprocess import Letterbox, bgr_fill, letterbox, normalize
+from gfn_edge.quality import QualityGates, assess
 from gfn_edge.registry import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,8 @@ class VerificationSet:
     names: list[str]
     letterboxes: list[Letterbox] = field(default_factory=list)  # detectors
     pairs: list[tuple[int, int, bool]] = field(default_factory=list)  # recognisers: indices into inputs
-    raw: np.ndarray | None = None  # uint8 BGR crops (recognisers/liveness), for calibration reuse
+    raw: np.ndarray | None = None  # uint8 BGR model-size pictures: crops, or letterboxed canvases for detectors
+    judged: np.ndarray | None = None  # recognisers: faces that count (pass the device's quality gates)
     description: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -96,16 +98,18 @@ def detection_set(spec: ModelSpec, folder: Path | None, max_images: int | None =
         _warn_synthetic(spec)
         pictures = _synthetic_pictures(8, size)
         names = [f"synthetic-{i}" for i in range(len(pictures))]
-    inputs, boxes = [], []
-    for pic in pictures:
-        x, box = detector_input(pic, spec.preprocess, size)
-        inputs.append(x[0])
+    canvases, boxes = [], []
+    for pic in pictures:  # what gfn_edge.preprocess.detector_input does, keeping the uint8 canvas
+        canvas, box = letterbox(pic, size, bgr_fill(spec.preprocess))
+        canvases.append(canvas)
         boxes.append(box)
+    raw = np.stack(canvases)
     return VerificationSet(
         task="detect",
-        inputs=np.stack(inputs),
+        inputs=normalize(raw, spec.preprocess),
         names=names,
         letterboxes=boxes,
+        raw=raw,
         description={"folder": str(folder) if folder else None, "images": len(names), "synthetic": folder is None or names[0].startswith("synthetic")},
     )
 
@@ -142,6 +146,10 @@ def face_set(
     files = [p for p in list_images(folder) if not exclude or p.name not in exclude]
     crops, faces, skipped = find_faces(files, folder, min_size=min_size, mirror=mirror)
     names = [f"{f.image}#{f.index}" for f in faces]
+    # The device only embeds faces that pass its default quality gates (size, blur, pose); agreement is
+    # judged on those, and reported over all faces as well.
+    gates = QualityGates()
+    judged = np.asarray([not gates.check(assess(np.asarray(f.box), np.asarray(f.landmarks), c)) for f, c in zip(faces, crops)], dtype=bool)
     pairs: list[tuple[int, int, bool]] = []
     pairs_file = find_pairs_csv(folder)
     missing_pairs = 0
@@ -159,13 +167,15 @@ def face_set(
         "folder": str(folder),
         "images": len(files),
         "faces": len(faces),
+        "faces_judged": int(judged.sum()),
+        "judged_by": "gfn_edge.quality.QualityGates() defaults (faces the device would embed)",
         "pairs": len(pairs),
         "pairs_without_face": missing_pairs,
         "skipped": skipped[:20],
         "synthetic": False,
         "detector": "retinaface-mnet025 (PyTorch reference), score >= 0.9, faces >= %g px" % min_size,
     }
-    return VerificationSet("embed", normalize(crops, spec.preprocess), names, pairs=pairs, raw=crops, description=desc)
+    return VerificationSet("embed", normalize(crops, spec.preprocess), names, pairs=pairs, raw=crops, judged=judged, description=desc)
 
 
 def build_verification_set(

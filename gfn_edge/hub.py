@@ -52,12 +52,19 @@ def cache_dir() -> Path:
     return Path(os.environ.get("GFN_EDGE_CACHE") or Path.home() / ".cache" / "gfn-edge")
 
 
+def _recorded_hash(path: Path) -> str | None:
+    """The hash recorded beside ``path`` by its first download (entries without a published hash)."""
+    record = path.with_name(path.name + ".sha256")
+    if record.is_file():
+        words = record.read_text().split()
+        return words[0] if words else None
+    return None
+
+
 def _check_hash(path: Path, expected: str | None, origin: str) -> str:
     actual = sha256_file(path)
     if expected is None:
-        record = path.with_name(path.name + ".sha256")
-        if record.is_file():
-            expected = record.read_text().split()[0]
+        expected = _recorded_hash(path)
     if expected is not None and actual != expected:
         raise ChecksumError(
             f"{path} ({origin}) has sha256 {actual}, expected {expected}: the file is damaged, truncated or a different "
@@ -163,4 +170,5 @@ def resolve_spec_weights(spec: ModelSpec, mirror: str | os.PathLike[str] | None 
             f"{spec.name}: {Path(src.mirror_path).name} is not in {searched} nor in {cached.parent}, and downloads are off"
         )
     log.info("%s: downloading %s", spec.name, src.url)
-    return _download(src.url, cached, src.sha256)
+    # a re-download of an unhashed entry must match what the first download recorded
+    return _download(src.url, cached, src.sha256 or _recorded_hash(cached))

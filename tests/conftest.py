@@ -77,7 +77,8 @@ class BundleFactory:
         from gfn_edge.export.api import export_model
         from gfn_edge.manifest import MANIFEST_NAME, read_manifest
 
-        out = self.root / (model if not kwargs else model + "-" + "-".join(f"{k}{v}" for k, v in sorted(kwargs.items())))
+        label = Path(model).name if "/" in model else model  # a checkpoint path must not escape the root
+        out = self.root / (label if not kwargs else label + "-" + "-".join(f"{k}{v}" for k, v in sorted(kwargs.items())))
         with self._lock:
             todo = []
             for t in targets:

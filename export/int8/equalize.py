@@ -37,20 +37,23 @@ _GATE_FUNCTIONS = {F.relu6, torch.clamp, torch.sigmoid, F.sigmoid, F.hardsigmoid
 _GATE_METHODS = {"clamp", "sigmoid", "softmax", "tanh"}
 
 
-class ChannelScale(nn.Module):
-    """``x * scale`` per channel: an exact no-op (scale 1) that equalisation may set.
+class ChannelScale(nn.Conv2d):
+    """``x * scale`` per channel, as a 1x1 depthwise convolution initialised to 1 (an exact no-op).
 
     Put on one operand of a residual addition it unties that operand's channel scales from the
     other's: a channel can then be weak in a block's output yet strong in the residual stream
-    without one int8 scale having to serve both.
+    without one int8 scale having to serve both. Being a depthwise conv, its factors are
+    quantised per channel by every backend (a Mul by a constant vector would get one scale).
     """
 
     def __init__(self, channels: int):
-        super().__init__()
-        self.register_buffer("scale", torch.ones(channels))
+        super().__init__(channels, channels, 1, groups=channels, bias=False)
+        with torch.no_grad():
+            self.weight.fill_(1.0)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.scale.view(1, -1, *([1] * (x.dim() - 2)))
+    @property
+    def scale(self) -> torch.Tensor:
+        return self.weight.detach().view(-1)
 
 
 def insert_decouplers(gm: fx.GraphModule) -> int:
@@ -85,7 +88,7 @@ def remove_identity_decouplers(gm: fx.GraphModule, tolerance: float = 1e-3) -> i
     removed = 0
     for node in list(gm.graph.nodes):
         if node.op == "call_module" and isinstance(gm.get_submodule(node.target), ChannelScale):
-            if torch.all(torch.abs(gm.get_submodule(node.target).scale - 1) < tolerance):
+            if torch.all(torch.abs(gm.get_submodule(node.target).scale - 1) < tolerance) and gm.get_submodule(node.target).bias is None:
                 node.replace_all_uses_with(node.args[0])
                 gm.graph.erase_node(node)
                 removed += 1
@@ -188,10 +191,6 @@ class _Analysis:
                 self.absorb_in.append((node.target, first))
                 self.produce_out.append((node.target, node))
                 return self.uf.new(mod.num_features)
-            if isinstance(mod, ChannelScale):
-                self.absorb_in.append((node.target, first))
-                self.produce_out.append((node.target, node))
-                return self.uf.new(mod.scale.numel())
             if isinstance(mod, _SAME_MODULES) and first is not None:
                 return self.vars.get(first)
             self.fix(args)
@@ -371,10 +370,6 @@ def _apply(gm: fx.GraphModule, an: _Analysis, factor: np.ndarray) -> None:
                     w.div_(so[:, None])
                     if mod.bias is not None:
                         mod.bias.div_(so)
-            elif isinstance(mod, ChannelScale):
-                si = torch.as_tensor(s_in if s_in is not None else 1.0, dtype=torch.float32)
-                so = torch.as_tensor(s_out if s_out is not None else 1.0, dtype=torch.float32)
-                mod.scale.mul_(si / so)
             elif isinstance(mod, nn.modules.batchnorm._BatchNorm):
                 si = torch.as_tensor(s_in if s_in is not None else np.ones(mod.num_features), dtype=torch.float32)
                 so = torch.as_tensor(s_out if s_out is not None else np.ones(mod.num_features), dtype=torch.float32)

@@ -11,6 +11,17 @@ from torch.fx.experimental.optimization import fuse
 from torch.fx.passes.shape_prop import ShapeProp
 
 
+class LeafTracer(fx.Tracer):
+    """fx tracer that keeps every Conv2d subclass (e.g. ChannelScale) as one conv node."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, nn.Conv2d) or super().is_leaf_module(m, qualname)
+
+
+def symbolic_trace(model: nn.Module) -> fx.GraphModule:
+    return fx.GraphModule(model, LeafTracer().trace(model))
+
+
 def trace_folded(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
     """An fx copy of ``model`` (eval) with Conv+BN fused and shapes recorded in ``node.meta``.
 
@@ -18,7 +29,7 @@ def trace_folded(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
     so the embedding comes straight out of a convolution.
     """
     model = copy.deepcopy(model).float().cpu().eval()
-    gm = fuse(fx.symbolic_trace(model))
+    gm = fuse(symbolic_trace(model), no_trace=True)
     _fold_conv_flatten_bn1d(gm)
     gm.graph.lint()
     gm.recompile()

@@ -83,6 +83,7 @@ class GhostModule(nn.Module):
         self.oup = oup
         init_channels = math.ceil(oup / ratio)
         new_channels = init_channels * (ratio - 1)
+        self.trim = init_channels + new_channels != oup  # static, so the graph traces without a branch
         self.primary_conv = nn.Sequential(
             nn.Conv2d(inp, init_channels, kernel_size, 1, kernel_size // 2, bias=False),
             nn.BatchNorm2d(init_channels),
@@ -98,7 +99,7 @@ class GhostModule(nn.Module):
         x1 = self.primary_conv(x)
         x2 = self.cheap_operation(x1)
         out = torch.cat([x1, x2], dim=1)
-        return out if out.shape[1] == self.oup else out[:, : self.oup]
+        return out[:, : self.oup] if self.trim else out
 
 
 class GhostBottleneck(nn.Module):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -20,6 +20,8 @@ class ExportContext:
     calibration: Any = None  # gfn_edge.calib CalibrationSet for INT8 targets
     options: dict[str, Any] = field(default_factory=dict)
     sample: np.ndarray | None = None  # one normalised NHWC input batch for tracing
+    verify: Callable[[Path, str], Any] | None = None  # (bundle dir, precision) -> VerificationReport
+    shared: dict[str, Any] = field(default_factory=dict)  # computed once per run, reused by every target
 
     @property
     def spec(self):

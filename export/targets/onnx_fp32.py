@@ -33,11 +33,8 @@ def _import_onnx():
     return onnx, onnxsim
 
 
-def fp32_onnx(ctx: ExportContext) -> Path:
-    """The simplified FP32 ONNX of the reference's PyTorch module (made once per export run)."""
-    path = ctx.work_dir / "fp32.onnx"
-    if path.is_file():
-        return path
+def export_onnx(model, ctx: ExportContext, path: Path) -> Path:
+    """``model`` (a PyTorch module with the reference's inputs/outputs) as simplified ONNX at ``path``."""
     import torch
 
     onnx, onnxsim = _import_onnx()
@@ -45,10 +42,10 @@ def fp32_onnx(ctx: ExportContext) -> Path:
     dynamic_batch = spec.task != "detect"
     batch = 2 if dynamic_batch else 1
     sample = torch.from_numpy(ctx.sample_input(batch).transpose(0, 3, 1, 2).copy())
-    model = ctx.ref.torch_model.float().cpu().eval()
+    model = model.float().cpu().eval()
     out_names = [o.name for o in spec.outputs]
     dynamic_axes = {"input": {0: "batch"}, **{n: {0: "batch"} for n in out_names}} if dynamic_batch else None
-    raw = ctx.work_dir / "raw.onnx"
+    raw = path.with_name(path.stem + ".raw.onnx")
     with torch.no_grad():
         torch.onnx.export(
             model,
@@ -68,7 +65,16 @@ def fp32_onnx(ctx: ExportContext) -> Path:
         simplified = proto
     onnx.checker.check_model(simplified)
     onnx.save(simplified, str(path))
+    raw.unlink(missing_ok=True)
     return path
+
+
+def fp32_onnx(ctx: ExportContext) -> Path:
+    """The simplified FP32 ONNX of the reference's PyTorch module (made once per export run)."""
+    path = ctx.work_dir / "fp32.onnx"
+    if path.is_file():
+        return path
+    return export_onnx(ctx.ref.torch_model, ctx, path)
 
 
 def embed_metadata(path: Path, text: str) -> None:

@@ -1,0 +1,243 @@
+"""Build calibration sets from ordinary photos, as the device will see them.
+
+- detectors: each photo letterboxed to the model's input size (same resize and padding as the
+  runtime's Detector);
+- recognisers: faces found and aligned by the reference RetinaFace, kept only when they pass the
+  device's default quality gates (the runtime never embeds the others);
+- liveness models: the face patch at the model's crop scale around each reference detection.
+
+Exact duplicate photos and duplicate samples are dropped; every skipped photo is reported with
+its reason. Training-side code (the reference detector) is imported only for faces.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from gfn_edge.errors import CalibrationError, ImageError
+from gfn_edge.image import list_images, read_image
+from gfn_edge.preprocess import bgr_fill, letterbox
+from gfn_edge.progress import progress
+from gfn_edge.quality import QualityGates, assess
+from gfn_edge.registry import ModelSpec
+
+from .dataset import RECOMMENDED_MINIMUM, CalibrationSet
+
+log = logging.getLogger(__name__)
+
+
+def _file_sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _collect_files(images: str | os.PathLike[str] | list, exclude: set[str] | None) -> tuple[list[Path], Path]:
+    if isinstance(images, (list, tuple)):
+        files = [Path(p) for p in images]
+        root = Path(os.path.commonpath([str(p.parent) for p in files])) if files else Path(".")
+    else:
+        root = Path(images)
+        if not root.exists():
+            raise CalibrationError(f"calibration image folder {root} does not exist")
+        files = list_images(root)
+    if exclude:
+        files = [p for p in files if p.name not in exclude]
+    if not files:
+        raise CalibrationError(f"no pictures found in {images} (looked for .jpg/.png/... files recursively)")
+    return files, root
+
+
+def _augment(sample: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+    """A mirrored copy and a brightness/contrast-jittered one: variations a door camera sees."""
+    flipped = np.ascontiguousarray(sample[:, ::-1])
+    alpha = rng.uniform(0.75, 1.25)
+    beta = rng.uniform(-25, 25)
+    jittered = cv2.convertScaleAbs(sample, alpha=alpha, beta=beta)
+    return [flipped, jittered]
+
+
+def _detector_samples(spec: ModelSpec, files: list[Path], root: Path) -> tuple[list[np.ndarray], list[dict], list[tuple[str, str]]]:
+    size = spec.preprocess.input_size
+    if size is None:
+        raise CalibrationError(f"{spec.name} has no fixed input size; pass the export input size")
+    samples, sources, skipped = [], [], []
+    for path in progress(files, "calibration pictures"):
+        rel = str(path.relative_to(root)) if path.is_relative_to(root) else path.name
+        try:
+            image = read_image(path)
+        except ImageError as exc:
+            skipped.append((rel, f"unreadable: {exc}"))
+            continue
+        canvas, _ = letterbox(image, size, bgr_fill(spec.preprocess))
+        samples.append(canvas)
+        sources.append({"image": path.name, "path": rel, "sha256": _file_sha(path), "samples": 1})
+    return samples, sources, skipped
+
+
+def _face_samples(
+    spec: ModelSpec, files: list[Path], root: Path, mirror, min_face_size: float, gates: QualityGates | None
+) -> tuple[list[np.ndarray], list[dict], list[tuple[str, str]]]:
+    from gfn_edge.export.faces import find_faces
+
+    crops, faces, skipped = find_faces(files, root, min_size=min_face_size, mirror=mirror)
+    by_image: dict[str, list[int]] = {}
+    rejected: dict[str, int] = {}
+    for i, face in enumerate(faces):
+        if gates is not None:
+            failed = gates.check(assess(np.asarray(face.box), np.asarray(face.landmarks), crops[i]))
+            if failed:
+                for f in failed:
+                    rejected[f] = rejected.get(f, 0) + 1
+                continue
+        by_image.setdefault(face.image, []).append(i)
+    samples, sources = [], []
+    for path in files:
+        rel = str(path.relative_to(root)) if path.is_relative_to(root) else path.name
+        idx = by_image.get(rel, [])
+        if not idx:
+            if rel not in {s[0] for s in skipped}:
+                skipped.append((rel, "no face passed the quality gates"))
+            continue
+        samples.extend(crops[i] for i in idx)
+        sources.append({"image": path.name, "path": rel, "sha256": _file_sha(path), "samples": len(idx)})
+    if rejected:
+        log.info("calibration faces rejected by quality gates: %s", rejected)
+    return samples, sources, skipped
+
+
+def _liveness_samples(spec: ModelSpec, files: list[Path], root: Path, mirror, min_face_size: float):
+    from gfn_edge.export.liveness_data import find_face_boxes
+    from gfn_edge.liveness import liveness_crop
+
+    boxes, skipped = find_face_boxes(files, root, mirror=mirror, min_size=min_face_size)
+    by_image: dict[str, list] = {}
+    for b in boxes:
+        by_image.setdefault(b.image, []).append(b)
+    samples, sources = [], []
+    for path in files:
+        rel = str(path.relative_to(root)) if path.is_relative_to(root) else path.name
+        found = by_image.get(rel, [])
+        if not found:
+            continue
+        image = read_image(path)
+        for b in found:
+            samples.append(liveness_crop(image, b.box, spec.preprocess))
+        sources.append({"image": path.name, "path": rel, "sha256": _file_sha(path), "samples": len(found)})
+    return samples, sources, list(skipped)
+
+
+def build_calibration_set(
+    spec: ModelSpec,
+    images: str | os.PathLike[str] | list,
+    num_samples: int | None = None,
+    seed: int = 0,
+    augment: bool = False,
+    mirror: str | os.PathLike[str] | None = None,
+    exclude: set[str] | None = None,
+    min_face_size: float = 40.0,
+    quality_gates: bool = True,
+) -> CalibrationSet:
+    """A calibration set for ``spec`` from a folder (or list) of photos.
+
+    ``num_samples`` caps the set (default: 100 for detectors, whose samples are whole pictures,
+    else 300); ``exclude`` names pictures to leave out (those used for verification).
+    """
+    files, root = _collect_files(images, exclude)
+    unique: dict[str, Path] = {}
+    duplicates = 0
+    for p in files:
+        key = _file_sha(p)
+        if key in unique:
+            duplicates += 1
+            continue
+        unique[key] = p
+    files = list(unique.values())
+    gates = QualityGates() if quality_gates else None
+    if spec.task == "detect":
+        samples, sources, skipped = _detector_samples(spec, files, root)
+    elif spec.task == "embed":
+        samples, sources, skipped = _face_samples(spec, files, root, mirror, min_face_size, gates)
+    elif spec.task == "liveness":
+        samples, sources, skipped = _liveness_samples(spec, files, root, mirror, min_face_size)
+    else:
+        raise CalibrationError(f"no calibration recipe for task {spec.task!r}")
+    if not samples:
+        what = "pictures" if spec.task == "detect" else "faces"
+        raise CalibrationError(f"no usable {what} in {images}: {len(skipped)} skipped ({skipped[:3]}...)")
+    rng = np.random.default_rng(seed)
+    if augment:
+        samples = samples + [a for s in samples for a in _augment(s, rng)]
+    seen: set[bytes] = set()
+    deduped = []
+    for s in samples:
+        key = hashlib.sha1(s.tobytes()).digest()
+        if key in seen:
+            duplicates += 1
+            continue
+        seen.add(key)
+        deduped.append(s)
+    cap = num_samples if num_samples is not None else (100 if spec.task == "detect" else 300)
+    order = rng.permutation(len(deduped))[:cap]
+    chosen = np.stack([deduped[i] for i in sorted(order)])
+    if len(chosen) < RECOMMENDED_MINIMUM:
+        log.warning(
+            "calibration set for %s has only %d samples (fewer than %d recommended); INT8 ranges may not cover "
+            "what the device sees. Add pictures or use --calib-augment.",
+            spec.name,
+            len(chosen),
+            RECOMMENDED_MINIMUM,
+        )
+    manifest: dict[str, Any] = {
+        "model": spec.name,
+        "task": spec.task,
+        "preprocess": spec.to_dict()["preprocess"],
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "images": str(images) if not isinstance(images, (list, tuple)) else f"{len(files)} listed files",
+        "seed": seed,
+        "augment": augment,
+        "quality_gates": quality_gates if spec.task == "embed" else None,
+        "min_face_size": min_face_size if spec.task != "detect" else None,
+        "candidates": len(deduped),
+        "duplicates_dropped": duplicates,
+        "sources": sources,
+        "skipped": [list(s) for s in skipped],
+    }
+    log.info("calibration set for %s: %d samples from %d pictures (%d skipped, %d duplicates dropped)", spec.name, len(chosen), len(sources), len(skipped), duplicates)
+    return CalibrationSet(chosen, manifest)
+
+
+def resolve_calibration(
+    calib: Any,
+    spec: ModelSpec,
+    mirror: str | os.PathLike[str] | None = None,
+    exclude: set[str] | None = None,
+    num_samples: int | None = None,
+    augment: bool = False,
+    seed: int = 0,
+) -> CalibrationSet:
+    """A CalibrationSet from a set object, a saved ``.npz``, a folder of photos, or GFN_EDGE_CALIB_IMAGES."""
+    if calib is None:
+        calib = os.environ.get("GFN_EDGE_CALIB_IMAGES")
+        if not calib:
+            raise CalibrationError(
+                "INT8 targets need calibration data: pass --calib DIR (photos) or --calib SET.npz (from gfn-calib build), "
+                "or set GFN_EDGE_CALIB_IMAGES"
+            )
+    if isinstance(calib, CalibrationSet):
+        cset = calib
+    else:
+        path = Path(calib)
+        if path.is_file():
+            cset = CalibrationSet.load(path)
+        elif path.is_dir():
+            cset = build_calibration_set(spec, path, num_samples=num_samples, seed=seed, augment=augment, mirror=mirror, exclude=exclude)
+        else:
+            raise CalibrationError(f"calibration source {path} is neither a saved set nor a folder of photos")
+    cset.check_compatible(spec)
+    return cset

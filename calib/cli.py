@@ -1,0 +1,81 @@
+"""gfn-calib: build and inspect INT8 calibration sets."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from gfn_edge.errors import GfnEdgeError
+from gfn_edge.registry import get_spec
+
+
+def _size(text: str) -> tuple[int, int]:
+    w, h = (int(v) for v in text.lower().split("x"))
+    return w, h
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gfn-calib", description="Build and inspect INT8 calibration sets.")
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="make a calibration set for a model from a folder of photos")
+    b.add_argument("--model", required=True, help="registry name (the set records it)")
+    b.add_argument("--images", required=True, help="folder of ordinary photos (searched recursively)")
+    b.add_argument("--out", required=True, help="output .npz (a readable .json is written beside it)")
+    b.add_argument("--samples", type=int, help="cap on samples (default 100 detector pictures / 300 faces)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--augment", action="store_true", help="add mirrored and brightness/contrast-jittered copies")
+    b.add_argument("--input-size", type=_size, help="detector input WIDTHxHEIGHT (must match the export's)")
+    b.add_argument("--min-face-size", type=float, default=40.0)
+    b.add_argument("--no-quality-gates", action="store_true", help="keep faces the device's quality gates would reject")
+    b.add_argument("--exclude", action="append", default=[], help="picture file name to leave out (repeatable)")
+    b.add_argument("--mirror", help="weights mirror folder (for the reference face detector)")
+    i = sub.add_parser("inspect", help="print a set's provenance and statistics")
+    i.add_argument("set")
+    i.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("gfn_edge").setLevel(logging.INFO)
+    from .build import build_calibration_set
+    from .dataset import CalibrationSet
+
+    try:
+        if args.command == "build":
+            spec = get_spec(args.model)
+            if args.input_size:
+                spec = spec.with_input_size(args.input_size)
+            cset = build_calibration_set(
+                spec,
+                args.images,
+                num_samples=args.samples,
+                seed=args.seed,
+                augment=args.augment,
+                mirror=args.mirror,
+                exclude=set(args.exclude),
+                min_face_size=args.min_face_size,
+                quality_gates=not args.no_quality_gates,
+            )
+            path = cset.save(args.out)
+            print(json.dumps({"saved": str(path), **cset.summary()}, indent=2))
+            return 0
+        cset = CalibrationSet.load(args.set)
+        summary = cset.summary()
+        if args.json:
+            print(json.dumps({**summary, "manifest": cset.manifest}, indent=2))
+        else:
+            for k, v in summary.items():
+                print(f"{k:20s} {v}")
+            for rel, why in cset.manifest.get("skipped", [])[:20]:
+                print(f"  skipped {rel}: {why}")
+        return 0
+    except (GfnEdgeError, ValueError, OSError) as exc:
+        print(f"gfn-calib: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""The INT8 remedy search every backend shares: quantise, verify, and on failure try the remedies.
+
+Order of attempts (each one verified on the real verification data with the device runtime):
+
+1. every calibration method the backend offers (``--calib-method`` pins one);
+2. with the best method, the module groups the int8 simulation ranked most sensitive kept in
+   float, 1, 2, 3, 4, 6, 8 ... groups, up to ``max_float_groups`` (default: half the model).
+
+The first attempt within tolerance wins; otherwise the one closest to its tolerances is returned
+marked failed. Every attempt is recorded in the manifest (method, float groups, metrics).
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from gfn_edge.hub import sha256_file
+from gfn_edge.manifest import Manifest
+
+from ..targets import Artifact, TargetInfo
+from ..targets.context import ExportContext
+from .prepare import Int8Preparation, prepare_for_int8, rank_groups
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    method: str
+    float_groups: tuple[str, ...] = ()
+
+    def label(self) -> str:
+        return self.method + (f" + float {', '.join(self.float_groups)}" if self.float_groups else "")
+
+
+@dataclass
+class Outcome:
+    attempt: Attempt
+    passed: bool
+    margin: float
+    metrics: dict[str, Any]
+    failures: list[str]
+    seconds: float
+    folder: Path
+    artifact: Artifact | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        keys = ("cos_mean", "cos_min", "pair_acc_delta", "recall", "precision", "landmark_nme", "output_rel_err", "prob_err", "decision_agree")
+        return {
+            "method": self.attempt.method,
+            "float_groups": list(self.attempt.float_groups),
+            "passed": self.passed,
+            "metrics": {k: self.metrics[k] for k in keys if k in self.metrics},
+            "failures": self.failures,
+            "seconds": round(self.seconds, 1),
+        }
+
+
+def _score(task: str):
+    """Higher-is-better agreement of simulated outputs with float outputs (ranks layer groups)."""
+
+    def embed(outs, refs):
+        a, b = outs[0], refs[0]
+        a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+        b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+        return float((a * b).sum(1).mean())
+
+    def generic(outs, refs):
+        errs = [np.linalg.norm(o - r) / max(np.linalg.norm(r), 1e-12) for o, r in zip(outs, refs)]
+        return float(1.0 - np.mean(errs))
+
+    return embed if task == "embed" else generic
+
+
+def preparation(ctx: ExportContext) -> Int8Preparation:
+    """The equalised FP32 model and sensitivity ranking, computed once per export run."""
+    key = "int8_preparation"
+    if key not in ctx.shared:
+        calib = ctx.calibration
+        x = calib.inputs()
+        log.info("INT8: preparing %s on %d calibration samples", ctx.spec.name, len(x))
+        ctx.shared[key] = prepare_for_int8(ctx.ref.torch_model, x)
+    return ctx.shared[key]
+
+
+def sensitivity(ctx: ExportContext) -> list[tuple[str, float]]:
+    """Layer groups ranked by simulated int8 damage; computed on first need, once per run."""
+    prep = preparation(ctx)
+    if not prep.sensitivity:
+        start = time.perf_counter()
+        samples = 32 if ctx.spec.task != "detect" else 8
+        prep.sensitivity, prep.simulated = rank_groups(prep.model, ctx.calibration.inputs(), _score(ctx.spec.task), samples=samples)
+        prep.seconds += time.perf_counter() - start
+    return prep.sensitivity
+
+
+def margin(report) -> float:
+    """Smallest relative slack over the judged tolerances (negative when one fails)."""
+    slacks = []
+    for key, (op, limit) in report.tolerances.items():
+        value = report.metrics.get(key)
+        if value is None:
+            continue
+        scale = max(abs(limit), 1e-6)
+        slacks.append((value - limit) / scale if op == ">=" else (limit - value) / scale)
+    return min(slacks) if slacks else 0.0
+
+
+def _write_manifest(ctx: ExportContext, info: TargetInfo, folder: Path, artifact: Artifact) -> None:
+    Manifest(
+        model=ctx.spec.name,
+        task=ctx.spec.task,
+        target=info.name,
+        precision=info.precision,
+        files=artifact.files,
+        spec=ctx.metadata["spec"],
+        inputs=artifact.inputs,
+        outputs=artifact.outputs,
+        sha256={f: sha256_file(folder / f) for f in artifact.files.values()},
+        source=ctx.metadata.get("source", {}),
+    ).write(folder)
+
+
+def plan(ctx: ExportContext, methods: list[str], groups: list[str]) -> tuple[list[Attempt], list[list[str]]]:
+    pinned = ctx.options.get("calib_method")
+    method_list = [pinned] if pinned else methods
+    cap = ctx.options.get("max_float_groups")
+    cap = len(groups) // 2 if cap is None else min(int(cap), len(groups))
+    steps = [k for k in (1, 2, 3, 4, 6, 8, 10, 12, 16, 20, 24) if k <= cap]
+    return [Attempt(m) for m in method_list], [groups[:k] for k in steps]
+
+
+def run_search(
+    ctx: ExportContext,
+    info: TargetInfo,
+    build: Callable[[Attempt, Path], Artifact],
+    methods: list[str],
+) -> Artifact:
+    """Try attempts until one verifies; copy the winner (or the best failure) into the bundle."""
+    prep = preparation(ctx)
+    first, _ = plan(ctx, methods, [])
+    root = ctx.work_dir / f"{info.name}-attempts"
+    root.mkdir(exist_ok=True)
+    outcomes: list[Outcome] = []
+
+    def attempt(a: Attempt) -> Outcome:
+        folder = root / f"attempt{len(outcomes)}"
+        folder.mkdir()
+        start = time.perf_counter()
+        artifact = build(a, folder)
+        _write_manifest(ctx, info, folder, artifact)
+        report = ctx.verify(folder, info.precision)
+        out = Outcome(a, report.passed, margin(report), report.metrics, report.failures, time.perf_counter() - start, folder, artifact)
+        log.info("%s attempt %s: %s (%s)", info.name, a.label(), "PASS" if out.passed else "fail", "; ".join(out.failures) or "within tolerance")
+        outcomes.append(out)
+        return out
+
+    winner = None
+    for a in first:
+        if attempt(a).passed:
+            winner = outcomes[-1]
+            break
+    if winner is None:
+        groups = [g for g, damage in sensitivity(ctx) if damage > 0]
+        _, fallbacks = plan(ctx, methods, groups)
+        best_method = max(outcomes, key=lambda o: o.margin).attempt.method
+        for fl in fallbacks:
+            if attempt(Attempt(best_method, tuple(fl))).passed:
+                winner = outcomes[-1]
+                break
+    chosen = winner or max(outcomes, key=lambda o: o.margin)
+    for name in chosen.artifact.files.values():
+        shutil.copyfile(chosen.folder / name, ctx.bundle_dir / name)
+    notes = dict(chosen.artifact.notes)
+    notes.update(
+        {
+            "calibration": _calibration_note(ctx, chosen.attempt.method),
+            "preparation": prep.report(),
+            "float_groups": list(chosen.attempt.float_groups),
+            "per_channel_weights": True,
+            "attempts": [o.record() for o in outcomes],
+            "remedies": _remedies(chosen, outcomes),
+        }
+    )
+    notes.update(_compare_with_fp32(ctx, info, chosen))
+    chosen.artifact.notes = notes
+    return chosen.artifact
+
+
+def _calibration_note(ctx: ExportContext, method: str) -> dict[str, Any]:
+    calib = ctx.calibration
+    return {
+        "method": method,
+        "samples": len(calib),
+        "model": calib.manifest.get("model"),
+        "source_images": len(calib.source_images),
+        "augment": calib.manifest.get("augment"),
+        "seed": calib.manifest.get("seed"),
+    }
+
+
+def _remedies(chosen: Outcome, outcomes: list[Outcome]) -> list[str]:
+    done = ["cross-layer channel equalisation (exact FP32 re-parameterisation)", "per-channel weight quantisation"]
+    if len({o.attempt.method for o in outcomes}) > 1:
+        done.append(f"calibration methods tried: {', '.join(dict.fromkeys(o.attempt.method for o in outcomes))}")
+    if chosen.attempt.float_groups:
+        done.append(f"kept in float (most sensitive first): {', '.join(chosen.attempt.float_groups)}")
+    return done
+
+
+def median_latency_ms(bundle: Path, runs: int = 30, threads: int | None = None) -> float:
+    from gfn_edge.runtimes import open_model
+
+    model = open_model(bundle, verify_files=False, threads=threads)
+    hw = model.input_hw or (112, 112)
+    x = np.random.default_rng(0).standard_normal((1, hw[0], hw[1], 3)).astype(np.float32)
+    for _ in range(3):
+        model.run(x)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        model.run(x)
+        times.append((time.perf_counter() - start) * 1000)
+    return float(statistics.median(times))
+
+
+def _compare_with_fp32(ctx: ExportContext, info: TargetInfo, chosen: Outcome) -> dict[str, Any]:
+    """Size and latency of the INT8 artifact beside the FP32 one on the same backend."""
+    fp32 = ctx.shared.get(f"fp32-sibling:{info.backend}")
+    out: dict[str, Any] = {"size_bytes": sum((chosen.folder / f).stat().st_size for f in chosen.artifact.files.values())}
+    try:
+        out["latency_ms"] = round(median_latency_ms(chosen.folder), 3)
+        if fp32 is not None:
+            out["fp32_size_bytes"] = fp32["size_bytes"]
+            out["fp32_latency_ms"] = round(median_latency_ms(fp32["folder"]), 3)
+    except Exception as exc:  # a timing failure must not fail the export
+        log.warning("could not time %s: %s", info.name, exc)
+    return out

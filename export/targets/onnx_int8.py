@@ -1,0 +1,120 @@
+"""ONNX INT8: ONNX Runtime static quantisation (QDQ, per-channel int8 weights, uint8 activations).
+
+The graph quantised is the INT8-prepared one (BatchNorm folded, channels equalised), exported
+the same way as the FP32 target; calibration reads the calibration set, never verification data.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from gfn_edge.errors import MissingDependencyError
+
+from ..int8.prepare import onnx_name_patterns
+from ..int8.search import Attempt, preparation, run_search
+from ..tools import versions
+from . import Artifact, TargetInfo
+from .context import ExportContext
+from .onnx_fp32 import OPSET, embed_metadata, export_onnx, fp32_onnx, tensor_specs
+
+log = logging.getLogger(__name__)
+
+_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
+
+
+def _ort_quant():
+    try:
+        from onnxruntime import quantization
+    except ImportError as exc:
+        raise MissingDependencyError("onnxruntime", "export", "ONNX INT8 quantisation") from exc
+    return quantization
+
+
+def prepared_onnx(ctx: ExportContext) -> Path:
+    """The INT8-prepared model as ONNX, shape-inferred for the quantiser (made once per run)."""
+    path = ctx.work_dir / "int8-prepared.onnx"
+    if not path.is_file():
+        raw = ctx.work_dir / "int8-prepared-raw.onnx"
+        export_onnx(preparation(ctx).model, ctx, raw)
+        q = _ort_quant()
+        q.shape_inference.quant_pre_process(str(raw), str(path), skip_symbolic_shape=True)
+    return path
+
+
+def fp32_sibling(ctx: ExportContext, info: TargetInfo) -> None:
+    key = f"fp32-sibling:{info.backend}"
+    if key in ctx.shared:
+        return
+    from ..int8.search import _write_manifest
+    from . import TARGETS
+
+    folder = ctx.work_dir / "fp32-sibling-onnx"
+    folder.mkdir(exist_ok=True)
+    shutil.copyfile(fp32_onnx(ctx), folder / "model.onnx")
+    ins, outs = tensor_specs(folder / "model.onnx")
+    _write_manifest(ctx, TARGETS["onnx"], folder, Artifact({"model": "model.onnx"}, ins, outs))
+    ctx.shared[key] = {"folder": folder, "size_bytes": (folder / "model.onnx").stat().st_size}
+
+
+class _Reader:
+    """Feeds calibration samples one at a time (NCHW), as ONNX Runtime's calibrators expect."""
+
+    def __init__(self, x_nhwc: np.ndarray, input_name: str):
+        self.x = np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2), dtype=np.float32)
+        self.name = input_name
+        self.i = 0
+
+    def get_next(self):
+        if self.i >= len(self.x):
+            return None
+        self.i += 1
+        return {self.name: self.x[self.i - 1 : self.i]}
+
+    def rewind(self) -> None:
+        self.i = 0
+
+
+def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
+    import onnx
+
+    q = _ort_quant()
+    src = prepared_onnx(ctx)
+    node_names = [n.name for n in onnx.load(str(src), load_external_data=False).graph.node]
+    calib = ctx.calibration.inputs()
+    fp32_sibling(ctx, info)
+
+    def build(attempt: Attempt, folder: Path) -> Artifact:
+        patterns = onnx_name_patterns(list(attempt.float_groups))
+        exclude = [n for n in node_names if any(p.search(n) for p in patterns)]
+        dst = folder / "model.onnx"
+        q.quantize_static(
+            str(src),
+            str(dst),
+            _Reader(calib, "input"),
+            quant_format=q.QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=q.QuantType.QUInt8,
+            weight_type=q.QuantType.QInt8,
+            calibrate_method=getattr(q.CalibrationMethod, _METHODS[attempt.method]),
+            nodes_to_exclude=exclude,
+        )
+        inputs, outputs = tensor_specs(dst)
+        embed_metadata(dst, ctx.metadata_json(target=info.name, precision=info.precision, inputs=[t.to_dict() for t in inputs], outputs=[t.to_dict() for t in outputs]))
+        return Artifact(
+            files={"model": dst.name},
+            inputs=inputs,
+            outputs=outputs,
+            tools=versions("torch", "onnx", "onnxsim", "onnxruntime"),
+            notes={
+                "route": "INT8-prepared PyTorch -> ONNX -> onnxruntime quantize_static (QDQ)",
+                "opset": OPSET,
+                "activations": "uint8 per tensor",
+                "weights": "int8 per channel",
+                "nodes_in_float": len(exclude),
+            },
+        )
+
+    return run_search(ctx, info, build, ["minmax", "percentile", "entropy"])

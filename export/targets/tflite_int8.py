@@ -1,0 +1,180 @@
+"""TFLite full-integer INT8 (int8 weights and activations; float or ``--int8-io`` int8 I/O).
+
+Route: INT8-prepared PyTorch model -> NHWC TensorFlow function (:mod:`..int8.tf_graph`) ->
+``tf.lite.TFLiteConverter`` with the calibration set as representative dataset. The translation
+writes PReLU as two ReLU-fused 1x1 depthwise convs and a subtraction, and pushes ReLUs into the
+convolutions before concatenations, because XNNPACK runs neither an int8 PRELU nor a standalone
+int8 RELU: with them every block left the delegate and INT8 ran 2x slower than FP32 here, with
+them the whole graph is one XNNPACK partition. Layer groups kept in float use the converter's
+selective quantisation (QuantizationDebugger denylist).
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from gfn_edge.errors import MissingDependencyError
+from gfn_edge.manifest import TensorSpec
+
+from ..int8.prepare import tf_name_patterns
+from ..int8.search import Attempt, _write_manifest, preparation, run_search
+from ..tools import versions
+from . import Artifact, TargetInfo
+from .context import ExportContext
+from .tflite_fp import embed_metadata, fp32_tflite
+
+log = logging.getLogger(__name__)
+
+
+def _tf():
+    try:
+        import tensorflow as tf
+    except ImportError as exc:
+        raise MissingDependencyError("tensorflow-cpu", "export", "TFLite INT8 conversion") from exc
+    return tf
+
+
+def _tf_function(ctx: ExportContext):
+    key = "tflite-int8-function"
+    if key not in ctx.shared:
+        import torch
+        from torch.fx.passes.shape_prop import ShapeProp
+
+        from ..int8.graph import symbolic_trace
+        from ..int8.tf_graph import tf_function_for
+
+        prep = preparation(ctx)
+        w, h = ctx.spec.preprocess.input_size
+        gm = symbolic_trace(prep.model.eval())
+        ShapeProp(gm).propagate(torch.zeros(1, 3, h, w))
+        ctx.shared[key] = tf_function_for(gm, (h, w), prelu="decompose")
+    return ctx.shared[key]
+
+
+def _converter(ctx: ExportContext, fn, calib: np.ndarray, int8_io: bool):
+    tf = _tf()
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([calib[i : i + 1]] for i in range(len(calib)))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if int8_io:
+        conv.inference_input_type = tf.int8
+        conv.inference_output_type = tf.int8
+    return conv
+
+
+def _float_tensor_names(ctx: ExportContext, fn, groups: list[str]) -> list[str]:
+    """Names of the converted model's tensors that belong to ``groups`` (for the denylist)."""
+    if not groups:
+        return []
+    key = "tflite-int8-float-names"
+    if key not in ctx.shared:
+        tf = _tf()
+        conv = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn)
+        from ai_edge_litert.interpreter import Interpreter
+
+        it = Interpreter(model_content=conv.convert())
+        ctx.shared[key] = [d["name"] for d in it.get_tensor_details()]
+    patterns = tf_name_patterns(groups)
+    return [n for n in ctx.shared[key] if any(p.search(n) for p in patterns)]
+
+
+def _output_shapes(ctx: ExportContext) -> list[tuple[int, ...]]:
+    """Shapes of the model's outputs in canonical order (from the FP32 reference on one sample)."""
+    key = "tflite-int8-output-shapes"
+    if key not in ctx.shared:
+        out = ctx.ref.run(ctx.sample_input(1))
+        ctx.shared[key] = [tuple(out[o.name].shape) for o in ctx.spec.outputs]
+    return ctx.shared[key]
+
+
+def _tensor_specs(path: Path, canonical: list[str], shapes: list[tuple[int, ...]]) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Tensor specs, outputs matched to canonical names by signature key, else by unique shape, else order."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path))
+    ind = it.get_input_details()[0]
+    outs = it.get_output_details()
+    signatures = it._get_full_signature_list()
+    by_key = {}
+    if len(signatures) == 1:
+        index_of = next(iter(signatures.values()))["outputs"]
+        by_key = {k: next(d for d in outs if d["index"] == idx) for k, idx in index_of.items()}
+
+    def spec(name: str, d, layout=None) -> TensorSpec:
+        scale, zp = d.get("quantization", (0.0, 0))
+        dtype = np.dtype(d["dtype"]).name
+        q = {"scale": float(scale), "zero_point": int(zp)} if scale and dtype != "float32" else None
+        return TensorSpec(name, d["name"], [int(v) for v in d["shape"]], dtype, layout=layout, quantization=q)
+
+    chosen = []
+    for i, (name, shape) in enumerate(zip(canonical, shapes)):
+        d = by_key.get(f"output_{i}")
+        if d is None:
+            same = [o for o in outs if tuple(o["shape"]) == tuple(shape)]
+            d = same[0] if len(same) == 1 else outs[i]
+        if tuple(d["shape"]) != tuple(shape):
+            raise RuntimeError(f"converted output for {name} has shape {tuple(d['shape'])}, expected {shape}")
+        chosen.append(spec(name, d))
+    return [spec("input", ind, "NHWC")], chosen
+
+
+def fp32_sibling(ctx: ExportContext, info: TargetInfo) -> None:
+    key = f"fp32-sibling:{info.backend}"
+    if key in ctx.shared:
+        return
+    from . import TARGETS
+    from .tflite_fp import tensor_specs
+
+    folder = ctx.work_dir / "fp32-sibling-tflite"
+    folder.mkdir(exist_ok=True)
+    shutil.copyfile(fp32_tflite(ctx), folder / "model.tflite")
+    ins, outs = tensor_specs(folder / "model.tflite", [o.name for o in ctx.spec.outputs])
+    _write_manifest(ctx, TARGETS["tflite"], folder, Artifact({"model": "model.tflite"}, ins, outs))
+    ctx.shared[key] = {"folder": folder, "size_bytes": (folder / "model.tflite").stat().st_size}
+
+
+def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
+    tf = _tf()
+    fn = _tf_function(ctx)
+    calib = ctx.calibration.inputs().astype(np.float32)
+    int8_io = bool(ctx.options.get("int8_io"))
+    canonical = [o.name for o in ctx.spec.outputs]
+    shapes = _output_shapes(ctx)
+    fp32_sibling(ctx, info)
+
+    def build(attempt: Attempt, folder: Path) -> Artifact:
+        denylist = _float_tensor_names(ctx, fn, list(attempt.float_groups))
+        conv = _converter(ctx, fn, calib, int8_io)
+        if denylist:
+            options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=denylist, fully_quantize=int8_io)
+            debugger = tf.lite.experimental.QuantizationDebugger(
+                converter=conv, debug_dataset=lambda: ([calib[i : i + 1]] for i in range(min(len(calib), 8))), debug_options=options
+            )
+            content = debugger.get_nondebug_quantized_model()
+        else:
+            content = conv.convert()
+        dst = folder / "model.tflite"
+        dst.write_bytes(content)
+        inputs, outputs = _tensor_specs(dst, canonical, shapes)
+        embed_metadata(dst, ctx.metadata_json(target=info.name, precision=info.precision, inputs=[t.to_dict() for t in inputs], outputs=[t.to_dict() for t in outputs]))
+        return Artifact(
+            files={"model": dst.name},
+            inputs=inputs,
+            outputs=outputs,
+            tools=versions("torch", "tensorflow", "ai-edge-litert"),
+            notes={
+                "route": "INT8-prepared PyTorch -> NHWC TensorFlow function -> TFLiteConverter (full integer)",
+                "io": "int8" if int8_io else "float32",
+                "prelu": "relu(x) - a*relu(-x) as ReLU-fused 1x1 depthwise convs (XNNPACK int8)",
+                "tensors_in_float": len(denylist),
+            },
+        )
+
+    return run_search(ctx, info, build, ["minmax"])
+
+
+__all__ = ["export"]

@@ -1,0 +1,92 @@
+"""Does each benchmarked model actually work? Quick checks on real photos before its speed counts.
+
+A latency table comparing a broken peer (wrong colour order, wrong anchors) with a working model
+is worthless, so every detector is run on a group photo with a known face count and on single-
+person portraits, and every recogniser on labelled same/different pairs. These are sanity
+checks, not accuracy evaluations (gfn-eval does those).
+"""
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from gfn_edge.align import align
+from gfn_edge.image import list_images, read_image
+from gfn_edge.retinaface_decode import Detections
+
+log = logging.getLogger(__name__)
+
+SCENE_FACES = {"insightface_t1.jpg": 6}  # photos whose face count is documented in shared/README.md
+
+
+def detector_sanity(detect: Callable[[np.ndarray], Detections], scene: Path | None, portraits: Path | None, max_portraits: int = 8) -> dict[str, Any]:
+    """Faces found on the group photo, and portraits with exactly one face found."""
+    out: dict[str, Any] = {}
+    if scene is not None and scene.is_file():
+        found = len(detect(read_image(scene)))
+        out.update(scene=scene.name, scene_expected=SCENE_FACES.get(scene.name), scene_found=found)
+    if portraits is not None and portraits.is_dir():
+        files = list_images(portraits)[:max_portraits]
+        single = sum(1 for f in files if len(detect(read_image(f))) == 1)
+        out.update(portraits=len(files), portraits_one_face=single)
+    return out
+
+
+def read_pairs(folder: Path) -> list[tuple[str, str, bool]]:
+    with open(folder / "pairs.csv", newline="") as fh:
+        return [(r["image_a"], r["image_b"], str(r["same"]).strip().lower() in ("1", "true", "yes")) for r in csv.DictReader(fh)]
+
+
+def recogniser_sanity(
+    embed: Callable[[np.ndarray], np.ndarray],
+    landmarks: Callable[[np.ndarray], np.ndarray | None],
+    pairs_dir: Path | None,
+    crop_size: int = 112,
+    max_pairs: int | None = None,
+) -> dict[str, Any]:
+    """Mean cosine of same-person pairs vs different-person pairs (same should be clearly higher).
+
+    ``landmarks(image)`` gives the five points of the largest face (or None); faces are aligned
+    to the ArcFace template, so every recogniser sees the same crops.
+    """
+    if pairs_dir is None or not (pairs_dir / "pairs.csv").is_file():
+        return {}
+    pairs = read_pairs(pairs_dir)[:max_pairs]
+    cache: dict[str, np.ndarray | None] = {}
+
+    def vector(name: str) -> np.ndarray | None:
+        if name not in cache:
+            image = read_image(pairs_dir / name)
+            pts = landmarks(image)
+            cache[name] = None if pts is None else embed(align(image, pts, crop_size)[None])[0]
+        return cache[name]
+
+    same, diff = [], []
+    for a, b, is_same in pairs:
+        va, vb = vector(a), vector(b)
+        if va is None or vb is None:
+            continue
+        (same if is_same else diff).append(float(np.dot(va, vb) / max(np.linalg.norm(va) * np.linalg.norm(vb), 1e-12)))
+    if not same or not diff:
+        return {"pairs": 0}
+    return {
+        "pairs_same": len(same),
+        "pairs_different": len(diff),
+        "mean_cos_same": round(float(np.mean(same)), 4),
+        "mean_cos_different": round(float(np.mean(diff)), 4),
+        "separates": bool(np.mean(same) > np.mean(diff)),
+    }
+
+
+def largest_face_landmarks(detector: Any) -> Callable[[np.ndarray], np.ndarray | None]:
+    """Five landmarks of the largest face a gfn-edge Detector finds (for aligning pair photos)."""
+
+    def points(image: np.ndarray) -> np.ndarray | None:
+        dets = detector.detect(image, max_faces=1)
+        return dets.landmarks[0] if len(dets) else None
+
+    return points

@@ -1,0 +1,383 @@
+"""gfn_edge.benchmark: the harness runs, its outputs are well formed, its counters exact, its peers working.
+
+No timed assertions: latencies are only checked to be positive and ordered (p90 >= median);
+what is checked exactly is what does not depend on the machine (MACs of a known graph, anchor
+counts, thread settings read back from each runtime).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import ROOT, shared_path
+
+from gfn_edge.benchmark import flops, peers, report, timing
+from gfn_edge.benchmark.models import bundle_candidate, peer_candidates, runtime_threads, sample_input
+from gfn_edge.benchmark.stages import NaiveOrtDetector, NaiveOrtEmbedder, measure_frame, pinned_threads, synthetic_gallery, vga_frame
+
+DET = "retinaface-mnet025"
+REC = "ghostfacenet-dsitweed-w0.5-e16"
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def test_summarize_gives_exact_median_and_p90():
+    t = timing.summarize([float(v) for v in range(1, 11)], warmup=3)  # 1..10 ms
+    assert t.median_ms == pytest.approx(5.5)
+    assert t.p90_ms == pytest.approx(9.1)  # numpy's linear interpolation
+    assert (t.min_ms, t.max_ms, t.mean_ms, t.runs, t.warmup) == (1.0, 10.0, 5.5, 10, 3)
+    assert t.p90_ms == pytest.approx(float(np.percentile(np.arange(1, 11), 90)))
+
+
+def test_measure_runs_warmup_then_fixed_number_of_timed_runs():
+    calls = []
+    t = timing.measure(lambda: calls.append(1), runs=7, warmup=4)
+    assert len(calls) == 11 and t.runs == 7 and t.warmup == 4
+    assert 0 <= t.min_ms <= t.median_ms <= t.p90_ms <= t.max_ms
+    with pytest.raises(ValueError):
+        timing.measure(lambda: None, runs=0)
+
+
+# ----------------------------------------------------------------------------- MAC counters
+
+
+def _tiny_onnx(path: Path) -> None:
+    """1x3x16x16 -> conv 3->8 k3 p1 -> relu -> depthwise k3 s2 p1 -> global pool -> flatten -> gemm 8->10."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+
+    def init(name, shape):
+        return numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2], group=8),
+        helper.make_node("GlobalAveragePool", ["c2"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("Gemm", ["f", "w3", "b3"], ["y"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
+        [init("w1", (8, 3, 3, 3)), init("b1", (8,)), init("w2", (8, 1, 3, 3)), init("b2", (8,)), init("w3", (10, 8)), init("b3", (10,))],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def test_onnx_counter_is_exact_on_a_known_graph(tmp_path):
+    pytest.importorskip("onnx")
+    path = tmp_path / "tiny.onnx"
+    _tiny_onnx(path)
+    c = flops.onnx_complexity(path)
+    conv1 = (8 * 16 * 16) * (3 * 3 * 3)  # output elements x (in channels x kernel area)
+    dw = (8 * 8 * 8) * (1 * 3 * 3)  # depthwise: one input channel per output
+    gemm = 10 * 8
+    assert c.macs == conv1 + dw + gemm == 59984
+    assert c.flops == 2 * c.macs
+    assert c.params == (216 + 8) + (72 + 8) + (80 + 10)
+    assert c.counted_ops == 3
+    assert flops.onnx_complexity(path, batch=4).macs == 4 * c.macs  # the dynamic batch was fixed, not ignored
+
+
+def test_onnx_and_tflite_counters_agree_on_the_same_model(bundles):
+    pytest.importorskip("onnx")
+    onnx_file = bundles.get(DET, "onnx") / "model.onnx"
+    tfl_file = bundles.get(DET, "tflite") / "model.tflite"
+    a, b = flops.onnx_complexity(onnx_file), flops.tflite_complexity(tfl_file)
+    assert b is not None
+    assert a.macs == b.macs > 500e6  # RetinaFace-mnet0.25 at 640x480: ~0.74 GMACs, counted twice independently
+    assert abs(a.params - b.params) / a.params < 0.01
+
+
+def test_counter_reports_why_it_cannot_count(tmp_path):
+    fake = tmp_path / "model.xml"
+    fake.write_text("<net/>")
+    counts, why = flops.complexity(fake)
+    assert counts is None and "twin" in why
+
+
+# ----------------------------------------------------------------------------- peers
+
+
+def test_blazeface_anchors_match_mediapipe_layout():
+    short, full = peers.blazeface_anchors("short"), peers.blazeface_anchors("full")
+    assert short.shape == (896, 4) and full.shape == (2304, 4)
+    # stride 8: 16x16 cells x 2 anchors, then stride 16 (three layers merged): 8x8 cells x 6 anchors
+    assert np.allclose(short[0], [0.5 / 16, 0.5 / 16, 1, 1]) and np.allclose(short[1], short[0])
+    assert np.allclose(short[512], [0.5 / 8, 0.5 / 8, 1, 1]) and np.allclose(short[512:518], short[512])
+    assert np.allclose(short[-1], [7.5 / 8, 7.5 / 8, 1, 1])
+    assert np.allclose(full[0], [0.5 / 48, 0.5 / 48, 1, 1]) and np.allclose(full[1], [1.5 / 48, 0.5 / 48, 1, 1])
+    with pytest.raises(ValueError):
+        peers.blazeface_anchors("medium")
+
+
+@pytest.fixture(scope="module")
+def peer_dir() -> Path:
+    return shared_path("peers")
+
+
+@pytest.fixture(scope="module")
+def t1() -> np.ndarray:
+    from gfn_edge.image import read_image
+
+    return read_image(shared_path("faces", "scenes", "insightface_t1.jpg"))
+
+
+@pytest.mark.parametrize("name,minimum", [("ultraface-rfb-320", 5), ("ultraface-slim-320", 5), ("ultraface-rfb-640", 5), ("blazeface-full-192", 4)])
+def test_peer_detectors_find_most_faces_on_the_group_photo(peer_dir, t1, tmp_path, name, minimum):
+    (spec, path), = peers.find_peers(peer_dir, [name])
+    backend = "tflite" if spec.format == "tflite" else "onnxruntime"
+    det = peers.open_peer(spec, path, backend, 2, tmp_path)
+    dets = det.detect(t1)
+    assert minimum <= len(dets) <= 6, f"{name} found {len(dets)} of the 6 faces"
+    w = dets.boxes[:, 2] - dets.boxes[:, 0]
+    assert np.all(w > 40) and np.all(w < 300), "boxes are not face-sized in picture pixels"
+    if spec.family == "blazeface":
+        assert dets.landmarks.shape == (len(dets), 6, 2)
+        inside = (dets.landmarks[..., 0] >= dets.boxes[:, None, 0] - w[:, None] * 0.5) & (dets.landmarks[..., 0] <= dets.boxes[:, None, 2] + w[:, None] * 0.5)
+        assert inside.all()
+
+
+def test_short_range_blazeface_finds_the_face_in_portraits(peer_dir):
+    """The 128x128 model is for faces near the camera: one face per portrait, not six small ones."""
+    from gfn_edge.image import list_images, read_image
+
+    (spec, path), = peers.find_peers(peer_dir, ["blazeface-short-128"])
+    det = peers.open_peer(spec, path, "tflite", 2)
+    files = list_images(shared_path("faces", "portraits"))[:8]
+    ones = sum(len(det.detect(read_image(f))) == 1 for f in files)
+    assert ones >= 7, f"one face in only {ones} of {len(files)} portraits"
+
+
+def test_mobileface_separates_same_from_different_people(peer_dir, bundles):
+    from gfn_edge.detector import Detector
+    from gfn_edge.benchmark.sanity import largest_face_landmarks, recogniser_sanity
+
+    (spec, path), = peers.find_peers(peer_dir, ["mobileface-256"])
+    emb = peers.open_peer(spec, path, "onnxruntime", 2)
+    out = recogniser_sanity(emb.embed, largest_face_landmarks(Detector(bundles.get(DET, "onnx"))), shared_path("faces", "pairs"))
+    assert out["pairs_same"] > 50 and out["pairs_different"] > 200
+    assert out["separates"] and out["mean_cos_same"] - out["mean_cos_different"] > 0.15, out
+
+
+def test_peer_graph_cleaning_keeps_outputs(peer_dir, tmp_path):
+    pytest.importorskip("onnx")
+    import onnxruntime as ort
+
+    original = peer_dir / "ultraface" / "version-slim-320.onnx"
+    cleaned, note = peers.clean_onnx_inputs(original, tmp_path)
+    assert cleaned != original and "initializers" in note
+    assert peers.clean_onnx_inputs(original, tmp_path)[0] == cleaned  # cached
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 240, 320)).astype(np.float32)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    a = ort.InferenceSession(str(original), so, providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    b = ort.InferenceSession(str(cleaned), so, providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    for u, v in zip(a, b):
+        np.testing.assert_allclose(u, v, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- threads
+
+
+@pytest.mark.parametrize("target", ["onnx", "openvino", "tflite"])
+def test_thread_counts_reach_the_runtime(bundles, target):
+    cand = bundle_candidate(bundles.get(DET, target))
+    for threads in (1, 2):
+        model = cand.open(threads)
+        assert model.threads == threads
+        assert runtime_threads(model) == threads
+        if target == "onnx":
+            assert model.session.get_session_options().intra_op_num_threads == threads
+        if target == "openvino":
+            assert int(model.compiled.get_property("INFERENCE_NUM_THREADS")) == threads
+
+
+def test_peer_thread_counts_reach_the_runtime(peer_dir, tmp_path):
+    found = peers.find_peers(peer_dir, ["ultraface-slim-320", "blazeface-short-128"])
+    cands = peer_candidates(found)
+    assert {c.backend for c in cands} == {"onnxruntime", "openvino", "tflite"}
+    for c in cands:
+        for threads in (1, 2):
+            model = c.open(threads, tmp_path)
+            assert runtime_threads(model) == threads, c.label
+            out = model.run(sample_input(model))
+            assert all(np.isfinite(v).all() for v in out.values())
+
+
+def test_naive_baseline_sets_only_the_thread_count(bundles):
+    det = NaiveOrtDetector(bundles.get(DET, "onnx"), 1)
+    rec = NaiveOrtEmbedder(bundles.get(REC, "onnx"), 2)
+    assert det.session.get_session_options().intra_op_num_threads == 1
+    assert rec.session.get_session_options().intra_op_num_threads == 2
+    with pytest.raises(Exception, match="640x480"):
+        det.detect(np.zeros((240, 320, 3), np.uint8))
+
+
+def test_quiet_gate_records_how_busy_the_machine_was():
+    from gfn_edge.benchmark.system import QuietGate, cpu_busy
+
+    busy = cpu_busy(0.2)
+    assert busy is None or 0.0 <= busy <= 1.0
+    seen = QuietGate(max_wait_s=0).wait()  # no waiting allowed: returns at once, still reports
+    assert seen["waited_s"] < 2 and set(seen) == {"cpu_busy_before", "waited_s", "quiet"}
+
+
+def test_pinned_threads_restores_opencv():
+    before = cv2.getNumThreads()
+    with pinned_threads(1) as info:
+        assert cv2.getNumThreads() == 1
+        assert info["opencv_threads"] == 1
+    assert cv2.getNumThreads() == before
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def test_frame_stages_are_measured(bundles, tmp_path):
+    from gfn_edge.detector import Detector
+    from gfn_edge.embedder import Embedder
+    from gfn_edge.image import read_image
+
+    frame = vga_frame(read_image(shared_path("faces", "pairs", "deepface_img20.jpg")))
+    assert frame.shape == (480, 640, 3)
+    gallery = synthetic_gallery(tmp_path, 300, 512)
+    assert len(gallery) == 300
+    again = synthetic_gallery(tmp_path, 300, 512)  # reused from disk
+    assert len(again) == 300 and again.path == gallery.path
+    res = measure_frame(Detector(bundles.get(DET, "onnx"), threads=1), Embedder(bundles.get(REC, "onnx"), threads=1), frame,
+                        runs=3, warmup=1, threads=1, galleries={"300": gallery})
+    st = res["stages"]
+    assert res["faces"] == 1
+    for name in ("detect", "detect_preprocess", "detect_inference", "detect_decode", "align", "embed", "search_300", "frame"):
+        assert 0 < st[name].median_ms <= st[name].p90_ms, name
+    assert st["frame"].median_ms > st["embed"].median_ms
+
+
+# ----------------------------------------------------------------------------- whole harness
+
+
+def test_gfn_bench_writes_json_markdown_and_png(bundles, tmp_path):
+    from gfn_edge.benchmark.cli import build_parser, run_benchmark
+
+    det, rec = bundles.get(DET, "onnx"), bundles.get(REC, "onnx")
+    out = tmp_path / "out"
+    args = build_parser().parse_args([
+        "--bundles", str(det), "--bundles", str(rec), "--shared", str(shared_path()), "--peer", "blazeface-short-128",
+        "--peer", "mobileface-256", "--peer-backends", "onnxruntime,tflite", "--threads", "1,2", "--runs", "3", "--warmup", "1",
+        "--batch-sizes", "1,4", "--pipeline-runs", "3", "--sanity-pairs", "120", "--gallery-sizes", "500", "--no-memory", "--import-repeats", "1",
+        "--work", str(tmp_path / "work"), "--out", str(out),
+    ])
+    result = run_benchmark(args, skipped=[{"bundle": "x-onnx-int8", "reason": "not exported: test"}])
+    data = json.loads((out / "bench.json").read_text())
+    assert data["schema"] == "gfn-bench/1" and data["system"]["load_average"] is not None
+    rows = data["models"]
+    assert len(rows) == 4 * 2  # 2 bundles + 2 peers, at 1 and 2 threads
+    assert {r["threads"] for r in rows} == {1, 2}
+    for r in rows:
+        assert r["threads_runtime"] == r["threads"], r["name"]
+        assert "cpu_busy_before" in r["machine"]
+        assert 0 < r["latency"]["median_ms"] <= r["latency"]["p90_ms"]
+        assert r["latency"]["runs"] == 3
+        assert r["complexity"]["macs"] > 0 and r["complexity"]["params"] > 0
+        assert r["file_bytes"] > 0
+    recs = [r for r in rows if r["task"] == "embed"]
+    assert all([t["batch"] for t in r["throughput"]] == [1, 4] and all(t["items_per_s"] > 0 for t in r["throughput"]) for r in recs)
+    bundle_det = next(r for r in rows if r["kind"] == "bundle" and r["task"] == "detect")
+    assert bundle_det["fidelity"]["metric"] == "recall" and bundle_det["fidelity"]["value"] == 1.0
+    assert data["sanity"]["retinaface-mnet025"]["scene_found"] == 6
+    assert data["sanity"]["mobileface-256"]["separates"]
+    pipe = data["pipeline"]
+    kinds = {(r["kind"], r["threads"]) for r in pipe["rows"]}
+    assert {("pair", 1), ("pair", 2), ("naive", 1), ("naive", 2)} <= kinds
+    for r in pipe["rows"]:
+        assert r["faces"] == 1 and r["frame_ms"] > 0
+        assert r["threads_runtime"]["detector"] == r["threads"] == r["threads_runtime"]["recogniser"]
+    assert pipe["verdict"]["text"].startswith(("MET", "NOT MET"))
+    assert {s["threads"] for s in pipe["search"]} == {1, 2} and all(s["latency"]["median_ms"] > 0 for s in pipe["search"])
+    assert data["import_time"][0]["backend"] == "none" and data["import_time"][1]["total_s"] > 0
+    md = (out / "bench.md").read_text()
+    for heading in ("## End to end", "## 1:N search", "## Detectors", "## Recognisers", "## Import time", "## Skipped or failed"):
+        assert heading in md
+    assert "x-onnx-int8: not exported: test" in md
+    assert "| blazeface-short-128 (peer) | 128x128 |" in md
+    png = cv2.imread(str(out / "latency_fidelity.png"))
+    assert png is not None and png.shape == (640, 1500, 3) and png.min() < 100  # something was drawn
+    assert len(result["models"]) == len(data["models"])
+
+
+def test_markdown_table_aligns_numbers_right():
+    md = report.table(["name", "ms"], [["a", "1.00"], ["b", "12.5"]])
+    assert md.splitlines()[1] == "|---|---:|"
+    assert md.splitlines()[2] == "| a | 1.00 |"
+
+
+def test_peak_memory_and_import_time_come_from_fresh_processes(bundles):
+    from gfn_edge.benchmark import probe
+
+    ballast = np.ones(80_000_000)  # 610 MiB in this process: a probe must not report it (ru_maxrss survives exec)
+    mem = probe.memory({"kind": "bundle", "path": str(bundles.get(DET, "onnx")), "threads": 1, "runs": 2})
+    del ballast
+    assert "error" not in mem, mem
+    assert 0 < mem["baseline_rss_mb"] < mem["after_open_rss_mb"] <= mem["peak_rss_mb"] < 500
+    assert mem["threads"] == 1
+    imp = probe.import_time("onnxruntime", repeats=1)
+    assert 0 < imp["gfn_edge_s"] < imp["total_s"] and imp["backend_s"] > 0
+
+
+def test_benchmark_package_imports_no_training_framework():
+    code = textwrap.dedent(
+        """
+        import json, sys
+        import gfn_edge.benchmark.cli, gfn_edge.benchmark.suite, gfn_edge.benchmark.pipeline, gfn_edge.benchmark.device
+        import gfn_edge.benchmark.flops, gfn_edge.benchmark.peers, gfn_edge.benchmark.plot, gfn_edge.benchmark.probe
+        print(json.dumps(sorted(m for m in ("torch", "tensorflow", "tf_keras", "keras", "jax", "onnx", "onnxruntime", "openvino") if m in sys.modules)))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+
+
+def test_bench_device_app_prints_table_and_writes_json(bundles, tmp_path):
+    out = tmp_path / "device.json"
+    cmd = [sys.executable, str(ROOT / "apps" / "bench_device.py"), "--detector", str(bundles.get(DET, "onnx")), "--recognizer", str(bundles.get(REC, "onnx")),
+           "--image", str(shared_path("faces", "pairs", "deepface_img20.jpg")), "--threads", "1", "--runs", "3", "--warmup", "1",
+           "--gallery-size", "500", "--work", str(tmp_path), "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for word in ("detect", "align", "embed", "search 500", "whole frame", "FPS"):
+        assert word in proc.stdout
+    data = json.loads(out.read_text())
+    assert data["settings"]["threads"] == 1 and data["models"]["detector"]["threads_runtime"] == 1
+    assert data["models"]["recognizer"]["threads_runtime"] == 1
+    assert data["faces"] == 1 and data["fps"] > 0 and data["peak_rss_mb"] > 0
+    assert all(v["median_ms"] > 0 for v in data["stages"].values())
+
+
+def test_bench_device_app_refuses_bad_arguments(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "apps" / "bench_device.py"), "--detector", str(tmp_path), "--recognizer", str(tmp_path),
+                           "--image", str(tmp_path / "none.jpg"), "--json", str(tmp_path / "x.json")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "bench_device:" in proc.stderr and not (tmp_path / "x.json").exists()
+
+
+def test_gfn_bench_console_script_is_installed():
+    script = Path(sys.executable).parent / "gfn-bench"
+    exe = str(script) if script.is_file() else shutil.which("gfn-bench")
+    assert exe, "gfn-bench is not installed (pip install -e .)"
+    proc = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "--threads" in proc.stdout
