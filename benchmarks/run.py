@@ -66,6 +66,19 @@ def _size(kwargs: dict[str, Any]) -> str:
     return f"at {size[0]}x{size[1]}" if size else ""
 
 
+def calibration_photos(work: Path, shared: Path) -> Path:
+    """INT8 calibration pictures: the portraits and every third crowd scene (links, not copies).
+    gfn-export leaves the pictures a calibration set used out of verification."""
+    folder = work / "calib-photos"
+    folder.mkdir(parents=True, exist_ok=True)
+    faces = shared / "faces"
+    for src in sorted((faces / "portraits").glob("*.jpg")) + sorted((faces / "scenes").glob("*.jpg"))[0::3]:
+        link = folder / src.name
+        if not link.exists():
+            link.symlink_to(src.resolve())
+    return folder
+
+
 def export_bundles(work: Path, shared: Path, int8: bool, liveness: bool, retry_failed: bool = False) -> list[dict[str, Any]]:
     """Export every bundle the benchmark needs; returns skip notes for targets that did not make it."""
     from gfn_edge.export.api import export_model
@@ -78,6 +91,7 @@ def export_bundles(work: Path, shared: Path, int8: bool, liveness: bool, retry_f
     if liveness:
         jobs.append((LIVENESS, work / LIVENESS, {}))
     skipped: list[dict[str, Any]] = []
+    calib = calibration_photos(work, shared) if int8 else None
     for model, out, kwargs in jobs:
         targets = FP_TARGETS + (INT8_TARGETS if int8 else [])
         if model == LIVENESS:
@@ -101,8 +115,11 @@ def export_bundles(work: Path, shared: Path, int8: bool, liveness: bool, retry_f
         for group in (g for g in groups if g):
             label = f"{model} {','.join(group)} {_size(kwargs)}".strip()
             log.info("exporting %s", label)
+            extra: dict[str, Any] = {}
+            if group[0] in INT8_TARGETS:
+                extra = {"calib": calib, "options": {"calib_augment": True}}
             try:
-                results = export_model(model, group, out, mirror=shared / "models", verify_images=shared / "faces", **kwargs)
+                results = export_model(model, group, out, mirror=shared / "models", verify_images=shared / "faces", **kwargs, **extra)
             except Exception as exc:  # the exporter for a target may not exist yet: note it and go on
                 for t in group:
                     skipped.append({"bundle": f"{model}-{t} {_size(kwargs)}".strip(), "reason": f"not exported: {type(exc).__name__}: {exc}"})
@@ -127,7 +144,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--retry-failed", action="store_true", help="export again targets that failed verification before")
     p.add_argument("--no-int8", action="store_true", help="do not try the INT8 targets")
     p.add_argument("--no-liveness", action="store_true", help="leave MiniFASNet out")
-    p.add_argument("--no-explore-int8", action="store_true", help="skip the exploratory (unverified) ORT-quantised INT8 bundles")
     p.add_argument("--openvino-hints", default=None, help="extra OpenVINO precision hints to try (default: bf16 on CPUs with BF16 support)")
     p.add_argument("--wait-quiet", default="60", help="seconds to wait for a quiet machine before each row (default 60; gfn-bench --wait-quiet)")
     p.add_argument("--quick", action="store_true", help="5 runs, 1k galleries, no memory probes: a harness check, not a measurement")
@@ -142,14 +158,6 @@ def main(argv: list[str] | None = None) -> int:
     notes_file = work / "export-skipped.json"
     if args.export_only:
         skipped = export_bundles(bundles, shared, int8=not args.no_int8, liveness=not args.no_liveness, retry_failed=args.retry_failed)
-        if not args.no_explore_int8:
-            sys.path.insert(0, str(Path(__file__).resolve().parent))
-            from explore_int8 import explore
-
-            try:
-                explore(bundles, work / "explore", shared)
-            except Exception as exc:  # onnxruntime.quantization or openvino's converter missing: skip, say why
-                skipped.append({"bundle": "exploratory INT8 (onnx-int8x, openvino-int8x)", "reason": f"{type(exc).__name__}: {exc}"})
         notes_file.parent.mkdir(parents=True, exist_ok=True)
         notes_file.write_text(json.dumps(skipped, indent=2) + "\n")
         for item in skipped:
@@ -160,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         # whose thread pools and memory would otherwise sit beside the runtimes being timed
         child = [sys.executable, str(Path(__file__).resolve()), "--export-only", "--work", str(work), "--shared", str(shared)]
         child += [flag for flag, on in (("--no-int8", args.no_int8), ("--no-liveness", args.no_liveness), ("--retry-failed", args.retry_failed),
-                                        ("--no-explore-int8", args.no_explore_int8), ("-v", args.verbose)) if on]
+                                        ("-v", args.verbose)) if on]
         if subprocess.run(child).returncode != 0:
             sys.exit("export failed; see the messages above")
     skipped = json.loads(notes_file.read_text()) if notes_file.is_file() else []
@@ -170,8 +178,6 @@ def main(argv: list[str] | None = None) -> int:
 
     bench_args = ["--bundles", str(bundles), "--shared", str(shared), "--work", str(work), "--out", args.out,
                   "--threads", args.threads, "--runs", args.runs, "--pipeline-runs", args.pipeline_runs, "--wait-quiet", args.wait_quiet]
-    if (work / "explore").is_dir() and not args.no_explore_int8:
-        bench_args += ["--bundles", str(work / "explore")]
     hints = args.openvino_hints if args.openvino_hints is not None else ("bf16" if {"avx512_bf16", "amx_bf16"} & set(cpu_flags()) else "")
     if hints:
         bench_args += ["--openvino-hints", hints]

@@ -72,18 +72,19 @@ class CalibrationSet:
                 f"calibration set was made for {self.manifest.get('model')}, not for {spec.name}; "
                 f"build one with: gfn-calib build --model {spec.name} --images DIR"
             )
+        expected = tuple(spec.preprocess.input_size) if spec.preprocess.input_size else None
+        have_size = (int(self.samples.shape[2]), int(self.samples.shape[1]))
+        if expected and have_size != expected:
+            raise CalibrationError(
+                f"calibration samples are {have_size[0]}x{have_size[1]}, {spec.name} takes "
+                f"{expected[0]}x{expected[1]}; rebuild the set for this input size (gfn-calib build --input-size)"
+            )
         want = _preprocess_key(spec.to_dict()["preprocess"])
         have = _preprocess_key(self.manifest.get("preprocess", {}))
-        diff = [k for k in want if want[k] != have.get(k)]
+        diff = [k for k in want if want[k] != have.get(k) and k != "input_size"]
         if diff:
             detail = ", ".join(f"{k}: set {have.get(k)} vs model {want[k]}" for k in diff)
             raise CalibrationError(f"calibration set preprocessing differs from {spec.name}'s ({detail}); rebuild it")
-        expected = tuple(reversed(spec.preprocess.input_size)) if spec.preprocess.input_size else None
-        if expected and tuple(self.samples.shape[1:3]) != expected:
-            raise CalibrationError(
-                f"calibration samples are {self.samples.shape[2]}x{self.samples.shape[1]}, "
-                f"{spec.name} takes {expected[1]}x{expected[0]}; rebuild the set for this input size"
-            )
 
     # --- files ---------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> Path:

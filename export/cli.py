@@ -21,8 +21,9 @@ def _size(text: str) -> tuple[int, int]:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x480, got {text!r}") from None
-    if w <= 0 or h <= 0 or w % 32 or h % 32:
-        raise argparse.ArgumentTypeError(f"input size {text} must be positive multiples of 32 (the detector's largest stride)")
+    if w < 32 or h < 32:
+        # any size works (feature maps and priors both round up: ceil(side / stride)); 320x240 is common
+        raise argparse.ArgumentTypeError(f"input size {text} is too small: both sides must be at least 32 (the largest stride)")
     return w, h
 
 
@@ -63,9 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-samples", type=int, default=None, help="calibration samples to use")
     p.add_argument("--calib-augment", action="store_true", help="add mirrored and jittered copies when building the calibration set")
     p.add_argument("--int8-io", action="store_true", help="tflite-int8: int8 input/output tensors instead of float")
+    p.add_argument("--int8-float", action="append", default=[], metavar="GROUP", help="INT8: keep this layer group in float in the first attempt (repeatable; names as in the manifest's sensitivity list)")
     p.add_argument("--max-float-groups", type=int, help="INT8 remedy: most layer groups that may be kept in float (default: half)")
     p.add_argument("--json", help="also write the results as JSON to this file")
     p.add_argument("--list", action="store_true", help="list models and targets, then exit")
+    p.add_argument("--report", metavar="DIR", help="print the tables of the bundles under DIR (fidelity, size; INT8 details), from their manifests, then exit")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -78,6 +81,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:32s} {spec.task:8s} {spec.description}")
         print("\ntargets:", ", ".join(TARGETS), "(or all)")
         return 0
+    if args.report:
+        from gfn_edge.manifest import MANIFEST_NAME, read_manifest
+
+        from .report import bundle_table, int8_table
+
+        root = Path(args.report)
+        paths = sorted(set(root.glob(f"*/{MANIFEST_NAME}")) | set(root.rglob(MANIFEST_NAME)))
+        found = [read_manifest(p.parent) for p in paths]
+        print(bundle_table(found))
+        if any(m.precision == "int8" for m in found):
+            print()
+            print(int8_table(found))
+        return 0
     if not args.model:
         print("gfn-export: error: --model is required (see --list)", file=sys.stderr)
         return 2
@@ -89,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         "calib_samples": args.calib_samples,
         "calib_augment": args.calib_augment,
         "max_float_groups": args.max_float_groups,
+        "float_groups": args.int8_float,
     }
     calib = None
     try:

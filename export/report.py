@@ -57,3 +57,58 @@ def format_results(results: list) -> str:
             lines.append("tolerances: " + " | ".join(tols))
         lines.append("")
     return "\n".join(lines)
+
+
+def int8_table(manifests: list) -> str:
+    """The INT8 table of a set of bundles, read from their manifests (``gfn-export --int8-report``):
+    fidelity against the reference, size and latency beside the FP32 sibling, and what was done."""
+    header = ["model", "target", "result", "fidelity", "size MB (FP32)", "latency ms (FP32)", "calibration", "kept in float"]
+    rows = [header]
+    for m in sorted(manifests, key=lambda m: (m.model, m.target)):
+        if m.precision != "int8":
+            continue
+        v = m.verification.get("metrics", {})
+        notes = m.export.get("notes", {})
+        if "cos_mean" in v:
+            fid = f"cos_mean {v['cos_mean']:.4f}, cos_min {v['cos_min']:.4f}, pair Δ {v.get('pair_acc_delta', float('nan')):+.2f} pt ({v.get('faces')} faces)"
+        elif "recall" in v:
+            fid = f"recall {v['recall']:.4f}, precision {v['precision']:.4f}, NME {v.get('landmark_nme', float('nan')):.4f}"
+        else:
+            fid = ", ".join(f"{k} {_fmt(val, 4)}" for k, val in v.items() if isinstance(val, float))
+        size = f"{notes.get('size_bytes', 0) / 1e6:.2f} ({notes.get('fp32_size_bytes', 0) / 1e6:.2f})"
+        lat = f"{_fmt(notes.get('latency_ms'), 3)} ({_fmt(notes.get('fp32_latency_ms'), 3)})"
+        calib = notes.get("calibration", {})
+        floats = notes.get("float_groups") or []
+        rows.append([
+            m.model, m.target, "PASS" if m.verification.get("passed") else "FAIL", fid, size, lat,
+            f"{calib.get('method', '-')}, {calib.get('samples', '-')} samples",
+            ", ".join(floats) if floats else "none",
+        ])
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows[1:]]
+    return "\n".join(out)
+
+
+def _fidelity(v: dict[str, Any]) -> str:
+    if "cos_mean" in v:
+        return f"cos_mean {v['cos_mean']:.6f}, cos_min {v['cos_min']:.6f} ({v.get('faces')} faces)"
+    if "recall" in v:
+        text = f"recall {v['recall']:.4f}, precision {v['precision']:.4f}"
+        if "box_err_px" in v:
+            text += f", box err {_fmt(v['box_err_px'], 2)} px"
+        return text + (f", NME {v['landmark_nme']:.4f}" if "landmark_nme" in v else "")
+    if "prob_err" in v:
+        return f"live-probability err {_fmt(v['prob_err'], 2)}, decisions agree {v.get('decision_agree', 0):.3f}"
+    return "-"
+
+
+def bundle_table(manifests: list) -> str:
+    """Every bundle under a folder in one table: fidelity to the reference, pair accuracy, size."""
+    header = ["model", "target", "verified", "fidelity vs reference", "pair acc (ref)", "size MB"]
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for m in sorted(manifests, key=lambda m: (m.model, m.target)):
+        v = m.verification.get("metrics", {})
+        pair = f"{v['pair_acc']:.2f} ({v['pair_acc_ref']:.2f})" if "pair_acc" in v else "-"
+        size = sum((m.path / f).stat().st_size for f in m.files.values() if (m.path / f).is_file()) / 1e6 if m.path else 0
+        out.append(f"| {m.model} | {m.target} | {'PASS' if m.verification.get('passed') else 'FAIL'} | {_fidelity(v)} | {pair} | {size:.2f} |")
+    return "\n".join(out)

@@ -96,5 +96,7 @@ def read_embedded_manifest(path: Path) -> dict | None:
     except Exception as exc:
         raise ArtifactError(f"OpenVINO cannot read {path}: {exc}") from exc
     if model.has_rt_info(RT_INFO_KEY):
-        return json.loads(str(model.get_rt_info(RT_INFO_KEY)))
+        value = model.get_rt_info(RT_INFO_KEY)
+        # OVAny's str() is "<OVAny class>"; astype(str) gives the stored text.
+        return json.loads(value.astype(str) if hasattr(value, "astype") else str(value))
     return None

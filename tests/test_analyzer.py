@@ -227,10 +227,15 @@ PAIR_CASES = [
     ("tflite", "tflite"),
     ("openvino-fp16", "openvino"),
     ("tflite-fp16", "tflite"),
+    ("onnx-int8", "onnxruntime"),
+    ("openvino-int8", "openvino"),
+    ("tflite-int8", "tflite"),
 ]
 # A pair whose reference similarity is this close to the threshold may flip: FP32 artifacts moved
 # pair similarities by <= 1.3e-4 and FP16 ones by <= 6.1e-3 in our runs (15x and 3x margin).
-DECISION_BAND = {"fp32": 0.002, "fp16": 0.02}
+# INT8 artifacts pass at cos_min >= 0.97 per face, so a pair's similarity may move by several
+# hundredths: decisions may flip within 0.1 of the threshold, accuracy still within 1 point.
+DECISION_BAND = {"fp32": 0.002, "fp16": 0.02, "int8": 0.1}
 # Accuracy may differ by the pairs inside the band and no more than 1 point (3.5 of 349 pairs).
 ACCURACY_TOLERANCE = 0.01
 

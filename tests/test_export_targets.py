@@ -151,6 +151,19 @@ def test_lone_model_file_describes_itself(bundles, model, target, tmp_path):
         np.testing.assert_array_equal(ours[name], theirs[name])
 
 
+def test_qvga_detector_matches_reference_on_every_backend(bundles):
+    """320x240 has a fractional upsampling step between pyramid levels (8 -> 15 rows): a converter
+    lowering nearest resize with other rounding moved boxes by 10 px before it was made explicit."""
+    targets = ["onnx", "openvino", "tflite"]
+    results = bundles.results_for("retinaface-mnet025", targets, input_size=(320, 240))
+    for target in targets:
+        r = results[target]
+        assert r.passed, (target, r.failures)
+        m = read_manifest(r.bundle)
+        assert m.preprocess.input_size == (320, 240)
+        assert r.metrics["box_err_px"] <= 0.01 and r.metrics["recall"] == 1.0, (target, r.metrics)
+
+
 # ----------------------------------------------------------------------------- no released weights
 
 

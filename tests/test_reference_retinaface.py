@@ -185,3 +185,14 @@ def test_resnet50_uses_torchvision_parameter_names():
     assert _count(model) == spec.params == 27_293_600
     # and a checkpoint with these keys is recognised as ResNet-50
     assert any(k.startswith("body.layer1.") for k in shapes)
+
+
+@pytest.mark.parametrize("size_in,size_out", [((8, 10), (15, 20)), ((15, 20), (30, 40)), ((23, 17), (45, 33)), ((4, 5), (7, 9))])
+def test_nearest_resize_is_pytorch_nearest(size_in, size_out):
+    import torch
+    import torch.nn.functional as F
+
+    from gfn_edge.export.models.retinaface_parts import nearest_resize
+
+    x = torch.randn(2, 3, *size_in)
+    assert torch.equal(nearest_resize(x, size_out), F.interpolate(x, size=list(size_out), mode="nearest"))

@@ -24,6 +24,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.retinaface_parts import nearest_resize
 from .graph import ADD_OPS, MUL_OPS, node_shape
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 FIXED = 0  # the variable of channels whose scale must stay 1
 
 _SAME_MODULES = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.ZeroPad2d, nn.ConstantPad2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Dropout, nn.Identity, nn.Upsample)
-_SAME_FUNCTIONS = {F.relu, torch.relu, F.leaky_relu, F.pad, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.interpolate, F.dropout, torch.nn.functional.prelu}
+_SAME_FUNCTIONS = {F.relu, torch.relu, F.leaky_relu, F.pad, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.interpolate, nearest_resize, F.dropout, torch.nn.functional.prelu}
 _SAME_METHODS = {"relu", "contiguous", "clone", "mean"}
 _GATE_FUNCTIONS = {F.relu6, torch.clamp, torch.sigmoid, F.sigmoid, F.hardsigmoid, F.hardswish, F.softmax, torch.softmax, torch.tanh, F.hardtanh}
 _GATE_METHODS = {"clamp", "sigmoid", "softmax", "tanh"}
@@ -54,48 +55,6 @@ class ChannelScale(nn.Conv2d):
     @property
     def scale(self) -> torch.Tensor:
         return self.weight.detach().view(-1)
-
-
-def insert_decouplers(gm: fx.GraphModule) -> int:
-    """Insert a :class:`ChannelScale` on every addition operand that nothing else reads."""
-    count = 0
-    for node in list(gm.graph.nodes):
-        if node.op != "call_function" or node.target not in ADD_OPS:
-            continue
-        operands = [a for a in node.args if isinstance(a, fx.Node)]
-        if len(operands) != 2 or node_shape(operands[0]) != node_shape(operands[1]):
-            continue
-        shape = node_shape(operands[0])
-        if shape is None or len(shape) != 4:
-            continue
-        for operand in operands:
-            if len(operand.users) != 1 or operand.op == "placeholder":
-                continue
-            name = f"decouple_{count}"
-            gm.add_submodule(name, ChannelScale(shape[1]))
-            with gm.graph.inserting_after(operand):
-                scaled = gm.graph.call_module(name, (operand,))
-            scaled.meta = dict(operand.meta)
-            node.replace_input_with(operand, scaled)
-            count += 1
-    gm.graph.lint()
-    gm.recompile()
-    return count
-
-
-def remove_identity_decouplers(gm: fx.GraphModule, tolerance: float = 1e-3) -> int:
-    """Drop the ChannelScale nodes that equalisation left at 1 (they would only cost time)."""
-    removed = 0
-    for node in list(gm.graph.nodes):
-        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), ChannelScale):
-            if torch.all(torch.abs(gm.get_submodule(node.target).scale - 1) < tolerance) and gm.get_submodule(node.target).bias is None:
-                node.replace_all_uses_with(node.args[0])
-                gm.graph.erase_node(node)
-                removed += 1
-    gm.graph.lint()
-    gm.delete_all_unused_submodules()
-    gm.recompile()
-    return removed
 
 
 class _UnionFind:

@@ -73,3 +73,20 @@ def node_shape(node: fx.Node) -> tuple[int, ...] | None:
 
 ADD_OPS = {operator.add, operator.iadd, torch.add}
 MUL_OPS = {operator.mul, operator.imul, torch.mul}
+
+
+def residual_operands(gm: fx.GraphModule):
+    """(add node, operand, channels) for each 4-D residual addition's operand that nothing else
+    reads: the places where a per-channel decoupler can be put without changing other consumers."""
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target not in ADD_OPS:
+            continue
+        operands = [a for a in node.args if isinstance(a, fx.Node)]
+        if len(operands) != 2 or node_shape(operands[0]) != node_shape(operands[1]):
+            continue
+        shape = node_shape(operands[0])
+        if shape is None or len(shape) != 4:
+            continue
+        for operand in operands:
+            if len(operand.users) == 1 and operand.op != "placeholder":
+                yield node, operand, shape[1]

@@ -27,7 +27,7 @@ import torch.fx as fx
 from torch import nn
 
 from .equalize import ChannelScale, EqualizationReport, equalize
-from .graph import ADD_OPS, node_shape, symbolic_trace, trace_folded
+from .graph import residual_operands, symbolic_trace, trace_folded
 from .simulate import calibrate_ranges, run_fake_quant
 
 log = logging.getLogger(__name__)
@@ -79,21 +79,10 @@ def wrap_decouplers(model: nn.Module, example: torch.Tensor) -> list[str]:
     gm = symbolic_trace(model)
     ShapeProp(gm).propagate(example)
     targets: dict[str, int] = {}
-    for node in gm.graph.nodes:
-        if node.op != "call_function" or node.target not in ADD_OPS:
-            continue
-        operands = [a for a in node.args if isinstance(a, fx.Node)]
-        if len(operands) != 2 or node_shape(operands[0]) != node_shape(operands[1]):
-            continue
-        shape = node_shape(operands[0])
-        if shape is None or len(shape) != 4:
-            continue
-        for operand in operands:
-            if len(operand.users) != 1 or operand.op == "placeholder":
-                continue
-            name = _returning_module(gm, operand, node)
-            if name:
-                targets[name] = shape[1]
+    for node, operand, channels in residual_operands(gm):
+        name = _returning_module(gm, operand, node)
+        if name:
+            targets[name] = channels
     for name, channels in targets.items():
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model

@@ -138,6 +138,21 @@ def plan(ctx: ExportContext, methods: list[str], groups: list[str]) -> tuple[lis
     return [Attempt(m) for m in method_list], [groups[:k] for k in steps]
 
 
+def _recipe(ctx: ExportContext, info: TargetInfo, methods: list[str]) -> Attempt | None:
+    """The first attempt to make when one is known: the user's ``float_groups`` option, else the
+    registry's recipe for this target (a fact about the registry weights, so only for them and
+    only when the user pinned nothing)."""
+    if ctx.options.get("float_groups"):
+        method = ctx.options.get("calib_method") or methods[0]
+        return Attempt(method, tuple(ctx.options["float_groups"]))
+    raw = ctx.spec.int8_recipes.get(info.name) if hasattr(ctx.spec, "int8_recipes") else None
+    if not raw or ctx.options.get("calib_method") or ctx.options.get("max_float_groups") is not None:
+        return None
+    if ctx.metadata.get("source", {}).get("sha256") != (ctx.spec.weights.sha256 if ctx.spec.weights else None):
+        return None
+    return Attempt(raw["method"], tuple(raw.get("float_groups", ())))
+
+
 def run_search(
     ctx: ExportContext,
     info: TargetInfo,
@@ -164,15 +179,23 @@ def run_search(
         return out
 
     winner = None
-    for a in first:
-        if attempt(a).passed:
+    recipe = _recipe(ctx, info, methods)
+    if recipe is not None:
+        log.info("%s: trying the known recipe for %s first (%s)", info.name, ctx.spec.name, recipe.label())
+        if attempt(recipe).passed:
             winner = outcomes[-1]
-            break
+    if winner is None:
+        for a in first:
+            if a != recipe and attempt(a).passed:
+                winner = outcomes[-1]
+                break
     if winner is None:
         groups = [g for g, damage in sensitivity(ctx) if damage > 0]
         _, fallbacks = plan(ctx, methods, groups)
         best_method = max(outcomes, key=lambda o: o.margin).attempt.method
         for fl in fallbacks:
+            if Attempt(best_method, tuple(fl)) == recipe:
+                continue
             if attempt(Attempt(best_method, tuple(fl))).passed:
                 winner = outcomes[-1]
                 break
@@ -187,7 +210,7 @@ def run_search(
             "float_groups": list(chosen.attempt.float_groups),
             "per_channel_weights": True,
             "attempts": [o.record() for o in outcomes],
-            "remedies": _remedies(chosen, outcomes),
+            "remedies": _remedies(chosen, outcomes, recipe),
         }
     )
     notes.update(_compare_with_fp32(ctx, info, chosen))
@@ -207,11 +230,13 @@ def _calibration_note(ctx: ExportContext, method: str) -> dict[str, Any]:
     }
 
 
-def _remedies(chosen: Outcome, outcomes: list[Outcome]) -> list[str]:
+def _remedies(chosen: Outcome, outcomes: list[Outcome], recipe: Attempt | None = None) -> list[str]:
     done = ["cross-layer channel equalisation (exact FP32 re-parameterisation)", "per-channel weight quantisation"]
     if len({o.attempt.method for o in outcomes}) > 1:
         done.append(f"calibration methods tried: {', '.join(dict.fromkeys(o.attempt.method for o in outcomes))}")
-    if chosen.attempt.float_groups:
+    if recipe is not None and chosen.attempt == recipe:
+        done.append(f"known INT8 recipe (the user's float groups, or the registry's from an earlier sensitivity search on these weights): {recipe.label()}")
+    elif chosen.attempt.float_groups:
         done.append(f"kept in float (most sensitive first): {', '.join(chosen.attempt.float_groups)}")
     return done
 

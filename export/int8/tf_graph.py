@@ -25,6 +25,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.retinaface_parts import nearest_resize
 from .graph import ADD_OPS, MUL_OPS, node_shape
 
 
@@ -309,10 +310,10 @@ class TFTranslator:
             s = args[2] if len(args) > 2 else node.kwargs.get("stride", k)
             p = args[3] if len(args) > 3 else node.kwargs.get("padding", 0)
             return _V(self._pool(k, s, p, v, node_shape(args[0]), fn is F.max_pool2d), True)
-        if node.op == "call_function" and fn is F.interpolate:
+        if node.op == "call_function" and fn in (F.interpolate, nearest_resize):
             v = val(args[0])
             out = node_shape(node)
-            mode = node.kwargs.get("mode", "nearest")
+            mode = "nearest" if fn is nearest_resize else node.kwargs.get("mode", "nearest")
             if mode == "nearest":
                 y = tf.compat.v1.image.resize_nearest_neighbor(v.t, [out[2], out[3]], align_corners=False, half_pixel_centers=False)
             elif mode == "bilinear" and not node.kwargs.get("align_corners"):

@@ -5,6 +5,8 @@ Module and attribute names follow Pytorch_Retinaface (``models/net.py``,
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -63,6 +65,37 @@ class SSH(nn.Module):
         return F.relu(torch.cat([conv3x3, conv5x5, conv7x7], dim=1))
 
 
+def nearest_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """PyTorch's ``interpolate(mode="nearest")``, written so every export target reproduces it.
+
+    Exact 2x (or any integer) steps stay a Resize. A fractional step (a 320x240 input gives
+    8 -> 15 rows between pyramid levels) becomes two Gathers with PyTorch's own source indices:
+    converters lower a fractional nearest Resize with other rounding rules (the TFLite route
+    moved 320x240 boxes by 10 px), a Gather leaves them nothing to reinterpret.
+    """
+    with warnings.catch_warnings():
+        # sizes are fixed per export: the tracer is right to treat them (and the indices) as constants
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        out_h, out_w = int(size[0]), int(size[1])
+        if out_h % h == 0 and out_w % w == 0:
+            return F.interpolate(x, size=[out_h, out_w], mode="nearest")
+        rows = _nearest_index(h, out_h, x.device)
+        cols = _nearest_index(w, out_w, x.device)
+    return x.index_select(-2, rows).index_select(-1, cols)
+
+
+# a single node in torch.fx graphs (the INT8 preparation traces with fx; shapes are not ints there)
+torch.fx.wrap("nearest_resize")
+
+
+def _nearest_index(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
+    # ATen: src = min(floor(dst * (float)(in / out)), in - 1), in float32
+    scale = torch.tensor(n_in / n_out, dtype=torch.float32)
+    idx = torch.floor(torch.arange(n_out, dtype=torch.float32) * scale).to(torch.int64)
+    return idx.clamp_(max=n_in - 1).to(device)
+
+
 class FPN(nn.Module):
     """Three-level top-down feature pyramid with nearest upsampling."""
 
@@ -79,9 +112,9 @@ class FPN(nn.Module):
         output1 = self.output1(features[0])
         output2 = self.output2(features[1])
         output3 = self.output3(features[2])
-        up3 = F.interpolate(output3, size=[output2.size(2), output2.size(3)], mode="nearest")
+        up3 = nearest_resize(output3, (output2.size(2), output2.size(3)))
         output2 = self.merge2(output2 + up3)
-        up2 = F.interpolate(output2, size=[output1.size(2), output1.size(3)], mode="nearest")
+        up2 = nearest_resize(output2, (output1.size(2), output1.size(3)))
         output1 = self.merge1(output1 + up2)
         return [output1, output2, output3]
 

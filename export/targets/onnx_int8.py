@@ -23,6 +23,13 @@ from .onnx_fp32 import OPSET, embed_metadata, export_onnx, fp32_onnx, tensor_spe
 log = logging.getLogger(__name__)
 
 _METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
+# Histogram settings per method. quantize_static cannot pass bin counts through, and with its
+# default of 128 bins quantised to 128 the entropy threshold is the full range (= minmax).
+_CALIB_OPTIONS = {
+    "minmax": {},
+    "percentile": {"num_bins": 2048, "percentile": 99.999, "symmetric": True},
+    "entropy": {"num_bins": 2048, "num_quantized_bins": 255},
+}
 
 
 def _ort_quant():
@@ -59,6 +66,37 @@ def fp32_sibling(ctx: ExportContext, info: TargetInfo) -> None:
     ctx.shared[key] = {"folder": folder, "size_bytes": (folder / "model.onnx").stat().st_size}
 
 
+def calibration_cache(ctx: ExportContext, src: Path, method: str) -> Path | None:
+    """Tensor ranges for one calibration method, computed once and reused by every attempt.
+
+    Calibration runs apart from quantisation (onnxruntime's calibrator, our bin settings) and is
+    handed to quantize_static as a cache. Returns None on onnxruntime versions without
+    ``calibration_cache_path``; quantize_static then calibrates with its own defaults.
+    """
+    import inspect
+
+    q = _ort_quant()
+    if "calibration_cache_path" not in inspect.signature(q.quantize_static).parameters:
+        return None
+    from onnxruntime.quantization import calibrate
+
+    path = ctx.work_dir / f"ort-ranges-{method}.json"
+    if not path.is_file():
+        augmented = ctx.work_dir / f"ort-augmented-{method}.onnx"
+        calibrator = calibrate.create_calibrator(
+            src,
+            None,
+            augmented_model_path=str(augmented),
+            calibrate_method=getattr(q.CalibrationMethod, _METHODS[method]),
+            extra_options=_CALIB_OPTIONS[method],
+        )
+        calibrator.collect_data(_Reader(ctx.calibration.inputs(), "input"))
+        calibrate.save_tensors_data(calibrator.compute_data(), path)
+        del calibrator
+        augmented.unlink(missing_ok=True)
+    return path
+
+
 class _Reader:
     """Feeds calibration samples one at a time (NCHW), as ONNX Runtime's calibrators expect."""
 
@@ -90,16 +128,18 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
         patterns = onnx_name_patterns(list(attempt.float_groups))
         exclude = [n for n in node_names if any(p.search(n) for p in patterns)]
         dst = folder / "model.onnx"
+        cache = calibration_cache(ctx, src, attempt.method)
         q.quantize_static(
             str(src),
             str(dst),
-            _Reader(calib, "input"),
+            None if cache else _Reader(calib, "input"),
             quant_format=q.QuantFormat.QDQ,
             per_channel=True,
             activation_type=q.QuantType.QUInt8,
             weight_type=q.QuantType.QInt8,
             calibrate_method=getattr(q.CalibrationMethod, _METHODS[attempt.method]),
             nodes_to_exclude=exclude,
+            **({"calibration_cache_path": str(cache)} if cache else {}),
         )
         inputs, outputs = tensor_specs(dst)
         embed_metadata(dst, ctx.metadata_json(target=info.name, precision=info.precision, inputs=[t.to_dict() for t in inputs], outputs=[t.to_dict() for t in outputs]))

@@ -166,7 +166,7 @@ def render(result: dict[str, Any]) -> str:
         v = pipe.get("verdict", {})
         out += ["## End to end: one VGA frame, one face (detect + align + embed)\n", f"**{v.get('text', '')}**\n", pipeline_table(pipe), "",
                 "Stage columns are medians in ms, each timed alone; `frame` is the whole pipeline timed as one call. "
-                "`*`: other processes took over 15% of the CPUs while the row was measured, even after retries (inflated). Unverified rows (`+bf16`, `int8x`) "
+                "`*`: other processes took over 15% of the CPUs while the row was measured, even after retries (inflated). Unverified rows (`+bf16`) "
                 "were not checked for accuracy at export.\n"]
         out += ["## 1:N search (synthetic normalised 512-d templates)\n", search_table(pipe), ""]
     if result.get("models"):

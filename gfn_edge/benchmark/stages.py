@@ -107,6 +107,22 @@ def synthetic_gallery(folder: str | os.PathLike[str], size: int, dim: int, seed:
 # ----------------------------------------------------------------------------- naive baseline
 
 
+def _plain_session(bundle: str | os.PathLike[str], threads: int, role: str):
+    """(manifest, session, threads) of an FP32 ONNX bundle in a plain ONNX Runtime session."""
+    import onnxruntime as ort
+
+    from gfn_edge.manifest import read_manifest
+
+    manifest = read_manifest(bundle)
+    if not manifest.target.startswith("onnx") or manifest.precision != "fp32":
+        raise BenchmarkError(f"the naive baseline needs an FP32 ONNX {role} bundle, got {manifest.target}")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = int(threads)
+    so.log_severity_level = 3
+    session = ort.InferenceSession(str(manifest.model_file), so, providers=["CPUExecutionProvider"])
+    return manifest, session, int(so.intra_op_num_threads)
+
+
 class NaiveOrtDetector:
     """The reference code's way: the full frame into a plain ONNX Runtime session, no gfn-edge runtime.
 
@@ -116,18 +132,7 @@ class NaiveOrtDetector:
     """
 
     def __init__(self, bundle: str | os.PathLike[str], threads: int):
-        import onnxruntime as ort
-
-        from gfn_edge.manifest import read_manifest
-
-        self.manifest = read_manifest(bundle)
-        if not self.manifest.target.startswith("onnx") or self.manifest.precision != "fp32":
-            raise BenchmarkError(f"the naive baseline needs an FP32 ONNX detector bundle, got {self.manifest.target}")
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = int(threads)
-        so.log_severity_level = 3
-        self.session = ort.InferenceSession(str(self.manifest.model_file), so, providers=["CPUExecutionProvider"])
-        self.threads = int(so.intra_op_num_threads)
+        self.manifest, self.session, self.threads = _plain_session(bundle, threads, "detector")
         self.input_name = self.session.get_inputs()[0].name
         shape = self.session.get_inputs()[0].shape
         self.input_size = (shape[3], shape[2]) if all(isinstance(d, int) for d in shape[2:]) else None
@@ -148,18 +153,7 @@ class NaiveOrtEmbedder:
     """A recogniser bundle's ONNX file in a plain ONNX Runtime session (threads set, nothing else)."""
 
     def __init__(self, bundle: str | os.PathLike[str], threads: int):
-        import onnxruntime as ort
-
-        from gfn_edge.manifest import read_manifest
-
-        self.manifest = read_manifest(bundle)
-        if not self.manifest.target.startswith("onnx") or self.manifest.precision != "fp32":
-            raise BenchmarkError(f"the naive baseline needs an FP32 ONNX recogniser bundle, got {self.manifest.target}")
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = int(threads)
-        so.log_severity_level = 3
-        self.session = ort.InferenceSession(str(self.manifest.model_file), so, providers=["CPUExecutionProvider"])
-        self.threads = int(so.intra_op_num_threads)
+        self.manifest, self.session, self.threads = _plain_session(bundle, threads, "recogniser")
         self.input_name = self.session.get_inputs()[0].name
         self.nchw = (self.manifest.inputs[0].layout or "NCHW") == "NCHW"
         self.pre = self.manifest.preprocess
