@@ -91,7 +91,7 @@ def export_bundles(work: Path, shared: Path, int8: bool, liveness: bool, retry_f
     if liveness:
         jobs.append((LIVENESS, work / LIVENESS, {}))
     skipped: list[dict[str, Any]] = []
-    calib = calibration_photos(work, shared) if int8 else None
+    calib = calibration_photos(work.parent, shared) if int8 else None
     for model, out, kwargs in jobs:
         targets = FP_TARGETS + (INT8_TARGETS if int8 else [])
         if model == LIVENESS:

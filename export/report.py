@@ -89,12 +89,12 @@ def int8_table(manifests: list) -> str:
     return "\n".join(out)
 
 
-def _fidelity(v: dict[str, Any]) -> str:
+def _fidelity(v: dict[str, Any], box: bool = True) -> str:
     if "cos_mean" in v:
         return f"cos_mean {v['cos_mean']:.6f}, cos_min {v['cos_min']:.6f} ({v.get('faces')} faces)"
     if "recall" in v:
         text = f"recall {v['recall']:.4f}, precision {v['precision']:.4f}"
-        if "box_err_px" in v:
+        if "box_err_px" in v and box:  # INT8 is judged on landmarks (NME); its box error is a max over faces
             text += f", box err {_fmt(v['box_err_px'], 2)} px"
         return text + (f", NME {v['landmark_nme']:.4f}" if "landmark_nme" in v else "")
     if "prob_err" in v:
@@ -110,5 +110,5 @@ def bundle_table(manifests: list) -> str:
         v = m.verification.get("metrics", {})
         pair = f"{v['pair_acc']:.2f} ({v['pair_acc_ref']:.2f})" if "pair_acc" in v else "-"
         size = sum((m.path / f).stat().st_size for f in m.files.values() if (m.path / f).is_file()) / 1e6 if m.path else 0
-        out.append(f"| {m.model} | {m.target} | {'PASS' if m.verification.get('passed') else 'FAIL'} | {_fidelity(v)} | {pair} | {size:.2f} |")
+        out.append(f"| {m.model} | {m.target} | {'PASS' if m.verification.get('passed') else 'FAIL'} | {_fidelity(v, box=m.precision != 'int8')} | {pair} | {size:.2f} |")
     return "\n".join(out)

@@ -170,7 +170,13 @@ def run_search(
         folder = root / f"attempt{len(outcomes)}"
         folder.mkdir()
         start = time.perf_counter()
-        artifact = build(a, folder)
+        try:
+            artifact = build(a, folder)
+        except Exception as exc:  # one setting crashing a quantiser (an NNCF histogram once) is one failed attempt
+            log.warning("%s attempt %s: the quantiser failed: %s: %s", info.name, a.label(), type(exc).__name__, exc)
+            out = Outcome(a, False, float("-inf"), {}, [f"quantiser error: {type(exc).__name__}: {exc}"], time.perf_counter() - start, folder)
+            outcomes.append(out)
+            return out
         _write_manifest(ctx, info, folder, artifact)
         report = ctx.verify(folder, info.precision)
         out = Outcome(a, report.passed, margin(report), report.metrics, report.failures, time.perf_counter() - start, folder, artifact)
@@ -199,7 +205,10 @@ def run_search(
             if attempt(Attempt(best_method, tuple(fl))).passed:
                 winner = outcomes[-1]
                 break
-    chosen = winner or max(outcomes, key=lambda o: o.margin)
+    built = [o for o in outcomes if o.artifact is not None]
+    if not built:
+        raise RuntimeError(f"{info.name}: every quantisation attempt failed: " + "; ".join(o.failures[0] for o in outcomes))
+    chosen = winner or max(built, key=lambda o: o.margin)
     for name in chosen.artifact.files.values():
         shutil.copyfile(chosen.folder / name, ctx.bundle_dir / name)
     notes = dict(chosen.artifact.notes)

@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,8 @@ from .context import ExportContext
 from .onnx_int8 import prepared_onnx
 from .openvino_ir import save_ir
 
+log = logging.getLogger(__name__)
+
 
 def _nncf():
     try:
@@ -34,7 +37,7 @@ def _nncf():
     return nncf, ov
 
 
-def _range_params(method: str):
+def _range_params(method: str, bias_correction: bool = True):
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
     from nncf.quantization.range_estimator import AggregatorType, RangeEstimatorParameters, StatisticsCollectorParameters, StatisticsType
 
@@ -55,7 +58,7 @@ def _range_params(method: str):
         )
     else:
         raise ValueError(f"unknown calibration method {method!r}")
-    return AdvancedQuantizationParameters(activations_range_estimator_params=est)
+    return AdvancedQuantizationParameters(activations_range_estimator_params=est, disable_bias_correction=not bias_correction)
 
 
 def fp32_sibling(ctx: ExportContext, info: TargetInfo) -> None:
@@ -82,21 +85,36 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
     dataset = nncf.Dataset([calib[i : i + 1] for i in range(len(calib))])
     fp32_sibling(ctx, info)
 
-    def build(attempt: Attempt, folder: Path) -> Artifact:
+    def batch1_model():
         model = ov.convert_model(str(src))
         shape = list(model.inputs[0].get_partial_shape())
         model.reshape([1] + [int(d.get_length()) for d in shape[1:]])
+        return model
+
+    def build(attempt: Attempt, folder: Path) -> Artifact:
         patterns = onnx_name_patterns(list(attempt.float_groups))
-        names = [op.get_friendly_name() for op in model.get_ordered_ops()]
+        names = [op.get_friendly_name() for op in batch1_model().get_ordered_ops()]
         ignored = [n for n in names if any(p.search(n) for p in patterns)]
-        quantized = nncf.quantize(
-            model,
-            dataset,
-            preset=nncf.QuantizationPreset.MIXED,
-            subset_size=len(calib),
-            ignored_scope=nncf.IgnoredScope(names=ignored, validate=False),
-            advanced_parameters=_range_params(attempt.method),
-        )
+
+        def quantize(bias_correction: bool):
+            return nncf.quantize(
+                batch1_model(),
+                dataset,
+                preset=nncf.QuantizationPreset.MIXED,
+                subset_size=len(calib),
+                ignored_scope=nncf.IgnoredScope(names=ignored, validate=False),
+                advanced_parameters=_range_params(attempt.method, bias_correction),
+            )
+
+        bias_note = "fast bias correction"
+        try:
+            quantized = quantize(True)
+        except ValueError as exc:
+            # NNCF's fast bias correction cannot write a per-channel correction into a bias
+            # constant stored broadcast as (1,1,1,1) (seen on GhostFaceNetV1-1.3): quantise without it
+            log.warning("NNCF bias correction failed (%s); quantising without it", exc)
+            quantized = quantize(False)
+            bias_note = f"bias correction off (NNCF failed: {exc})"
         target_ctx = ExportContext(ctx.ref, folder, ctx.work_dir, ctx.metadata)
         return save_ir(
             quantized,
@@ -108,6 +126,7 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
                 "weights": "int8 per channel (symmetric)",
                 "activations": "uint8 per tensor (asymmetric)",
                 "ops_in_float": len(ignored),
+                "bias_correction": bias_note,
             },
         )
 

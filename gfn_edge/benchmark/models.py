@@ -122,7 +122,8 @@ def find_bundles(roots: Iterable[str | os.PathLike[str]]) -> list[Path]:
         if not root.is_dir():
             log.warning("bundle folder %s does not exist", root)
             continue
-        for manifest in root.rglob(MANIFEST_NAME):
+        # rglob does not enter linked folders; a folder of links to bundles is common (glob follows them)
+        for manifest in set(root.rglob(MANIFEST_NAME)) | set(root.glob(f"*/{MANIFEST_NAME}")):
             if not any(part.startswith(".") for part in manifest.parent.relative_to(root).parts):
                 found.add(manifest.parent)
     return sorted(found)

@@ -48,10 +48,23 @@ class PipelineConfig:
 
 
 def pairs(dets: list[Candidate], recs: list[Candidate]) -> list[tuple[Candidate, Candidate]]:
-    """(detector, recogniser) bundle pairs with the same target, smaller detector input first."""
-    by_target = {r.target: r for r in recs if r.kind == "bundle"}
-    out = [(d, by_target[d.target]) for d in dets if d.kind == "bundle" and d.target in by_target]
-    return sorted(out, key=lambda p: ((p[0].input_size or (0, 0))[0], p[0].target))
+    """(detector, recogniser) bundle pairs, per recogniser model, smaller detector input first.
+
+    A detector pairs with the recogniser of its own target; when the recogniser has no bundle of
+    that target (an INT8 detector beside a recogniser whose INT8 export failed verification), with
+    the recogniser's FP32 bundle on the same runtime: what a device with that runtime would run.
+    """
+    rec_bundles = [r for r in recs if r.kind == "bundle"]
+    out = []
+    for d in (d for d in dets if d.kind == "bundle"):
+        for name in sorted({r.name for r in rec_bundles}):
+            mine = [r for r in rec_bundles if r.name == name]
+            match = next((r for r in mine if r.target == d.target), None)
+            if match is None:
+                match = next((r for r in mine if r.backend == d.backend and r.precision == "fp32" and r.verified), None)
+            if match is not None:
+                out.append((d, match))
+    return sorted(out, key=lambda p: ((p[0].input_size or (0, 0))[0], p[1].name, p[0].target))
 
 
 def _size(c: Candidate | None) -> str:
@@ -114,8 +127,11 @@ def run_pipeline(
         for name, t in measure_search(galleries, dim, threads, cfg.runs, cfg.warmup, guard=cfg.gate).items():
             search_rows.append({"gallery": name, "size": len(galleries[name]), "threads": threads, "latency": t.to_dict(), "machine": machine,
                                 "others_busy_max": t.others_busy or 0.0})
+        several = len({r.name for _, r in by_key.values()}) > 1
         for (dk, rk), (d, r) in by_key.items():
-            label = f"{d.target} det {_size(d)}"
+            label = f"{d.target} det {_size(d)}" + (f" + {r.target} rec" if r.target != d.target else "")
+            if several:
+                label += f" ({r.name})"
             say(f"frame {label} threads={threads}")
             try:
                 det, rec = _open_pair(d, r, threads)
@@ -144,20 +160,26 @@ def run_pipeline(
         if cfg.best_mix:
             here = [r for r in rows if r["threads"] == threads]
             sizes = sorted({r["detector"]["input"] for r in here if r.get("kind") == "pair"})
-            for size in sizes:
-                fd = _fastest(here, "detect", input=size)
-                fe = _fastest(here, "embed")
-                if fd is None or fe is None or fd is fe or fd["detector"]["target"] == fe["recogniser"]["target"]:
-                    continue  # the fastest pair already is the best mix
-                d = next(c for c in dets if c.target == fd["detector"]["target"] and _size(c) == size and c.kind == "bundle")
-                r = next(c for c in recs if c.target == fe["recogniser"]["target"] and c.kind == "bundle")
-                say(f"frame best mix {d.target}+{r.target} det {size} threads={threads}")
-                det, rec = _open_pair(d, r, threads)
-                machine = cfg.gate.wait()
-                res = measure_frame(det, rec, frame, runs=cfg.runs, warmup=cfg.warmup, threads=threads, guard=cfg.gate)
-                row = _row(f"best mix: det {d.target}, rec {r.target}, det {size}", det, rec, d, r, threads, res)
-                row["kind"], row["machine"] = "mix", machine
-                rows.append(row)
+            for rec_name in sorted({r["recogniser"]["name"] for r in here if r.get("kind") == "pair"}):
+                for size in sizes:
+                    fd = _fastest(here, "detect", input=size)
+                    fe = _fastest([r for r in here if r["recogniser"]["name"] == rec_name], "embed")
+                    if fd is None or fe is None or fd is fe or (
+                        fd["detector"]["target"] == fe["detector"]["target"] and fd["recogniser"]["target"] == fe["recogniser"]["target"]
+                    ):
+                        continue  # the fastest pair already is the best mix
+                    d = next(c for c in dets if c.target == fd["detector"]["target"] and _size(c) == size and c.kind == "bundle")
+                    r = next(c for c in recs if c.name == rec_name and c.target == fe["recogniser"]["target"] and c.kind == "bundle")
+                    if any(x["detector"]["target"] == d.target and x["detector"]["input"] == size and x["recogniser"]["target"] == r.target
+                           and x["recogniser"]["name"] == rec_name for x in here):
+                        continue  # that pair was measured already
+                    say(f"frame best mix {d.target}+{r.target} det {size} threads={threads}")
+                    det, rec = _open_pair(d, r, threads)
+                    machine = cfg.gate.wait()
+                    res = measure_frame(det, rec, frame, runs=cfg.runs, warmup=cfg.warmup, threads=threads, guard=cfg.gate)
+                    row = _row(f"best mix: det {d.target}, rec {r.target}, det {size}", det, rec, d, r, threads, res)
+                    row["kind"], row["machine"] = "mix", machine
+                    rows.append(row)
     return {"rows": rows, "search": search_rows, "failures": failures, "verdict": verdict(rows, cfg), "settings": cfg.to_dict()}
 
 
