@@ -171,7 +171,7 @@ def recogniser_int8(bundles):
     return bundles.results_for(RECOGNISER, INT8_TARGETS)
 
 
-def _common_int8_checks(result, calib_photos: Path, faces_dir: Path) -> dict:
+def _common_int8_checks(result, faces_dir: Path) -> dict:
     assert result.error is None, result.error
     m = read_manifest(result.bundle)
     assert m.precision == "int8" and m.verification["passed"] is True, m.verification.get("failures")
@@ -191,8 +191,8 @@ def _common_int8_checks(result, calib_photos: Path, faces_dir: Path) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("target", INT8_TARGETS)
-def test_detector_int8_within_tolerance(detector_int8, target: str, calib_photos: Path, faces_dir: Path):
-    metrics = _common_int8_checks(detector_int8[target], calib_photos, faces_dir)
+def test_detector_int8_within_tolerance(detector_int8, target: str, faces_dir: Path):
+    metrics = _common_int8_checks(detector_int8[target], faces_dir)
     assert metrics["recall"] >= DETECTOR_LIMITS["recall"], metrics
     assert metrics["precision"] >= DETECTOR_LIMITS["precision"], metrics
     assert metrics["landmark_nme"] <= DETECTOR_LIMITS["landmark_nme"], metrics
@@ -200,8 +200,8 @@ def test_detector_int8_within_tolerance(detector_int8, target: str, calib_photos
 
 @pytest.mark.slow
 @pytest.mark.parametrize("target", INT8_TARGETS)
-def test_recogniser_int8_within_tolerance(recogniser_int8, target: str, calib_photos: Path, faces_dir: Path):
-    metrics = _common_int8_checks(recogniser_int8[target], calib_photos, faces_dir)
+def test_recogniser_int8_within_tolerance(recogniser_int8, target: str, faces_dir: Path):
+    metrics = _common_int8_checks(recogniser_int8[target], faces_dir)
     assert metrics["faces"] >= RECOGNISER_LIMITS["faces"], metrics
     assert metrics["cos_mean"] >= RECOGNISER_LIMITS["cos_mean"], metrics
     assert metrics["cos_min"] >= RECOGNISER_LIMITS["cos_min"], metrics
