@@ -145,7 +145,7 @@ def _recipe(ctx: ExportContext, info: TargetInfo, methods: list[str]) -> Attempt
     if ctx.options.get("float_groups"):
         method = ctx.options.get("calib_method") or methods[0]
         return Attempt(method, tuple(ctx.options["float_groups"]))
-    raw = ctx.spec.int8_recipes.get(info.name) if hasattr(ctx.spec, "int8_recipes") else None
+    raw = ctx.spec.int8_recipes.get(info.name)
     if not raw or ctx.options.get("calib_method") or ctx.options.get("max_float_groups") is not None:
         return None
     if ctx.metadata.get("source", {}).get("sha256") != (ctx.spec.weights.sha256 if ctx.spec.weights else None):
@@ -158,8 +158,13 @@ def run_search(
     info: TargetInfo,
     build: Callable[[Attempt, Path], Artifact],
     methods: list[str],
+    build_fp32: Callable[[Path], Artifact],
 ) -> Artifact:
-    """Try attempts until one verifies; copy the winner (or the best failure) into the bundle."""
+    """Try attempts until one verifies; copy the winner (or the best failure) into the bundle.
+
+    ``build(attempt, folder)`` writes one INT8 candidate; ``build_fp32(folder)`` writes the FP32
+    model of the same backend, timed beside the winner for the manifest's comparison.
+    """
     prep = preparation(ctx)
     first, _ = plan(ctx, methods, [])
     root = ctx.work_dir / f"{info.name}-attempts"
@@ -222,7 +227,7 @@ def run_search(
             "remedies": _remedies(chosen, outcomes, recipe),
         }
     )
-    notes.update(_compare_with_fp32(ctx, info, chosen))
+    notes.update(_compare_with_fp32(ctx, info, chosen, build_fp32))
     chosen.artifact.notes = notes
     return chosen.artifact
 
@@ -266,15 +271,29 @@ def median_latency_ms(bundle: Path, runs: int = 30, threads: int | None = None) 
     return float(statistics.median(times))
 
 
-def _compare_with_fp32(ctx: ExportContext, info: TargetInfo, chosen: Outcome) -> dict[str, Any]:
+def _fp32_sibling(ctx: ExportContext, info: TargetInfo, build_fp32: Callable[[Path], Artifact]) -> dict[str, Any]:
+    """The FP32 bundle on the INT8 target's backend, written once per export run."""
+    key = f"fp32-sibling:{info.backend}"
+    if key not in ctx.shared:
+        from ..targets import TARGETS
+
+        fp32_info = TARGETS[info.name.removesuffix("-int8")]
+        folder = ctx.work_dir / f"fp32-sibling-{fp32_info.name}"
+        folder.mkdir(exist_ok=True)
+        artifact = build_fp32(folder)
+        _write_manifest(ctx, fp32_info, folder, artifact)
+        ctx.shared[key] = {"folder": folder, "size_bytes": sum((folder / f).stat().st_size for f in artifact.files.values())}
+    return ctx.shared[key]
+
+
+def _compare_with_fp32(ctx: ExportContext, info: TargetInfo, chosen: Outcome, build_fp32: Callable[[Path], Artifact]) -> dict[str, Any]:
     """Size and latency of the INT8 artifact beside the FP32 one on the same backend."""
-    fp32 = ctx.shared.get(f"fp32-sibling:{info.backend}")
+    fp32 = _fp32_sibling(ctx, info, build_fp32)
     out: dict[str, Any] = {"size_bytes": sum((chosen.folder / f).stat().st_size for f in chosen.artifact.files.values())}
     try:
         out["latency_ms"] = round(median_latency_ms(chosen.folder), 3)
-        if fp32 is not None:
-            out["fp32_size_bytes"] = fp32["size_bytes"]
-            out["fp32_latency_ms"] = round(median_latency_ms(fp32["folder"]), 3)
+        out["fp32_size_bytes"] = fp32["size_bytes"]
+        out["fp32_latency_ms"] = round(median_latency_ms(fp32["folder"]), 3)
     except Exception as exc:  # a timing failure must not fail the export
         log.warning("could not time %s: %s", info.name, exc)
     return out

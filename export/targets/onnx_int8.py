@@ -51,19 +51,10 @@ def prepared_onnx(ctx: ExportContext) -> Path:
     return path
 
 
-def fp32_sibling(ctx: ExportContext, info: TargetInfo) -> None:
-    key = f"fp32-sibling:{info.backend}"
-    if key in ctx.shared:
-        return
-    from ..int8.search import _write_manifest
-    from . import TARGETS
-
-    folder = ctx.work_dir / "fp32-sibling-onnx"
-    folder.mkdir(exist_ok=True)
+def _fp32_onnx_files(ctx: ExportContext, folder: Path) -> Artifact:
     shutil.copyfile(fp32_onnx(ctx), folder / "model.onnx")
     ins, outs = tensor_specs(folder / "model.onnx")
-    _write_manifest(ctx, TARGETS["onnx"], folder, Artifact({"model": "model.onnx"}, ins, outs))
-    ctx.shared[key] = {"folder": folder, "size_bytes": (folder / "model.onnx").stat().st_size}
+    return Artifact({"model": "model.onnx"}, ins, outs)
 
 
 def calibration_cache(ctx: ExportContext, src: Path, method: str) -> Path | None:
@@ -122,7 +113,6 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
     src = prepared_onnx(ctx)
     node_names = [n.name for n in onnx.load(str(src), load_external_data=False).graph.node]
     calib = ctx.calibration.inputs()
-    fp32_sibling(ctx, info)
 
     def build(attempt: Attempt, folder: Path) -> Artifact:
         patterns = onnx_name_patterns(list(attempt.float_groups))
@@ -157,4 +147,4 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
             },
         )
 
-    return run_search(ctx, info, build, ["minmax", "percentile", "entropy"])
+    return run_search(ctx, info, build, ["minmax", "percentile", "entropy"], lambda folder: _fp32_onnx_files(ctx, folder))

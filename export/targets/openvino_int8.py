@@ -61,21 +61,13 @@ def _range_params(method: str, bias_correction: bool = True):
     return AdvancedQuantizationParameters(activations_range_estimator_params=est, disable_bias_correction=not bias_correction)
 
 
-def fp32_sibling(ctx: ExportContext, info: TargetInfo) -> None:
-    key = f"fp32-sibling:{info.backend}"
-    if key in ctx.shared:
-        return
+def _fp32_ir_files(ctx: ExportContext, folder: Path) -> Artifact:
     from . import TARGETS
     from .onnx_fp32 import fp32_onnx
-    from ..int8.search import _write_manifest
 
     _, ov = _nncf()
-    folder = ctx.work_dir / "fp32-sibling-openvino"
-    folder.mkdir(exist_ok=True)
     sibling_ctx = ExportContext(ctx.ref, folder, ctx.work_dir, ctx.metadata)
-    art = save_ir(ov.convert_model(str(fp32_onnx(ctx))), sibling_ctx, TARGETS["openvino"], compress_to_fp16=False)
-    _write_manifest(ctx, TARGETS["openvino"], folder, art)
-    ctx.shared[key] = {"folder": folder, "size_bytes": sum((folder / f).stat().st_size for f in art.files.values())}
+    return save_ir(ov.convert_model(str(fp32_onnx(ctx))), sibling_ctx, TARGETS["openvino"], compress_to_fp16=False)
 
 
 def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
@@ -83,17 +75,19 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
     src = prepared_onnx(ctx)
     calib = np.ascontiguousarray(ctx.calibration.inputs().transpose(0, 3, 1, 2), dtype=np.float32)
     dataset = nncf.Dataset([calib[i : i + 1] for i in range(len(calib))])
-    fp32_sibling(ctx, info)
 
     def batch1_model():
+        # a fresh model per quantise call: NNCF may modify the one it is given
         model = ov.convert_model(str(src))
         shape = list(model.inputs[0].get_partial_shape())
         model.reshape([1] + [int(d.get_length()) for d in shape[1:]])
         return model
 
+    # node names do not depend on the attempt: read them once
+    names = [op.get_friendly_name() for op in batch1_model().get_ordered_ops()]
+
     def build(attempt: Attempt, folder: Path) -> Artifact:
         patterns = onnx_name_patterns(list(attempt.float_groups))
-        names = [op.get_friendly_name() for op in batch1_model().get_ordered_ops()]
         ignored = [n for n in names if any(p.search(n) for p in patterns)]
 
         def quantize(bias_correction: bool):
@@ -130,5 +124,5 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
             },
         )
 
-    return run_search(ctx, info, build, ["minmax", "percentile", "entropy"])
+    return run_search(ctx, info, build, ["minmax", "percentile", "entropy"], lambda folder: _fp32_ir_files(ctx, folder))
 

@@ -20,7 +20,7 @@ from gfn_edge.errors import MissingDependencyError
 from gfn_edge.manifest import TensorSpec
 
 from ..int8.prepare import tf_name_patterns
-from ..int8.search import Attempt, _write_manifest, preparation, run_search
+from ..int8.search import Attempt, preparation, run_search
 from ..tools import versions
 from . import Artifact, TargetInfo
 from .context import ExportContext
@@ -122,19 +122,12 @@ def _tensor_specs(path: Path, canonical: list[str], shapes: list[tuple[int, ...]
     return [spec("input", ind, "NHWC")], chosen
 
 
-def fp32_sibling(ctx: ExportContext, info: TargetInfo) -> None:
-    key = f"fp32-sibling:{info.backend}"
-    if key in ctx.shared:
-        return
-    from . import TARGETS
+def _fp32_tflite_files(ctx: ExportContext, folder: Path) -> Artifact:
     from .tflite_fp import tensor_specs
 
-    folder = ctx.work_dir / "fp32-sibling-tflite"
-    folder.mkdir(exist_ok=True)
     shutil.copyfile(fp32_tflite(ctx), folder / "model.tflite")
     ins, outs = tensor_specs(folder / "model.tflite", [o.name for o in ctx.spec.outputs])
-    _write_manifest(ctx, TARGETS["tflite"], folder, Artifact({"model": "model.tflite"}, ins, outs))
-    ctx.shared[key] = {"folder": folder, "size_bytes": (folder / "model.tflite").stat().st_size}
+    return Artifact({"model": "model.tflite"}, ins, outs)
 
 
 def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
@@ -144,7 +137,6 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
     int8_io = bool(ctx.options.get("int8_io"))
     canonical = [o.name for o in ctx.spec.outputs]
     shapes = _output_shapes(ctx)
-    fp32_sibling(ctx, info)
 
     def build(attempt: Attempt, folder: Path) -> Artifact:
         denylist = _float_tensor_names(ctx, fn, list(attempt.float_groups))
@@ -174,7 +166,7 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
             },
         )
 
-    return run_search(ctx, info, build, ["minmax"])
+    return run_search(ctx, info, build, ["minmax"], lambda folder: _fp32_tflite_files(ctx, folder))
 
 
 __all__ = ["export"]
