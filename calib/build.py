@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from gfn_edge.errors import CalibrationError, ImageError
-from gfn_edge.image import list_images, read_image
+from gfn_edge.image import list_images, read_image, relative_name
 from gfn_edge.preprocess import bgr_fill, letterbox
 from gfn_edge.progress import progress
 from gfn_edge.quality import QualityGates, assess
@@ -68,7 +68,7 @@ def _detector_samples(spec: ModelSpec, files: list[Path], root: Path) -> tuple[l
         raise CalibrationError(f"{spec.name} has no fixed input size; pass the export input size")
     samples, sources, skipped = [], [], []
     for path in progress(files, "calibration pictures"):
-        rel = str(path.relative_to(root)) if path.is_relative_to(root) else path.name
+        rel = relative_name(path, root)
         try:
             image = read_image(path)
         except ImageError as exc:
@@ -98,7 +98,7 @@ def _face_samples(
         by_image.setdefault(face.image, []).append(i)
     samples, sources = [], []
     for path in files:
-        rel = str(path.relative_to(root)) if path.is_relative_to(root) else path.name
+        rel = relative_name(path, root)
         idx = by_image.get(rel, [])
         if not idx:
             if rel not in {s[0] for s in skipped}:
@@ -121,7 +121,7 @@ def _liveness_samples(spec: ModelSpec, files: list[Path], root: Path, mirror, mi
         by_image.setdefault(b.image, []).append(b)
     samples, sources = [], []
     for path in files:
-        rel = str(path.relative_to(root)) if path.is_relative_to(root) else path.name
+        rel = relative_name(path, root)
         found = by_image.get(rel, [])
         if not found:
             continue

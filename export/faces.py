@@ -23,7 +23,7 @@ import numpy as np
 from gfn_edge.align import align
 from gfn_edge.errors import ImageError
 from gfn_edge.hub import cache_dir, resolve_weights, sha256_file
-from gfn_edge.image import read_image
+from gfn_edge.image import read_image, relative_name
 from gfn_edge.preprocess import normalize
 from gfn_edge.progress import progress
 from gfn_edge.retinaface_decode import Detections, postprocess
@@ -178,7 +178,7 @@ def find_faces(
     skipped: list[tuple[str, str]] = []
     found = 0
     for path in progress(paths, "finding faces"):
-        rel = str(path.relative_to(root)) if path.is_relative_to(root) else path.name
+        rel = relative_name(path, root)
         try:
             entry = entries / (hashlib.sha256(f"{settings}|{_content_hash(path)}".encode()).hexdigest()[:32] + ".npz")
         except OSError as exc:

@@ -22,7 +22,7 @@ import numpy as np
 
 from gfn_edge.errors import ImageError
 from gfn_edge.hub import cache_dir
-from gfn_edge.image import list_images, read_image
+from gfn_edge.image import list_images, read_image, relative_name
 from gfn_edge.liveness import liveness_crop
 from gfn_edge.preprocess import normalize
 from gfn_edge.progress import progress
@@ -83,7 +83,7 @@ def find_face_boxes(
     faces: list[FaceBox] = []
     skipped: list[tuple[str, str]] = []
     for path in progress(paths, "finding faces"):
-        rel = str(path.relative_to(root)) if path.is_relative_to(root) else path.name
+        rel = relative_name(path, root)
         try:
             image = read_image(path)
         except ImageError as exc:

@@ -83,3 +83,8 @@ def list_images(folder: str | os.PathLike[str], recursive: bool = True) -> list[
         raise ImageError(f"{folder} is not a folder")
     pattern = "**/*" if recursive else "*"
     return sorted(p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def relative_name(path: Path, root: Path) -> str:
+    """How reports name a picture: its path under ``root`` when it is there, else its file name."""
+    return str(path.relative_to(root)) if path.is_relative_to(root) else path.name
