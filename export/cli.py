@@ -82,13 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         print("\ntargets:", ", ".join(TARGETS), "(or all)")
         return 0
     if args.report:
-        from gfn_edge.manifest import MANIFEST_NAME, read_manifest
+        from gfn_edge.manifest import find_bundles, read_manifest
 
         from .report import bundle_table, int8_table
 
-        root = Path(args.report)
-        paths = sorted(set(root.glob(f"*/{MANIFEST_NAME}")) | set(root.rglob(MANIFEST_NAME)))
-        found = [read_manifest(p.parent) for p in paths]
+        found = [read_manifest(folder) for folder in find_bundles([args.report])]
         print(bundle_table(found))
         if any(m.precision == "int8" for m in found):
             print()

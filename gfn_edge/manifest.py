@@ -8,15 +8,18 @@ usable, and checkable, without the registry that produced it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from .errors import ArtifactError, ManifestError
 from .registry import Anchors, Preprocess
 
 MANIFEST_NAME = "manifest.json"
+
+log = logging.getLogger(__name__)
 FORMAT = "gfn-edge-bundle"
 FORMAT_VERSION = 1
 _REQUIRED = ("format", "format_version", "model", "task", "target", "precision", "files", "spec", "inputs", "outputs", "sha256")
@@ -197,3 +200,21 @@ def verify_bundle_files(manifest: Manifest) -> None:
                 f"bundle {manifest.path}: {name} has sha256 {actual[:12]}…, manifest says {expected[:12]}…; "
                 f"the file is corrupt, truncated or replaced. Re-export or re-copy the bundle."
             )
+
+
+def find_bundles(roots: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Bundle folders (holding manifest.json) under ``roots``, sorted; a root may be a bundle itself."""
+    found: set[Path] = set()
+    for root in roots:
+        root = Path(root)
+        if (root / MANIFEST_NAME).is_file():
+            found.add(root)
+            continue
+        if not root.is_dir():
+            log.warning("bundle folder %s does not exist", root)
+            continue
+        # rglob does not enter linked folders; a folder of links to bundles is common (glob follows them)
+        for manifest in set(root.rglob(MANIFEST_NAME)) | set(root.glob(f"*/{MANIFEST_NAME}")):
+            if not any(part.startswith(".") for part in manifest.parent.relative_to(root).parts):
+                found.add(manifest.parent)
+    return sorted(found)

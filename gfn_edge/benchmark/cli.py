@@ -79,9 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
 def run_benchmark(args: argparse.Namespace, skipped: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Everything gfn-bench measures, as one JSON-able dict (also written to ``args.out``)."""
     from gfn_edge.image import read_image
+    from gfn_edge.manifest import find_bundles
 
     from . import plot, report
-    from .models import bundle_candidate, find_bundles, peer_candidates, with_precision_hint
+    from .models import bundle_candidate, peer_candidates, with_precision_hint
     from .peers import find_peers
     from .pipeline import PipelineConfig, run_pipeline
     from .stages import default_work_dir, vga_frame

@@ -8,14 +8,13 @@ runtime itself (:func:`runtime_threads`), so a table never claims a setting the 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
-from gfn_edge.manifest import MANIFEST_NAME, Manifest, read_manifest
+from gfn_edge.manifest import Manifest, read_manifest
 
 from .peers import PeerSpec, native_backends, open_peer_model
 
@@ -109,24 +108,6 @@ def fidelity_of(manifest: Manifest) -> dict[str, Any]:
     if headline and headline in out:
         out["metric"], out["value"] = headline, out[headline]
     return out
-
-
-def find_bundles(roots: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Bundle folders (holding manifest.json) under ``roots``, sorted; a root may be a bundle itself."""
-    found: set[Path] = set()
-    for root in roots:
-        root = Path(root)
-        if (root / MANIFEST_NAME).is_file():
-            found.add(root)
-            continue
-        if not root.is_dir():
-            log.warning("bundle folder %s does not exist", root)
-            continue
-        # rglob does not enter linked folders; a folder of links to bundles is common (glob follows them)
-        for manifest in set(root.rglob(MANIFEST_NAME)) | set(root.glob(f"*/{MANIFEST_NAME}")):
-            if not any(part.startswith(".") for part in manifest.parent.relative_to(root).parts):
-                found.add(manifest.parent)
-    return sorted(found)
 
 
 def bundle_candidate(folder: Path) -> Candidate:
