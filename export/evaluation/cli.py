@@ -140,10 +140,11 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     from . import suites
 
     out = Path(args.out)
-    if args.command == "verify":
+    if args.command in ("verify", "ijb"):
         models = _embedders(args)
         if not models:
             raise ValueError("nothing to evaluate: give --reference and/or --bundle")
+    if args.command == "verify":
         return [
             suites.evaluate_pairs(
                 args.data,
@@ -162,9 +163,6 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.command == "ijb":
         from .ijb import IJB_FARS
 
-        models = _embedders(args)
-        if not models:
-            raise ValueError("nothing to evaluate: give --reference and/or --bundle")
         return [
             suites.evaluate_ijb(
                 args.root,
