@@ -10,7 +10,6 @@ is logged and synthetic pictures are used, so export never silently skips verifi
 """
 from __future__ import annotations
 
-import csv
 import logging
 import os
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from gfn_edge.image import list_images, read_image
+from gfn_edge.pairs import read_pairs
 from gfn_edge.preprocess import Letterbox, bgr_fill, letterbox, normalize
 from gfn_edge.quality import QualityGates, assess
 from gfn_edge.registry import ModelSpec
@@ -115,11 +115,8 @@ def detection_set(spec: ModelSpec, folder: Path | None, max_images: int | None =
 
 
 def read_pairs_csv(path: Path) -> list[tuple[str, str, bool]]:
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames or not {"image_a", "image_b", "same"} <= set(reader.fieldnames):
-            raise ValueError(f"{path}: expected columns image_a,image_b,same; found {reader.fieldnames}")
-        return [(r["image_a"], r["image_b"], str(r["same"]).strip() in ("1", "true", "True", "yes")) for r in reader]
+    """(image_a, image_b, same) rows, read by the shared :func:`gfn_edge.pairs.read_pairs`."""
+    return [(r.image_a, r.image_b, r.same) for r in read_pairs(path)]
 
 
 def find_pairs_csv(folder: Path) -> Path | None:

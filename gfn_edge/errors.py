@@ -59,3 +59,7 @@ class VerificationError(GfnEdgeError, RuntimeError):
 
 class CalibrationError(GfnEdgeError, ValueError):
     """A calibration set that cannot be built or does not fit the model."""
+
+
+class PairsFileError(GfnEdgeError, ValueError):
+    """A labelled pairs CSV (``image_a,image_b,same``) that cannot be read as written."""

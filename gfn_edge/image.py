@@ -73,6 +73,8 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise ImageError(f"{path}: {exc}") from exc
 
 
+# Picture file types every tool lists (folders of photos, calibration sets, the door's picture
+# source): defined here only, so a .tif accepted by one tool is accepted by all.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 

@@ -7,7 +7,6 @@ checks, not accuracy evaluations (gfn-eval does those).
 """
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 from typing import Any, Callable
@@ -16,6 +15,7 @@ import numpy as np
 
 from gfn_edge.align import align
 from gfn_edge.image import list_images, read_image
+from gfn_edge.pairs import read_pairs as read_pairs_csv
 from gfn_edge.retinaface_decode import Detections
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,8 @@ def detector_sanity(detect: Callable[[np.ndarray], Detections], scene: Path | No
 
 
 def read_pairs(folder: Path) -> list[tuple[str, str, bool]]:
-    with open(folder / "pairs.csv", newline="") as fh:
-        return [(r["image_a"], r["image_b"], str(r["same"]).strip().lower() in ("1", "true", "yes")) for r in csv.DictReader(fh)]
+    """(image_a, image_b, same) rows of ``folder/pairs.csv``, read by the shared :func:`gfn_edge.pairs.read_pairs`."""
+    return [(r.image_a, r.image_b, r.same) for r in read_pairs_csv(folder / "pairs.csv")]
 
 
 def recogniser_sanity(
