@@ -24,6 +24,7 @@ from gfn_edge.errors import GfnEdgeError, VerificationError
 from gfn_edge.hub import sha256_file
 from gfn_edge.manifest import Manifest
 
+from .flops import manifest_flops
 from .reference import Reference, reference_for, resolve_spec
 from .targets import TARGETS, expand_targets, run_target
 from .targets.context import ExportContext
@@ -195,7 +196,8 @@ def export_model(
                     sha256={f: sha256_file(staging / f) for f in artifact.files.values()},
                     source=metadata["source"],
                     tools={**versions("gfn-edge", "numpy"), **artifact.tools},
-                    export={"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "notes": artifact.notes},
+                    export={"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "notes": artifact.notes,
+                            "flops": manifest_flops(staging, artifact.files, work_dir)},
                 )
                 manifest.write(staging)
                 with t.stage(f"{name}: verify"):

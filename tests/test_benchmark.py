@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 from conftest import ROOT, shared_path
 
-from gfn_edge.benchmark import flops, peers, report, timing
+from gfn_edge.benchmark import peers, report, timing
+from gfn_edge.export import flops, peer_graphs
 from gfn_edge.benchmark.models import bundle_candidate, peer_candidates, runtime_threads, sample_input
 from gfn_edge.benchmark.stages import NaiveOrtDetector, NaiveOrtEmbedder, measure_frame, pinned_threads, synthetic_gallery, vga_frame
 
@@ -110,6 +111,53 @@ def test_counter_reports_why_it_cannot_count(tmp_path):
     assert counts is None and "twin" in why
 
 
+@pytest.mark.parametrize("target", ["onnx", "openvino", "tflite"])
+def test_flops_are_recorded_at_export_and_read_from_the_manifest(bundles, target):
+    """gfn-export counts once (training side, onnx); the benchmark reads the manifest and never counts."""
+    from gfn_edge.manifest import read_manifest
+
+    folder = bundles.get(DET, target)
+    recorded = read_manifest(folder).export["flops"]
+    onnx_macs = flops.onnx_complexity(bundles.get(DET, "onnx") / "model.onnx").macs
+    assert recorded["macs"] == onnx_macs > 500e6 and recorded["flops"] == 2 * onnx_macs and recorded["params"] > 400_000
+    if target == "openvino":  # an IR has no counter of its own: counted from the FP32 ONNX it came from
+        assert "fp32.onnx" in recorded["counted_from"]
+    cand = bundle_candidate(folder)
+    assert cand.complexity["macs"] == onnx_macs
+
+
+def test_bundles_without_recorded_flops_report_them_unknown(bundles, tmp_path):
+    from gfn_edge.benchmark.suite import SuiteConfig, complexities, run_suite
+    from gfn_edge.manifest import MANIFEST_NAME
+
+    old = tmp_path / "old-bundle"
+    shutil.copytree(bundles.get(DET, "onnx"), old)
+    data = json.loads((old / MANIFEST_NAME).read_text())
+    del data["export"]["flops"]  # as written before gfn-export recorded FLOPs
+    (old / MANIFEST_NAME).write_text(json.dumps(data))
+    cand = bundle_candidate(old)
+    assert "macs" not in cand.complexity and cand.complexity["note"].startswith("FLOPs unknown")
+    assert complexities([cand])[f"{DET}@640x480"]["note"].startswith("FLOPs unknown")
+    suite = run_suite([cand], SuiteConfig(threads=[1], runs=2, warmup=0, memory=False, sanity=False))
+    (row,) = suite["models"]
+    assert row["latency"]["median_ms"] > 0 and "macs" not in row["complexity"]  # measured all the same
+    assert "| unknown |" in report.models_table(suite, "detect")
+
+
+def test_peers_are_prepared_on_the_training_side_and_read_by_the_engine(peer_dir, tmp_path):
+    (spec, path), = peers.find_peers(peer_dir, ["ultraface-slim-320"])
+    assert peers.peer_record(path, tmp_path) is None
+    assert peers.peer_run_file(path, tmp_path) == (path, "graph not prepared: measured as shipped")
+    assert peers.prepare_peers([path], tmp_path) == []  # a child process with the training side does it
+    record = peers.peer_record(path, tmp_path)
+    assert record["run"] != path and record["run"].name.endswith(".clean.onnx") and "initializers" in record["note"]
+    assert record["complexity"]["macs"] == flops.onnx_complexity(path).macs > 50e6
+    (cand, *_), = [peer_candidates([(spec, path)], ["onnxruntime"], tmp_path)]
+    assert cand.complexity["macs"] == record["complexity"]["macs"] and record["note"] in cand.notes
+    model = cand.open(1, tmp_path)
+    assert model.path == record["run"] and runtime_threads(model) == 1
+
+
 # ----------------------------------------------------------------------------- peers
 
 
@@ -179,9 +227,9 @@ def test_peer_graph_cleaning_keeps_outputs(peer_dir, tmp_path):
     import onnxruntime as ort
 
     original = peer_dir / "ultraface" / "version-slim-320.onnx"
-    cleaned, note = peers.clean_onnx_inputs(original, tmp_path)
+    cleaned, note = peer_graphs.clean_onnx_inputs(original, tmp_path)
     assert cleaned != original and "initializers" in note
-    assert peers.clean_onnx_inputs(original, tmp_path)[0] == cleaned  # cached
+    assert peer_graphs.clean_onnx_inputs(original, tmp_path)[0] == cleaned  # cached
     x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 240, 320)).astype(np.float32)
     so = ort.SessionOptions()
     so.log_severity_level = 3
@@ -344,7 +392,7 @@ def test_benchmark_package_imports_no_training_framework():
         """
         import json, sys
         import gfn_edge.benchmark.cli, gfn_edge.benchmark.suite, gfn_edge.benchmark.pipeline, gfn_edge.benchmark.device
-        import gfn_edge.benchmark.flops, gfn_edge.benchmark.peers, gfn_edge.benchmark.plot, gfn_edge.benchmark.probe
+        import gfn_edge.benchmark.engine, gfn_edge.benchmark.peers, gfn_edge.benchmark.plot, gfn_edge.benchmark.probe
         print(json.dumps(sorted(m for m in ("torch", "tensorflow", "tf_keras", "keras", "jax", "onnx", "onnxruntime", "openvino") if m in sys.modules)))
         """
     )

@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gfn-eval", description="Accuracy benchmarks for reference models and exported bundles.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    v = sub.add_parser("verify", help="1:1 face verification on insightface .bin files and pairs CSVs")
+    v = sub.add_parser("verify", help="1:1 face verification (same person?) on insightface .bin files and pairs CSVs; not artifact verification")
     v.add_argument("data", nargs="+", help="lfw.bin / cfp_fp.bin / agedb_30.bin ..., or pairs.csv (image_a,image_b,same[,source]) or its folder")
     _common(v)
     _recogniser_options(v, DEFAULT_FARS)

@@ -99,7 +99,7 @@ def models_table(result: dict[str, Any], task: str) -> str:
             f"{mem['peak_rss_mb']:.0f}" if "peak_rss_mb" in mem else mem.get("error", ""),
             f"{r['file_bytes'] / 1024:.0f}",
             _int(c.get("params")),
-            f"{c['macs'] / 1e6:.0f}" if "macs" in c else "",
+            f"{c['macs'] / 1e6:.0f}" if "macs" in c else "unknown",
             _fidelity(r),
             _sanity((result.get("sanity") or {}).get(r["name"])),
         ]
