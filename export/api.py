@@ -124,11 +124,13 @@ def export_model(
     if any(TARGETS[n].needs_calibration for n in names):
         from gfn_edge.calib import resolve_calibration
 
+        from .faces import ReferenceFaces
+
         with timer.stage("calibration set"):
             calib = resolve_calibration(
                 calib,
                 spec,
-                mirror=mirror,
+                faces=ReferenceFaces(mirror=mirror),
                 num_samples=options.get("calib_samples"),
                 augment=bool(options.get("calib_augment")),
                 seed=seed,

@@ -48,6 +48,7 @@ _LAZY = {
     "IoUTracker": "gfn_edge.tracker",
     "Track": "gfn_edge.tracker",
     "Liveness": "gfn_edge.liveness",
+    "apply_threads": "gfn_edge.threads",
     "resolve_weights": "gfn_edge.hub",
 }
 

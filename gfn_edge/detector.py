@@ -8,7 +8,6 @@ the same code export verification uses.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 from .errors import ManifestError
 from .image import to_bgr_uint8
 from .manifest import MANIFEST_NAME, Manifest, read_manifest
-from .preprocess import Letterbox, bgr_fill, detector_input, normalize
+from .preprocess import Letterbox, detector_tensor
 from .retinaface_decode import Detections, postprocess
 
 log = logging.getLogger(__name__)
@@ -116,9 +115,22 @@ class Detector:
         return tuple(self.preprocess.input_size) if self.preprocess.input_size else None  # type: ignore[return-value]
 
     # --- public API ------------------------------------------------------------------------
+    @property
+    def stride(self) -> int:
+        """The largest anchor stride: a dynamic-size input is padded to a multiple of it."""
+        return max(self.anchors.steps)
+
     def to_bgr(self, image: np.ndarray) -> np.ndarray:
         """The picture as BGR uint8 HxWx3 (gray, RGBA and 16-bit converted; anything else refused)."""
         return to_bgr_uint8(image, self.color)
+
+    def tensor(self, bgr: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+        """The model input for a BGR picture (:func:`gfn_edge.preprocess.detector_tensor`) and the mapping back.
+
+        Fixed-size models and an ``input_size`` letterbox; a dynamic model without one gets the
+        picture at its own size, padded to :attr:`stride`.
+        """
+        return detector_tensor(bgr, self.preprocess, self.input_size, self.stride)
 
     def detect(self, image: np.ndarray, max_faces: int | None = None, min_face_size: float = 0) -> Detections:
         """Faces in ``image``, best score first, in the picture's pixels.
@@ -128,27 +140,13 @@ class Detector:
         while a sharp passer-by in the background may score higher.
         Boxes are not clipped: a face cut by the picture edge keeps its full extent.
         """
-        return self._detect_bgr(self.to_bgr(image), max_faces, min_face_size)
+        return self.detect_bgr(self.to_bgr(image), max_faces, min_face_size)
 
-    def __call__(self, image: np.ndarray, **kwargs: Any) -> Detections:
-        return self.detect(image, **kwargs)
-
-    # --- internals ---------------------------------------------------------------------------
-    def _tensor(self, bgr: np.ndarray) -> tuple[np.ndarray, Letterbox]:
-        if self.input_size is not None:
-            return detector_input(bgr, self.preprocess, self.input_size)
-        stride = max(self.anchors.steps)  # dynamic model, no size: pad to the stride, never resize
-        h, w = bgr.shape[:2]
-        ph, pw = math.ceil(h / stride) * stride, math.ceil(w / stride) * stride
-        canvas = np.empty((ph, pw, 3), np.uint8)
-        canvas[...] = np.asarray(np.round(bgr_fill(self.preprocess)), np.uint8)
-        canvas[:h, :w] = bgr
-        return normalize(canvas, self.preprocess), Letterbox(1.0, pw, ph)
-
-    def _detect_bgr(self, bgr: np.ndarray, max_faces: int | None = None, min_face_size: float = 0) -> Detections:
+    def detect_bgr(self, bgr: np.ndarray, max_faces: int | None = None, min_face_size: float = 0) -> Detections:
+        """:meth:`detect` for a picture already converted with :meth:`to_bgr` (no second conversion)."""
         if max_faces is not None and max_faces < 0:
             raise ValueError(f"max_faces must be >= 0, got {max_faces}")
-        x, box = self._tensor(bgr)
+        x, box = self.tensor(bgr)
         with self._lock:
             out = self.model.run(x)
         dets = postprocess(
@@ -161,6 +159,9 @@ class Detector:
             largest = np.argsort(-area, kind="stable")[:max_faces]
             dets = dets.select(np.sort(largest))  # keep score order
         return dets
+
+    def __call__(self, image: np.ndarray, **kwargs: Any) -> Detections:
+        return self.detect(image, **kwargs)
 
     def __repr__(self) -> str:
         size = f"{self.input_size[0]}x{self.input_size[1]}" if self.input_size else "dynamic"

@@ -13,12 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from .align import CropGeometry
 from .detector import open_for_task
 from .errors import ImageError, ManifestError
 from .image import describe, to_bgr_uint8
 from .manifest import Manifest
 from .metrics import l2_normalize
-from .preprocess import normalize
+from .preprocess import crop_tensor
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +51,15 @@ class Embedder:
         return self.manifest.signature
 
     @property
-    def alignment(self) -> tuple[np.ndarray | None, int]:
-        """(template points for a ``crop_size`` crop or None for ArcFace's, crop size) from the manifest."""
-        spec = self.manifest.spec.get("alignment") or {}
-        points = spec.get("points")
-        size = spec.get("size") or list(self.crop_size)
-        template = np.asarray(points, np.float32) if points else None
-        if template is not None and int(size[0]) != self.crop_size[0]:
-            template = template * (self.crop_size[0] / float(size[0]))
-        return template, self.crop_size[0]
+    def geometry(self) -> CropGeometry:
+        """Crop size and template this recogniser was trained on (from its manifest's alignment entry)."""
+        return CropGeometry.from_alignment(self.manifest.spec.get("alignment"), self.crop_size[0])
+
+    @property
+    def alignment(self) -> tuple[np.ndarray, int]:
+        """(template points in crop pixels, crop size): :attr:`geometry` as a pair, for older callers."""
+        geometry = self.geometry
+        return geometry.template, geometry.size
 
     @property
     def default_threshold(self) -> float | None:
@@ -88,16 +89,27 @@ class Embedder:
             return np.zeros((0, self.dim or 0), np.float32)
         # flip: the mirrored crops ride in the same run (one call is cheaper than two on every backend)
         views = np.concatenate([batch, batch[:, :, ::-1]]) if self.flip else batch
-        x = normalize(views, self.preprocess)
+        emb = self.embed_raw(views)
+        if self.flip:
+            emb = emb[: len(batch)] + emb[len(batch) :]
+        return l2_normalize(emb).astype(np.float32)
+
+    def embed_raw(self, crops: np.ndarray) -> np.ndarray:
+        """(K, D) float32 model outputs before any normalisation or flip, one row per crop.
+
+        For evaluation, which combines views (crop + mirrored crop) before normalising, as the
+        recognisers' papers do; :meth:`embed` is built on it.
+        """
+        batch = self._batch(crops)
+        if len(batch) == 0:
+            return np.zeros((0, self.dim or 0), np.float32)
+        x = crop_tensor(batch, self.preprocess)
         with self._lock:
             out = self.model.run(x)
         emb = out.get("embedding")
         if emb is None:
             emb = next(iter(out.values()))
-        emb = np.asarray(emb, np.float32).reshape(len(x), -1)
-        if self.flip:
-            emb = emb[: len(batch)] + emb[len(batch) :]
-        return l2_normalize(emb).astype(np.float32)
+        return np.asarray(emb, np.float32).reshape(len(x), -1)
 
     def embed_one(self, crop: np.ndarray) -> np.ndarray:
         """(D,) unit vector for one aligned crop."""

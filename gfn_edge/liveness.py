@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import ManifestError
 from .image import to_bgr_uint8
-from .preprocess import normalize
+from .preprocess import crop_tensor
 from .registry import Preprocess
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def liveness_crop(image: np.ndarray, box: BoxLike, pre: Preprocess) -> np.ndarra
 
 def liveness_input(image: np.ndarray, box: BoxLike, pre: Preprocess) -> np.ndarray:
     """1xHxWx3 float32 input for one face: the patch, normalised with ``pre``'s colour order and mean/std."""
-    return normalize(liveness_crop(image, box, pre), pre)
+    return crop_tensor(liveness_crop(image, box, pre), pre)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

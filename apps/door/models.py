@@ -40,7 +40,10 @@ def _bundle(path: Optional[Path], what: str, key: str, flag: str) -> Path:
 
 
 def open_analyzer(cfg: Config, recognizer: bool = True) -> FaceAnalyzer:
-    """Detector + recogniser + quality gates, without liveness (the pipeline runs it on matches only)."""
+    """Detector + recogniser + quality gates, without liveness (the pipeline runs it on matches only).
+
+    ``[models] threads`` sizes the runtimes' pools and OpenCV's alike (:func:`gfn_edge.apply_threads`).
+    """
     m: ModelsConfig = cfg.models
     det_path = _bundle(m.detector, "detector", "detector", "--detector")
     detector = Detector(det_path, backend=m.backend, threads=m.threads, score_threshold=cfg.detection.score_threshold)
@@ -54,6 +57,7 @@ def open_analyzer(cfg: Config, recognizer: bool = True) -> FaceAnalyzer:
         max_faces=cfg.detection.max_faces,
         min_face_size=cfg.detection.min_face_size,
         gates=quality_gates(cfg.quality),
+        threads=m.threads,  # OpenCV's pool too: the configuration gfn-bench measures
     )
     log.info("detector: %r", detector)
     if embedder is not None:
