@@ -316,6 +316,36 @@ def test_frame_stages_are_measured(bundles, tmp_path):
     assert st["frame"].median_ms > st["embed"].median_ms
 
 
+def test_benchmark_frames_go_through_the_analyzer_stages_even_on_a_dynamic_detector(bundles):
+    """The benchmark times FaceAnalyzer's stages, not a pipeline of its own: same detections, crops and
+    embeddings as the analyzer on an odd-sized picture fed to a dynamic-size detector."""
+    from test_detector import _DynamicView
+
+    from gfn_edge.analyzer import FaceAnalyzer
+    from gfn_edge.benchmark.stages import AnalyzerFrame, detector_breakdown, frame_pipeline
+    from gfn_edge.detector import Detector
+    from gfn_edge.embedder import Embedder
+    from gfn_edge.image import read_image
+
+    dynamic = Detector(_DynamicView.make(Detector(bundles.get(DET, "onnx"), backend="onnxruntime").model))
+    assert dynamic.input_size is None
+    rec = Embedder(bundles.get(REC, "onnx"), backend="onnxruntime")
+    picture = cv2.resize(read_image(shared_path("faces", "scenes", "insightface_t1.jpg")), (627, 459), interpolation=cv2.INTER_AREA)
+    pipe, analyzer = frame_pipeline(dynamic, rec), FaceAnalyzer(dynamic, rec)
+    assert isinstance(pipe, AnalyzerFrame)
+    got, want = pipe.detect(picture), analyzer.detect(picture)
+    assert len(got) == len(want) >= 5
+    np.testing.assert_array_equal(got.boxes, want.boxes)
+    np.testing.assert_array_equal(got.landmarks, want.landmarks)
+    np.testing.assert_array_equal(pipe.align(picture, got), analyzer.align(picture, want))
+    faces = analyzer.recognize(picture, want)
+    np.testing.assert_allclose(pipe.embed(pipe.align(picture, got)), np.stack([f.embedding for f in faces]), atol=1e-6)
+    parts = detector_breakdown(dynamic, picture, runs=2, warmup=0)
+    assert set(parts) == {"detect_preprocess", "detect_inference", "detect_decode"}  # padded to the stride, not resized
+    res = measure_frame(dynamic, rec, picture, runs=2, warmup=0, threads=1)
+    assert res["faces"] == len(want) and res["stages"]["frame"].median_ms > 0
+
+
 # ----------------------------------------------------------------------------- whole harness
 
 

@@ -14,6 +14,13 @@ RSS), :mod:`.sanity`, :mod:`.report`, :mod:`.plot`, :mod:`.system`, :mod:`.cli` 
 """
 from __future__ import annotations
 
+from gfn_edge.errors import GfnEdgeError
+
 from .timing import Timing, measure, summarize
 
-__all__ = ["Timing", "measure", "summarize"]
+
+class BenchmarkError(GfnEdgeError, RuntimeError):
+    """A measurement that cannot be made as asked (no face in the frame, a bundle of the wrong kind...)."""
+
+
+__all__ = ["BenchmarkError", "Timing", "measure", "summarize"]

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from gfn_edge.align import align
+from gfn_edge.align import CropGeometry, align_faces
 from gfn_edge.image import list_images, read_image
 from gfn_edge.pairs import read_pairs as read_pairs_csv
 from gfn_edge.retinaface_decode import Detections
@@ -45,14 +45,15 @@ def recogniser_sanity(
     embed: Callable[[np.ndarray], np.ndarray],
     landmarks: Callable[[np.ndarray], np.ndarray | None],
     pairs_dir: Path | None,
-    crop_size: int = 112,
+    geometry: CropGeometry | None = None,
     max_pairs: int | None = None,
 ) -> dict[str, Any]:
     """Mean cosine of same-person pairs vs different-person pairs (same should be clearly higher).
 
     ``landmarks(image)`` gives the five points of the largest face (or None); faces are aligned
-    to the ArcFace template, so every recogniser sees the same crops.
+    to ``geometry`` (the recogniser's crop size and template; default the ArcFace 112x112 crop).
     """
+    geometry = geometry or CropGeometry.from_alignment(None)
     if pairs_dir is None or not (pairs_dir / "pairs.csv").is_file():
         return {}
     pairs = read_pairs(pairs_dir)[:max_pairs]
@@ -62,7 +63,7 @@ def recogniser_sanity(
         if name not in cache:
             image = read_image(pairs_dir / name)
             pts = landmarks(image)
-            cache[name] = None if pts is None else embed(align(image, pts, crop_size)[None])[0]
+            cache[name] = None if pts is None else embed(align_faces(image, pts[None], geometry))[0]
         return cache[name]
 
     same, diff = [], []

@@ -118,13 +118,17 @@ def sanity_for(c: Candidate, cfg: SuiteConfig, aligner: Any) -> dict[str, Any]:
             fn = det.detect
         return detector_sanity(fn, cfg.scene, cfg.portraits)
     if c.task == "embed" and aligner is not None:
+        from gfn_edge.align import CropGeometry
+
         if c.kind == "peer":
             emb: Any = PeerEmbedder(c.peer, c.open(2, cfg.cache))
+            geometry = CropGeometry.from_alignment(None, emb.crop_size[0])  # peers take ArcFace-aligned crops
         else:
             from gfn_edge.embedder import Embedder
 
             emb = Embedder(c.open(2))
-        out = recogniser_sanity(emb.embed, largest_face_landmarks(aligner), cfg.pairs, max_pairs=cfg.sanity_pairs)
+            geometry = emb.geometry
+        out = recogniser_sanity(emb.embed, largest_face_landmarks(aligner), cfg.pairs, geometry, max_pairs=cfg.sanity_pairs)
         if any("random weights" in n for n in c.notes):
             out["note"] = "random weights: no separation expected"
         return out
