@@ -134,8 +134,9 @@ def export_bundles(work: Path, shared: Path, int8: bool, liveness: bool, retry_f
 
 def prepare_peers(peers_dir: Path, cache: Path) -> list[dict[str, Any]]:
     """Clean the peers' graphs and count their MACs (needs onnx: training side), where gfn-bench looks for them."""
-    from gfn_edge.benchmark.peers import find_peers
     from gfn_edge.export.peer_graphs import prepare_peer
+
+    from gfn_edge.benchmark.peers import find_peers
 
     notes = []
     for spec, path in find_peers(peers_dir) if peers_dir.is_dir() else []:

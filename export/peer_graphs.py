@@ -24,8 +24,9 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from gfn_edge.benchmark.peers import prepared_stem
 

@@ -20,9 +20,9 @@ import pytest
 from conftest import ROOT, shared_path
 
 from gfn_edge.benchmark import peers, report, timing
-from gfn_edge.export import flops, peer_graphs
 from gfn_edge.benchmark.models import bundle_candidate, peer_candidates, runtime_threads, sample_input
 from gfn_edge.benchmark.stages import NaiveOrtDetector, NaiveOrtEmbedder, measure_frame, pinned_threads, synthetic_gallery, vga_frame
+from gfn_edge.export import flops, peer_graphs
 
 DET = "retinaface-mnet025"
 REC = "ghostfacenet-dsitweed-w0.5-e16"
@@ -212,14 +212,15 @@ def test_short_range_blazeface_finds_the_face_in_portraits(peer_dir):
 
 
 def test_mobileface_separates_same_from_different_people(peer_dir, bundles):
-    from gfn_edge.detector import Detector
     from gfn_edge.benchmark.sanity import largest_face_landmarks, recogniser_sanity
+    from gfn_edge.detector import Detector
 
     (spec, path), = peers.find_peers(peer_dir, ["mobileface-256"])
     emb = peers.open_peer(spec, path, "onnxruntime", 2)
     out = recogniser_sanity(emb.embed, largest_face_landmarks(Detector(bundles.get(DET, "onnx"))), shared_path("faces", "pairs"))
     assert out["pairs_same"] > 50 and out["pairs_different"] > 200
     assert out["separates"] and out["mean_cos_same"] - out["mean_cos_different"] > 0.15, out
+    assert 0.5 < out["best_accuracy"] <= 1.0 and out["mean_cos_different"] < out["best_threshold"] < out["mean_cos_same"], out
 
 
 def test_peer_graph_cleaning_keeps_outputs(peer_dir, tmp_path):
@@ -322,7 +323,11 @@ def test_benchmark_frames_go_through_the_analyzer_stages_even_on_a_dynamic_detec
     from test_detector import _DynamicView
 
     from gfn_edge.analyzer import FaceAnalyzer
-    from gfn_edge.benchmark.stages import AnalyzerFrame, detector_breakdown, frame_pipeline
+    from gfn_edge.benchmark.stages import (
+        AnalyzerFrame,
+        detector_breakdown,
+        frame_pipeline,
+    )
     from gfn_edge.detector import Detector
     from gfn_edge.embedder import Embedder
     from gfn_edge.image import read_image

@@ -70,6 +70,8 @@ def _sanity(s: dict[str, Any] | None) -> str:
         bits.append(f"1-face {s['portraits_one_face']}/{s['portraits']}")
     if "mean_cos_same" in s:
         bits.append(f"same {s['mean_cos_same']:.2f} / diff {s['mean_cos_different']:.2f}")
+    if "best_accuracy" in s:
+        bits.append(f"best acc {100 * s['best_accuracy']:.1f}% at {s['best_threshold']:.2f}")
     return ", ".join(bits)
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from gfn_edge.align import CropGeometry, align_faces
 from gfn_edge.image import list_images, read_image
+from gfn_edge.metrics import best_threshold
 from gfn_edge.pairs import read_pairs as read_pairs_csv
 from gfn_edge.retinaface_decode import Detections
 
@@ -74,12 +75,16 @@ def recogniser_sanity(
         (same if is_same else diff).append(float(np.dot(va, vb) / max(np.linalg.norm(va) * np.linalg.norm(vb), 1e-12)))
     if not same or not diff:
         return {"pairs": 0}
+    # the threshold rule gfn-eval, export verification and the door use (optimistic: tuned on these pairs)
+    accuracy, threshold = best_threshold(np.r_[same, diff], np.r_[np.ones(len(same), bool), np.zeros(len(diff), bool)])
     return {
         "pairs_same": len(same),
         "pairs_different": len(diff),
         "mean_cos_same": round(float(np.mean(same)), 4),
         "mean_cos_different": round(float(np.mean(diff)), 4),
         "separates": bool(np.mean(same) > np.mean(diff)),
+        "best_accuracy": round(accuracy, 4),
+        "best_threshold": round(threshold, 4),
     }
 
 
