@@ -450,6 +450,7 @@ def test_bench_device_app_prints_table_and_writes_json(bundles, tmp_path):
     assert data["models"]["recognizer"]["threads_runtime"] == 1
     assert data["faces"] == 1 and data["fps"] > 0 and data["peak_rss_mb"] > 0
     assert all(v["median_ms"] > 0 for v in data["stages"].values())
+    assert data["models"]["detector"]["complexity"]["macs"] > 500e6 and "GFLOPs" in proc.stdout  # recorded at export, read here
 
 
 def test_bench_device_app_refuses_bad_arguments(tmp_path):

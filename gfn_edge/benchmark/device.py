@@ -25,12 +25,19 @@ def table(result: dict[str, Any]) -> str:
     rows.append(["FPS (from whole-frame median)", f"{result['fps']:.1f}", ""])
     m = result["models"]
     head = [
-        f"detector:   {m['detector']['model']} {m['detector']['target']} on {m['detector']['backend']}, input {m['detector']['input']}, "
-        f"threads {m['detector']['threads_runtime']}",
-        f"recogniser: {m['recognizer']['model']} {m['recognizer']['target']} on {m['recognizer']['backend']}, threads {m['recognizer']['threads_runtime']}",
+        (f"detector:   {m['detector']['model']} {m['detector']['target']} on {m['detector']['backend']}, input {m['detector']['input']}, "
+         f"threads {m['detector']['threads_runtime']}, {_gflops(m['detector'])}"),
+        (f"recogniser: {m['recognizer']['model']} {m['recognizer']['target']} on {m['recognizer']['backend']}, "
+         f"threads {m['recognizer']['threads_runtime']}, {_gflops(m['recognizer'])}"),
     ]
     head += [f"liveness:   {x['model']} {x['target']} on {x['backend']}" for x in m["liveness"]]
     s = result["settings"]
     head.append(f"{s['runs']} runs after {s['warmup']} warm-up, {s['threads']} threads; faces in frame: {result['faces']}; "
                 f"load average {result['load_average']['before']} -> {result['load_average']['after']}; peak RSS {result['peak_rss_mb']} MiB")
     return "\n".join(head) + "\n\n" + md_table(["stage", "median ms", "p90 ms"], rows)
+
+
+def _gflops(model: dict[str, Any]) -> str:
+    """GFLOPs per inference as gfn-export recorded them, or "FLOPs unknown" for an older bundle."""
+    flops = (model.get("complexity") or {}).get("flops")
+    return f"{flops / 1e9:.2f} GFLOPs" if isinstance(flops, int) else "FLOPs unknown"

@@ -25,6 +25,7 @@ Peers (files under ``shared/peers``):
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -117,7 +118,13 @@ def find_peers(root: str | os.PathLike[str], names: Sequence[str] | None = None)
 
 def prepared_stem(path: Path) -> str:
     """``<stem>.<sha12>``: how everything prepared for a peer file is named (content-keyed, never stale)."""
-    return f"{path.stem}.{hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]}"
+    stat = Path(path).stat()
+    return f"{Path(path).stem}.{_digest(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)}"
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, size: int, mtime_ns: int) -> str:  # size and mtime: a changed file is hashed again
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
 
 
 def peer_record(path: Path, cache: Path | None) -> dict[str, Any] | None:
