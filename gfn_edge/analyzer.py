@@ -10,6 +10,12 @@ keep the face anyway.
             print(face.box, face.similarity(enrolled_face))
         else:
             print("ask to retry:", face.rejected_reasons)
+
+The stages are public, and every consumer in the project (the door, gfn-eval, the benchmark)
+calls them rather than assembling its own pipeline: ``detect`` (picture -> detections),
+``align`` (-> crops at the recogniser's size and template), ``recognize`` (align, embed in one
+batch, quality gates, ``score_liveness``). The door, for one, detects every frame but recognises
+only the tracks that need it.
 """
 from __future__ import annotations
 

@@ -122,7 +122,7 @@ def test_calibration_and_verification_feed_what_the_device_feeds(fixed: Detector
     cv2.imwrite(str(folder / "t1_odd.png"), picture)  # lossless: read back pixel for pixel
     spec = get_spec(DET)
     x_dev, box = fixed.tensor(picture)
-    assert x_dev.shape == (1, 480, 640, 3) and box.scale < 1.0
+    assert x_dev.shape == (1, 480, 640, 3) and box.scale > 1.0  # letterboxed: resized to fit 640x480
     cset = build_calibration_set(spec, folder)
     np.testing.assert_array_equal(cset.inputs()[0], x_dev[0])
     vset = detection_set(spec, folder)

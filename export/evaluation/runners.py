@@ -5,8 +5,9 @@ Bundles run through the device classes themselves (:class:`gfn_edge.detector.Det
 (the original framework, via :func:`gfn_edge.export.reference.load_reference`) gets its tensors
 from the same builders (:func:`gfn_edge.preprocess.detector_tensor` and
 :func:`gfn_edge.preprocess.crop_tensor`) and the same decoder, so a difference in a table is a
-difference between models, never between pipelines. Data is streamed batch by batch through every model at once: each picture is read,
-decoded and aligned once per run, whatever the number of models.
+difference between models, never between pipelines. Data is streamed batch by batch through
+every model at once: each picture is read, decoded and aligned once per run, whatever the
+number of models.
 """
 from __future__ import annotations
 
