@@ -59,7 +59,7 @@ def best_threshold(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:
     return float(correct[j] / len(scores)), float(_midpoints(uniq)[j])
 
 
-best_threshold_accuracy = best_threshold  # the name the door and older callers use
+best_threshold_accuracy = best_threshold  # the older name (export verification calls it); one implementation
 
 
 def accuracy_at(scores: np.ndarray, same: np.ndarray, threshold: float) -> float:
