@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 
+from gfn_edge.cli_errors import run_cli
 from gfn_edge.errors import GfnEdgeError
 from gfn_edge.registry import get_spec
 
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("gfn_edge").setLevel(logging.INFO)
@@ -75,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     except (GfnEdgeError, ValueError, OSError) as exc:
         print(f"gfn-calib: error: {exc}", file=sys.stderr)
         return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """gfn-calib, with every error ending as one line ``gfn-calib: error: ...`` (``--debug``: and its traceback)."""
+    return run_cli("gfn-calib", _main, argv, error_status=2)
 
 
 if __name__ == "__main__":

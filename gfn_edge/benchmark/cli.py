@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..cli_errors import run_cli
+
 log = logging.getLogger("gfn_edge.benchmark")
 
 
@@ -182,7 +184,7 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args.bundles and args.no_peers:
@@ -194,6 +196,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     print((Path(args.out) / "bench.md").read_text())
     return 0 if result.get("models") or result.get("pipeline") else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """gfn-bench, with every error ending as one line ``gfn-bench: error: ...`` (``--debug``: and its traceback)."""
+    return run_cli("gfn-bench", _main, argv, error_status=1)
 
 
 if __name__ == "__main__":
