@@ -121,7 +121,8 @@ def read_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> n
     try:
         image = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     except cv2.error as exc:  # e.g. a header past OpenCV's own pixel limit
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        text = " ".join(str(exc).split())
+        reason = text.split(" error: ", 1)[-1] if text else type(exc).__name__  # drop OpenCV's source path
         raise ImageError(f"cannot decode {path}: OpenCV refused it ({reason})") from None
     if image is None:
         raise ImageError(f"cannot decode {path}: not an image OpenCV can read, or the file is truncated")

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -25,6 +23,17 @@ import cv2
 import numpy as np
 import pytest
 from conftest import shared_path
+from crafted_images import (
+    bmp_header,
+    gif_header,
+    jpeg_header,
+    png,
+    png_bomb,
+    sun_raster_header,
+    tiff_header,
+    webp_vp8l,
+    webp_vp8x,
+)
 
 from gfn_edge import (
     ArtifactError,
@@ -67,55 +76,6 @@ class Case:
     run: Callable[["Ctx"], Any]
     expect: Any  # an exception type, or Exit
     says: str
-
-
-# ----------------------------------------------------------------------------- crafted files
-
-
-def png(width: int, height: int, body: bytes | None = None) -> bytes:
-    """A grey PNG declaring ``width`` x ``height``; ``body`` replaces the pixel data (default: a few zero rows)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    data = body if body is not None else zlib.compress(b"".join(b"\x00" + bytes(min(width, 64)) for _ in range(4)))
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
-
-
-def png_bomb(width: int = 30000, height: int = 30000) -> bytes:
-    z = zlib.compressobj(9)
-    row = b"\x00" + bytes(width)
-    return png(width, height, b"".join(z.compress(row) for _ in range(height)) + z.flush())
-
-
-def jpeg_header(width: int, height: int) -> bytes:
-    sof = b"\xff\xc0" + struct.pack(">HBHHB", 11, 8, height, width, 1) + b"\x01\x11\x00"
-    return b"\xff\xd8" + b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" + sof + b"\xff\xd9"
-
-
-def bmp_header(width: int, height: int) -> bytes:
-    return b"BM" + struct.pack("<IHHI", 54, 0, 0, 54) + struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, 0, 0, 0, 0, 0)
-
-
-def webp_vp8x(width: int, height: int) -> bytes:
-    body = b"VP8X" + struct.pack("<I", 10) + b"\x00\x00\x00\x00" + (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
-    return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WEBP" + body
-
-
-def webp_vp8l(width: int, height: int) -> bytes:
-    bits = (width - 1) | ((height - 1) << 14)
-    body = b"VP8L" + struct.pack("<I", 5) + b"\x2f" + struct.pack("<I", bits)
-    return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WEBP" + body
-
-
-def gif_header(width: int, height: int) -> bytes:
-    return b"GIF89a" + struct.pack("<HH", width, height) + b"\x00\x00\x00;"
-
-
-def tiff_header(width: int, height: int, order: str = "<") -> bytes:
-    magic = b"II*\x00" if order == "<" else b"MM\x00*"
-    entries = struct.pack(order + "HHII", 256, 4, 1, width) + struct.pack(order + "HHII", 257, 4, 1, height)
-    return magic + struct.pack(order + "I", 8) + struct.pack(order + "H", 2) + entries + b"\x00\x00\x00\x00"
 
 
 # ----------------------------------------------------------------------------- context
@@ -330,6 +290,7 @@ CASES: list[Case] = [
     Case("read_image: PGM header 30000x30000", _crafted("big.pgm", b"P5\n30000 30000\n255\n" + bytes(100)), ResourceLimitError, "900.0 megapixels"),
     Case("read_image: PPM text 100000x2", _crafted("wide.ppm", b"P3\n# comment\n100000 2\n255\n0 0 0\n"), ResourceLimitError, "over 32768 px on a side"),
     Case("read_image: real photo over max_pixels=1000", lambda ctx: _read(lambda c: c.photo, max_pixels=1000)(ctx), ResourceLimitError, "over the limit"),
+    Case("read_image: Sun raster 40000x40000 (OpenCV's limit)", _crafted("big.ras", sun_raster_header(40000, 40000)), ImageError, "cannot decode"),
     Case("list_images: not a folder", lambda ctx: __import__("gfn_edge.image", fromlist=["list_images"]).list_images(ctx.tmp / "nope"),
          ImageError, "is not a folder"),
     # --- numbers handed to the API --------------------------------------------------------------
@@ -385,7 +346,7 @@ CASES: list[Case] = [
     Case("gallery: missing, create=False", lambda ctx: __import__("gfn_edge").Gallery(ctx.tmp / "missing.db", create=False), GalleryError, "missing.db"),
     Case("gallery: NaN template", lambda ctx: _gallery(ctx, "nan.db").enroll("a", np.full(4, np.nan)), GalleryError, "NaN"),
     Case("gallery: wrong template size", lambda ctx: _gallery(ctx, "dim.db").enroll("a", np.ones(7)), GalleryError, "7"),
-    Case("gallery: empty name", lambda ctx: _gallery(ctx, "name.db").enroll("", np.ones(4)), GalleryError, "name"),
+    Case("gallery: empty name", lambda ctx: _gallery(ctx, "name.db").enroll("", np.ones(4)), GalleryError, "identity must not be empty"),
     Case("gallery: threshold 1.5", lambda ctx: setattr(_gallery(ctx, "thr.db"), "threshold", 1.5), GalleryError, "[-1, 1]"),
     Case("gallery: calibration FAR 0", lambda ctx: _gallery(ctx, "cal.db").set_calibration(0.7, 0.0, "m"), GalleryError, "target_far"),
     Case("gallery: calibration threshold NaN", lambda ctx: _gallery(ctx, "cal2.db").set_calibration(float("nan"), 0.01, "m"), GalleryError, "finite"),

@@ -231,6 +231,8 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot read config {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     try:
         data = _toml_loads(text)
     except ConfigError as exc:
