@@ -68,14 +68,14 @@ def _refusal(path: Path, exc: Exception) -> CheckpointError:
     found = _GLOBAL.search(text)
     if found:
         return CheckpointError(
-            f"{path} contains pickled Python objects, which gfn-edge never loads (it never unpickles checkpoints): "
+            f"{path} contains pickled Python objects, which gfn-edge never loads (gfn-edge never unpickles: code in a file could run): "
             f"Unsupported global: GLOBAL {found.group(1)}. Save the tensors alone: torch.save(model.state_dict(), path)"
         )
     detail = _OPERAND.search(text)
     why = f"unsupported pickle opcode {detail.group(1)}" if detail else type(exc).__name__
     return CheckpointError(
         f"cannot read {path} as a PyTorch checkpoint ({why}): it is damaged, not a .pth file, or a pickle "
-        f"of Python objects, which gfn-edge never loads (it never unpickles checkpoints)"
+        f"of Python objects, which gfn-edge never loads (gfn-edge never unpickles)"
     )
 
 

@@ -103,6 +103,8 @@ class Detector:
     def _input_size(self, requested: tuple[int, int] | None) -> tuple[int, int] | None:
         """(w, h) every picture is letterboxed to; None: dynamic model fed the picture padded to the stride."""
         fixed = self.model.input_hw
+        if requested is not None:
+            requested = _size_pair(requested)
         if fixed is not None:
             size = (fixed[1], fixed[0])
             if requested is not None and tuple(requested) != size:
@@ -112,7 +114,7 @@ class Detector:
                 )
             return size
         if requested is not None:
-            w, h = _size_pair(requested)
+            w, h = requested
             stride = max(self.anchors.steps)
             if w <= 0 or h <= 0 or w % stride or h % stride:
                 raise InvalidArgumentError(f"input_size {w}x{h} must be positive multiples of {stride} (the largest anchor stride)")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..cli_errors import run_cli
+from ..errors import UsageError
 
 log = logging.getLogger("gfn_edge.benchmark")
 
@@ -190,6 +191,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
     if not args.bundles and args.no_peers:
         print("gfn-bench: nothing to measure: give --bundles DIR and/or a peers folder", file=sys.stderr)
         return 2
+    missing = [b for b in args.bundles if not Path(b).exists()] + [p for p in (args.peers, args.frame) if p and not Path(p).exists()]
+    if missing:  # checked before minutes of measuring, not reported after
+        raise UsageError(f"{', '.join(map(str, missing))} does not exist")
     try:
         result = run_benchmark(args)
     except KeyboardInterrupt:
