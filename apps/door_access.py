@@ -71,6 +71,17 @@ def _count(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    """A finite number of seconds >= 0 (``inf`` would wait for ever, ``nan`` never compares)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text}")
+    return value
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="TOML config (default: $GFN_DOOR_CONFIG, else /etc/gfn-door/door.toml if present)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -126,8 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("photos", nargs="*", type=Path, metavar="PHOTO", help="photos of the person (largest face of each is used)")
     p.add_argument("--camera", metavar="SOURCE", help="capture from this source instead (camera index, /dev/videoN, URL or video file)")
     p.add_argument("--frames", type=_positive_int, default=5, metavar="K", help="good camera frames to capture (default 5)")
-    p.add_argument("--interval", type=float, default=0.5, metavar="S", help="least time between captured frames (default 0.5 s)")
-    p.add_argument("--timeout", type=float, default=60.0, metavar="S", help="give up after this long (default 60 s)")
+    p.add_argument("--interval", type=_seconds, default=0.5, metavar="S", help="least time between captured frames (default 0.5 s)")
+    p.add_argument("--timeout", type=_seconds, default=60.0, metavar="S", help="give up after this long (default 60 s)")
     p.add_argument("--replace", action="store_true", help="replace the person's templates instead of adding to them")
     p.add_argument("--allow-low-quality", action="store_true", help="use photos whose face fails the quality gates")
     p.set_defaults(func=cmd_enroll)

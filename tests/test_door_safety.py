@@ -203,6 +203,34 @@ def test_non_finite_embeddings_never_reach_a_comparison():
         cosine_similarity(good, np.ones(4))
 
 
+def test_liveness_threshold_below_chance_is_refused(bundles):
+    """Below 1/classes a face the models rate as more likely a spoof than real would pass: liveness off in effect."""
+    from gfn_edge import Liveness
+
+    v2 = bundles.get("minifasnet-v2-2.7", "onnx")
+    with pytest.raises(UnsafeSettingError, match=r"below chance level \(0.333 for 3 classes\)"):
+        Liveness([v2], threshold=0.2)
+    assert Liveness([v2], threshold=0.34).threshold == 0.34
+
+
+def test_a_recogniser_returning_nan_is_stopped_before_any_match(bundles, tmp_path: Path):
+    """A damaged manifest (std ~0: every input becomes inf) must not yield vectors a gallery would compare."""
+    import json
+    import shutil
+
+    from gfn_edge import Embedder, GfnEdgeError, ManifestError
+
+    bundle = tmp_path / "rec"
+    shutil.copytree(bundles.get(REC, "onnx"), bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["spec"]["preprocess"]["std"] = [1e-45, 1e-45, 1e-45]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    crop = np.full((112, 112, 3), 128, np.uint8)
+    with pytest.raises(GfnEdgeError) as info:
+        Embedder(bundle).embed(crop)
+    assert isinstance(info.value, (NonFiniteError, ManifestError)), info.value  # refused on load (schema) or at the output
+
+
 # ============================================================================= the door, end to end
 
 

@@ -144,6 +144,11 @@ def resolve_threshold(cfg: Config, gallery: Gallery, embedder: Embedder) -> floa
             f"or pass --uncalibrated-threshold X to run on X anyway (strangers may be granted)"
         )
     calibrated, far = float(calibration["threshold"]), float(calibration["target_far"])
+    if not 0.0 < calibrated <= 1.0:  # a calibration on data that does not separate anyone
+        raise SetupError(
+            f"the threshold {calibrated:.4f} calibrated in {gallery.path} would accept almost anyone; recalibrate "
+            f"(door_access.py calibrate --save) with photos this recogniser can tell apart"
+        )
     if rec.threshold is not None:
         if rec.threshold < calibrated:
             raise SetupError(
