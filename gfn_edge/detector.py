@@ -80,9 +80,9 @@ class Detector:
     ):
         if color not in ("BGR", "RGB"):
             raise InvalidArgumentError(f"color must be 'BGR' or 'RGB', got {color!r}")
-        if score_threshold is not None:
-            score_threshold = check_number(score_threshold, "score_threshold", 0.0, 1.0, lo_open=True)
-        nms_threshold = check_number(nms_threshold, "nms_threshold", 0.0, 1.0)
+        if score_threshold is not None:  # type and finiteness here; the range below, with the manifest's default
+            score_threshold = check_number(score_threshold, "score_threshold")
+        nms_threshold = check_number(nms_threshold, "nms_threshold")
         self.model = open_for_task(bundle, "detect", backend, threads)
         manifest: Manifest = self.model.manifest
         self.manifest = manifest
@@ -95,8 +95,10 @@ class Detector:
         default = manifest.spec.get("default_threshold")
         self.score_threshold = float(score_threshold if score_threshold is not None else (default if default is not None else DEFAULT_SCORE_THRESHOLD))
         self.nms_threshold = float(nms_threshold)
-        if not 0.0 <= self.score_threshold <= 1.0 or not 0.0 <= self.nms_threshold <= 1.0:
-            raise InvalidArgumentError(f"thresholds must be within 0..1, got score {self.score_threshold}, nms {self.nms_threshold}")
+        if not 0.0 < self.score_threshold <= 1.0 or not 0.0 <= self.nms_threshold <= 1.0:  # score 0 keeps every anchor
+            raise InvalidArgumentError(
+                f"thresholds must be within 0..1 (score above 0), got score {self.score_threshold}, nms {self.nms_threshold}"
+            )
         self.input_size = self._input_size(input_size)
         self._lock = threading.Lock()  # one inference request per model: serialise threads
 
