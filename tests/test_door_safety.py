@@ -177,6 +177,19 @@ def test_threads_1000_answers_as_fast_as_threads_2(bundles):
     assert timings[1000] < max(3 * timings[2], timings[2] + 2.0), timings
 
 
+def test_gfn_edge_threads_1000_is_clamped_with_a_warning(bundles):
+    photo = shared_path("faces", "pairs", "deepface_img16.jpg")
+    cmd = [sys.executable, "-c", "import sys; from gfn_edge.cli import main; sys.exit(main())", "analyze", "--detector",
+           str(bundles.get(DET, "onnx")), "--threads", "1000", "--no-embedding", str(photo)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert time.perf_counter() - t0 < 60
+    cores = len(os.sched_getaffinity(0))
+    assert f"--threads=1000 is more than the {cores} usable CPU core(s); using {cores}" in proc.stderr
+    assert '"faces": [{' in proc.stdout
+
+
 def test_embedding_thousands_of_crops_is_chunked_and_equal_to_one_by_one(bundles):
     from gfn_edge import Embedder
     from gfn_edge.embedder import EMBED_CHUNK
