@@ -103,6 +103,22 @@ def test_threads_beyond_the_usable_cores_are_clamped_with_a_warning(tmp_path: Pa
         config("[models]\nthreads = 0\n", tmp_path)
 
 
+def test_gallery_keeps_the_calibration_with_its_far_and_recogniser(tmp_path: Path):
+    from gfn_edge import Gallery, GalleryError
+
+    with Gallery(tmp_path / "g.db", signature="model-a", dim=4) as gallery:
+        assert gallery.calibration is None
+        gallery.set_calibration(0.7471, 0.01, "model-a")
+        assert gallery.calibration == {"threshold": 0.7471, "target_far": 0.01, "signature": "model-a"}
+        assert gallery.threshold == 0.7471
+        for bad in ((float("nan"), 0.01, "model-a"), (0.7, 1.0, "model-a"), (0.7, 0.01, "")):
+            with pytest.raises(GalleryError):
+                gallery.set_calibration(*bad)
+        assert gallery.calibration["threshold"] == 0.7471  # a refused write changes nothing
+        gallery.threshold = 0.3  # set by hand: no longer what was calibrated
+        assert gallery.calibration is None and gallery.threshold == 0.3
+
+
 def test_pickled_code_is_refused_without_relaying_torchs_advice(tmp_path: Path):
     torch = pytest.importorskip("torch")
     from gfn_edge.errors import CheckpointError
