@@ -15,6 +15,7 @@ from typing import Callable, Optional
 
 from .faces import CalibrationFaces
 
+from gfn_edge.cli_errors import run_cli
 from gfn_edge.errors import GfnEdgeError
 from gfn_edge.registry import get_spec
 
@@ -48,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 FacesFor = Callable[[Optional[str]], CalibrationFaces]  # weights mirror (or None) -> a face finder
 
 
-def main(argv: list[str] | None = None, faces_for: FacesFor | None = None) -> int:
+def _main(argv: list[str] | None = None, faces_for: FacesFor | None = None) -> int:
     """Run gfn-calib; ``faces_for(mirror)`` supplies the face finder recogniser and liveness sets need."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -88,6 +89,11 @@ def main(argv: list[str] | None = None, faces_for: FacesFor | None = None) -> in
     except (GfnEdgeError, ValueError, OSError) as exc:
         print(f"gfn-calib: error: {exc}", file=sys.stderr)
         return 2
+
+
+def main(argv: list[str] | None = None, faces_for: FacesFor | None = None) -> int:
+    """gfn-calib, with every error ending as one line ``gfn-calib: error: ...`` (``--debug``: and its traceback)."""
+    return run_cli("gfn-calib", lambda args: _main(args, faces_for), argv, error_status=2)
 
 
 if __name__ == "__main__":

@@ -27,8 +27,10 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from .align import CropGeometry, align_faces, default_geometry
+from .checks import check_number
 from .detector import Detector
 from .embedder import Embedder, cosine_similarity
+from .errors import InvalidArgumentError, InvalidTypeError
 from .quality import Quality, QualityGates, assess
 from .retinaface_decode import Detections
 from .threads import apply_threads
@@ -82,7 +84,7 @@ class Face:
     def similarity(self, other: "Face") -> float:
         """Cosine similarity of two faces' embeddings."""
         if self.embedding is None or other.embedding is None:
-            raise ValueError("both faces need embeddings: build the FaceAnalyzer with a recognizer")
+            raise InvalidArgumentError("both faces need embeddings: build the FaceAnalyzer with a recognizer")
         return cosine_similarity(self.embedding, other.embedding)
 
     def to_dict(self, embedding: bool = True) -> dict[str, Any]:
@@ -132,6 +134,11 @@ class FaceAnalyzer:
         backend: str = "auto",
         threads: int | None = None,
     ):
+        if max_faces is not None and (isinstance(max_faces, bool) or not isinstance(max_faces, (int, np.integer)) or max_faces < 1):
+            raise InvalidArgumentError(f"max_faces must be a whole number >= 1 (or None for all), got {max_faces!r}")
+        min_face_size = check_number(min_face_size, "min_face_size", 0.0)
+        if gates is not None and not isinstance(gates, QualityGates):
+            raise InvalidTypeError(f"gates must be a QualityGates, got {type(gates).__name__}")
         apply_threads(threads)
         self.threads = threads
         self.detector = detector if isinstance(detector, Detector) else Detector(detector, backend=backend, threads=threads)
@@ -140,7 +147,7 @@ class FaceAnalyzer:
         else:
             self.recognizer = Embedder(recognizer, backend=backend, threads=threads)
         if liveness is not None and not callable(getattr(liveness, "score", None)):
-            raise TypeError(f"liveness must have a score(image, box) -> float method; got {type(liveness).__name__}")
+            raise InvalidTypeError(f"liveness must have a score(image, box) -> float method; got {type(liveness).__name__}")
         self.liveness = liveness
         self.max_faces = max_faces
         self.min_face_size = min_face_size

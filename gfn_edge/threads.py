@@ -15,6 +15,8 @@ import numbers
 
 import cv2
 
+from .checks import clamp_threads
+
 log = logging.getLogger(__name__)
 
 
@@ -27,9 +29,7 @@ def apply_threads(threads: int | None) -> int:
     previous = int(cv2.getNumThreads())
     if threads is None or (isinstance(threads, numbers.Integral) and not isinstance(threads, bool) and threads == 0):
         return previous
-    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 0:
-        raise ValueError(f"threads must be a positive integer (or None for the default), got {threads!r}")
-    threads = int(threads)
+    threads = clamp_threads(threads)  # SDK errors for bad values; never more than the usable cores
     if threads != previous:
         cv2.setNumThreads(threads)
         log.debug("OpenCV threads: %d (was %d)", threads, previous)

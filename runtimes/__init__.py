@@ -10,7 +10,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from gfn_edge.errors import ArtifactError, ManifestError, MissingDependencyError
+from gfn_edge.errors import (
+    ArtifactError,
+    BackendError,
+    ManifestError,
+    MissingDependencyError,
+)
 from gfn_edge.manifest import Manifest, read_manifest
 
 from .base import InferenceModel, physical_cores
@@ -48,13 +53,15 @@ def _artifact_format(manifest: Manifest | None, path: Path) -> str:
 
 
 def _pick_backend(requested: str, fmt: str) -> str:
+    if not isinstance(requested, str):
+        raise BackendError(f"backend must be a name (auto, {', '.join(BACKENDS)}), got {requested!r}")
     requested = _ALIASES.get(requested, requested)
     candidates = _RUNS[fmt]
     if requested != "auto":
         if requested not in BACKENDS:
-            raise ValueError(f"unknown backend {requested!r}; choose from auto, {', '.join(BACKENDS)}")
+            raise BackendError(f"unknown backend {requested!r}; choose from auto, {', '.join(BACKENDS)}")
         if requested not in candidates:
-            raise ValueError(f"backend {requested} cannot run {fmt} artifacts; use {' or '.join(candidates)}")
+            raise BackendError(f"backend {requested} cannot run {fmt} artifacts; use {' or '.join(candidates)}")
         return requested
     for backend in candidates:
         if _module(backend).available():

@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..cli_errors import run_cli
+from ..errors import UsageError
 from .engine import BenchmarkRequest, default_shared
 from .engine import run_benchmark as engine_run
 
@@ -92,18 +94,26 @@ def run_benchmark(args: argparse.Namespace, skipped: list[dict[str, Any]] | None
     return engine_run(request_from_args(args), skipped)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args.bundles and args.no_peers:
         print("gfn-bench: nothing to measure: give --bundles DIR and/or a peers folder", file=sys.stderr)
         return 2
+    missing = [b for b in args.bundles if not Path(b).exists()] + [p for p in (args.peers, args.frame) if p and not Path(p).exists()]
+    if missing:  # checked before minutes of measuring, not reported after
+        raise UsageError(f"{', '.join(map(str, missing))} does not exist")
     try:
         result = run_benchmark(args)
     except KeyboardInterrupt:
         return 130
     print((Path(args.out) / "bench.md").read_text())
     return 0 if result.get("models") or result.get("pipeline") else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """gfn-bench, with every error ending as one line ``gfn-bench: error: ...`` (``--debug``: and its traceback)."""
+    return run_cli("gfn-bench", _main, argv, error_status=1)
 
 
 if __name__ == "__main__":
