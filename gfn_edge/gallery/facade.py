@@ -21,9 +21,22 @@ from typing import Any
 import numpy as np
 
 from . import enrolment, portable
-from .codec import check_margin, check_name, check_threshold, dump_metadata, normalize_embeddings
+from .codec import (
+    check_margin,
+    check_name,
+    check_threshold,
+    dump_metadata,
+    normalize_embeddings,
+)
 from .index import AGGREGATES, TemplateIndex, decide
-from .store import DamagedTemplate, GalleryStore, NewTemplates, ThresholdRecord, WriteResult, open_store
+from .store import (
+    DamagedTemplate,
+    GalleryStore,
+    NewTemplates,
+    ThresholdRecord,
+    WriteResult,
+    open_store,
+)
 from .types import EnrollReport, GalleryValueError, Match
 
 log = logging.getLogger("gfn_edge.gallery")
@@ -364,10 +377,10 @@ class Gallery:
             if store is not None:
                 store.close()
 
-    def __enter__(self) -> "Gallery":
+    def __enter__(self) -> Gallery:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:

@@ -69,7 +69,7 @@ class ThresholdRecord:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ThresholdRecord":
+    def from_dict(cls, data: dict[str, Any]) -> ThresholdRecord:
         return cls(
             value=float(data["value"]),
             target_far=None if data.get("target_far") is None else float(data["target_far"]),
@@ -310,7 +310,7 @@ def open_store(
         from .types import GalleryValueError
 
         raise GalleryValueError(f"check must be one of {CHECKS}, got {check!r}")
-    kwargs: dict[str, Any] = dict(create=create, readonly=readonly, check=check, timeout=timeout)
+    kwargs: dict[str, Any] = {"create": create, "readonly": readonly, "check": check, "timeout": timeout}
     if is_server_url(location):
         try:
             from .postgres_store import PostgresStore
