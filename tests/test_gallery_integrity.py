@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import collections
 import importlib.util
+import json
 import logging
 import os
 import shutil
 import sqlite3
-import struct
 import subprocess
 import sys
 import tempfile
@@ -178,3 +178,315 @@ def test_a_bit_flip_never_grants_a_stranger(small_gallery, scratch: Path):
 def test_a_bit_flip_at_every_byte_position_never_grants_a_stranger(small_gallery, scratch: Path):
     """The same over every byte of the file, unallocated space included (~230k opens)."""
     _sweep(small_gallery, scratch, gap_stride=1)
+
+
+# --- damaged templates: quarantined, reported, re-enrolled -------------------------------------
+DIM = 64
+
+
+def _people(seed: int = 3, n: int = 4, templates: int = 3) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {f"person-{i}": unit(rng.standard_normal((templates, DIM))) for i in range(n)}
+
+
+def _flip_template_bit(path: Path, template_id: int, byte: int, bit: int) -> None:
+    """What an ageing SD card does to one stored template (the page stays structurally valid)."""
+    with sqlite3.connect(path) as conn:
+        blob = bytearray(conn.execute("SELECT vector FROM templates WHERE id = ?", (template_id,)).fetchone()[0])
+        blob[byte] ^= 1 << bit
+        conn.execute("UPDATE templates SET vector = ? WHERE id = ?", (bytes(blob), template_id))
+    conn.close()
+
+
+def test_a_template_turned_nan_by_one_bit_is_quarantined_not_matched(tmp_path: Path, caplog):
+    """Issue 14's case: an exponent bit makes a template Inf (NaN after normalising); it matched
+    89 of 200 strangers. Now it is never searched, and the log names who to re-enrol."""
+    path = tmp_path / "gallery.db"
+    people = _people()
+    with Gallery(path, signature=SIG, dim=DIM) as g:
+        g.enroll_many(people)
+        g.threshold = 0.5
+    _flip_template_bit(path, template_id=2, byte=3, bit=6)  # person-0's second template, exponent bit
+    strangers = unit(np.random.default_rng(9).standard_normal((200, DIM)))
+    with caplog.at_level(logging.ERROR, logger="gfn_edge.gallery"), Gallery(path, signature=SIG, dim=DIM) as g:
+        assert [m for m in (g.best(s) for s in strangers) if m is not None] == []
+        assert [(d.identity, d.template_id, d.reason) for d in g.damaged] == [("person-0", 2, "checksum mismatch")]
+        assert g.best(people["person-0"][0]).identity == "person-0"  # the intact templates still work
+        assert len(g.embeddings("person-0")) == 2 and g.num_templates == 12
+        assert "re-enrol 'person-0'" in caplog.text and "quarantined" in caplog.text
+        g.enroll("person-0", people["person-0"], replace=True)  # re-enrolment clears it
+        assert g.damaged == [] and len(g.embeddings("person-0")) == 3
+
+
+def test_a_template_moved_to_another_identity_is_quarantined(tmp_path: Path):
+    """The checksum covers whose template it is: a flipped identity reference grants nobody."""
+    path = tmp_path / "gallery.db"
+    people = _people()
+    with Gallery(path, signature=SIG, dim=DIM) as g:
+        g.enroll_many(people)
+    with sqlite3.connect(path) as conn:  # person-0's first template now claims to be person-1's
+        ids = dict(conn.execute("SELECT name, id FROM identities"))
+        conn.execute("UPDATE templates SET identity = ? WHERE id = 1", (ids["person-1"],))
+        conn.execute("UPDATE templates SET identity = 999 WHERE id = 5")  # and one points nowhere
+    conn.close()
+    with Gallery(path, signature=SIG, dim=DIM) as g:
+        assert [(d.template_id, d.identity, d.reason) for d in g.damaged] == [
+            (1, "person-1", "checksum mismatch"),  # claimed by person-1: not person-1's checksum
+            (5, "person-1", "identity reference broken"),  # its checksum still says whose it is
+        ]
+        assert g.search(people["person-0"][0], k=1)[0].score < 0.9  # that face matches nobody now
+        assert g.best(people["person-0"][0], threshold=0.9) is None
+        assert g.best(people["person-0"][1], threshold=0.9).identity == "person-0"
+
+
+def test_renamed_identity_is_quarantined(tmp_path: Path):
+    path = tmp_path / "gallery.db"
+    with Gallery(path, signature=SIG, dim=DIM) as g:
+        g.enroll_many(_people())
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE identities SET name = 'person-7' WHERE name = 'person-2'")
+    conn.close()
+    with Gallery(path, signature=SIG, dim=DIM) as g:
+        assert {d.identity for d in g.damaged} == {"person-7"} and len(g.damaged) == 3
+        assert "person-7" not in {m.identity for m in g.search(np.ones(DIM), k=10)}
+
+
+def test_non_unit_and_non_finite_vectors_refused_at_write_and_load(tmp_path: Path):
+    path = tmp_path / "gallery.db"
+    people = _people(n=2)
+    store = open_store(path, SIG, DIM)
+    try:
+        for bad in (people["person-0"] * 2, np.full((1, DIM), np.nan, np.float32), people["person-0"].astype(np.float64)):
+            with pytest.raises(GalleryValueError):
+                store.add([NewTemplates("x", bad)], replace=False)
+        assert store.count_templates() == 0
+        store.add([NewTemplates(n, v) for n, v in people.items()], replace=False)
+    finally:
+        store.close()
+    # a vector stored with a valid checksum but not of unit length (written by another tool)
+    from gfn_edge.gallery.codec import template_checksum
+
+    blob = (people["person-1"][0] * 3).astype("<f4").tobytes()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE templates SET vector = ?, checksum = ? WHERE id = 4", (blob, template_checksum("person-1", blob)))
+    conn.close()
+    with Gallery(path, signature=SIG, dim=DIM) as g:
+        assert [(d.identity, d.reason) for d in g.damaged] == [("person-1", "not a finite unit vector")]
+
+
+# --- header, thresholds ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE meta SET value = 'ghostfacenet-y:ffff0000' WHERE key = 'signature'",
+        "UPDATE meta SET value = 128 WHERE key = 'dim'",
+        "UPDATE meta SET value = '512' WHERE key = 'dim'",
+        "UPDATE meta SET value = replace(value, '0.75', '-0.75') WHERE key = 'threshold'",
+        "DELETE FROM meta WHERE key = 'threshold'",
+        "DELETE FROM meta WHERE key = 'header_crc'",
+        "UPDATE meta SET value = 'x' WHERE key = 'generation'",
+    ],
+)
+def test_a_damaged_header_is_refused_never_fixed(tmp_path: Path, sql: str):
+    path = tmp_path / "gallery.db"
+    with Gallery(path, signature=SIG, dim=DIM) as g:
+        g.enroll_many(_people(n=1))
+        g.set_threshold(0.75, target_far=0.001)
+    with sqlite3.connect(path) as conn:
+        conn.execute(sql)
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(GalleryError, match="damaged") as err, Gallery(path) as g:
+        g.best(np.ones(DIM))
+    assert str(path) in str(err.value)
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), 1.5, -1.01, "0.5", True, [0.5]])
+def test_thresholds_are_validated_everywhere(tmp_path: Path, value):
+    with Gallery(tmp_path / "g.db", signature=SIG, dim=DIM) as g:
+        g.enroll_many(_people(n=2))
+        q = g.embeddings("person-0")[0]
+        with pytest.raises(GalleryValueError, match="threshold"):
+            g.best(q, threshold=value)
+        with pytest.raises(GalleryValueError, match="threshold"):
+            g.search(q, threshold=value)
+        with pytest.raises(GalleryValueError, match="threshold"):
+            g.threshold = value
+        assert g.threshold is None
+
+
+@pytest.mark.parametrize("margin", [float("nan"), -0.1, 2.5, float("inf"), "0.1"])
+def test_margins_are_validated(tmp_path: Path, margin):
+    with Gallery(tmp_path / "g.db", signature=SIG, dim=DIM) as g:
+        g.enroll_many(_people(n=2))
+        with pytest.raises(GalleryValueError, match="margin"):
+            g.best(g.embeddings("person-0")[0], threshold=0.5, margin=margin)
+
+
+def test_calibrated_threshold_is_stored_with_its_target_far(tmp_path: Path):
+    path = tmp_path / "g.db"
+    with Gallery(path, signature=SIG, dim=DIM) as g:
+        assert g.threshold is None and g.threshold_info is None
+        g.set_threshold(0.7471, target_far=0.001, details={"impostor_pairs": 3000})
+        for far in (0.0, 1.0, float("nan"), -0.1):
+            with pytest.raises(GalleryValueError, match="target_far"):
+                g.set_threshold(0.5, target_far=far)
+    with Gallery(path, readonly=True) as g:
+        info = g.threshold_info
+        assert g.threshold == 0.7471 and info.target_far == 0.001 and info.calibrated and info.signature == SIG
+        assert info.details == {"impostor_pairs": 3000}
+    with Gallery(path, signature=SIG) as g:
+        g.threshold = 0.6  # set by hand: not calibrated
+        assert g.threshold_info.target_far is None and not g.threshold_info.calibrated
+        g.threshold = None
+        assert g.threshold is None
+
+
+# --- read-only leaves nothing behind ------------------------------------------------------------
+def test_readonly_leaves_no_wal_or_shm_files(tmp_path: Path):
+    path = tmp_path / "gallery.db"
+    people = _people(n=2)
+    with Gallery(path, signature=SIG, dim=DIM) as g:
+        g.enroll_many(people)
+    before = path.read_bytes()
+    assert folder_names(tmp_path) == ["gallery.db"]
+    with Gallery(path, readonly=True) as g:
+        assert g.best(people["person-1"][0], threshold=0.9).identity == "person-1"
+    assert folder_names(tmp_path) == ["gallery.db"] and path.read_bytes() == before
+    # while a writer has the file open its -wal/-shm stay (they are the writer's), and stay usable
+    with Gallery(path, signature=SIG, dim=DIM) as writer:
+        writer.enroll("late", people["person-0"])
+        with Gallery(path, readonly=True) as reader:
+            assert "late" in reader
+        writer.enroll("later", people["person-1"])
+        assert "later" in writer
+    assert folder_names(tmp_path) == ["gallery.db"]
+
+
+# --- migration from schema version 1 -------------------------------------------------------------
+def test_version_1_gallery_migrates_without_loss(tmp_path: Path):
+    writer = _writer()
+    path = tmp_path / "v1.db"
+    people = {name: writer.vectors_for(name, 0) for name in ("ann", "ben", "cat")}
+    writer.write_v1(str(path), SIG, people, threshold=0.42, metadata={"ben": {"badge": 12}})
+    before = path.read_bytes()
+    with Gallery(path, readonly=True) as g:  # read-only: read as it is, not migrated
+        assert g.schema_version == 1 and g.threshold == 0.42
+        assert g.search(people["cat"][3], k=1)[0].identity == "cat"
+    assert path.read_bytes() == before and folder_names(tmp_path) == ["v1.db"]
+    with Gallery(path, signature=SIG, dim=writer.DIM) as g:
+        assert g.schema_version == 2 and g.identities() == ["ann", "ben", "cat"] and g.num_templates == 24
+        for name, vecs in people.items():
+            np.testing.assert_array_equal(g.embeddings(name), vecs)
+        assert g.metadata("ben") == {"badge": 12} and g.threshold == 0.42 and not g.threshold_info.calibrated
+        assert g.damaged == []
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("SELECT COUNT(*) FROM templates WHERE checksum IS NULL").fetchone()[0] == 0
+    conn.close()
+    # and the v1 -> v2 file behaves like any other: bit flips in templates are caught
+    _flip_template_bit(path, template_id=9, byte=100, bit=3)
+    with Gallery(path, signature=SIG) as g:
+        assert [(d.identity, d.reason) for d in g.damaged] == [("ben", "checksum mismatch")]
+
+
+def test_migration_quarantines_what_was_already_damaged(tmp_path: Path):
+    writer = _writer()
+    path = tmp_path / "v1.db"
+    people = {"ann": writer.vectors_for("ann", 0), "ben": writer.vectors_for("ben", 0)}
+    writer.write_v1(str(path), SIG, people)
+    with sqlite3.connect(path) as conn:  # bit rot before checksums existed: an exponent bit
+        blob = bytearray(conn.execute("SELECT vector FROM templates WHERE id = 2").fetchone()[0])
+        blob[7] ^= 0x40
+        conn.execute("UPDATE templates SET vector = ? WHERE id = 2", (bytes(blob),))
+    conn.close()
+    with Gallery(path, signature=SIG) as g:
+        assert [(d.identity, d.template_id) for d in g.damaged] == [("ann", 2)]
+        assert "no checksum" in g.damaged[0].reason
+        assert len(g.embeddings("ann")) == 7
+
+
+def test_migration_is_all_or_nothing(tmp_path: Path, monkeypatch):
+    writer = _writer()
+    path = tmp_path / "v1.db"
+    writer.write_v1(str(path), SIG, {"ann": writer.vectors_for("ann", 0)}, threshold=0.5)
+    from gfn_edge.gallery import sqlite_schema
+
+    def fail(*args):
+        raise sqlite3.OperationalError("disk I/O error")  # the disk fails half-way
+
+    monkeypatch.setattr(sqlite_schema, "header_checksum", fail)
+    with pytest.raises(GalleryError, match="disk I/O error"):
+        Gallery(path, signature=SIG)
+    monkeypatch.undo()
+    with Gallery(path, readonly=True) as g:
+        assert g.schema_version == 1 and g.num_templates == 8  # untouched: still version 1
+    with Gallery(path, signature=SIG) as g:
+        assert g.schema_version == 2 and len(g.embeddings("ann")) == 8
+
+
+# --- gfn-edge gallery check -----------------------------------------------------------------------
+def test_gallery_check_command(tmp_path: Path, capsys):
+    good, bad = tmp_path / "good.db", tmp_path / "bad.db"
+    for path in (good, bad):
+        with Gallery(path, signature=SIG, dim=DIM) as g:
+            g.enroll_many(_people())
+    _flip_template_bit(bad, template_id=4, byte=0, bit=0)
+    _flip_template_bit(bad, template_id=11, byte=200, bit=7)
+    before = bad.read_bytes()
+    assert cli_main(["gallery", "check", str(good)]) == 0
+    out = capsys.readouterr()
+    assert out.out.strip() == f"{good}: ok (4 identities, 12 templates, model {SIG}, dim {DIM})"
+    assert cli_main(["gallery", "check", str(good), str(bad)]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [
+        f"{bad}: template 4 of 'person-1' is damaged (checksum mismatch); re-enrol 'person-1'",
+        f"{bad}: template 11 of 'person-3' is damaged (checksum mismatch); re-enrol 'person-3'",
+    ]
+    assert bad.read_bytes() == before and folder_names(tmp_path) == ["bad.db", "good.db"]  # looked, never touched
+    missing = tmp_path / "missing.db"
+    assert cli_main(["gallery", "check", str(missing)]) == 1
+    assert "does not exist" in capsys.readouterr().err and not missing.exists()
+    # the installed entry point, as an operator runs it
+    done = subprocess.run([sys.executable, "-m", "gfn_edge.cli", "gallery", "check", "--json", str(bad)], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1, done.stderr
+    report = json.loads(done.stdout)
+    assert report["ok"] is False and [d["identity"] for d in report["damaged"]] == ["person-1", "person-3"]
+
+
+def test_gallery_check_refuses_a_damaged_structure(sample_file: Path, tmp_path: Path, capsys):
+    data = bytearray(sample_file.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    data[5 * page : 5 * page + 64] = bytes(64)  # a b-tree page header wiped
+    path = tmp_path / "broken.db"
+    path.write_bytes(bytes(data))
+    assert cli_main(["gallery", "check", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert str(path) in err and "damaged" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.fixture
+def sample_file(tmp_path: Path) -> Path:
+    path = tmp_path / "sample.db"
+    with Gallery(path, signature=SIG, dim=DIM) as g:
+        g.enroll_many(_people(n=6))
+    return path
+
+
+# --- the store factory --------------------------------------------------------------------------
+def test_open_store_picks_the_store_from_the_location(tmp_path: Path):
+    store = open_store(tmp_path / "g.db", SIG, DIM)
+    try:
+        assert type(store).__name__ == "SQLiteStore" and store.location == str(tmp_path / "g.db")
+        info = store.info()
+        assert (info.signature, info.dim, info.schema_version, info.threshold) == (SIG, DIM, 2, None)
+    finally:
+        store.close()
+    with pytest.raises(GalleryError, match="closed"):
+        store.generation()
+    with pytest.raises(GalleryError, match="unknown gallery location"):
+        open_store("mysql://door@server/gallery", SIG, DIM)
+    if importlib.util.find_spec("gfn_edge.gallery.postgres_store") is None:
+        with pytest.raises(MissingDependencyError, match="PostgreSQL"):
+            open_store("postgresql://door@server/gallery", SIG, DIM)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,12 +27,16 @@ log = logging.getLogger("gfn_edge.gallery")
 Row = tuple[int, "str | None", Any, Any]
 
 
-def verify_rows(rows: list[Row], dim: int, location: str, checksums: bool = True) -> tuple[list[int], np.ndarray, list[DamagedTemplate]]:
+def verify_rows(
+    rows: list[Row], dim: int, location: str, checksums: bool = True, names: Sequence[str] = ()
+) -> tuple[list[int], np.ndarray, list[DamagedTemplate]]:
     """Split stored rows into the intact ones and the damaged ones.
 
     Returns (positions in ``rows`` of the intact templates, their (n, dim) float32 vectors,
     the damaged templates). ``checksums=False`` is for galleries written before checksums
     existed (schema 1 opened read-only): only size, reference and the vector itself are checked.
+    ``names``: the enrolled identities, to name the owner of a template whose reference broke
+    (the one whose name makes its checksum match).
     """
     width = dim * DTYPE.itemsize
     damaged: list[DamagedTemplate] = []
@@ -40,6 +45,8 @@ def verify_rows(rows: list[Row], dim: int, location: str, checksums: bool = True
         reason = ""
         if name is None:
             reason = "identity reference broken"
+            if checksums and isinstance(blob, bytes):
+                name = next((n for n in names if template_checksum(n, blob) == crc), None)
         elif not isinstance(blob, bytes) or len(blob) != width:
             reason = "wrong size"
         elif checksums and crc is None:

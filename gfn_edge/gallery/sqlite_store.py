@@ -296,8 +296,8 @@ class SQLiteStore(GalleryStore):
             return self._read_generation(conn)
 
     # --- reading --------------------------------------------------------------------------
-    def _verify(self, rows: list[tuple[int, str | None, Any, Any]]) -> tuple[list[int], np.ndarray, list[DamagedTemplate]]:
-        return verify_rows(rows, self._dim, self.location, checksums=self._schema_version >= 2)
+    def _verify(self, rows: list[tuple[int, str | None, Any, Any]], names: list[str]) -> tuple[list[int], np.ndarray, list[DamagedTemplate]]:
+        return verify_rows(rows, self._dim, self.location, checksums=self._schema_version >= 2, names=names)
 
     def load(self) -> LoadedTemplates:
         t0 = time.perf_counter()
@@ -310,7 +310,7 @@ class SQLiteStore(GalleryStore):
             ).fetchall()
         names = [name for _, name in idents]
         slot_of = {ident: k for k, (ident, _) in enumerate(idents)}
-        keep, vectors, damaged = self._verify([r[:4] for r in rows])
+        keep, vectors, damaged = self._verify([r[:4] for r in rows], names)
         owners = np.fromiter((slot_of[rows[i][4]] for i in keep), np.int32, len(keep))
         log.debug("gallery %s: loaded %d templates in %.3f s", self.path, len(keep), time.perf_counter() - t0)
         return LoadedTemplates(generation, names, owners, np.ascontiguousarray(vectors), damaged)
@@ -339,7 +339,7 @@ class SQLiteStore(GalleryStore):
             if row is None:
                 raise UnknownIdentityError(f"{identity!r} is not enrolled in gallery {self.path}")
             rows = conn.execute(f"SELECT id, ?, vector, {crc_col} FROM templates WHERE identity = ? ORDER BY id", (identity, row[0])).fetchall()
-        return self._verify(rows)[1]
+        return self._verify(rows, [identity])[1]
 
     def metadata(self, identity: str) -> dict[str, Any]:
         with self._sql("read") as conn:
