@@ -45,7 +45,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .errors import GalleryError
+from ..errors import GalleryError
 
 log = logging.getLogger(__name__)
 
