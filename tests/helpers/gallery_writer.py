@@ -45,17 +45,19 @@ def main(argv: list[str]) -> int:
         elif mode == "die-in-transaction":
             # kill this process inside enroll(): rows written, pages spilled to the WAL, no COMMIT
             name = argv[3]
-            original = Gallery._transaction
+            from gfn_edge.gallery.sqlite_store import SQLiteStore
+
+            original = SQLiteStore._transaction
 
             @contextmanager
-            def dying(self, action):
-                with original(self, action) as txn:
+            def dying(self, action, bump=True):
+                with original(self, action, bump) as txn:
                     yield txn
                     print(f"dying with {os.path.getsize(path + '-wal')} bytes of WAL", flush=True)
                     os.kill(os.getpid(), signal.SIGKILL)
 
-            Gallery._transaction = dying
-            gallery._db().execute("PRAGMA cache_size=4")  # a tiny cache spills dirty pages to the WAL
+            SQLiteStore._transaction = dying
+            gallery._store._db().execute("PRAGMA cache_size=4")  # a tiny cache spills dirty pages to the WAL
             gallery.enroll(name, np.concatenate([vectors_for(name, v) for v in range(25)]))
         elif mode == "remove":
             print(gallery.remove(argv[3]), flush=True)
