@@ -24,8 +24,6 @@ import logging
 import os
 import threading
 import time
-import urllib.parse
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +33,8 @@ import numpy as np
 
 from ..errors import GalleryError
 from . import codec
+from .postgres_schema import SCHEMA_VERSION, header_checksum, redact_url, schema_sql
+from .postgres_search import HNSW_MIN_TEMPLATES, ServerSearch
 from .store import (
     DamagedTemplate,
     GalleryStore,
@@ -44,7 +44,7 @@ from .store import (
     ThresholdRecord,
     WriteResult,
 )
-from .types import GalleryValueError, UnknownIdentityError
+from .types import UnknownIdentityError
 
 try:
     import psycopg
@@ -54,62 +54,10 @@ except ModuleNotFoundError as _exc:  # open_store turns this into MissingDepende
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
 NOTIFY_CHANNEL = "gfn_gallery"
-HNSW_MIN_TEMPLATES = 100_000  # below this an exact scan is fast enough and has perfect recall
-_INDEX = "gfn_templates_hnsw"
 
 
-def redact_url(url: str) -> str:
-    """The URL without its password, for messages and ``location``."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-
-
-def header_checksum(signature: str, dim: int, schema_version: int, threshold: dict[str, Any] | None) -> int:
-    """CRC-32 of the header's canonical JSON: a changed signature, dim or threshold is noticed."""
-    text = json.dumps([signature, int(dim), int(schema_version), threshold], sort_keys=True, allow_nan=False)
-    return zlib.crc32(text.encode("utf-8"))
-
-
-def _schema(dim: int) -> str:
-    return f"""
-    CREATE TABLE IF NOT EXISTS gfn_gallery (
-        id int PRIMARY KEY CHECK (id = 1),
-        signature text NOT NULL,
-        dim int NOT NULL,
-        schema_version int NOT NULL,
-        threshold jsonb,
-        checksum bigint NOT NULL,
-        generation bigint NOT NULL,
-        created double precision NOT NULL
-    );
-    CREATE TABLE IF NOT EXISTS gfn_identities (
-        id bigserial PRIMARY KEY,
-        name text NOT NULL UNIQUE,
-        metadata text,
-        created double precision NOT NULL,
-        updated double precision NOT NULL,
-        changed bigint NOT NULL  -- generation of the last write that touched this identity
-    );
-    CREATE TABLE IF NOT EXISTS gfn_templates (
-        id bigserial PRIMARY KEY,
-        identity bigint NOT NULL REFERENCES gfn_identities(id) ON DELETE CASCADE,
-        vector bytea NOT NULL,             -- codec.encode: bit-exact, what the checksum covers
-        checksum bigint NOT NULL,          -- codec.template_checksum(name, vector)
-        embedding vector({dim}) NOT NULL,  -- the same values, for server-side search
-        created double precision NOT NULL
-    );
-    CREATE INDEX IF NOT EXISTS gfn_templates_by_identity ON gfn_templates(identity, id);
-    CREATE INDEX IF NOT EXISTS gfn_identities_by_change ON gfn_identities(changed);
-    """
-
-
-class PostgresStore(GalleryStore):
+class PostgresStore(ServerSearch, GalleryStore):
     """``GalleryStore`` on a PostgreSQL server with the pgvector extension."""
 
     def __init__(
@@ -163,11 +111,11 @@ class PostgresStore(GalleryStore):
         if os.getpid() != self._pid:
             raise GalleryError(f"gallery {self.location} was opened before fork(); open it again in this process")
         if self._conn is None or self._conn.closed or self._conn.broken:
-            options = f"-c lock_timeout={int(self._timeout * 1000)}"
-            if self.readonly:
-                options += " -c default_transaction_read_only=on"
             try:
-                self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self._timeout)), options=options)
+                self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self._timeout)))
+                self._conn.execute(f"SET lock_timeout = {int(self._timeout * 1000)}")  # not in options=: the URL may carry its own
+                if self.readonly:
+                    self._conn.execute("SET default_transaction_read_only = on")
             except psycopg.Error as exc:
                 raise GalleryError(f"cannot reach the gallery server {self.location}: {_first_line(exc)}") from None
             try:
@@ -215,7 +163,7 @@ class PostgresStore(GalleryStore):
                     f"gallery {self.location} needs the pgvector extension, and this user may not create it: "
                     f"ask the database administrator to run CREATE EXTENSION vector in that database"
                 ) from None
-            conn.execute(_schema(int(dim)))
+            conn.execute(schema_sql(int(dim)))
             conn.execute(
                 "INSERT INTO gfn_gallery VALUES (1, %s, %s, %s, NULL, %s, 0, %s)",
                 (signature, int(dim), SCHEMA_VERSION, header_checksum(signature, int(dim), SCHEMA_VERSION, None), time.time()),
@@ -426,44 +374,6 @@ class PostgresStore(GalleryStore):
                 conn.execute("DELETE FROM gfn_identities WHERE id = %s", (row[0],))
                 state[1] = state[0] + 1
         return WriteResult(state[0], state[1], removed=removed)
-
-    # --- server-side search -------------------------------------------------------------------
-    def ensure_index(self, force: bool = False) -> bool:
-        """Build the HNSW (cosine) index when the gallery holds ``hnsw_min_templates`` or more.
-
-        Returns whether the index exists afterwards. Building takes minutes at a million
-        templates (it reads them all); searches keep working meanwhile.
-        """
-        with self._txn("index", write=True) as conn:
-            if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (_INDEX,)).fetchone()[0]:
-                return True
-            n = int(conn.execute("SELECT count(*) FROM gfn_templates").fetchone()[0])
-            if n < self.hnsw_min_templates and not force:
-                return False
-            t0 = time.perf_counter()
-            conn.execute(f"CREATE INDEX {_INDEX} ON gfn_templates USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)")
-        log.info("gallery %s: HNSW index over %d templates built in %.1f s", self.location, n, time.perf_counter() - t0)
-        return True
-
-    def nearest(self, query: Any, k: int = 5, exact: bool | None = None, ef_search: int = 100) -> list[tuple[str, float]]:
-        """The ``k`` templates nearest to one embedding, ranked on the server: [(identity, cosine)].
-
-        ``exact=None`` uses the HNSW index when it exists (approximate: see the benchmark's
-        recall@1), an exact scan otherwise; ``exact=True`` always scans.
-        """
-        q = codec.normalize_embeddings(query, self._dim)
-        if len(q) != 1:
-            raise GalleryValueError("nearest() takes one embedding")
-        with self._txn("search") as conn:
-            if exact:
-                conn.execute("SET LOCAL enable_indexscan = off")
-            else:
-                conn.execute(f"SET LOCAL hnsw.ef_search = {max(int(ef_search), int(k))}")
-            rows = conn.execute(
-                "SELECT i.name, 1 - (t.embedding <=> %s) FROM gfn_templates t JOIN gfn_identities i ON i.id = t.identity "
-                "ORDER BY t.embedding <=> %s LIMIT %s", (q[0], q[0], int(k))
-            ).fetchall()
-        return [(name, float(score)) for name, score in rows]
 
     # --- lifetime -----------------------------------------------------------------------------
     def backup(self, dest: str | os.PathLike[str]) -> Path:
