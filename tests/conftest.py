@@ -176,6 +176,20 @@ def pg_dsn(pg_admin_dsn):
 
 
 @pytest.fixture
+def pg_cluster():
+    """A PostgreSQL server of the test's own, which it may stop and start (never GFN_EDGE_TEST_PG_DSN's)."""
+    try:
+        import pgserver  # noqa: F401
+    except ImportError:
+        pytest.skip(f"{ASSET_MISSING} pgserver (PostgreSQL + pgvector for the tests: pip install 'gfn-edge[dev,postgres]')")
+    from fleet_servers import PgCluster
+
+    cluster = PgCluster()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture
 def mqtt_broker(tmp_path):
     """A real mosquitto broker on a free loopback port (skips naming the apt package when absent)."""
     from fleet_servers import MOSQUITTO, Mosquitto

@@ -27,28 +27,14 @@ from door.shipper import EventShipper  # noqa: E402
 psycopg = pytest.importorskip("psycopg", reason="asset missing: psycopg (pip install 'gfn-edge[postgres]')")
 
 
-@pytest.fixture
-def own_cluster(tmp_path_factory):
-    """A PostgreSQL server this test may stop and start (never a shared GFN_EDGE_TEST_PG_DSN one)."""
-    try:
-        import pgserver  # noqa: F401
-    except ImportError:
-        pytest.skip("asset missing: pgserver (pip install 'gfn-edge[dev,postgres]')")
-    from fleet_servers import PgCluster
-
-    cluster = PgCluster()
-    yield cluster
-    cluster.close()
-
-
 def _central(dsn: str) -> list[tuple]:
     with psycopg.connect(dsn) as conn:
         return conn.execute("SELECT door_id, seq, frame, decision, identity, damaged FROM gfn_events ORDER BY door_id, seq").fetchall()
 
 
-def test_fault_four_doors_server_restarted_twice_one_door_killed(own_cluster, tmp_path: Path):
+def test_fault_four_doors_server_restarted_twice_one_door_killed(pg_cluster, tmp_path: Path):
     doors, per_door = 4, 500
-    dsn = own_cluster.dsn()
+    dsn = pg_cluster.dsn()
 
     def spawn(i: int) -> subprocess.Popen:
         return subprocess.Popen(
@@ -63,18 +49,18 @@ def test_fault_four_doors_server_restarted_twice_one_door_killed(own_cluster, tm
         time.sleep(max(0.0, t0 + seconds - time.monotonic()))
 
     at(2.0)
-    own_cluster.stop()  # 1st outage, while all four write
+    pg_cluster.stop()  # 1st outage, while all four write
     at(4.0)
-    own_cluster.start()
+    pg_cluster.start()
     at(6.0)
-    own_cluster.stop("immediate")  # 2nd outage: a crash, not a clean shutdown
+    pg_cluster.stop("immediate")  # 2nd outage: a crash, not a clean shutdown
     at(7.0)
     procs[0].send_signal(signal.SIGKILL)  # and a door dies meanwhile
     procs[0].wait(10)
     at(8.0)
     procs[0] = spawn(0)  # systemd would restart it
     at(9.0)
-    own_cluster.start()
+    pg_cluster.start()
     outputs = {}
     for i, p in procs.items():
         out, _ = p.communicate(timeout=180)

@@ -55,6 +55,7 @@ except ModuleNotFoundError as _exc:  # open_store turns this into MissingDepende
 log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "gfn_gallery"
+_KEEPALIVE = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}  # a dead link: ~11 s
 
 
 class PostgresStore(ServerSearch, GalleryStore):
@@ -112,7 +113,7 @@ class PostgresStore(ServerSearch, GalleryStore):
             raise GalleryError(f"gallery {self.location} was opened before fork(); open it again in this process")
         if self._conn is None or self._conn.closed or self._conn.broken:
             try:
-                self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self._timeout)))
+                self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self._timeout)), **_KEEPALIVE)
                 self._conn.execute(f"SET lock_timeout = {int(self._timeout * 1000)}")  # not in options=: the URL may carry its own
                 if self.readonly:
                     self._conn.execute("SET default_transaction_read_only = on")
