@@ -83,6 +83,7 @@ class Event:
     source: Optional[str] = None
     id: Optional[int] = None
     damaged: bool = False  # its stored checksum does not match: the fields cannot be trusted
+    door: Optional[str] = None  # fleet: the door that logged it (central log only)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -175,8 +176,8 @@ class EventLog:
     def add(self, event: Event) -> int:
         """Append one event (one transaction, one fsync); returns its sequence number (the row id)."""
         row = asdict(event)
-        row.pop("id")
-        row.pop("damaged")
+        for extra in ("id", "damaged", "door"):
+            row.pop(extra)
         names = ", ".join(row)
         marks = ", ".join("?" for _ in row)
         with self._lock:
@@ -317,7 +318,8 @@ def format_table(events: list[Event]) -> str:
     """Human-readable columns for the terminal."""
     if not events:
         return "no events"
-    lines = [f"{'time':<19} {'decision':<8} {'identity':<20} {'score':>6} {'live':>5} {'track':>5}  reason"]
+    doors = any(e.door for e in events)
+    lines = [f"{'time':<19} {'door:<12} ' if doors else ''}{'decision':<8} {'identity':<20} {'score':>6} {'live':>5} {'track':>5}  reason"]
     for e in events:
         score = "" if e.score is None else f"{e.score:.3f}"
         live = "" if e.liveness is None else f"{e.liveness:.2f}"
@@ -327,7 +329,8 @@ def format_table(events: list[Event]) -> str:
         if e.snapshot:
             reason += f" [{e.snapshot}]"
         when = datetime.fromtimestamp(e.time).strftime("%Y-%m-%d %H:%M:%S")
-        lines.append(f"{when:<19} {e.decision:<8} {(e.identity or '-'):<20} {score:>6} {live:>5} {e.track or '':>5}  {reason}")
+        door = f"{(e.door or '-'):<12} " if doors else ""
+        lines.append(f"{when:<19} {door}{e.decision:<8} {(e.identity or '-'):<20} {score:>6} {live:>5} {e.track or '':>5}  {reason}")
     return "\n".join(lines)
 
 

@@ -176,6 +176,45 @@ class EventShipper:
         self._log.close()
 
 
+def query_central(url: str, since: Optional[float] = None, until: Optional[float] = None, identity: Optional[str] = None,
+                  decisions: Optional[list] = None, limit: Optional[int] = None, door: Optional[str] = None) -> list[Event]:
+    """The fleet's events (``door_access.py events`` on a fleet), oldest first; checksums verified again.
+
+    A row flagged damaged by its door, or whose checksum fails here, comes back ``damaged``.
+    """
+    import psycopg
+
+    where, args = [], []
+    for cond, value in (("time >= %s", since), ("time < %s", until), ("identity = %s", identity), ("door_id = %s", door)):
+        if value is not None:
+            where.append(cond)
+            args.append(value)
+    if decisions:
+        where.append("decision = ANY(%s)")
+        args.append(list(decisions))
+    sql = f"SELECT door_id, seq, {', '.join(_FIELDS)}, checksum, damaged FROM gfn_events"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY time DESC, door_id, seq DESC"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    try:
+        with psycopg.connect(url, connect_timeout=10) as conn:
+            if conn.execute("SELECT to_regclass('gfn_events')").fetchone()[0] is None:
+                return []
+            rows = conn.execute(sql, args).fetchall()
+    except psycopg.Error as exc:
+        from .events import EventLogError
+
+        raise EventLogError(f"cannot read the central event log at {_host(url)}: {str(exc).strip().splitlines()[0]}") from None
+    out = []
+    for door_id, seq, *values, checksum, damaged in reversed(rows):
+        event = Event(**dict(zip(_FIELDS, values)), id=seq, door=door_id)
+        event.damaged = bool(damaged) or row_checksum([seq, *values]) != checksum
+        out.append(event)
+    return out
+
+
 def _host(url: str) -> str:
     import urllib.parse
 
