@@ -21,9 +21,22 @@ from typing import Any
 import numpy as np
 
 from . import enrolment, portable
-from .codec import check_margin, check_name, check_threshold, dump_metadata, normalize_embeddings
+from .codec import (
+    check_margin,
+    check_name,
+    check_threshold,
+    dump_metadata,
+    normalize_embeddings,
+)
 from .index import AGGREGATES, TemplateIndex, decide
-from .store import DamagedTemplate, GalleryStore, NewTemplates, ThresholdRecord, WriteResult, open_store
+from .store import (
+    DamagedTemplate,
+    GalleryStore,
+    NewTemplates,
+    ThresholdRecord,
+    WriteResult,
+    open_store,
+)
 from .types import EnrollReport, GalleryValueError, Match
 
 log = logging.getLogger("gfn_edge.gallery")
@@ -179,7 +192,7 @@ class Gallery:
                     done.add(item.identity)
                     index.append(item.identity, item.vectors)
 
-            self._after_write(result, update)
+            self._after_write(result, update, {item.identity for item in prepared} if replace else set())
         added = sum(len(item.vectors) for item in prepared)
         if len(prepared) > 10:
             log.info("gallery %s: enrolled %d identities (+%d templates)", self.location, len(result.totals), added)
@@ -215,13 +228,16 @@ class Gallery:
         """Delete an identity and its templates; returns how many templates went (0 if unknown)."""
         with self._lock:
             result = self._db().remove(identity)
-            self._after_write(result, lambda index: index.drop(identity))
+            self._after_write(result, lambda index: index.drop(identity), {identity})
         if result.changed:
             log.info("gallery %s: removed %r (%d templates)", self.location, identity, result.removed)
         return result.removed
 
-    def _after_write(self, result: WriteResult, update: Callable[[TemplateIndex], None]) -> None:
-        """Apply our own write to the cached index if it was current; else it reloads later."""
+    def _after_write(self, result: WriteResult, update: Callable[[TemplateIndex], None], cleared: set[str]) -> None:
+        """Apply our own write to the cached index if it was current; else it reloads later.
+
+        ``cleared``: identities whose stored templates the write deleted (with any damaged ones).
+        """
         if not result.changed:
             return
         index = self._index
@@ -229,6 +245,7 @@ class Gallery:
             try:
                 update(index)
                 index.generation = result.after
+                self._damaged = [d for d in self._damaged if d.identity not in cleared]
                 return
             except Exception:  # the write is committed; never report it as failed
                 log.exception("gallery %s: could not update the cached matrix; it will be reloaded", self.location)
@@ -364,10 +381,10 @@ class Gallery:
             if store is not None:
                 store.close()
 
-    def __enter__(self) -> "Gallery":
+    def __enter__(self) -> Gallery:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:

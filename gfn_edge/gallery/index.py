@@ -31,7 +31,7 @@ class TemplateIndex:
         self.generation: int | None = None  # the store generation this index reflects
 
     @classmethod
-    def from_loaded(cls, loaded: LoadedTemplates, dim: int) -> "TemplateIndex":
+    def from_loaded(cls, loaded: LoadedTemplates, dim: int) -> TemplateIndex:
         n = len(loaded.owners)
         index = cls(dim, n + n // 16 + 64)  # a little room for enrolments
         for name in loaded.names:

@@ -31,11 +31,24 @@ import numpy as np
 
 from ..errors import GalleryError
 from . import sqlite_schema as schema
-from .codec import DTYPE, decode, invalid_rows, require_storable, template_checksum
-from .store import CHECKS, DamagedTemplate, GalleryStore, LoadedTemplates, NewTemplates, StoreInfo, ThresholdRecord, WriteResult
+from .codec import require_storable, template_checksum
+from .integrity import verify_rows
+from .store import (
+    CHECKS,
+    DamagedTemplate,
+    GalleryStore,
+    LoadedTemplates,
+    NewTemplates,
+    StoreInfo,
+    ThresholdRecord,
+    WriteResult,
+)
 from .types import GalleryValueError, UnknownIdentityError
 
 log = logging.getLogger("gfn_edge.gallery")
+
+# what a damaged file can make the sqlite3 module raise (an undecodable error text included)
+_STORAGE_ERRORS = (sqlite3.Error, UnicodeDecodeError)
 
 
 class SQLiteStore(GalleryStore):
@@ -87,7 +100,7 @@ class SQLiteStore(GalleryStore):
                 mode = self._conn.execute("PRAGMA journal_mode").fetchone()[0]
                 if str(mode).lower() != "wal":
                     self._conn.execute("PRAGMA journal_mode=WAL")
-        except sqlite3.Error as exc:
+        except _STORAGE_ERRORS as exc:
             self.close()
             raise self._error(exc, "open") from exc
         except BaseException:
@@ -110,7 +123,7 @@ class SQLiteStore(GalleryStore):
             conn.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA synchronous=FULL")
-        except sqlite3.Error as exc:
+        except _STORAGE_ERRORS as exc:
             conn.close()
             raise self._error(exc, "open") from exc
         return conn
@@ -178,7 +191,9 @@ class SQLiteStore(GalleryStore):
                 f"were given: re-enrol with the new model into a new gallery, or use the model it was built with"
             )
 
-    def _error(self, exc: sqlite3.Error, action: str) -> GalleryError:
+    def _error(self, exc: Exception, action: str) -> GalleryError:
+        if isinstance(exc, UnicodeDecodeError):
+            return GalleryError(f"gallery {self.path} is damaged (undecodable text: {exc}); it was left untouched. Restore it from a backup")
         text = str(exc)
         if "locked" in text or "busy" in text:
             return GalleryError(f"gallery {self.path} is locked by another process (could not {action} within {self._timeout:g} s)")
@@ -206,7 +221,7 @@ class SQLiteStore(GalleryStore):
         conn = self._db()
         try:
             yield conn
-        except sqlite3.Error as exc:
+        except _STORAGE_ERRORS as exc:
             raise self._error(exc, action) from exc
 
     @contextmanager
@@ -221,7 +236,7 @@ class SQLiteStore(GalleryStore):
         with self._sql(action) as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                before = int(conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+                before = self._read_generation(conn)
                 gen = [before, before + 1 if bump else before]
                 yield gen
                 if gen[1] != before:
@@ -270,66 +285,40 @@ class SQLiteStore(GalleryStore):
             crc = schema.header_checksum(self._signature, self._dim, self._schema_version, text)
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('header_crc', ?)", (crc,))
 
+    def _read_generation(self, conn: sqlite3.Connection) -> int:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+        if row is None or isinstance(row[0], bool) or not isinstance(row[0], int):
+            raise GalleryError(f"gallery {self.path}: its generation counter is missing or damaged ({row!r}); restore it from a backup")
+        return row[0]
+
     def generation(self) -> int:
         with self._sql("read") as conn:
-            return int(conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+            return self._read_generation(conn)
 
     # --- reading --------------------------------------------------------------------------
-    def _verify(self, rows: list[tuple[int, str | None, Any, Any]]) -> tuple[list[int], np.ndarray, list[DamagedTemplate]]:
-        """(template id, identity name, blob, checksum) rows -> (intact row positions, their vectors, damaged)."""
-        width = self._dim * DTYPE.itemsize
-        damaged: list[DamagedTemplate] = []
-        keep: list[int] = []
-        legacy = self._schema_version < 2
-        for i, (tid, name, blob, crc) in enumerate(rows):
-            if name is None:
-                reason = "identity reference broken"
-            elif not isinstance(blob, bytes) or len(blob) != width:
-                reason = "wrong size"
-            elif legacy:
-                reason = ""
-            elif crc is None:
-                reason = "no checksum (damaged before schema 2)"
-            elif crc != template_checksum(name, blob):
-                reason = "checksum mismatch"
-            else:
-                reason = ""
-            if reason:
-                damaged.append(DamagedTemplate(name, int(tid), reason))
-            else:
-                keep.append(i)
-        vectors = decode([rows[i][2] for i in keep], self._dim)
-        bad = invalid_rows(vectors)
-        if len(bad):
-            for j in bad:
-                tid, name = rows[keep[j]][0], rows[keep[j]][1]
-                damaged.append(DamagedTemplate(name, int(tid), "not a finite unit vector"))
-            ok = np.ones(len(keep), bool)
-            ok[bad] = False
-            keep, vectors = [k for k, good in zip(keep, ok) if good], vectors[ok]
-        for d in damaged:
-            log.error("gallery %s: %s; it is quarantined (never searched)", self.path, d.line(self.location).split(": ", 1)[1])
-        return keep, vectors, damaged
+    def _verify(self, rows: list[tuple[int, str | None, Any, Any]], names: list[str]) -> tuple[list[int], np.ndarray, list[DamagedTemplate]]:
+        return verify_rows(rows, self._dim, self.location, checksums=self._schema_version >= 2, names=names)
 
     def load(self) -> LoadedTemplates:
         t0 = time.perf_counter()
         crc_col = "t.checksum" if self._schema_version >= 2 else "NULL"
         with self._snapshot("read") as conn:
-            generation = int(conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+            generation = self._read_generation(conn)
             idents = conn.execute("SELECT id, name FROM identities ORDER BY id").fetchall()
             rows = conn.execute(
                 f"SELECT t.id, i.name, t.vector, {crc_col}, t.identity FROM templates t LEFT JOIN identities i ON i.id = t.identity ORDER BY t.id"
             ).fetchall()
         names = [name for _, name in idents]
         slot_of = {ident: k for k, (ident, _) in enumerate(idents)}
-        keep, vectors, damaged = self._verify([r[:4] for r in rows])
+        keep, vectors, damaged = self._verify([r[:4] for r in rows], names)
         owners = np.fromiter((slot_of[rows[i][4]] for i in keep), np.int32, len(keep))
         log.debug("gallery %s: loaded %d templates in %.3f s", self.path, len(keep), time.perf_counter() - t0)
         return LoadedTemplates(generation, names, owners, np.ascontiguousarray(vectors), damaged)
 
     def identities(self) -> list[str]:
         with self._sql("read") as conn:
-            return sorted(r[0] for r in conn.execute("SELECT name FROM identities"))
+            # from the table, as load() reads it (not from the name index, which could differ if damaged)
+            return sorted(r[0] for r in conn.execute("SELECT name FROM identities ORDER BY id"))
 
     def count_identities(self) -> int:
         with self._sql("read") as conn:
@@ -350,7 +339,7 @@ class SQLiteStore(GalleryStore):
             if row is None:
                 raise UnknownIdentityError(f"{identity!r} is not enrolled in gallery {self.path}")
             rows = conn.execute(f"SELECT id, ?, vector, {crc_col} FROM templates WHERE identity = ? ORDER BY id", (identity, row[0])).fetchall()
-        return self._verify(rows)[1]
+        return self._verify(rows, [identity])[1]
 
     def metadata(self, identity: str) -> dict[str, Any]:
         with self._sql("read") as conn:

@@ -69,7 +69,7 @@ class ThresholdRecord:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ThresholdRecord":
+    def from_dict(cls, data: dict[str, Any]) -> ThresholdRecord:
         return cls(
             value=float(data["value"]),
             target_far=None if data.get("target_far") is None else float(data["target_far"]),
@@ -93,8 +93,8 @@ class StoreInfo:
 class DamagedTemplate:
     """A template that failed its checks on reading; never searched.
 
-    ``identity``: the name to re-enrol (None when the identity reference itself is broken and
-    no name can be trusted); ``template_id``: the store's own id for the row; ``reason``: one
+    ``identity``: the name to re-enrol (when the identity reference itself is broken, the
+    identity whose name makes the checksum match, else None); ``template_id``: the store's own id for the row; ``reason``: one
     short phrase ("checksum mismatch", "not finite", "not unit length (norm 3.1)",
     "no checksum (damaged before schema 2)", "identity reference broken").
     """
@@ -105,8 +105,12 @@ class DamagedTemplate:
 
     def line(self, location: str) -> str:
         """The one line ``gfn-edge gallery check`` prints for it."""
-        who = repr(self.identity) if self.identity is not None else "an unknown identity (reference damaged)"
-        return f"{location}: template {self.template_id} of {who} is damaged ({self.reason}); re-enrol {who}"
+        if self.identity is None:
+            return (
+                f"{location}: template {self.template_id} of an unknown identity is damaged ({self.reason}); "
+                f"re-enrol whoever is missing a template (compare with your enrolment records)"
+            )
+        return f"{location}: template {self.template_id} of {self.identity!r} is damaged ({self.reason}); re-enrol {self.identity!r}"
 
 
 @dataclass
@@ -310,7 +314,7 @@ def open_store(
         from .types import GalleryValueError
 
         raise GalleryValueError(f"check must be one of {CHECKS}, got {check!r}")
-    kwargs: dict[str, Any] = dict(create=create, readonly=readonly, check=check, timeout=timeout)
+    kwargs: dict[str, Any] = {"create": create, "readonly": readonly, "check": check, "timeout": timeout}
     if is_server_url(location):
         try:
             from .postgres_store import PostgresStore
