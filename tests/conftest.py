@@ -148,6 +148,17 @@ def bundles(tmp_path_factory: pytest.TempPathFactory, mirror: Path, faces_dir: P
 # ----------------------------------------------------------------------------- fleet: real servers
 
 
+def _require_pgserver() -> None:
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # its import warns about XDG_RUNTIME_DIR, which is not used here
+            warnings.simplefilter("ignore")
+            import pgserver  # noqa: F401
+    except ImportError:
+        pytest.skip(f"{ASSET_MISSING} pgserver (PostgreSQL + pgvector for the tests: pip install 'gfn-edge[dev,postgres]')")
+
+
 @pytest.fixture(scope="session")
 def pg_admin_dsn():
     """A PostgreSQL + pgvector server for the session: $GFN_EDGE_TEST_PG_DSN, else pgserver's build in tmp."""
@@ -156,10 +167,7 @@ def pg_admin_dsn():
     if os.environ.get("GFN_EDGE_TEST_PG_DSN"):
         yield os.environ["GFN_EDGE_TEST_PG_DSN"]
         return
-    try:
-        import pgserver  # noqa: F401
-    except ImportError:
-        pytest.skip(f"{ASSET_MISSING} pgserver (PostgreSQL + pgvector for the tests: pip install 'gfn-edge[dev,postgres]')")
+    _require_pgserver()
     cluster = PgCluster()
     yield cluster.dsn()
     cluster.close()
@@ -178,10 +186,7 @@ def pg_dsn(pg_admin_dsn):
 @pytest.fixture
 def pg_cluster():
     """A PostgreSQL server of the test's own, which it may stop and start (never GFN_EDGE_TEST_PG_DSN's)."""
-    try:
-        import pgserver  # noqa: F401
-    except ImportError:
-        pytest.skip(f"{ASSET_MISSING} pgserver (PostgreSQL + pgvector for the tests: pip install 'gfn-edge[dev,postgres]')")
+    _require_pgserver()
     from fleet_servers import PgCluster
 
     cluster = PgCluster()

@@ -218,3 +218,28 @@ def test_server_side_search_exact_and_hnsw(pg_dsn):
         assert store.ensure_index() is True  # 600 templates >= 500
         approx = [store.nearest(q, k=1)[0][0] for q in probes]
         assert approx == [n for n, _ in exact]  # clusters this clear: HNSW finds the same
+
+
+def test_gallery_cli_copy_check_and_info_on_the_server(pg_dsn, tmp_path: Path, capsys):
+    import json
+
+    from gfn_edge.cli import main
+
+    _, people = make_people(12, templates=2, seed=51)
+    src = tmp_path / "door.db"
+    with Gallery(src, signature=SIG, dim=DIM) as g:
+        g.enroll_many(people)
+    assert main(["gallery", "copy", str(src), pg_dsn]) == 0
+    assert json.loads(capsys.readouterr().out)["templates"] == 24
+    assert main(["gallery", "check", pg_dsn]) == 0
+    assert "ok (12 identities, 24 templates" in capsys.readouterr().out
+    assert main(["gallery", "info", pg_dsn]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["signature"], info["dim"], info["identities"], info["templates"]) == (SIG, DIM, 12, 24)
+    back = tmp_path / "back.db"
+    assert main(["gallery", "copy", pg_dsn, str(back)]) == 0
+    with Gallery(back, signature=SIG) as g:
+        for name, vecs in people.items():
+            np.testing.assert_array_equal(g.embeddings(name), vecs)
+    assert main(["gallery", "copy", str(src), pg_dsn]) == 1  # not empty: refused with one line
+    assert "not empty" in capsys.readouterr().err

@@ -33,10 +33,10 @@ import numpy as np
 
 from ..errors import GalleryError
 from . import codec
+from .integrity import verify_rows
 from .postgres_schema import SCHEMA_VERSION, header_checksum, redact_url, schema_sql
 from .postgres_search import HNSW_MIN_TEMPLATES, ServerSearch
 from .store import (
-    DamagedTemplate,
     GalleryStore,
     LoadedTemplates,
     NewTemplates,
@@ -215,40 +215,21 @@ class PostgresStore(ServerSearch, GalleryStore):
         with self._txn("read") as conn:
             generation = int(conn.execute("SELECT generation FROM gfn_gallery WHERE id = 1").fetchone()[0])
             names = [r[0] for r in conn.execute("SELECT name FROM gfn_identities ORDER BY id")]
-            position = {name: i for i, name in enumerate(names)}
-            cur = conn.cursor(binary=True)
-            cur.execute(
-                "SELECT t.id, i.name, t.vector, t.checksum FROM gfn_templates t "
-                "LEFT JOIN gfn_identities i ON i.id = t.identity ORDER BY t.id"
-            )
-            ids, owners, blobs, damaged = [], [], [], []
-            width = self._dim * 4
-            for tid, name, blob, checksum in cur:
-                blob = bytes(blob)
-                reason = None
-                if name is None:
-                    reason = "identity reference broken"
-                elif len(blob) != width:
-                    reason = f"wrong size ({len(blob)} bytes)"
-                elif codec.template_checksum(name, blob) != checksum:
-                    reason = "checksum mismatch"
-                if reason:
-                    damaged.append(DamagedTemplate(name, int(tid), reason))
-                    continue
-                ids.append(int(tid))
-                owners.append(position[name])
-                blobs.append(blob)
-        vectors = codec.decode(blobs, self._dim) if blobs else np.empty((0, self._dim), np.float32)
-        owner_arr = np.asarray(owners, np.int32)
-        bad = codec.invalid_rows(vectors)
-        if len(bad):
-            for i in bad:
-                damaged.append(DamagedTemplate(names[owner_arr[i]], ids[i], "not a finite unit vector"))
-            keep = np.setdiff1d(np.arange(len(vectors)), bad)
-            vectors, owner_arr = np.ascontiguousarray(vectors[keep]), owner_arr[keep]
-        for d in damaged:
-            log.error(d.line(self.location))
-        return LoadedTemplates(generation, names, owner_arr, vectors, damaged)
+            rows = self._rows(conn, "", ())
+        keep, vectors, damaged = verify_rows(rows, self._dim, self.location, names=names)
+        position = {name: i for i, name in enumerate(names)}
+        owners = np.asarray([position[rows[i][1]] for i in keep], np.int32)
+        return LoadedTemplates(generation, names, owners, np.ascontiguousarray(vectors), damaged)
+
+    @staticmethod
+    def _rows(conn: Any, where: str, args: tuple) -> list[tuple[int, str | None, bytes, int]]:
+        """(template id, identity name, vector bytes, checksum) of the templates matching ``where``, in id order."""
+        cur = conn.cursor(binary=True)
+        cur.execute(
+            "SELECT t.id, i.name, t.vector, t.checksum FROM gfn_templates t LEFT JOIN gfn_identities i ON i.id = t.identity "
+            f"{where} ORDER BY t.id", args
+        )
+        return [(int(tid), name, bytes(blob), int(crc)) for tid, name, blob, crc in cur]
 
     def identities(self) -> list[str]:
         with self._txn("read") as conn:
@@ -270,20 +251,8 @@ class PostgresStore(ServerSearch, GalleryStore):
         with self._txn("read") as conn:
             if conn.execute("SELECT 1 FROM gfn_identities WHERE name = %s", (identity,)).fetchone() is None:
                 raise UnknownIdentityError(f"{identity!r} is not enrolled in gallery {self.location}")
-            rows = conn.cursor(binary=True).execute(
-                "SELECT t.id, t.vector, t.checksum FROM gfn_templates t JOIN gfn_identities i ON i.id = t.identity "
-                "WHERE i.name = %s ORDER BY t.id", (identity,)
-            ).fetchall()
-        blobs = []
-        for tid, blob, checksum in rows:
-            blob = bytes(blob)
-            if len(blob) != self._dim * 4 or codec.template_checksum(identity, blob) != checksum:
-                log.error(DamagedTemplate(identity, int(tid), "checksum mismatch").line(self.location))
-                continue
-            blobs.append(blob)
-        vectors = codec.decode(blobs, self._dim) if blobs else np.empty((0, self._dim), np.float32)
-        bad = codec.invalid_rows(vectors)
-        return np.ascontiguousarray(np.delete(vectors, bad, axis=0)) if len(bad) else vectors
+            rows = self._rows(conn, "WHERE i.name = %s", (identity,))
+        return np.ascontiguousarray(verify_rows(rows, self._dim, self.location)[1])
 
     def metadata(self, identity: str) -> dict[str, Any]:
         with self._txn("read") as conn:
@@ -299,29 +268,17 @@ class PostgresStore(ServerSearch, GalleryStore):
         """(current generation, every enrolled name, [(name, metadata JSON, templates)] changed after ``generation``).
 
         What a replica needs to catch up: names it holds that are not in the list were removed;
-        the changed identities come with all their intact templates. One consistent snapshot.
+        the changed identities come with all their intact templates (damaged ones are logged and
+        left out, as on load). One consistent snapshot.
         """
         with self._txn("read") as conn:
             current = int(conn.execute("SELECT generation FROM gfn_gallery WHERE id = 1").fetchone()[0])
             names = [r[0] for r in conn.execute("SELECT name FROM gfn_identities ORDER BY id")]
-            changed = conn.execute("SELECT id, name, metadata FROM gfn_identities WHERE changed > %s ORDER BY id", (generation,)).fetchall()
-            rows = conn.cursor(binary=True).execute(
-                "SELECT t.identity, t.vector, t.checksum FROM gfn_templates t JOIN gfn_identities i ON i.id = t.identity "
-                "WHERE i.changed > %s ORDER BY t.id", (generation,)
-            ).fetchall() if changed else []
-        by_id: dict[int, list[bytes]] = {}
-        name_of = {int(i): n for i, n, _ in changed}
-        for ident, blob, checksum in rows:
-            blob = bytes(blob)
-            if len(blob) == self._dim * 4 and codec.template_checksum(name_of[int(ident)], blob) == checksum:
-                by_id.setdefault(int(ident), []).append(blob)
-            else:
-                log.error("gallery %s: a template of %r fails its checksum; not replicated (re-enrol %r)", self.location, name_of[int(ident)], name_of[int(ident)])
-        out = []
-        for ident, name, meta in changed:
-            vecs = codec.decode(by_id.get(int(ident), []), self._dim) if by_id.get(int(ident)) else np.empty((0, self._dim), np.float32)
-            bad = codec.invalid_rows(vecs)
-            out.append((name, meta, np.delete(vecs, bad, axis=0) if len(bad) else vecs))
+            changed = conn.execute("SELECT name, metadata FROM gfn_identities WHERE changed > %s ORDER BY id", (generation,)).fetchall()
+            rows = self._rows(conn, "WHERE i.changed > %s", (generation,)) if changed else []
+        keep, vectors, _ = verify_rows(rows, self._dim, self.location)
+        owner = np.asarray([rows[i][1] for i in keep], object)
+        out = [(name, meta, np.ascontiguousarray(vectors[owner == name])) for name, meta in changed]
         return current, names, out
 
     # --- writing ------------------------------------------------------------------------------
