@@ -297,30 +297,34 @@ class PostgresStore(ServerSearch, GalleryStore):
         for item in batch:
             codec.require_storable(item.vectors, self._dim)
         now = time.time()
-        totals: dict[str, int] = {}
+        metadata: dict[str, str | None] = {}
+        for item in batch:  # a name repeated in the batch: its last given metadata wins, as one write after another would
+            if item.identity not in metadata or item.metadata_json is not None:
+                metadata[item.identity] = item.metadata_json if item.metadata_json is not None else metadata.get(item.identity)
+        names = list(metadata)
         with self._write("enrol") as (conn, state):
             after = state[1] = state[0] + 1
-            done: dict[str, int] = {}
-            for item in batch:
-                ident = done.get(item.identity)
-                if ident is None:
-                    ident = conn.execute(
-                        "INSERT INTO gfn_identities(name, metadata, created, updated, changed) VALUES (%s, %s, %s, %s, %s) "
-                        "ON CONFLICT (name) DO UPDATE SET updated = EXCLUDED.updated, changed = EXCLUDED.changed, "
-                        "metadata = COALESCE(EXCLUDED.metadata, gfn_identities.metadata) RETURNING id",
-                        (item.identity, item.metadata_json, now, now, after),
-                    ).fetchone()[0]
-                    done[item.identity] = ident
-                    if replace:
-                        conn.execute("DELETE FROM gfn_templates WHERE identity = %s", (ident,))
-                elif item.metadata_json is not None:
-                    conn.execute("UPDATE gfn_identities SET metadata = %s WHERE id = %s", (item.metadata_json, ident))
-                with conn.cursor().copy("COPY gfn_templates (identity, vector, checksum, embedding, created) FROM STDIN") as copy:
-                    for v in item.vectors:
-                        blob = codec.encode(v)
-                        copy.write_row((ident, blob, codec.template_checksum(item.identity, blob), v, now))
-            for name, ident in done.items():
-                totals[name] = int(conn.execute("SELECT count(*) FROM gfn_templates WHERE identity = %s", (ident,)).fetchone()[0])
+            ids = dict(conn.execute(
+                "INSERT INTO gfn_identities(name, metadata, created, updated, changed) "
+                "SELECT n, m, %s, %s, %s FROM unnest(%s::text[], %s::text[]) AS u(n, m) "
+                "ON CONFLICT (name) DO UPDATE SET updated = EXCLUDED.updated, changed = EXCLUDED.changed, "
+                "metadata = COALESCE(EXCLUDED.metadata, gfn_identities.metadata) RETURNING name, id",
+                (now, now, after, names, [metadata[n] for n in names]),
+            ).fetchall())
+            if replace:
+                conn.execute("DELETE FROM gfn_templates WHERE identity = ANY(%s)", (list(ids.values()),))
+            with conn.cursor() as cur:  # one binary COPY for every template of the batch
+                with cur.copy("COPY gfn_templates (identity, vector, checksum, embedding, created) FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.set_types(["int8", "bytea", "int8", "vector", "float8"])
+                    for item in batch:
+                        ident = ids[item.identity]
+                        for v in item.vectors:
+                            blob = codec.encode(v)
+                            copy.write_row((ident, blob, codec.template_checksum(item.identity, blob), v, now))
+            counts = dict(conn.execute(
+                "SELECT identity, count(*) FROM gfn_templates WHERE identity = ANY(%s) GROUP BY identity", (list(ids.values()),)
+            ).fetchall())
+        totals = {name: int(counts.get(ident, 0)) for name, ident in ids.items()}
         return WriteResult(state[0], state[1], totals=totals)
 
     def remove(self, identity: str) -> WriteResult:
