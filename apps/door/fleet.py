@@ -18,9 +18,9 @@ import logging
 import threading
 from typing import Any, Optional
 
-from gfn_edge.gallery.replica import GalleryReplica
+from gfn_edge import GalleryReplica
 
-from .config import Config
+from .config import Config, redact
 from .mqtt import default_door_id
 from .shipper import EventShipper
 
@@ -104,6 +104,5 @@ def start_shipper(cfg: Config) -> EventShipper:
 
 
 def replica_location(cfg: Config) -> str:
-    from gfn_edge.gallery.postgres_schema import redact_url
-
-    return redact_url(cfg.gallery.url or "").split("?", 1)[0]
+    """The central server as messages name it: no password, no query options."""
+    return redact(cfg.gallery.url or "").split("?", 1)[0]
