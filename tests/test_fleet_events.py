@@ -131,6 +131,8 @@ def test_schema_1_log_is_migrated_with_checksums(tmp_path: Path):
         f"PRAGMA application_id={0x47464E45}; PRAGMA user_version=1;"
     )
     conn.close()
+    with EventLog(db, readonly=True) as log:  # `events` before the door ran the new version: readable, unchanged
+        assert [(e.identity, e.damaged) for e in log.query()] == [("bob", False), ("eve", False)]
     with EventLog(db) as log:
         events = log.query()
         assert [(e.id, e.decision, e.damaged) for e in events] == [(1, "grant", False), (2, "deny", False)]

@@ -230,7 +230,8 @@ class EventLog:
         if decisions:
             where.append(f"decision IN ({', '.join('?' for _ in decisions)})")
             args.extend(decisions)
-        sql = f"SELECT {', '.join(COLUMNS)}, checksum FROM events"
+        # a schema-1 log opened read-only (the door has not run since the upgrade) has no checksums to check
+        sql = f"SELECT {', '.join(COLUMNS)}, {'checksum' if self._checksums() else -1} FROM events"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY time DESC, id DESC"
@@ -241,7 +242,10 @@ class EventLog:
                 rows = self._conn.execute(sql, args).fetchall()
             except sqlite3.Error as exc:
                 raise EventLogError(f"cannot read event log {self.path}: {exc}") from None
-        return [_event(r[:-1], r[-1], self.path) for r in reversed(rows)]
+        return [_event(r[:-1], None if r[-1] == -1 else r[-1], self.path, r[-1] == -1) for r in reversed(rows)]
+
+    def _checksums(self) -> bool:
+        return self._conn.execute("PRAGMA user_version").fetchone()[0] >= 2
 
     # --- shipping (apps/door/shipper.py) ----------------------------------------------------
     def shipped_upto(self, central: str) -> int:
@@ -280,9 +284,11 @@ class EventLog:
         self.close()
 
 
-def _event(values: tuple, checksum: Optional[int], where: Path) -> Event:
+def _event(values: tuple, checksum: Optional[int], where: Path, unprotected: bool = False) -> Event:
     """An Event from a stored row, flagged (and logged) when its checksum does not match."""
     event = Event(**dict(zip(COLUMNS, values)))
+    if unprotected:  # written before checksums existed: nothing to verify
+        return event
     if checksum is None or row_checksum(values) != checksum:
         event.damaged = True
         log.error("event log %s: event %s is damaged (checksum mismatch); its fields cannot be trusted", where, values[0])

@@ -78,7 +78,7 @@ class EventShipper:
         self.max_delay = float(max_delay)
         self.batch = int(batch)
         self.connect_timeout = connect_timeout
-        self.central = f"postgresql:{door_id}"  # the key of this central log in the local shipping table
+        self.central = f"{_host(url)}#{door_id}"  # this central log (server/database, door) in the local shipping table
         self._log = EventLog(self.events_db)
         self._conn: Any = None
         self._wake = threading.Event()
