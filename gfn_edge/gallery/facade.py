@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import GalleryError
 from . import enrolment, portable
 from .codec import (
     check_margin,
@@ -74,7 +75,11 @@ class Gallery:
         self._store = store if store is not None else open_store(
             path, signature, dim, create=create, readonly=readonly, check=check, timeout=timeout
         )
-        info = self._store.info()
+        try:
+            info = self._store.info()
+        except BaseException:
+            self._store.close()
+            raise
         self._signature, self._dim, self._schema_version = info.signature, info.dim, info.schema_version
         self.path: Path | str = getattr(self._store, "path", self._store.location)
         self.readonly = self._store.readonly
@@ -369,8 +374,6 @@ class Gallery:
     def _db(self) -> GalleryStore:
         store = self._store
         if store is None:
-            from ..errors import GalleryError
-
             raise GalleryError(f"gallery {self.path} is closed")
         return store
 

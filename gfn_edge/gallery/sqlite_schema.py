@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import GalleryError
 from .codec import DTYPE, LOAD_NORM_TOL, invalid_rows, template_checksum
+from .sqlite_files import fsync_dir, fsync_file
 
 log = logging.getLogger("gfn_edge.gallery")
 
@@ -194,24 +195,3 @@ def migrate_v1(conn: sqlite3.Connection, path: Path, meta: dict[str, Any]) -> No
     )
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     log.warning("gallery %s: migrated from schema version 1 to %d (%d templates checksummed)", path, SCHEMA_VERSION, len(rows) - len(bad_ids))
-
-
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some filesystems cannot fsync a directory
-        pass
-    finally:
-        os.close(fd)

@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import sqlite3
-import tempfile
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from ..errors import GalleryError
 from . import sqlite_schema as schema
 from .codec import require_storable, template_checksum
 from .integrity import verify_rows
+from .sqlite_files import online_backup, sidecars, storage_error, tidy_readonly_sidecars
 from .store import (
     CHECKS,
     DamagedTemplate,
@@ -80,7 +80,7 @@ class SQLiteStore(GalleryStore):
                 raise GalleryError(f"gallery {self.path} does not exist")
             schema.create_file(self.path, signature, dim)
         schema.check_file_header(self.path)
-        self._sidecars_before = self._sidecars()
+        self._sidecars_before = sidecars(self.path)
         self._conn = self._connect()
         try:
             version = self._check_identity()
@@ -109,9 +109,6 @@ class SQLiteStore(GalleryStore):
         log.debug("opened gallery %s (%s, dim %d)", self.path, self._signature, self._dim)
 
     # --- opening ------------------------------------------------------------------------
-    def _sidecars(self) -> set[str]:
-        return {s for s in ("-wal", "-shm") if Path(str(self.path) + s).exists()}
-
     def _connect(self) -> sqlite3.Connection:
         mode = "ro" if self.readonly else "rw"  # rw: never create a file that vanished meanwhile
         uri = f"file:{urllib.parse.quote(str(self.path.resolve()))}?mode={mode}"
@@ -192,21 +189,7 @@ class SQLiteStore(GalleryStore):
             )
 
     def _error(self, exc: Exception, action: str) -> GalleryError:
-        if isinstance(exc, UnicodeDecodeError):
-            return GalleryError(f"gallery {self.path} is damaged (undecodable text: {exc}); it was left untouched. Restore it from a backup")
-        text = str(exc)
-        if "locked" in text or "busy" in text:
-            return GalleryError(f"gallery {self.path} is locked by another process (could not {action} within {self._timeout:g} s)")
-        if isinstance(exc, sqlite3.OperationalError) and ("readonly" in text or "read-only" in text):
-            return GalleryError(f"gallery {self.path} is read-only (could not {action}): {text}")
-        if "malformed" in text or "not a database" in text or "corrupt" in text:
-            return GalleryError(
-                f"gallery {self.path} is damaged ({text}); it was left untouched. "
-                f"Restore it from a backup, or re-enrol into a new file"
-            )
-        if "full" in text:
-            return GalleryError(f"could not {action} gallery {self.path}: {text}; free some disk space")
-        return GalleryError(f"could not {action} gallery {self.path}: {text}. Nothing was changed; if this repeats the file may be damaged (restore a backup)")
+        return storage_error(self.path, exc, action, self._timeout)
 
     # --- plumbing -------------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
@@ -398,29 +381,8 @@ class SQLiteStore(GalleryStore):
     # --- lifetime -------------------------------------------------------------------------
     def backup(self, dest: str | os.PathLike[str]) -> Path:
         """SQLite's online backup: consistent and safe while others write."""
-        dest = Path(dest)
-        if dest.exists():
-            raise GalleryError(f"backup target {dest} exists; remove it or choose another name")
-        if not dest.parent.is_dir():
-            raise GalleryError(f"cannot back up to {dest}: folder {dest.parent} does not exist")
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".backup", dir=dest.parent)
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
-            target = sqlite3.connect(str(tmp))
-            try:
-                with self._sql("back up") as conn:
-                    conn.backup(target)
-            finally:
-                target.close()
-            schema.fsync_file(tmp)
-            os.link(tmp, dest)
-            schema.fsync_dir(dest.parent)
-        finally:
-            for extra in ("", "-wal", "-shm", "-journal"):
-                Path(str(tmp) + extra).unlink(missing_ok=True)
-        log.info("gallery %s backed up to %s", self.path, dest)
-        return dest
+        with self._sql("back up") as conn:
+            return online_backup(conn, self.path, Path(dest))
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -428,24 +390,7 @@ class SQLiteStore(GalleryStore):
             return
         conn.close()
         if self.readonly and not self._sidecars_before:
-            self._remove_own_sidecars()
-
-    def _remove_own_sidecars(self) -> None:
-        """A read-only connection cannot delete the -wal/-shm files SQLite made for it; a brief
-        read-write connection does, when it is the file's last one (SQLite's own clean-up, which
-        leaves them alone while anyone else has the file open). Without write access nothing is
-        tried: then SQLite could not have created them either."""
-        if not self._sidecars() or not os.access(self.path, os.W_OK) or not os.access(self.path.parent, os.W_OK):
-            return
-        uri = f"file:{urllib.parse.quote(str(self.path.resolve()))}?mode=rw"
-        try:
-            conn = sqlite3.connect(uri, uri=True, timeout=0.1, isolation_level=None)
-            try:
-                conn.execute("PRAGMA schema_version").fetchone()
-            finally:
-                conn.close()
-        except sqlite3.Error as exc:
-            log.debug("gallery %s: could not tidy -wal/-shm after read-only use: %s", self.path, exc)
+            tidy_readonly_sidecars(self.path)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.location!r})"

@@ -25,6 +25,7 @@ Terms:
 from __future__ import annotations
 
 import abc
+import importlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -295,6 +296,14 @@ def is_server_url(location: str | os.PathLike[str]) -> bool:
     return isinstance(location, str) and bool(_URL.match(location))
 
 
+#: location kind -> the module and class of its store, imported on first use (a plug-in table:
+#: stores import this module for the interface, so this module never imports them by name).
+STORES = {
+    "sqlite": ("gfn_edge.gallery.sqlite_store", "SQLiteStore"),
+    "postgresql": ("gfn_edge.gallery.postgres_store", "PostgresStore"),
+}
+
+
 def open_store(
     location: str | os.PathLike[str],
     signature: str | None = None,
@@ -314,19 +323,18 @@ def open_store(
         from .types import GalleryValueError
 
         raise GalleryValueError(f"check must be one of {CHECKS}, got {check!r}")
-    kwargs: dict[str, Any] = {"create": create, "readonly": readonly, "check": check, "timeout": timeout}
     if is_server_url(location):
-        try:
-            from .postgres_store import PostgresStore
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.endswith("postgres_store"):
-                raise MissingDependencyError(
-                    "gfn_edge.gallery.postgres_store", "postgres", "a PostgreSQL gallery (this gfn-edge has no server store)"
-                ) from exc
-            raise MissingDependencyError(exc.name or "psycopg", "postgres", "a PostgreSQL gallery") from exc
-        return PostgresStore(str(location), signature, dim, **kwargs)
-    if isinstance(location, str) and "://" in location:
+        kind = "postgresql"
+    elif isinstance(location, str) and "://" in location:
         raise GalleryError(f"unknown gallery location {location!r}: give a file path (SQLite) or a postgresql:// URL")
-    from .sqlite_store import SQLiteStore
-
-    return SQLiteStore(location, signature, dim, **kwargs)
+    else:
+        kind = "sqlite"
+    module_name, class_name = STORES[kind]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            raise MissingDependencyError(module_name, "postgres", "a PostgreSQL gallery (this gfn-edge has no server store)") from exc
+        raise MissingDependencyError(exc.name or "psycopg", "postgres", "a PostgreSQL gallery") from exc
+    store_class = getattr(module, class_name)
+    return store_class(str(location) if kind != "sqlite" else location, signature, dim, create=create, readonly=readonly, check=check, timeout=timeout)
