@@ -9,6 +9,7 @@ or ``GFN_EDGE_TEST_PG_DSN``). Their assertions are those of the SQLite suite.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -243,3 +244,21 @@ def test_gallery_cli_copy_check_and_info_on_the_server(pg_dsn, tmp_path: Path, c
             np.testing.assert_array_equal(g.embeddings(name), vecs)
     assert main(["gallery", "copy", str(src), pg_dsn]) == 1  # not empty: refused with one line
     assert "not empty" in capsys.readouterr().err
+
+
+def test_a_writer_holding_the_lock_times_out_cleanly_and_nothing_half_done(pg_dsn):
+    import psycopg
+
+    v = unit(np.random.default_rng(21).standard_normal((1, DIM)))
+    with Gallery(pg_dsn, signature=SIG, dim=DIM, timeout=0.3) as g:
+        g.enroll("first", v)
+        other = psycopg.connect(pg_dsn)  # another door mid-enrolment holds the gallery's write lock
+        other.execute("SELECT generation FROM gfn_gallery WHERE id = 1 FOR UPDATE")
+        t0 = time.monotonic()
+        with pytest.raises(GalleryError, match="locked"):
+            g.enroll("second", v)
+        assert time.monotonic() - t0 < 3
+        other.rollback()
+        other.close()
+        assert g.identities() == ["first"]
+        assert g.enroll("second", v) == 1  # and the next attempt goes through
