@@ -217,16 +217,19 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{n:,} templates: PostgreSQL done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
                 row["local"].pop("top1")
                 rows.append(row)
+                write(rows, args.out)  # after every size: a long run stopped early keeps what it measured
     finally:
         if cluster is not None:
             cluster.close()
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
-    md = table(rows)
-    print(md)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gallery_stores.md").write_text(f"Machine: {machine}\n\n{md}\n")
-    (args.out / "gallery_stores.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
+    print(table(rows))
     return 0
+
+
+def write(rows: list[dict[str, Any]], out: Path) -> None:
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gallery_stores.md").write_text(f"Machine: {machine}\n\n{table(rows)}\n")
+    (out / "gallery_stores.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from test_apps_door import (  # noqa: F401  (models and calibrated are fixtures)
 pytest.importorskip("psycopg", reason="asset missing: psycopg (pip install 'gfn-edge[postgres]')")
 
 
-def _config(models: dict, tmp: Path, name: str, url: str, threshold: float) -> Path:
+def _config(models: dict, tmp: Path, name: str, url: str, threshold: float) -> Path:  # noqa: F811
     folder = tmp / name
     folder.mkdir()
     return write_config(folder / "door.toml", base_config(
@@ -46,7 +46,7 @@ def _events(cfg: Path, *args: str) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_two_doors_share_one_gallery_and_one_event_log(models, calibrated, pg_dsn, tmp_path: Path):
+def test_two_doors_share_one_gallery_and_one_event_log(models, calibrated, pg_dsn, tmp_path: Path):  # noqa: F811
     from gfn_edge import read_image
 
     folder = shared_path("faces", "pairs")
