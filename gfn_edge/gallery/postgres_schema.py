@@ -59,6 +59,10 @@ def schema_sql(dim: int) -> str:
         embedding vector({dim}) NOT NULL,  -- the same values, for server-side search
         created double precision NOT NULL
     );
+    -- Both 2 KB columns would be moved to the TOAST table by default, and every scan and index
+    -- build would fetch them from there: keep the searched vector in the row, the bytes out of it
+    -- (never compressed: random floats do not compress).
+    ALTER TABLE gfn_templates ALTER COLUMN embedding SET STORAGE PLAIN, ALTER COLUMN vector SET STORAGE EXTERNAL;
     CREATE INDEX IF NOT EXISTS gfn_templates_by_identity ON gfn_templates(identity, id);
     CREATE INDEX IF NOT EXISTS gfn_identities_by_change ON gfn_identities(changed);
     """
