@@ -226,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write(rows: list[dict[str, Any]], out: Path) -> None:
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    load = os.getloadavg()[0]
+    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+               f"1-minute load average {load:.1f} when written{' (a busy machine: latencies are inflated)' if load > (os.cpu_count() or 1) / 2 else ''}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "gallery_stores.md").write_text(f"Machine: {machine}\n\n{table(rows)}\n")
     (out / "gallery_stores.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
