@@ -10,6 +10,9 @@ import logging
 import time
 from typing import Any
 
+import psycopg
+
+from ..errors import GalleryError
 from . import codec
 from .types import GalleryValueError
 
@@ -23,23 +26,35 @@ class ServerSearch:
     """``ensure_index`` and ``nearest`` for a store with ``_txn``, ``_dim``, ``hnsw_min_templates``."""
 
     _dim: int
+    _timeout: float
     hnsw_min_templates: int
     location: str
+    readonly: bool
 
     def ensure_index(self, force: bool = False) -> bool:
         """Build the HNSW (cosine) index when the gallery holds ``hnsw_min_templates`` or more.
 
-        Returns whether the index exists afterwards. Building takes minutes at a million
-        templates (it reads them all); searches keep working meanwhile.
+        Returns whether the index exists afterwards. Built ``CONCURRENTLY``: it takes minutes at
+        a million templates (it reads them all), and searches and enrolments go on meanwhile.
         """
-        with self._txn("index", write=True) as conn:
+        with self._txn("index") as conn:
             if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (_INDEX,)).fetchone()[0]:
                 return True
             n = int(conn.execute("SELECT count(*) FROM gfn_templates").fetchone()[0])
-            if n < self.hnsw_min_templates and not force:
-                return False
-            t0 = time.perf_counter()
-            conn.execute(f"CREATE INDEX {_INDEX} ON gfn_templates USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)")
+        if n < self.hnsw_min_templates and not force:
+            return False
+        if self.readonly:
+            raise GalleryError(f"gallery {self.location} was opened read-only; cannot build its search index")
+        t0 = time.perf_counter()
+        with self._lock:
+            conn = self._connection()  # autocommit: CREATE INDEX CONCURRENTLY cannot run in a transaction
+            try:
+                conn.execute("SET lock_timeout = 0")  # it waits for running transactions to end, by design
+                conn.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {_INDEX} ON gfn_templates "
+                             "USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)")
+                conn.execute(f"SET lock_timeout = {int(self._timeout * 1000)}")
+            except psycopg.Error as exc:
+                raise GalleryError(f"could not build the search index of gallery {self.location}: {str(exc).strip().splitlines()[0]}") from None
         log.info("gallery %s: HNSW index over %d templates built in %.1f s", self.location, n, time.perf_counter() - t0)
         return True
 
