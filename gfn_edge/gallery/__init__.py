@@ -12,6 +12,7 @@ Modules, one job each:
 """
 from __future__ import annotations
 
+from ..errors import GalleryError
 from .codec import normalize_embeddings
 from .facade import Gallery
 from .sqlite_schema import APPLICATION_ID, SCHEMA_VERSION
@@ -34,6 +35,7 @@ __all__ = [
     "DamagedTemplate",
     "EnrollReport",
     "Gallery",
+    "GalleryError",
     "GalleryStore",
     "GalleryValueError",
     "LoadedTemplates",

@@ -18,8 +18,9 @@ Terms:
   stale by comparing numbers (cheap: no template is read).
 * **quarantine**: a template whose checksum does not match, whose vector is not finite or not of
   unit length (|norm - 1| > ``codec.LOAD_NORM_TOL``), or whose identity reference leads nowhere,
-  is never returned for searching; it is reported as a ``DamagedTemplate`` and logged at ERROR
-  level naming the identity to re-enrol. It stays in storage, untouched (evidence, and a backup
+  is never returned for searching (stores apply ``integrity.verify_rows`` to what they read);
+  it is reported as a ``DamagedTemplate`` and logged at ERROR level naming the identity to
+  re-enrol. It stays in storage, untouched (evidence, and a backup
   restore is the repair), until its identity is re-enrolled with ``replace=True`` or removed.
 """
 from __future__ import annotations
@@ -95,9 +96,10 @@ class DamagedTemplate:
     """A template that failed its checks on reading; never searched.
 
     ``identity``: the name to re-enrol (when the identity reference itself is broken, the
-    identity whose name makes the checksum match, else None); ``template_id``: the store's own id for the row; ``reason``: one
-    short phrase ("checksum mismatch", "not finite", "not unit length (norm 3.1)",
-    "no checksum (damaged before schema 2)", "identity reference broken").
+    enrolled identity whose name makes the checksum match, else None); ``template_id``: the
+    store's own id for the row; ``reason``: one short phrase, one of "checksum mismatch",
+    "wrong size", "not a finite unit vector", "identity reference broken", "no checksum
+    (damaged before schema 2)" (``integrity.verify_rows`` decides, for every store).
     """
 
     identity: str | None
