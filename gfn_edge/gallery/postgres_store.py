@@ -277,8 +277,10 @@ class PostgresStore(ServerSearch, GalleryStore):
             changed = conn.execute("SELECT name, metadata FROM gfn_identities WHERE changed > %s ORDER BY id", (generation,)).fetchall()
             rows = self._rows(conn, "WHERE i.changed > %s", (generation,)) if changed else []
         keep, vectors, _ = verify_rows(rows, self._dim, self.location)
-        owner = np.asarray([rows[i][1] for i in keep], object)
-        out = [(name, meta, np.ascontiguousarray(vectors[owner == name])) for name, meta in changed]
+        mine: dict[str, list[int]] = {}
+        for j, i in enumerate(keep):
+            mine.setdefault(rows[i][1], []).append(j)
+        out = [(name, meta, np.ascontiguousarray(vectors[mine.get(name, [])])) for name, meta in changed]
         return current, names, out
 
     # --- writing ------------------------------------------------------------------------------

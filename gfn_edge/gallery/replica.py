@@ -39,6 +39,7 @@ STATE_SUFFIX = ".replica.json"
 KEEPALIVE = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}  # a dead link is noticed in ~11 s
 
 
+PATCH_MAX = 200  # up to this many changed identities go through the door's Gallery (patched in place)
 HEARTBEAT_S = 1.0  # a round trip on the LISTEN connection this often keeps last_contact (max_stale's clock) exact
 RETRY_MAX_S = 5.0  # reconnection attempts: 1, 2, 4, 5, 5... s (cheap, and a door should recover at once)
 
@@ -144,18 +145,13 @@ class GalleryReplica:
             if current < self.generation:  # the central gallery was restored or recreated: start over
                 log.warning("gallery server %s went back to generation %d (was %d): full refresh", _short(self.url), current, self.generation)
                 current, names, changed = central.changes_since(-1)
-            local = open_store(self.local_path, info.signature, info.dim, create=True)
-            try:
-                gone = sorted(set(local.identities()) - set(names))
-                for name in gone:  # revocations first
-                    local.remove(name)
-                batch = [NewTemplates(name, vectors, meta) for name, meta, vectors in changed if len(vectors)]
-                if batch:
-                    local.add(batch, replace=True)
-                if local.info().threshold != info.threshold:
-                    local.set_threshold(info.threshold)
-            finally:
-                local.close()
+            batch = [NewTemplates(name, vectors, meta) for name, meta, vectors in changed if len(vectors)]
+            door = getattr(self, "gallery", None)
+            if door is not None and len(batch) <= PATCH_MAX:
+                gone = self._apply_through(door, names, batch)
+            else:
+                gone = self._apply_in_one_transaction(info, names, batch)
+            self._sync_threshold(info)
             self.generation = current
             self.last_sync_seconds = time.perf_counter() - t0
             self._contact()
@@ -164,6 +160,31 @@ class GalleryReplica:
             log.info("gallery replica %s: generation %d (%d updated, %d removed) in %.3f s",
                      self.local_path.name, current, len(batch), len(gone), self.last_sync_seconds)
         return bool(gone or batch)
+
+    @staticmethod
+    def _apply_through(door: Gallery, names: list[str], batch: list[NewTemplates]) -> list[str]:
+        """A few changes, through the door's own Gallery: its search matrix is patched in place,
+        not reloaded (a 100k-template reload per enrolment would stall recognition)."""
+        gone = sorted(set(door.identities()) - set(names))
+        for name in gone:  # revocations first
+            door.remove(name)
+        for item in batch:
+            door.enroll(item.identity, item.vectors, replace=True,
+                        metadata=json.loads(item.metadata_json) if item.metadata_json else None)
+        return gone
+
+    def _apply_in_one_transaction(self, info: Any, names: list[str], batch: list[NewTemplates]) -> list[str]:
+        """Many changes (a first copy, a restored server): one local transaction, one reload later."""
+        local = open_store(self.local_path, info.signature, info.dim, create=True)
+        try:
+            gone = sorted(set(local.identities()) - set(names))
+            for name in gone:  # revocations first
+                local.remove(name)
+            if batch:
+                local.add(batch, replace=True)
+        finally:
+            local.close()
+        return gone
 
     def _sync_threshold(self, info: Any) -> None:
         local = open_store(self.local_path, create=False)
