@@ -2,6 +2,7 @@
 
     gfn-edge gallery check PATH...   verify every template (exit 1 on any damage)
     gfn-edge gallery info PATH       signature, dim, schema, counts, stored threshold (JSON)
+    gfn-edge gallery copy SRC DST    every template to a new or empty gallery (SQLite <-> PostgreSQL)
 
 ``check`` opens each gallery read-only (nothing is created, migrated or repaired), runs the
 thorough structural check and verifies every template's checksum and vector. It prints one line
@@ -38,6 +39,13 @@ def add_gallery_commands(sub: Any) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     p.set_defaults(func=_info)
 
+    p = commands.add_parser("copy", help="copy a gallery to a new or empty one (SQLite file <-> postgresql:// URL)",
+                            description="Copy every intact template, the metadata and the threshold, in one transaction.")
+    p.add_argument("src", metavar="SRC", help="gallery file or postgresql:// URL")
+    p.add_argument("dst", metavar="DST", help="new or empty gallery file or postgresql:// URL")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    p.set_defaults(func=_copy)
+
 
 def _check(args: argparse.Namespace) -> int:
     from .integrity import check_gallery
@@ -53,6 +61,20 @@ def _check(args: argparse.Namespace) -> int:
             for line in report.lines():
                 print(line, file=stream)
     return 1 if failed else 0
+
+
+def _copy(args: argparse.Namespace) -> int:
+    from .copy import copy_gallery
+
+    copied = copy_gallery(args.src, args.dst)
+    sys.stdout.write(json.dumps({"src": _redacted(args.src), "dst": _redacted(args.dst), "templates": copied}) + "\n")
+    return 0
+
+
+def _redacted(location: str) -> str:
+    from .postgres_schema import redact_url
+
+    return redact_url(location) if "://" in location else location
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -118,6 +118,7 @@ def check_gallery(location: str | os.PathLike[str], thorough: bool = True) -> In
     except GalleryError as exc:
         report.refused = str(exc)
         return report
+    report.location = store.location  # a server URL without its password
     try:
         info = store.info()
         report.signature, report.dim = info.signature, info.dim
