@@ -57,6 +57,12 @@ def test_two_doors_share_one_gallery_and_one_event_log(models, calibrated, pg_ds
     for name in ("p16", "p18"):  # enrolled on door A, into the central gallery
         proc = door("enroll", "--config", cfg_a, "--name", name, folder / ENROLLED[name][0])
         assert proc.returncode == 0 and f"enrolled '{name}'" in proc.stdout, proc.stderr
+    from gfn_edge import Gallery
+    from gfn_edge.manifest import read_manifest
+
+    signature = read_manifest(models["recognizer"]).signature
+    with Gallery(pg_dsn, signature=signature) as central:  # what `calibrate --save` stores, once for every door
+        central.set_calibration(threshold, 0.01, signature)
     listed = door("list", "--config", cfg_b, "--json")  # door B sees them: one gallery
     assert listed.returncode == 0, listed.stderr
     assert sorted(json.loads(line)["name"] for line in listed.stdout.splitlines()) == ["p16", "p18"]
