@@ -428,7 +428,7 @@ CASES += [
     _cfg("[quality]\nmin_blur = nan\n", "expected a finite number"),
     _cfg('[gallery]\npath = ""\n', "path: expected a path"),
     _cfg("actions = 5\n", "actions must be an array of tables"),
-    _cfg('[[actions]]\ntype = "shell"\n', "type: expected one of log, command, gpio, got 'shell'"),
+    _cfg('[[actions]]\ntype = "shell"\n', "type: expected one of log, command, gpio, mqtt, got 'shell'"),
     _cfg('[[actions]]\ntype = "command"\n', "a command action needs argv"),
     _cfg('[[actions]]\ntype = "command"\nargv = "open-door --now"\n', "give the command as a list"),
     _cfg('[[actions]]\ntype = "command"\nargv = ["x", 5]\n', "argv: expected a list of strings"),
