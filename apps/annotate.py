@@ -20,21 +20,22 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the door/ package beside this file
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
-from gfn_edge import FaceAnalyzer, GfnEdgeError, read_image  # noqa: E402
+from gfn_edge import FaceAnalyzer, GfnEdgeError, read_image
 
-from door import draw  # noqa: E402
-from door.config import ConfigError, default_config_path, load_config  # noqa: E402
-from door.models import SetupError, open_analyzer, open_gallery, open_liveness, resolve_threshold  # noqa: E402
-from door.sources import IMAGE_SUFFIXES  # noqa: E402
-from door.video import Recorder, VideoError  # noqa: E402
+from door import draw
+from door.config import ConfigError, default_config_path, load_config
+from door.models import SetupError, open_analyzer, open_gallery, open_liveness, resolve_threshold
+from door.sources import IMAGE_SUFFIXES
+from door.video import Recorder, VideoError
 
 PROG = "annotate.py"
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg")

@@ -104,12 +104,8 @@ def _gallery(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gallery-url", metavar="URL", help="a fleet's central gallery, postgresql://user@host/db (overrides [gallery] url)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="Run `door_access.py COMMAND --help` for each command's options.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-
+def _add_run_command(sub) -> None:
+    """The service: watch a source, decide, act, log."""
     p = sub.add_parser("run", help="watch the camera and decide (the service)", description="Watch a source, recognise, decide, act and log.")
     _common(p)
     _models(p, liveness=True)
@@ -130,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reconnect-delay", type=float, metavar="S", help="first wait between reconnections (doubles up to 30 s)")
     p.set_defaults(func=cmd_run)
 
+
+def _add_enroll_command(sub) -> None:
+    """Enrolment from photos or the door camera."""
     p = sub.add_parser("enroll", help="enrol a person from photos or the camera", description="Enrol NAME from photos, or from --camera.")
     _common(p)
     _models(p, liveness=True)
@@ -144,18 +143,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-low-quality", action="store_true", help="use photos whose face fails the quality gates")
     p.set_defaults(func=cmd_enroll)
 
+
+def _add_list_command(sub) -> None:
+    """Listing enrolled identities."""
     p = sub.add_parser("list", help="enrolled identities", description="List enrolled identities.")
     _common(p)
     _gallery(p)
     p.add_argument("--json", action="store_true", help="one JSON object per identity")
     p.set_defaults(func=cmd_list)
 
+
+def _add_remove_command(sub) -> None:
+    """Deleting an identity."""
     p = sub.add_parser("remove", help="delete an identity", description="Delete NAME and its templates from the gallery.")
     _common(p)
     _gallery(p)
     p.add_argument("name", metavar="NAME")
     p.set_defaults(func=cmd_remove)
 
+
+def _add_events_command(sub) -> None:
+    """Querying the event log."""
     p = sub.add_parser("events", help="query the event log", description="Print events, oldest first.")
     _common(p)
     p.add_argument("--db", "--events-db", dest="db", type=Path, metavar="FILE", help="event log file (overrides [events] db)")
@@ -170,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--local", action="store_true", help="fleet: this door's own local log instead of the central one")
     p.set_defaults(func=cmd_events)
 
+
+def _add_calibrate_command(sub) -> None:
+    """FAR/FRR on labelled photos and a suggested threshold."""
     p = sub.add_parser("calibrate", help="FAR/FRR on labelled photos and a suggested threshold", description=(
         "Score labelled photos with the door's models and suggest the threshold for a target false-accept rate."))
     _common(p)
@@ -183,6 +194,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save", action="store_true", help="store the suggested threshold in the gallery (used when the config sets none)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_calibrate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one sub-command per job, each with the shared --config/-v/-q flags."""
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Run `door_access.py COMMAND --help` for each command's options.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    _add_run_command(sub)
+    _add_enroll_command(sub)
+    _add_list_command(sub)
+    _add_remove_command(sub)
+    _add_events_command(sub)
+    _add_calibrate_command(sub)
     return parser
 
 

@@ -79,7 +79,7 @@ class KerasGraph:
 
     # --- construction ----------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "KerasGraph":
+    def load(cls, path: str | os.PathLike[str]) -> KerasGraph:
         path = Path(path)
         try:
             with h5py.File(path, "r") as h5:
@@ -119,7 +119,7 @@ class KerasGraph:
                 self.layers[src].consumers.append(layer.name)
 
     def _topological(self) -> list[str]:
-        indeg = {n: len(set(l.inputs)) for n, l in self.layers.items()}
+        indeg = {n: len(set(layer.inputs)) for n, layer in self.layers.items()}
         ready = [n for n, d in indeg.items() if d == 0]
         order: list[str] = []
         while ready:
@@ -194,7 +194,7 @@ class KerasGraph:
 
 
 def _read_weights(h5: h5py.File, path: Path) -> dict[str, dict[str, np.ndarray]]:
-    group = h5["model_weights"] if "model_weights" in h5 else h5
+    group = h5.get("model_weights", h5)
     out: dict[str, dict[str, np.ndarray]] = {}
     for layer_name in group.attrs.get("layer_names", []):
         layer_name = layer_name.decode() if isinstance(layer_name, bytes) else layer_name
@@ -218,7 +218,7 @@ def _read_weights(h5: h5py.File, path: Path) -> dict[str, dict[str, np.ndarray]]
 def _flatten(config: dict[str, Any], prefix: str) -> tuple[dict[str, KerasLayer], list[str], list[str]]:
     """Layers of a functional config, with nested functional models inlined."""
     raw_layers = config["layers"]
-    known = {l["name"] for l in raw_layers}
+    known = {raw["name"] for raw in raw_layers}
     layers: dict[str, KerasLayer] = {}
     alias: dict[str, str] = {}  # nested model name -> its output layer; nested input -> outer source
     for raw in raw_layers:
@@ -241,6 +241,6 @@ def _flatten(config: dict[str, Any], prefix: str) -> tuple[dict[str, KerasLayer]
         layers[name] = KerasLayer(name=name, cls=raw["class_name"], config=raw.get("config", {}), inputs=refs)
     for layer in layers.values():
         layer.inputs = list(dict.fromkeys(alias.get(i, i) for i in layer.inputs))
-    inputs = [l[0] for l in config.get("input_layers", [])]
-    outputs = [alias.get(l[0], l[0]) for l in config.get("output_layers", [])]
+    inputs = [entry[0] for entry in config.get("input_layers", [])]
+    outputs = [alias.get(entry[0], entry[0]) for entry in config.get("output_layers", [])]
     return layers, inputs, outputs

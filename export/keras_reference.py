@@ -101,7 +101,6 @@ class KerasEmbedder:
 
     def describe(self) -> dict[str, str]:
         import tensorflow as tf
-
         import tf_keras
 
         return {"framework": f"tf-keras {tf_keras.__version__} (TensorFlow {tf.__version__})", "device": self.device, "policy": self.policy}

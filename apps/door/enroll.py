@@ -93,6 +93,44 @@ def enroll_photos(
     return EnrollResult(name, len(vectors), total, used, skipped)
 
 
+class _Hints:
+    """Says a hint when it changes, or again after 3 s: guidance without flooding the person."""
+
+    def __init__(self, say: Say):
+        self.say = say
+        self.last, self.last_at = "", 0.0
+
+    def __call__(self, text: str) -> None:
+        now = time.monotonic()
+        if text != self.last or now - self.last_at > 3.0:
+            self.say(text)
+            self.last, self.last_at = text, now
+
+
+def _camera_face(analyzer: FaceAnalyzer, frame: Any, liveness: Any, too_soon: bool) -> tuple[Any, Optional[str]]:
+    """(face, None) when the frame may become a template, else (None, the hint to give, or None for none).
+
+    Only the person enrolling may be in view, the face must pass the quality gates and, when
+    configured, liveness; frames closer than the capture interval are skipped without a hint.
+    """
+    faces = analyzer.analyze(frame.image)
+    face = largest(faces)
+    if face is None:
+        return None, "no face in view"
+    if any(f is not face and f.size > 0.5 * face.size for f in faces):
+        return None, "several people in view: only the person enrolling, please"
+    if not face.passed:
+        advice = "come closer" if "face_size" in face.rejected_reasons else "face the camera, hold still"
+        return None, f"adjust: {', '.join(face.rejected_reasons)} ({advice})"
+    if too_soon:
+        return None, None
+    if liveness is not None:
+        result = liveness.predict(frame.image, face.box)
+        if not result.live:
+            return None, f"not a live face (liveness {result.score:.2f}); photos and screens cannot be enrolled from the camera"
+    return face, None
+
+
 def enroll_camera(
     analyzer: FaceAnalyzer,
     gallery: Gallery,
@@ -110,41 +148,21 @@ def enroll_camera(
         raise EnrollError("--frames must be at least 1")
     vectors: list[np.ndarray] = []
     last_time: Optional[float] = None
-    last_hint, last_hint_at = "", 0.0
+    hint = _Hints(say)
     deadline = time.monotonic() + timeout
     seen = 0
-
-    def hint(text: str) -> None:
-        nonlocal last_hint, last_hint_at
-        now = time.monotonic()
-        if text != last_hint or now - last_hint_at > 3.0:
-            say(text)
-            last_hint, last_hint_at = text, now
-
     say(f"look at the camera ({source.description}); capturing {frames} frames")
     try:
         for frame in source:
             seen += 1
             if time.monotonic() > deadline:
                 break
-            faces = analyzer.analyze(frame.image)
-            face = largest(faces)
+            too_soon = last_time is not None and frame.time - last_time < interval
+            face, problem = _camera_face(analyzer, frame, liveness, too_soon)
             if face is None:
-                hint("no face in view")
+                if problem:
+                    hint(problem)
                 continue
-            if any(f is not face and f.size > 0.5 * face.size for f in faces):
-                hint("several people in view: only the person enrolling, please")
-                continue
-            if not face.passed:
-                hint(f"adjust: {', '.join(face.rejected_reasons)} ({'come closer' if 'face_size' in face.rejected_reasons else 'face the camera, hold still'})")
-                continue
-            if last_time is not None and frame.time - last_time < interval:
-                continue
-            if liveness is not None:
-                result = liveness.predict(frame.image, face.box)
-                if not result.live:
-                    hint(f"not a live face (liveness {result.score:.2f}); photos and screens cannot be enrolled from the camera")
-                    continue
             vectors.append(face.embedding)
             last_time = frame.time
             say(f"captured {len(vectors)}/{frames} (face {face.size:.0f} px, blur {face.quality.blur:.0f}, yaw {face.quality.yaw:+.2f})")

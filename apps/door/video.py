@@ -7,6 +7,7 @@ process when they cannot reach a display.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -60,10 +61,8 @@ class Display:
 
     def close(self) -> None:
         if self.enabled:
-            try:
+            with contextlib.suppress(cv2.error):
                 cv2.destroyWindow(WINDOW)
-            except cv2.error:
-                pass
             self.enabled = False
 
 

@@ -137,7 +137,7 @@ class _Analysis:
             return None
         if node.op == "get_attr":
             return None
-        args = [a for a in node.args]
+        args = list(node.args)
         first = args[0] if args and isinstance(args[0], fx.Node) else None
         if node.op == "call_module":
             mod = self.modules[node.target]
@@ -173,9 +173,9 @@ class _Analysis:
             shape = node_shape(first)
             if shape is not None and len(shape) == 4 and shape[2] == shape[3] == 1:
                 return self.vars.get(first)
-        if (node.op == "call_function" and node.target in _SAME_FUNCTIONS) or (node.op == "call_method" and node.target in _SAME_METHODS):
-            if first is not None and self._keeps_channels(node, first):
-                return self.vars.get(first)
+        same = (node.op == "call_function" and node.target in _SAME_FUNCTIONS) or (node.op == "call_method" and node.target in _SAME_METHODS)
+        if same and first is not None and self._keeps_channels(node, first):
+            return self.vars.get(first)
         if (node.op == "call_function" and node.target in _GATE_FUNCTIONS) or (node.op == "call_method" and node.target in _GATE_METHODS):
             self.fix(args)
             return self._fixed_out(node)
@@ -226,9 +226,9 @@ class _Analysis:
 
     def _getitem(self, node: fx.Node, first: fx.Node, index) -> np.ndarray | None:
         v = self.vars.get(first)
-        if v is not None and isinstance(index, tuple) and len(index) >= 2 and index[0] == slice(None) and isinstance(index[1], slice):
-            if all(i == slice(None) for i in index[2:]):
-                return v[index[1]]
+        channel_slice = isinstance(index, tuple) and len(index) >= 2 and index[0] == slice(None) and isinstance(index[1], slice)
+        if v is not None and channel_slice and all(i == slice(None) for i in index[2:]):
+            return v[index[1]]
         self.fix(first)
         return self._fixed_out(node)
 

@@ -61,11 +61,10 @@ def calibrate_ranges(gm: fx.GraphModule, batches: list[torch.Tensor]) -> dict[fx
     class Recorder(fx.Interpreter):
         def run_node(self, n):
             out = super().run_node(n)
-            if n in ranges or n in wanted:
-                if isinstance(out, torch.Tensor):
-                    lo, hi = float(out.min()), float(out.max())
-                    r = ranges.get(n)
-                    ranges[n] = ActivationRange(min(lo, r.lo), max(hi, r.hi)) if r else ActivationRange(lo, hi)
+            if (n in ranges or n in wanted) and isinstance(out, torch.Tensor):
+                lo, hi = float(out.min()), float(out.max())
+                r = ranges.get(n)
+                ranges[n] = ActivationRange(min(lo, r.lo), max(hi, r.hi)) if r else ActivationRange(lo, hi)
             return out
 
     wanted = set(nodes)
@@ -124,7 +123,7 @@ def sensitivity(
     with torch.no_grad():
         base = score([t.numpy() for t in _as_tuple(gm(x))])
     rows = []
-    for node in candidates or [n for n in ranges]:
+    for node in candidates or list(ranges):
         s = score(run_fake_quant(gm, x, ranges, only={node}))
         rows.append((node, base - s))
     rows.sort(key=lambda r: -r[1])
@@ -135,4 +134,4 @@ def _as_tuple(out):
     return out if isinstance(out, (tuple, list)) else (out,)
 
 
-__all__ = ["calibrate_ranges", "run_fake_quant", "sensitivity", "quantisable_nodes", "layer_name", "collect_ranges"]
+__all__ = ["calibrate_ranges", "collect_ranges", "layer_name", "quantisable_nodes", "run_fake_quant", "sensitivity"]

@@ -162,7 +162,7 @@ class GhostFaceNetConfig:
     extra: dict = field(default_factory=dict)
 
     @staticmethod
-    def v1(width: float = 1.3, stride: int = 2, act: str = "prelu", se_act: str | None = None) -> "GhostFaceNetConfig":
+    def v1(width: float = 1.3, stride: int = 2, act: str = "prelu", se_act: str | None = None) -> GhostFaceNetConfig:
         """GhostFaceNetV1 as the GhostFaceNets code builds it (ReLUs replaced by PReLU)."""
         kernels = [3, 3, 3, 5, 5, 3, 3, 3, 3, 3, 3, 5, 5, 5, 5, 5]
         exps = [16, 48, 72, 72, 120, 240, 200, 184, 184, 480, 672, 672, 960, 960, 960, 512]
@@ -191,7 +191,7 @@ class GhostFaceNetConfig:
         )
 
     @staticmethod
-    def v2(width: float = 1.3, stride: int = 2, act: str = "prelu", v1_stacks: int = 2) -> "GhostFaceNetConfig":
+    def v2(width: float = 1.3, stride: int = 2, act: str = "prelu", v1_stacks: int = 2) -> GhostFaceNetConfig:
         """GhostFaceNetV2: GhostNetV2 (DFC attention on ghost_1 after the first ``v1_stacks`` blocks)."""
         kernels = [3, 3, 3, 5, 5, 3, 3, 3, 3, 3, 3, 5, 5, 5, 5, 5]
         firsts = [16, 48, 72, 72, 120, 240, 200, 184, 184, 480, 672, 672, 960, 960, 960, 960]
