@@ -22,7 +22,7 @@ import numpy as np
 
 from gfn_edge.align import align
 from gfn_edge.errors import ImageError
-from gfn_edge.hub import cache_dir, resolve_weights, sha256_file
+from gfn_edge.export.hub import cache_dir, resolve_weights, sha256_file
 from gfn_edge.image import read_image, relative_name
 from gfn_edge.preprocess import normalize
 from gfn_edge.progress import progress

@@ -21,14 +21,17 @@ from pathlib import Path
 import numpy as np
 
 from gfn_edge.errors import ImageError
-from gfn_edge.hub import cache_dir
 from gfn_edge.image import list_images, read_image, relative_name
 from gfn_edge.liveness import liveness_crop
 from gfn_edge.preprocess import normalize
 from gfn_edge.progress import progress
 from gfn_edge.registry import ModelSpec
 
-from .verify_data import VerificationSet, _spread, _synthetic_pictures, _warn_synthetic
+from .hub import cache_dir
+from .verification_set import VerificationSet
+from .verification_set import spread as _spread
+from .verification_set import synthetic_pictures as _synthetic_pictures
+from .verification_set import warn_synthetic as _warn_synthetic
 
 log = logging.getLogger(__name__)
 

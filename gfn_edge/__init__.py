@@ -48,7 +48,7 @@ _LAZY = {
     "IoUTracker": "gfn_edge.tracker",
     "Track": "gfn_edge.tracker",
     "Liveness": "gfn_edge.liveness",
-    "resolve_weights": "gfn_edge.hub",
+    "resolve_weights": "gfn_edge.export.hub",  # training side; resolved only when used
 }
 
 __all__ = [

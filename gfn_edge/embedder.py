@@ -52,7 +52,7 @@ class Embedder:
     @property
     def alignment(self) -> tuple[np.ndarray | None, int]:
         """(template points for a ``crop_size`` crop or None for ArcFace's, crop size) from the manifest."""
-        spec = self.manifest.spec.get("alignment") or {}
+        spec = self.manifest.model_spec.alignment or {}
         points = spec.get("points")
         size = spec.get("size") or list(self.crop_size)
         template = np.asarray(points, np.float32) if points else None
@@ -62,7 +62,7 @@ class Embedder:
 
     @property
     def default_threshold(self) -> float | None:
-        value = self.manifest.spec.get("default_threshold")
+        value = self.manifest.model_spec.default_threshold
         return float(value) if value is not None else None
 
     def _batch(self, crops: np.ndarray) -> np.ndarray:
