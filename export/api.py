@@ -25,6 +25,7 @@ from .context import ExportContext
 from .manifest_writer import build_manifest, manifest_header, now_utc
 from .reference import Reference, reference_for, resolve_spec
 from .targets import TARGETS, expand_targets, run_target
+from .tolerance_keys import check_tolerance_overrides
 from .tools import versions
 from .verify import VerificationReport, default_tolerances, parse_tolerance_overrides, preprocess_mismatch, verify_outputs
 from .verify_data import VerificationSet, build_verification_set
@@ -114,6 +115,7 @@ def export_model(
     results: list[ExportResult] = []
 
     spec, checkpoint = resolve_spec(model, arch, input_size, random_weights, mirror)
+    check_tolerance_overrides(tolerances, spec.task)
     if any(TARGETS[n].needs_calibration for n in names):
         from gfn_edge.calib import resolve_calibration
 
@@ -225,6 +227,7 @@ def verify_artifact(
     from gfn_edge.preprocess import normalize
     from gfn_edge.runtimes import open_model
 
+    check_tolerance_overrides(overrides, ref.spec.task)
     tol = parse_tolerance_overrides(overrides, default_tolerances(ref.spec.task, precision))
     model = open_model(bundle, backend=backend)
     mismatch = preprocess_mismatch(model.manifest.preprocess, ref.spec.preprocess)

@@ -59,3 +59,7 @@ class VerificationError(GfnEdgeError, RuntimeError):
 
 class CalibrationError(GfnEdgeError, ValueError):
     """A calibration set that cannot be built or does not fit the model."""
+
+
+class OptionError(GfnEdgeError, ValueError):
+    """An option or setting that is unknown or out of range; the message names the valid ones."""

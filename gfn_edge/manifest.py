@@ -43,6 +43,7 @@ __all__ = [
     "TensorSpec",
     "artifact_format",
     "find_bundles",
+    "preferred_backend",
     "read_manifest",
     "verify_bundle_files",
 ]
@@ -169,9 +170,12 @@ class Manifest:
         return target
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], path: Path | None = None) -> "Manifest":
-        """Build from parsed JSON after checking it against the schema (:mod:`.manifest_schema`)."""
-        where = f" in {path / MANIFEST_NAME}" if path else ""
+    def from_dict(cls, data: dict[str, Any], path: Path | None = None, origin: str | None = None) -> "Manifest":
+        """Build from parsed JSON after checking it against the schema (:mod:`.manifest_schema`).
+
+        ``origin`` says where the JSON came from in error messages (default: the bundle's manifest.json).
+        """
+        where = f" {origin}" if origin else (f" in {path / MANIFEST_NAME}" if path else "")
         validate_manifest(data, where)
         try:
             manifest = cls(

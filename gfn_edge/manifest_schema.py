@@ -124,11 +124,13 @@ def validate_manifest(data: Any, where: str = "") -> None:
     _files(check, data["files"], data["sha256"])
     for name in OPTIONAL_SECTIONS:
         check.optional_mapping(data, name, name)
-    spec = validate_spec(data["spec"], where, "spec.")
+    spec = check.mapping(data["spec"], "spec")
+    check.require(spec, ("name", "task", "preprocess"), "spec.")
     if spec["name"] != data["model"]:
         check.fail("spec.name", f"is {spec['name']!r} but model is {data['model']!r}: the manifest mixes two models")
     if spec["task"] != task:
         check.fail("spec.task", f"is {spec['task']!r} but task is {task!r}: the manifest mixes two models")
+    validate_spec(spec, where, "spec.")
     inputs = check.sequence(data["inputs"], "inputs", min_length=1)
     outputs = check.sequence(data["outputs"], "outputs", min_length=1)
     for i, tensor in enumerate(inputs):

@@ -70,7 +70,7 @@ def _lone_file_manifest(path: Path, fmt: str) -> Manifest:
     data = dict(data)
     data["files"] = {"model": path.name}
     data.setdefault("sha256", {})
-    return Manifest.from_dict(data, path.parent)
+    return Manifest.from_dict(data, path.parent, origin=f"embedded in {path}")
 
 
 def open_model(

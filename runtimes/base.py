@@ -95,7 +95,9 @@ class InferenceModel(ABC):
         ``self.outputs`` order.
         """
         pairs = [("inputs[0]", self.input, model_input)]
-        pairs += [(f"outputs[{i}] ({spec.name})", spec, shape) for i, spec in enumerate(self.outputs)]
+        if len(model_outputs) != len(self.outputs):
+            raise ManifestError(f"{self.path}: the manifest lists {len(self.outputs)} outputs, the model file has {len(model_outputs)}")
+        pairs += [(f"outputs[{i}] ({spec.name})", spec, shape) for i, (spec, shape) in enumerate(zip(self.outputs, model_outputs))]
         for key, spec, actual in pairs:
             declared = [d if isinstance(d, int) and d > 0 else None for d in spec.shape]
             real = [d if isinstance(d, int) and not isinstance(d, bool) and d > 0 else None for d in actual]

@@ -16,6 +16,7 @@ from gfn_edge.errors import ArtifactError, MissingDependencyError
 from gfn_edge.manifest import RT_INFO_KEY, Manifest
 
 from .base import InferenceModel, check_model_file
+
 _CORE = None
 
 

@@ -10,7 +10,6 @@ import logging
 import shutil
 from pathlib import Path
 
-
 from gfn_edge.errors import MissingDependencyError
 from gfn_edge.manifest import METADATA_KEY, TensorSpec
 
