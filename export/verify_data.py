@@ -23,9 +23,10 @@ from gfn_edge.quality import QualityGates, assess
 from gfn_edge.registry import ModelSpec
 
 # the set and its helpers live in verification_set (shared with liveness_data without a circle)
-from .verification_set import ENV_VERIFY, VerificationSet, warn_synthetic
+from .verification_set import ENV_VERIFY, VerificationSet
 from .verification_set import spread as _spread
 from .verification_set import synthetic_pictures as _synthetic_pictures
+from .verification_set import warn_synthetic as _warn_synthetic
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def detection_set(spec: ModelSpec, folder: Path | None, max_images: int | None =
             pictures.append(read_image(path))
             names.append(str(path.relative_to(folder)))
     if not pictures:
-        warn_synthetic(spec)
+        _warn_synthetic(spec)
         pictures = _synthetic_pictures(8, size)
         names = [f"synthetic-{i}" for i in range(len(pictures))]
     canvases, boxes = [], []
@@ -99,7 +100,7 @@ def face_set(
     from .faces import find_faces, largest_face_index
 
     if folder is None:
-        warn_synthetic(spec)
+        _warn_synthetic(spec)
         crops = np.stack(_synthetic_pictures(64, (112, 112)))
         return VerificationSet("embed", normalize(crops, spec.preprocess), [f"synthetic-{i}" for i in range(len(crops))], raw=crops, description={"folder": None, "faces": len(crops), "synthetic": True})
     files = [p for p in list_images(folder) if not exclude or p.name not in exclude]
