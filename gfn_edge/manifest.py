@@ -11,7 +11,6 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -102,9 +101,12 @@ class Manifest:
     path: Path | None = None  # the bundle folder, when read from disk
 
     # --- views the runtime needs -------------------------------------------------------
-    @cached_property
+    @property
     def model_spec(self) -> ModelSpec:
-        """The typed view of ``spec``: read fields as attributes, never by string keys."""
+        """The typed view of ``spec``: read fields as attributes, never by string keys.
+
+        Parsed on each access (a few microseconds), so an edit to ``spec`` is always seen.
+        """
         try:
             return ModelSpec.from_dict(self.spec)
         except (KeyError, TypeError, ValueError) as exc:
