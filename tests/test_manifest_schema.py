@@ -19,7 +19,7 @@ import pytest
 from gfn_edge import Detector, Embedder, get_spec
 from gfn_edge.errors import GfnEdgeError, ManifestError, OptionError
 from gfn_edge.manifest import Manifest, read_manifest
-from gfn_edge.manifest_schema import MAX_SIDE, REQUIRED, validate_manifest
+from gfn_edge.manifest_schema import MAX_SIDE, REQUIRED, validate_manifest, validate_spec
 from gfn_edge.model_spec import ModelSpec
 from gfn_edge.registry import REGISTRY
 from gfn_edge.runtimes import open_model
@@ -79,6 +79,12 @@ def test_model_spec_round_trips_through_json(name):
     again = ModelSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
     assert again == spec
     assert again.to_dict() == spec.to_dict()
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_every_registry_spec_passes_the_schema(name):
+    """Detectors with anchors, recognisers with alignment, liveness models with crop scale and real class."""
+    assert validate_spec(get_spec(name).to_dict()) == get_spec(name).to_dict()
 
 
 @pytest.mark.parametrize("model", [DET, REC])
