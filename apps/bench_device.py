@@ -8,7 +8,8 @@
 Prints a table (detect, align, embed, liveness, search in a 10k gallery, the whole frame, FPS)
 and writes the same numbers as JSON. Medians and p90 over ``--runs`` timed runs after
 ``--warmup``; every runtime gets ``--threads`` intra-op threads, and OpenCV/BLAS are pinned to
-the same count. Only gfn-edge's device side is imported (numpy, OpenCV, one runtime).
+the same count. Only gfn-edge's device side is imported (numpy, OpenCV, one runtime): this app
+is a thin front-end of the benchmark engine (``gfn_edge.benchmark.engine``) gfn-bench runs too.
 """
 from __future__ import annotations
 

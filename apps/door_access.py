@@ -14,7 +14,8 @@ apps/door_access.example.toml.
 
 Exit status: 0 success (for ``run``: the source ended or the service was stopped); 1 a problem
 the message explains (bad config, missing bundle, damaged gallery, unreadable video, a camera
-given up on after --max-reconnects, nothing enrolled); 2 bad command line; 130 interrupted.
+given up on after --max-reconnects, nothing enrolled, no calibrated threshold); 2 bad command
+line; 3 an unexpected error (a bug: ``--debug`` shows its traceback); 130 interrupted.
 """
 from __future__ import annotations
 
@@ -28,11 +29,11 @@ from typing import Any, Callable, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the door/ package beside this file
 
-from gfn_edge import GalleryError, GfnEdgeError  # noqa: E402
+from gfn_edge import GalleryError, GfnEdgeError, run_cli  # noqa: E402
 
 from door.actions import ActionError  # noqa: E402
 from door.calibrate import CalibrationInputError  # noqa: E402
-from door.config import Config, ConfigError, default_config_path, load_config  # noqa: E402
+from door.config import Config, ConfigError, check_safety, default_config_path, load_config  # noqa: E402
 from door.enroll import EnrollError  # noqa: E402
 from door.events import EventLogError  # noqa: E402
 from door.models import SetupError  # noqa: E402
@@ -70,6 +71,17 @@ def _count(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    """A finite number of seconds >= 0 (``inf`` would wait for ever, ``nan`` never compares)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text}")
+    return value
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="TOML config (default: $GFN_DOOR_CONFIG, else /etc/gfn-door/door.toml if present)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -103,7 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     _gallery(p)
     p.add_argument("--source", help="camera index, /dev/videoN, video file, rtsp:// or http:// URL, or a folder of pictures")
     p.add_argument("--events-db", type=Path, metavar="FILE", help="event log file (overrides [events] db)")
-    p.add_argument("--threshold", type=float, help="match threshold on cosine similarity (overrides [recognition] threshold)")
+    p.add_argument("--threshold", type=float, help="match threshold on cosine similarity: may only tighten the calibrated one "
+                   "(overrides [recognition] threshold)")
+    p.add_argument("--uncalibrated-threshold", type=float, metavar="X",
+                   help="run on threshold X although none was calibrated on this recogniser (loudly warned; strangers may be granted)")
     p.add_argument("--consecutive", type=_positive_int, help="agreeing observations needed for a decision")
     p.add_argument("--cooldown", type=float, help="seconds before the same identity is granted again")
     p.add_argument("--liveness-threshold", type=float, help="real-face probability needed")
@@ -122,8 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("photos", nargs="*", type=Path, metavar="PHOTO", help="photos of the person (largest face of each is used)")
     p.add_argument("--camera", metavar="SOURCE", help="capture from this source instead (camera index, /dev/videoN, URL or video file)")
     p.add_argument("--frames", type=_positive_int, default=5, metavar="K", help="good camera frames to capture (default 5)")
-    p.add_argument("--interval", type=float, default=0.5, metavar="S", help="least time between captured frames (default 0.5 s)")
-    p.add_argument("--timeout", type=float, default=60.0, metavar="S", help="give up after this long (default 60 s)")
+    p.add_argument("--interval", type=_seconds, default=0.5, metavar="S", help="least time between captured frames (default 0.5 s)")
+    p.add_argument("--timeout", type=_seconds, default=60.0, metavar="S", help="give up after this long (default 60 s)")
     p.add_argument("--replace", action="store_true", help="replace the person's templates instead of adding to them")
     p.add_argument("--allow-low-quality", action="store_true", help="use photos whose face fails the quality gates")
     p.set_defaults(func=cmd_enroll)
@@ -186,6 +201,7 @@ def configure(args: argparse.Namespace) -> Config:
         ("source", "reconnect_delay", getattr(args, "reconnect_delay", None)),
         ("events", "db", getattr(args, "events_db", None) or getattr(args, "db", None)),
         ("recognition", "threshold", getattr(args, "threshold", None)),
+        ("recognition", "uncalibrated_threshold", getattr(args, "uncalibrated_threshold", None)),
         ("recognition", "consecutive", getattr(args, "consecutive", None)),
         ("decision", "cooldown", getattr(args, "cooldown", None)),
         ("liveness", "threshold", getattr(args, "liveness_threshold", None)),
@@ -198,6 +214,7 @@ def configure(args: argparse.Namespace) -> Config:
         cfg.liveness.enabled = False
     if getattr(args, "show", False):
         cfg.display.show = True
+    check_safety(cfg, str(cfg.path or "command line"))
     return cfg
 
 
@@ -298,6 +315,11 @@ def cmd_calibrate(args: argparse.Namespace, cfg: Config) -> int:
     from door.calibrate import Embeddings, calibrate, format_report, scores_from_folders, scores_from_pairs
     from door.models import open_analyzer, open_gallery
 
+    if not 0.0 < args.target_far < 1.0:  # checked before minutes of embedding, not after
+        raise CalibrationInputError(f"--target-far must be a rate between 0 and 1 (e.g. 0.01), got {args.target_far}")
+    source = args.pairs if args.pairs is not None else args.folders
+    if not source.exists():
+        raise CalibrationInputError(f"{source} does not exist")
     analyzer = open_analyzer(cfg)
     embed = Embeddings(analyzer, args.include_low_quality, say=_say)
     if args.pairs is not None:
@@ -313,8 +335,9 @@ def cmd_calibrate(args: argparse.Namespace, cfg: Config) -> int:
             with open_gallery(cfg.gallery.path, analyzer.recognizer, create=args.save) as gallery:
                 enrolled = gallery.count()
                 if args.save:
-                    gallery.threshold = result.threshold
-                    _say(f"saved threshold {result.threshold:.4f} in {cfg.gallery.path}")
+                    gallery.set_calibration(result.threshold, result.target_far, analyzer.recognizer.signature)
+                    _say(f"saved threshold {result.threshold:.4f} (target FAR {result.target_far:g}, "
+                         f"recogniser {analyzer.recognizer.signature}) in {cfg.gallery.path}")
         except GalleryError:
             if args.save:
                 raise
@@ -331,23 +354,19 @@ def cmd_calibrate(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """The door's commands; every error ends as ``door_access.py: error: <one line>`` (``--debug``: with its traceback)."""
+    return run_cli(PROG, _main, argv, expected=EXPECTED_ERRORS)
+
+
+def _main(argv: list[str]) -> int:
     if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
         argv.insert(0, "run")  # `door_access.py --config x.toml` runs the door
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args)
     func: Callable[[argparse.Namespace, Config], int] = args.func
-    try:
-        cfg = configure(args)
-        return int(func(args, cfg))
-    except EXPECTED_ERRORS as exc:
-        log.debug("failed", exc_info=True)
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    cfg = configure(args)
+    return int(func(args, cfg))
 
 
 if __name__ == "__main__":

@@ -6,9 +6,10 @@
     python benchmarks/run.py --quick              # few runs, small galleries: checks the harness, not the numbers
 
 This script is the training side's part: it calls ``gfn_edge.export.api.export_model`` (PyTorch,
-TensorFlow...) to produce bundles, and nothing it measures runs through those frameworks. The
-measuring itself is ``gfn_edge.benchmark`` (device side), the same code ``gfn-bench`` and
-``apps/bench_device.py`` run on a board.
+TensorFlow...) to produce bundles (each manifest records its parameters and FLOPs) and prepares
+the peers (``gfn_edge.export.peer_graphs``), in a child process; nothing it measures runs through
+those frameworks. The measuring itself is the device-side engine
+(``gfn_edge.benchmark.engine``), the same code behind ``gfn-bench`` and ``apps/bench_device.py``.
 
 Bundles (under ``--work``/bundles, reused when present and verified):
   retinaface-mnet025 at 320x240 and 640x480 (real WIDER FACE weights);
@@ -131,6 +132,21 @@ def export_bundles(work: Path, shared: Path, int8: bool, liveness: bool, retry_f
     return skipped
 
 
+def prepare_peers(peers_dir: Path, cache: Path) -> list[dict[str, Any]]:
+    """Clean the peers' graphs and count their MACs (needs onnx: training side), where gfn-bench looks for them."""
+    from gfn_edge.export.peer_graphs import prepare_peer
+
+    from gfn_edge.benchmark.peers import find_peers
+
+    notes = []
+    for spec, path in find_peers(peers_dir) if peers_dir.is_dir() else []:
+        try:
+            prepare_peer(path, cache)
+        except Exception as exc:  # measured as shipped then, with the reason in the table
+            notes.append({"bundle": spec.name, "reason": f"peer not prepared: {type(exc).__name__}: {exc}"})
+    return notes
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", default=str(ROOT / "artifacts" / "bench"), help="bundles, galleries, cleaned peer graphs (default artifacts/bench)")
@@ -158,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     notes_file = work / "export-skipped.json"
     if args.export_only:
         skipped = export_bundles(bundles, shared, int8=not args.no_int8, liveness=not args.no_liveness, retry_failed=args.retry_failed)
+        skipped += prepare_peers(shared / "peers", work / "peers")
         notes_file.parent.mkdir(parents=True, exist_ok=True)
         notes_file.write_text(json.dumps(skipped, indent=2) + "\n")
         for item in skipped:
@@ -173,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit("export failed; see the messages above")
     skipped = json.loads(notes_file.read_text()) if notes_file.is_file() else []
 
-    from gfn_edge.benchmark.cli import build_parser, run_benchmark
+    from gfn_edge.benchmark.cli import build_parser, request_from_args
+    from gfn_edge.benchmark.engine import run_benchmark
     from gfn_edge.benchmark.system import cpu_flags
 
     bench_args = ["--bundles", str(bundles), "--shared", str(shared), "--work", str(work), "--out", args.out,
@@ -185,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_args += ["--runs", "5", "--warmup", "2", "--pipeline-runs", "5", "--gallery-sizes", "1000", "--no-memory", "--import-repeats", "1", "--wait-quiet", "0"]
     if args.verbose:
         bench_args.append("-v")
-    ns = build_parser().parse_args(bench_args + extra)
-    run_benchmark(ns, skipped)
+    ns = build_parser().parse_args(bench_args + extra)  # gfn-bench's own options pass through
+    run_benchmark(request_from_args(ns), skipped)
     print((Path(args.out) / "bench.md").read_text())
     return 0
 

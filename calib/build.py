@@ -2,12 +2,14 @@
 
 - detectors: each photo letterboxed to the model's input size (same resize and padding as the
   runtime's Detector);
-- recognisers: faces found and aligned by the reference RetinaFace, kept only when they pass the
-  device's default quality gates (the runtime never embeds the others);
-- liveness models: the face patch at the model's crop scale around each reference detection.
+- recognisers: faces found by the caller's face finder (gfn-export and gfn-calib use the reference
+  RetinaFace), aligned to the model's crop and template, kept only when they pass the device's
+  default quality gates (the runtime never embeds the others);
+- liveness models: the face patch at the model's crop scale around each face the finder reports.
 
 Exact duplicate photos and duplicate samples are dropped; every skipped photo is reported with
-its reason. Training-side code (the reference detector) is imported only for faces.
+its reason. Calibration never imports the export side: faces come in through
+:class:`~gfn_edge.calib.faces.CalibrationFaces`.
 """
 from __future__ import annotations
 
@@ -21,14 +23,17 @@ from typing import Any
 import cv2
 import numpy as np
 
+from gfn_edge.align import CropGeometry
 from gfn_edge.errors import CalibrationError, ImageError
 from gfn_edge.image import list_images, read_image, relative_name
-from gfn_edge.preprocess import bgr_fill, letterbox
+from gfn_edge.liveness import liveness_crop
+from gfn_edge.preprocess import detector_canvas
 from gfn_edge.progress import progress
 from gfn_edge.quality import QualityGates, assess
 from gfn_edge.registry import ModelSpec
 
 from .dataset import RECOMMENDED_MINIMUM, CalibrationSet
+from .faces import CalibrationFaces
 
 log = logging.getLogger(__name__)
 
@@ -74,18 +79,22 @@ def _detector_samples(spec: ModelSpec, files: list[Path], root: Path) -> tuple[l
         except ImageError as exc:
             skipped.append((rel, f"unreadable: {exc}"))
             continue
-        canvas, _ = letterbox(image, size, bgr_fill(spec.preprocess))
+        canvas, _ = detector_canvas(image, spec.preprocess, size)  # the device Detector's own builder
         samples.append(canvas)
         sources.append({"image": path.name, "path": rel, "sha256": _file_sha(path), "samples": 1})
     return samples, sources, skipped
 
 
-def _face_samples(
-    spec: ModelSpec, files: list[Path], root: Path, mirror, min_face_size: float, gates: QualityGates | None
-) -> tuple[list[np.ndarray], list[dict], list[tuple[str, str]]]:
-    from gfn_edge.export.faces import find_faces
+def _crop_geometry(spec: ModelSpec) -> CropGeometry:
+    size = spec.preprocess.input_size
+    return CropGeometry.from_alignment(spec.alignment, int(size[0]) if size else None)
 
-    crops, faces, skipped = find_faces(files, root, min_size=min_face_size, mirror=mirror)
+
+def _face_samples(
+    spec: ModelSpec, files: list[Path], root: Path, finder: CalibrationFaces, min_face_size: float, gates: QualityGates | None
+) -> tuple[list[np.ndarray], list[dict], list[tuple[str, str]]]:
+    crops, faces, skipped = finder.aligned_faces(files, root, min_face_size, _crop_geometry(spec))
+    skipped = list(skipped)
     by_image: dict[str, list[int]] = {}
     rejected: dict[str, int] = {}
     for i, face in enumerate(faces):
@@ -111,11 +120,8 @@ def _face_samples(
     return samples, sources, skipped
 
 
-def _liveness_samples(spec: ModelSpec, files: list[Path], root: Path, mirror, min_face_size: float):
-    from gfn_edge.export.liveness_data import find_face_boxes
-    from gfn_edge.liveness import liveness_crop
-
-    boxes, skipped = find_face_boxes(files, root, mirror=mirror, min_size=min_face_size)
+def _liveness_samples(spec: ModelSpec, files: list[Path], root: Path, finder: CalibrationFaces, min_face_size: float):
+    boxes, skipped = finder.face_boxes(files, root, min_face_size)
     by_image: dict[str, list] = {}
     for b in boxes:
         by_image.setdefault(b.image, []).append(b)
@@ -138,7 +144,7 @@ def build_calibration_set(
     num_samples: int | None = None,
     seed: int = 0,
     augment: bool = False,
-    mirror: str | os.PathLike[str] | None = None,
+    faces: CalibrationFaces | None = None,
     exclude: set[str] | None = None,
     min_face_size: float = 40.0,
     quality_gates: bool = True,
@@ -146,8 +152,15 @@ def build_calibration_set(
     """A calibration set for ``spec`` from a folder (or list) of photos.
 
     ``num_samples`` caps the set (default: 100 for detectors, whose samples are whole pictures,
-    else 300); ``exclude`` names pictures to leave out (those used for verification).
+    else 300); ``exclude`` names pictures to leave out (those used for verification); ``faces``
+    finds the faces recogniser and liveness samples are cut around (e.g.
+    ``gfn_edge.export.faces.ReferenceFaces(mirror)``); detectors need none.
     """
+    if spec.task in ("embed", "liveness") and faces is None:
+        raise CalibrationError(
+            f"a calibration set for the {spec.task} model {spec.name} is cut around faces: pass faces=... "
+            "(e.g. gfn_edge.export.faces.ReferenceFaces(mirror)); the gfn-calib and gfn-export commands do"
+        )
     files, root = _collect_files(images, exclude)
     unique: dict[str, Path] = {}
     duplicates = 0
@@ -162,9 +175,9 @@ def build_calibration_set(
     if spec.task == "detect":
         samples, sources, skipped = _detector_samples(spec, files, root)
     elif spec.task == "embed":
-        samples, sources, skipped = _face_samples(spec, files, root, mirror, min_face_size, gates)
+        samples, sources, skipped = _face_samples(spec, files, root, faces, min_face_size, gates)
     elif spec.task == "liveness":
-        samples, sources, skipped = _liveness_samples(spec, files, root, mirror, min_face_size)
+        samples, sources, skipped = _liveness_samples(spec, files, root, faces, min_face_size)
     else:
         raise CalibrationError(f"no calibration recipe for task {spec.task!r}")
     if not samples:
@@ -215,13 +228,16 @@ def build_calibration_set(
 def resolve_calibration(
     calib: Any,
     spec: ModelSpec,
-    mirror: str | os.PathLike[str] | None = None,
+    faces: CalibrationFaces | None = None,
     exclude: set[str] | None = None,
     num_samples: int | None = None,
     augment: bool = False,
     seed: int = 0,
 ) -> CalibrationSet:
-    """A CalibrationSet from a set object, a saved ``.npz``, a folder of photos, or GFN_EDGE_CALIB_IMAGES."""
+    """A CalibrationSet from a set object, a saved ``.npz``, a folder of photos, or GFN_EDGE_CALIB_IMAGES.
+
+    ``faces`` is what :func:`build_calibration_set` cuts recogniser and liveness samples around.
+    """
     if calib is None:
         calib = os.environ.get("GFN_EDGE_CALIB_IMAGES")
         if not calib:
@@ -236,7 +252,7 @@ def resolve_calibration(
         if path.is_file():
             cset = CalibrationSet.load(path)
         elif path.is_dir():
-            cset = build_calibration_set(spec, path, num_samples=num_samples, seed=seed, augment=augment, mirror=mirror, exclude=exclude)
+            cset = build_calibration_set(spec, path, num_samples=num_samples, seed=seed, augment=augment, faces=faces, exclude=exclude)
         else:
             raise CalibrationError(f"calibration source {path} is neither a saved set nor a folder of photos")
     cset.check_compatible(spec)

@@ -1,11 +1,21 @@
-"""gfn-calib: build and inspect INT8 calibration sets."""
+"""gfn-calib: build and inspect INT8 calibration sets.
+
+The installed ``gfn-calib`` command is :func:`gfn_edge.export.calib_cli.main`, which runs this
+one with the reference face detector for recogniser and liveness sets (calibration does not
+import the export side itself). Called directly, :func:`main` builds detector sets and inspects
+any set; pass ``faces_for`` to build the others.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import logging
 import sys
+from typing import Callable, Optional
 
+from .faces import CalibrationFaces
+
+from gfn_edge.cli_errors import run_cli
 from gfn_edge.errors import GfnEdgeError
 from gfn_edge.registry import get_spec
 
@@ -36,7 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+FacesFor = Callable[[Optional[str]], CalibrationFaces]  # weights mirror (or None) -> a face finder
+
+
+def _main(argv: list[str] | None = None, faces_for: FacesFor | None = None) -> int:
+    """Run gfn-calib; ``faces_for(mirror)`` supplies the face finder recogniser and liveness sets need."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("gfn_edge").setLevel(logging.INFO)
@@ -54,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                 num_samples=args.samples,
                 seed=args.seed,
                 augment=args.augment,
-                mirror=args.mirror,
+                faces=faces_for(args.mirror) if faces_for is not None and spec.task != "detect" else None,
                 exclude=set(args.exclude),
                 min_face_size=args.min_face_size,
                 quality_gates=not args.no_quality_gates,
@@ -75,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     except (GfnEdgeError, ValueError, OSError) as exc:
         print(f"gfn-calib: error: {exc}", file=sys.stderr)
         return 2
+
+
+def main(argv: list[str] | None = None, faces_for: FacesFor | None = None) -> int:
+    """gfn-calib, with every error ending as one line ``gfn-calib: error: ...`` (``--debug``: and its traceback)."""
+    return run_cli("gfn-calib", lambda args: _main(args, faces_for), argv, error_status=2)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from gfn_edge.errors import GfnEdgeError, VerificationError
 
 from .context import ExportContext
 from .manifest_writer import build_manifest, manifest_header, now_utc
+from .flops import manifest_flops
 from .reference import Reference, reference_for, resolve_spec
 from .targets import TARGETS, expand_targets, run_target
 from .tolerance_keys import check_tolerance_overrides
@@ -119,11 +120,13 @@ def export_model(
     if any(TARGETS[n].needs_calibration for n in names):
         from gfn_edge.calib import resolve_calibration
 
+        from .faces import ReferenceFaces
+
         with timer.stage("calibration set"):
             calib = resolve_calibration(
                 calib,
                 spec,
-                mirror=mirror,
+                faces=ReferenceFaces(mirror=mirror),
                 num_samples=options.get("calib_samples"),
                 augment=bool(options.get("calib_augment")),
                 seed=seed,
@@ -178,7 +181,7 @@ def export_model(
                     staging,
                     artifact,
                     tools={**versions("gfn-edge", "numpy"), **artifact.tools},
-                    export={"created": now_utc(), "notes": artifact.notes},
+                    export={"created": now_utc(), "notes": artifact.notes, "flops": manifest_flops(staging, artifact.files, work_dir)},
                 )
                 manifest.write(staging)
                 with t.stage(f"{name}: verify"):

@@ -40,18 +40,11 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+            if "weights_only" in str(exc):
+                raise _refusal(path, exc) from None
             raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint ({exc}); it may be truncated or not a .pth") from exc
         except Exception as exc:  # weights_only's unpickler: UnpicklingError, or IndexError etc. on garbage
-            reason = _unpickler_reason(exc)
-            if reason.startswith("Unsupported global"):
-                raise CheckpointError(
-                    f"{path} contains pickled Python objects, which gfn-edge never loads (weights_only=True): {reason}. "
-                    f"Save the tensors alone: torch.save(model.state_dict(), path)"
-                ) from exc
-            raise CheckpointError(
-                f"cannot read {path} as a PyTorch checkpoint ({reason}): it is damaged, not a .pth file, or a pickle "
-                f"of Python objects, which gfn-edge never loads (weights_only=True)"
-            ) from exc
+            raise _refusal(path, exc) from None  # torch's text would advise weights_only=False: never relayed
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not state:
@@ -59,14 +52,31 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict:
     return {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
 
 
-def _unpickler_reason(exc: Exception) -> str:
-    """The one line that matters in torch's long weights_only message (e.g. "Unsupported global: GLOBAL os.system")."""
+# torch's wording changes between releases ("Unsupported global: GLOBAL os.system" up to 2.5,
+# "unsupported GLOBAL posix.system whose module posix is blocked" in 2.13): match the pickle opcode.
+_GLOBAL = re.compile(r"GLOBAL\s+([A-Za-z_][\w.]*)")
+_OPERAND = re.compile(r"Unsupported operand\s+(\d+)")
+
+
+def _refusal(path: Path, exc: Exception) -> CheckpointError:
+    """The SDK's own message for a checkpoint the safe loader refused; torch's advice is never quoted.
+
+    torch's message tells the user that re-running with ``weights_only=False`` "will likely
+    succeed": that runs whatever code the file carries, so nothing of it is passed on.
+    """
     text = str(exc)
-    match = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n|$)", text)
-    reason = match.group(1) if match else (text.splitlines() or [type(exc).__name__])[0]
-    if "Unsupported global" in reason:
-        reason = reason.split(" was not an allowed global")[0]
-    return reason.strip() or type(exc).__name__
+    found = _GLOBAL.search(text)
+    if found:
+        return CheckpointError(
+            f"{path} contains pickled Python objects, which gfn-edge never loads (gfn-edge never unpickles: code in a file could run): "
+            f"Unsupported global: GLOBAL {found.group(1)}. Save the tensors alone: torch.save(model.state_dict(), path)"
+        )
+    detail = _OPERAND.search(text)
+    why = f"unsupported pickle opcode {detail.group(1)}" if detail else type(exc).__name__
+    return CheckpointError(
+        f"cannot read {path} as a PyTorch checkpoint ({why}): it is damaged, not a .pth file, or a pickle "
+        f"of Python objects, which gfn-edge never loads (gfn-edge never unpickles)"
+    )
 
 
 def load_strict(model, state: dict, origin: str) -> None:

@@ -9,6 +9,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from gfn_edge.cli_errors import run_cli
 from gfn_edge.errors import GfnEdgeError
 from gfn_edge.registry import REGISTRY
 
@@ -73,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
     if args.list:
@@ -138,6 +139,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"FAILED {r.model} {r.target}{kept}: {'; '.join(r.failures)}", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """gfn-export, with every error ending as one line ``gfn-export: error: ...`` (``--debug``: and its traceback)."""
+    return run_cli("gfn-export", _main, argv, error_status=2)
 
 
 if __name__ == "__main__":

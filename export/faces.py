@@ -1,7 +1,8 @@
 """Aligned face crops cut from real photos by the reference detector (PyTorch RetinaFace-mnet0.25).
 
 Verification and calibration of recognisers both need faces as the device will see them: found
-by RetinaFace, aligned to the ArcFace template. Finding them costs a fraction of a second per
+by RetinaFace, aligned to the recogniser's crop and template (the registry's, by default) with
+the device's own :func:`gfn_edge.align.align_faces`. Finding them costs a fraction of a second per
 picture plus loading PyTorch and the detector, so the result of every picture is cached on its
 own in the user cache, keyed by the picture's bytes, the detector's signature (its weights'
 sha256 and settings) and the crop settings. Any subset or superset of a folder reuses what
@@ -14,17 +15,17 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from gfn_edge.align import align
+from gfn_edge.align import CropGeometry, align_faces, default_geometry
 from gfn_edge.errors import ImageError
 from gfn_edge.export.hub import cache_dir, resolve_weights, sha256_file
 from gfn_edge.image import read_image, relative_name
-from gfn_edge.preprocess import normalize
+from gfn_edge.preprocess import detector_tensor
 from gfn_edge.progress import progress
 from gfn_edge.retinaface_decode import Detections, postprocess
 
@@ -79,7 +80,8 @@ class ReferenceFaceFinder:
         h, w = image.shape[:2]
         scale = min(1.0, self.max_side / max(h, w))
         small = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else image
-        x = normalize(small, self.ref.spec.preprocess)
+        # the shared builder, at the picture's own size: the cached faces were found unpadded
+        x, _ = detector_tensor(small, self.ref.spec.preprocess, (small.shape[1], small.shape[0]))
         out = self.ref.run(x)
         return postprocess(
             out["loc"], out["conf"], out["landms"], self.ref.spec.anchors, (small.shape[1], small.shape[0]), scale, self.score_threshold
@@ -112,12 +114,12 @@ def _content_hash(path: Path) -> str:
 class _PictureFaces:
     """What one picture yields: its kept faces' crops and descriptions, or why none was kept."""
 
-    crops: np.ndarray  # (K, 112, 112, 3) uint8 BGR
+    crops: np.ndarray  # (K, S, S, 3) uint8 BGR, S the crop geometry's size
     faces: list[dict]  # per kept face: score, box, landmarks (rank = position)
     reason: str | None = None  # set when no face was kept
 
 
-def _detect_picture(image: np.ndarray, finder, min_size: float, max_per_image: int | None) -> _PictureFaces:
+def _detect_picture(image: np.ndarray, finder, min_size: float, max_per_image: int | None, geometry: CropGeometry) -> _PictureFaces:
     dets = finder.detect(image)
     sizes = np.minimum(dets.boxes[:, 2] - dets.boxes[:, 0], dets.boxes[:, 3] - dets.boxes[:, 1]) if len(dets) else np.zeros(0)
     keep = [i for i in range(len(dets)) if sizes[i] >= min_size]
@@ -125,8 +127,8 @@ def _detect_picture(image: np.ndarray, finder, min_size: float, max_per_image: i
         keep = keep[:max_per_image]
     if not keep:
         reason = "no face" if len(dets) == 0 else f"faces smaller than {min_size:g} px"
-        return _PictureFaces(np.zeros((0, 112, 112, 3), np.uint8), [], reason)
-    crops = np.stack([align(image, dets.landmarks[i]) for i in keep])
+        return _PictureFaces(np.zeros((0, geometry.size, geometry.size, 3), np.uint8), [], reason)
+    crops = align_faces(image, dets.landmarks[keep], geometry)
     faces = [{"score": float(dets.scores[i]), "box": dets.boxes[i].tolist(), "landmarks": dets.landmarks[i].tolist()} for i in keep]
     return _PictureFaces(crops, faces)
 
@@ -164,14 +166,17 @@ def find_faces(
     finder: ReferenceFaceFinder | None = None,
     mirror: str | os.PathLike[str] | None = None,
     use_cache: bool = True,
+    geometry: CropGeometry | None = None,
 ) -> tuple[np.ndarray, list[FaceCrop], list[tuple[str, str]]]:
-    """Aligned 112x112 BGR crops of every face at least ``min_size`` px (shorter box side) in ``paths``.
+    """Aligned BGR crops of every face at least ``min_size`` px (shorter box side) in ``paths``.
 
-    Returns (crops, their descriptions, skipped files with the reason). Without ``finder`` the
-    reference detector is loaded only if a picture is missing from the cache.
+    ``geometry`` is the recogniser's crop size and template (default: the registry's). Returns
+    (crops, their descriptions, skipped files with the reason). Without ``finder`` the reference
+    detector is loaded only if a picture is missing from the cache.
     """
+    geometry = geometry or default_geometry()
     signature = finder.signature if finder is not None else reference_signature(mirror)
-    settings = f"{_CACHE_VERSION}|{signature}|{min_size}|{max_per_image}"
+    settings = f"{_CACHE_VERSION}|{signature}|{min_size}|{max_per_image}{_geometry_key(geometry)}"
     entries = cache_dir() / "faces" / f"v{_CACHE_VERSION}"
     crops: list[np.ndarray] = []
     faces: list[FaceCrop] = []
@@ -193,7 +198,7 @@ def find_faces(
                 continue
             if finder is None:
                 finder = ReferenceFaceFinder(mirror=mirror)
-            result = _detect_picture(image, finder, min_size, max_per_image)
+            result = _detect_picture(image, finder, min_size, max_per_image, geometry)
             found += 1
             if use_cache:
                 _save_entry(entry, result)
@@ -203,8 +208,38 @@ def find_faces(
         crops.append(result.crops)
         faces.extend(FaceCrop(rel, rank, f["score"], f["box"], f["landmarks"]) for rank, f in enumerate(result.faces))
     log.info("faces of %d pictures: %d looked up in the cache, %d run through the detector", len(paths), len(paths) - found, found)
-    array = np.concatenate(crops) if crops else np.zeros((0, 112, 112, 3), np.uint8)
+    array = np.concatenate(crops) if crops else np.zeros((0, geometry.size, geometry.size, 3), np.uint8)
     return array, faces, skipped
+
+
+def _geometry_key(geometry: CropGeometry) -> str:
+    """Cache-key part for the crop geometry; empty for the registry's, so earlier caches stay valid."""
+    default = default_geometry()
+    if geometry.size == default.size and np.allclose(geometry.template, default.template):
+        return ""
+    return f"|{geometry.size}|{hashlib.sha256(np.asarray(geometry.template, np.float32).tobytes()).hexdigest()[:12]}"
+
+
+class ReferenceFaces:
+    """Faces for calibration sets, found by the reference RetinaFace (cached per picture).
+
+    Implements :class:`gfn_edge.calib.faces.CalibrationFaces`: gfn-export and gfn-calib hand it to
+    :func:`gfn_edge.calib.build_calibration_set`. Nothing is loaded until a picture misses the cache.
+    """
+
+    def __init__(self, mirror: str | os.PathLike[str] | None = None):
+        self.mirror = mirror
+
+    def aligned_faces(
+        self, files: list[Path], root: Path, min_size: float, geometry: CropGeometry
+    ) -> tuple[np.ndarray, list[FaceCrop], list[tuple[str, str]]]:
+        return find_faces(files, root, min_size=min_size, mirror=self.mirror, geometry=geometry)
+
+    def face_boxes(self, files: list[Path], root: Path, min_size: float):
+        return find_face_boxes(files, root, mirror=self.mirror, min_size=min_size)
+
+    def __repr__(self) -> str:
+        return f"<ReferenceFaces {DETECTOR} mirror={self.mirror}>"
 
 
 def largest_face_index(faces: list[FaceCrop]) -> dict[str, int]:
@@ -215,3 +250,60 @@ def largest_face_index(faces: list[FaceCrop]) -> dict[str, int]:
         if f.image not in best or area > best[f.image][0]:
             best[f.image] = (area, i)
     return {k: v[1] for k, v in best.items()}
+
+
+# --- face boxes (liveness verification and calibration cut their patches around these) -------------
+MIN_FACE_PX = 32.0  # shorter box side; smaller faces give patches of mostly background
+MAX_FACES_PER_IMAGE = 4  # crowd photos would otherwise swamp the set with near-identical cases
+_BOX_CACHE_VERSION = 2  # the liveness box cache's own version
+
+
+@dataclass
+class FaceBox:
+    image: str  # path relative to the folder
+    index: int  # rank in its picture (0 = highest detector score)
+    score: float
+    box: list[float]  # x1, y1, x2, y2 in upright picture pixels
+
+
+def find_face_boxes(
+    paths: list[Path],
+    root: Path,
+    finder=None,
+    mirror: str | os.PathLike[str] | None = None,
+    min_size: float = MIN_FACE_PX,
+    max_per_image: int | None = MAX_FACES_PER_IMAGE,
+    use_cache: bool = True,
+) -> tuple[list[FaceBox], list[tuple[str, str]]]:
+    """Face boxes the reference detector finds in upright ``paths`` (cached), and skipped files with why."""
+    finder = finder or ReferenceFaceFinder(mirror=mirror)
+    key = hashlib.sha256(f"{_BOX_CACHE_VERSION}|{finder.signature}|{min_size}|{max_per_image}|{_files_key(paths)}".encode()).hexdigest()[:24]
+    cache = cache_dir() / "liveness" / f"{key}.json"
+    if use_cache and cache.is_file():
+        try:
+            meta = json.loads(cache.read_text())
+            return [FaceBox(**f) for f in meta["faces"]], [tuple(s) for s in meta["skipped"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            log.warning("liveness face cache %s is unreadable; rebuilding it", cache)
+    faces: list[FaceBox] = []
+    skipped: list[tuple[str, str]] = []
+    for path in progress(paths, "finding faces"):
+        rel = relative_name(path, root)
+        try:
+            image = read_image(path)
+        except ImageError as exc:
+            skipped.append((rel, f"unreadable: {exc}"))
+            continue
+        dets = finder.detect(image)
+        keep = [i for i in range(len(dets)) if min(dets.boxes[i, 2] - dets.boxes[i, 0], dets.boxes[i, 3] - dets.boxes[i, 1]) >= min_size]
+        keep = keep[:max_per_image] if max_per_image is not None else keep
+        if not keep:
+            skipped.append((rel, "no face" if len(dets) == 0 else f"faces smaller than {min_size:g} px"))
+        for rank, i in enumerate(keep):
+            faces.append(FaceBox(rel, rank, float(dets.scores[i]), [float(v) for v in dets.boxes[i]]))
+    if use_cache:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(cache.stem + ".tmp.json")
+        tmp.write_text(json.dumps({"faces": [asdict(f) for f in faces], "skipped": skipped}))
+        os.replace(tmp, cache)
+    return faces, skipped

@@ -183,8 +183,8 @@ def detection_metrics(ref: dict[str, np.ndarray], art: dict[str, np.ndarray], vs
     s = DETECTION_SETTINGS
     low = s["score_threshold"] - s["score_margin"]
     agree = DetectionAgreement()
-    size = spec.preprocess.input_size
-    for i, box in enumerate(vset.letterboxes):
+    for i, box in enumerate(vset.letterboxes):  # each the mapping gfn_edge.preprocess.detector_canvas made
+        size = (box.width, box.height)
         dr = postprocess(ref["loc"][i], ref["conf"][i], ref["landms"][i], spec.anchors, size, box.scale, low, s["nms_threshold"])
         da = postprocess(art["loc"][i], art["conf"][i], art["landms"][i], spec.anchors, size, box.scale, low, s["nms_threshold"])
         agree.add(dr, da, s["score_threshold"], s["score_margin"], s["iou_match"])

@@ -10,15 +10,16 @@ is logged and synthetic pictures are used, so export never silently skips verifi
 """
 from __future__ import annotations
 
-import csv
 import logging
 import os
 from pathlib import Path
 
 import numpy as np
 
+from gfn_edge.align import CropGeometry
 from gfn_edge.image import list_images, read_image
-from gfn_edge.preprocess import bgr_fill, letterbox, normalize
+from gfn_edge.pairs import read_pairs
+from gfn_edge.preprocess import crop_tensor, detector_canvas, normalize
 from gfn_edge.quality import QualityGates, assess
 from gfn_edge.registry import ModelSpec
 
@@ -59,8 +60,8 @@ def detection_set(spec: ModelSpec, folder: Path | None, max_images: int | None =
         pictures = _synthetic_pictures(8, size)
         names = [f"synthetic-{i}" for i in range(len(pictures))]
     canvases, boxes = [], []
-    for pic in pictures:  # what gfn_edge.preprocess.detector_input does, keeping the uint8 canvas
-        canvas, box = letterbox(pic, size, bgr_fill(spec.preprocess))
+    for pic in pictures:  # the device Detector's own builder, keeping the uint8 canvas
+        canvas, box = detector_canvas(pic, spec.preprocess, size)
         canvases.append(canvas)
         boxes.append(box)
     raw = np.stack(canvases)
@@ -75,11 +76,8 @@ def detection_set(spec: ModelSpec, folder: Path | None, max_images: int | None =
 
 
 def read_pairs_csv(path: Path) -> list[tuple[str, str, bool]]:
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames or not {"image_a", "image_b", "same"} <= set(reader.fieldnames):
-            raise ValueError(f"{path}: expected columns image_a,image_b,same; found {reader.fieldnames}")
-        return [(r["image_a"], r["image_b"], str(r["same"]).strip() in ("1", "true", "True", "yes")) for r in reader]
+    """(image_a, image_b, same) rows, read by the shared :func:`gfn_edge.pairs.read_pairs`."""
+    return [(r.image_a, r.image_b, r.same) for r in read_pairs(path)]
 
 
 def find_pairs_csv(folder: Path) -> Path | None:
@@ -99,12 +97,14 @@ def face_set(
     """Aligned faces (and labelled pairs) for a recogniser, normalised as ``spec`` says."""
     from .faces import find_faces, largest_face_index
 
+    size = spec.preprocess.input_size
+    geometry = CropGeometry.from_alignment(spec.alignment, int(size[0]) if size else None)
     if folder is None:
         _warn_synthetic(spec)
-        crops = np.stack(_synthetic_pictures(64, (112, 112)))
-        return VerificationSet("embed", normalize(crops, spec.preprocess), [f"synthetic-{i}" for i in range(len(crops))], raw=crops, description={"folder": None, "faces": len(crops), "synthetic": True})
+        crops = np.stack(_synthetic_pictures(64, (geometry.size, geometry.size)))
+        return VerificationSet("embed", crop_tensor(crops, spec.preprocess), [f"synthetic-{i}" for i in range(len(crops))], raw=crops, description={"folder": None, "faces": len(crops), "synthetic": True})
     files = [p for p in list_images(folder) if not exclude or p.name not in exclude]
-    crops, faces, skipped = find_faces(files, folder, min_size=min_size, mirror=mirror)
+    crops, faces, skipped = find_faces(files, folder, min_size=min_size, mirror=mirror, geometry=geometry)
     names = [f"{f.image}#{f.index}" for f in faces]
     # The device only embeds faces that pass its default quality gates (size, blur, pose); agreement is
     # judged on those, and reported over all faces as well.
@@ -135,7 +135,7 @@ def face_set(
         "synthetic": False,
         "detector": "retinaface-mnet025 (PyTorch reference), score >= 0.9, faces >= %g px" % min_size,
     }
-    return VerificationSet("embed", normalize(crops, spec.preprocess), names, pairs=pairs, raw=crops, judged=judged, description=desc)
+    return VerificationSet("embed", crop_tensor(crops, spec.preprocess), names, pairs=pairs, raw=crops, judged=judged, description=desc)
 
 
 def build_verification_set(

@@ -1,13 +1,63 @@
-"""Five-point face alignment to the ArcFace 112x112 template by a least-squares similarity transform."""
+"""Five-point face alignment to a recogniser's template by a least-squares similarity transform.
+
+The crop size and template come from the recogniser's manifest (``spec.alignment``) or, when no
+recogniser is known, from the registry's recognisers: :class:`CropGeometry` is that pair.
+"""
 from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 
-from .errors import ImageError
-from .registry import ARCFACE_112_TEMPLATE
+from .errors import ImageError, ManifestError
+from .registry import ARCFACE_112_TEMPLATE, get_spec, list_models
 
 ARCFACE_TEMPLATE = np.asarray(ARCFACE_112_TEMPLATE, dtype=np.float32)
+ARCFACE_SIZE = 112  # the crop side ARCFACE_TEMPLATE's points are written for
+
+
+@dataclass(frozen=True, eq=False)
+class CropGeometry:
+    """Where a recogniser wants the five landmarks: a ``size`` x ``size`` crop and the (5, 2) template in it."""
+
+    size: int
+    template: np.ndarray
+
+    @classmethod
+    def from_alignment(cls, alignment: dict[str, Any] | None, crop_size: int | None = None) -> "CropGeometry":
+        """From a spec's ``alignment`` entry ({"points", "size"}), scaled to ``crop_size`` when that differs.
+
+        No points recorded: the ArcFace template. No size anywhere: the template's own size.
+        """
+        alignment = alignment or {}
+        points = alignment.get("points")
+        recorded = alignment.get("size")
+        template = np.asarray(points, np.float32) if points else ARCFACE_TEMPLATE
+        native = int(recorded[0]) if recorded else (ARCFACE_SIZE if not points else None)
+        size = int(crop_size) if crop_size else native
+        if size is None or size <= 0:
+            raise ManifestError(f"alignment {alignment} records template points but no crop size")
+        if template.shape != (5, 2):
+            raise ManifestError(f"alignment template must be 5 (x, y) points, got shape {template.shape}")
+        if native is not None and native != size:
+            template = template * (size / float(native))
+        return cls(size, template)
+
+    def __repr__(self) -> str:
+        return f"CropGeometry(size={self.size})"
+
+
+@functools.lru_cache(maxsize=1)
+def default_geometry() -> CropGeometry:
+    """The crop the registry's recognisers share (used to judge faces when no recogniser is set)."""
+    for name in list_models("embed"):
+        spec = get_spec(name)
+        if spec.alignment:
+            return CropGeometry.from_alignment(spec.alignment, spec.preprocess.input_size[0] if spec.preprocess.input_size else None)
+    return CropGeometry.from_alignment(None)
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -36,14 +86,17 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return matrix
 
 
-def estimate_norm(landmarks: np.ndarray, size: int = 112, template: np.ndarray | None = None) -> np.ndarray:
-    """Alignment matrix for one face's (5, 2) landmarks; the template scales with ``size``."""
-    tpl = ARCFACE_TEMPLATE if template is None else np.asarray(template, dtype=np.float32)
-    return similarity_transform(landmarks, tpl * (size / 112.0))
+def estimate_norm(landmarks: np.ndarray, size: int = ARCFACE_SIZE, template: np.ndarray | None = None) -> np.ndarray:
+    """Alignment matrix for one face's (5, 2) landmarks.
+
+    ``template`` is in ``size`` crop pixels; without one, the ArcFace template scaled to ``size``.
+    """
+    tpl = ARCFACE_TEMPLATE * (size / float(ARCFACE_SIZE)) if template is None else np.asarray(template, dtype=np.float32)
+    return similarity_transform(landmarks, tpl)
 
 
-def align(image: np.ndarray, landmarks: np.ndarray, size: int = 112, template: np.ndarray | None = None) -> np.ndarray:
-    """Warp one face to the ``size`` x ``size`` ArcFace crop (BGR uint8 in, BGR uint8 out)."""
+def align(image: np.ndarray, landmarks: np.ndarray, size: int = ARCFACE_SIZE, template: np.ndarray | None = None) -> np.ndarray:
+    """Warp one face to the ``size`` x ``size`` crop of ``template`` (default ArcFace's); BGR uint8 in and out."""
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
         raise ImageError(f"align needs an HxWx3 image, got {getattr(image, 'shape', type(image))}")
     points = np.asarray(landmarks, dtype=np.float32).reshape(-1, 2)
@@ -53,10 +106,15 @@ def align(image: np.ndarray, landmarks: np.ndarray, size: int = 112, template: n
     return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
 
 
-def align_batch(image: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.ndarray:
+def align_batch(image: np.ndarray, landmarks: np.ndarray, size: int = ARCFACE_SIZE, template: np.ndarray | None = None) -> np.ndarray:
     """(K, size, size, 3) crops for K faces' (K, 5, 2) landmarks."""
     landmarks = np.asarray(landmarks).reshape(-1, 5, 2)
     out = np.empty((len(landmarks), size, size, 3), dtype=np.uint8)
     for i, pts in enumerate(landmarks):
-        out[i] = align(image, pts, size)
+        out[i] = align(image, pts, size, template)
     return out
+
+
+def align_faces(image: np.ndarray, landmarks: np.ndarray, geometry: CropGeometry) -> np.ndarray:
+    """(K, S, S, 3) crops of K faces for a recogniser with ``geometry`` (S = ``geometry.size``)."""
+    return align_batch(image, landmarks, geometry.size, geometry.template)

@@ -4,7 +4,8 @@
     gfn-edge compare --detector DET --recognizer REC IMAGE_A IMAGE_B
 
 Exit status: 0 success; 1 bad input (unreadable picture, no face to compare, wrong or damaged
-bundle, missing backend); 2 bad command line. Messages go to stderr, results to stdout.
+bundle, missing backend); 2 bad command line; 3 an unexpected error (a bug). Messages go to
+stderr, results to stdout; ``--debug`` adds tracebacks.
 """
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ import sys
 from typing import Any, Sequence
 
 from . import __version__
-from .errors import GfnEdgeError
+from .checks import check_number, check_threshold, clamp_threads
+from .cli_errors import run_cli
+from .errors import GfnEdgeError, UsageError
 
 log = logging.getLogger("gfn_edge.cli")
 
 
-class CliError(Exception):
+class CliError(UsageError):
     """A problem with what the user gave us: reported in one line, exit status 1."""
 
 
@@ -80,6 +83,10 @@ def _analyzer(args: argparse.Namespace, **kwargs: Any):
     from .embedder import Embedder
     from .quality import QualityGates
 
+    args.threads = clamp_threads(args.threads, "--threads")
+    if args.score_threshold is not None:
+        check_number(args.score_threshold, "--score-threshold", 0.0, 1.0, lo_open=True)
+
     detector = Detector(args.detector, backend=args.backend, threads=args.threads, score_threshold=args.score_threshold)
     recognizer = Embedder(args.recognizer, backend=args.backend, threads=args.threads, flip=args.flip) if args.recognizer else None
     return FaceAnalyzer(detector, recognizer, gates=QualityGates(), **kwargs)
@@ -93,6 +100,7 @@ def _emit(obj: dict[str, Any]) -> None:
 def _analyze(args: argparse.Namespace) -> int:
     from .image import read_image
 
+    check_number(args.min_face_size, "--min-face-size", 0.0)
     analyzer = _analyzer(args, max_faces=args.max_faces, min_face_size=args.min_face_size)
     failed = 0
     for path in args.images:
@@ -113,7 +121,7 @@ def _compare(args: argparse.Namespace) -> int:
     from .image import read_image
 
     analyzer = _analyzer(args)
-    threshold = args.threshold if args.threshold is not None else analyzer.threshold
+    threshold = check_threshold(args.threshold, "--threshold") if args.threshold is not None else analyzer.threshold
     if threshold is None:
         raise CliError(f"{args.recognizer}: its manifest records no default_threshold; pass --threshold")
     faces = []
@@ -143,21 +151,13 @@ def _configure_logging(verbose: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    return run_cli("gfn-edge", _main, argv, expected=(CliError,))
+
+
+def _main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
-    try:
-        return int(args.func(args))
-    except (GfnEdgeError, CliError) as exc:
-        print(f"gfn-edge: error: {exc}", file=sys.stderr)
-        return 1
-    except ValueError as exc:  # e.g. a threshold or backend the bundle cannot take
-        if args.verbose:
-            log.exception("failed")
-        print(f"gfn-edge: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return int(args.func(args))
 
 
 if __name__ == "__main__":

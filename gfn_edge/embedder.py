@@ -13,14 +13,26 @@ from typing import Any
 
 import numpy as np
 
+from .align import CropGeometry
+from .checks import check_finite
 from .detector import open_for_task
-from .errors import ImageError, ManifestError
+from .errors import (
+    ImageError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    ManifestError,
+    NonFiniteError,
+)
 from .image import describe, to_bgr_uint8
 from .manifest import Manifest
 from .metrics import l2_normalize
-from .preprocess import normalize
+from .preprocess import crop_tensor
 
 log = logging.getLogger(__name__)
+
+# Crops run through the model this many at a time: 2,000 crops at once would hold gigabytes of
+# activations; chunks keep memory flat while still amortising the per-call overhead.
+EMBED_CHUNK = 32
 
 
 class Embedder:
@@ -31,6 +43,8 @@ class Embedder:
     """
 
     def __init__(self, bundle: str | os.PathLike[str] | Any, backend: str = "auto", threads: int | None = None, flip: bool = False):
+        if not isinstance(flip, (bool, np.bool_)):
+            raise InvalidTypeError(f"flip must be True or False, got {flip!r}")
         self.model = open_for_task(bundle, "embed", backend, threads)
         self.manifest: Manifest = self.model.manifest
         self.preprocess = self.manifest.preprocess
@@ -50,15 +64,15 @@ class Embedder:
         return self.manifest.signature
 
     @property
-    def alignment(self) -> tuple[np.ndarray | None, int]:
-        """(template points for a ``crop_size`` crop or None for ArcFace's, crop size) from the manifest."""
-        spec = self.manifest.model_spec.alignment or {}
-        points = spec.get("points")
-        size = spec.get("size") or list(self.crop_size)
-        template = np.asarray(points, np.float32) if points else None
-        if template is not None and int(size[0]) != self.crop_size[0]:
-            template = template * (self.crop_size[0] / float(size[0]))
-        return template, self.crop_size[0]
+    def geometry(self) -> CropGeometry:
+        """Crop size and template this recogniser was trained on (from its manifest's alignment entry)."""
+        return CropGeometry.from_alignment(self.manifest.model_spec.alignment, self.crop_size[0])
+
+    @property
+    def alignment(self) -> tuple[np.ndarray, int]:
+        """(template points in crop pixels, crop size): :attr:`geometry` as a pair, for older callers."""
+        geometry = self.geometry
+        return geometry.template, geometry.size
 
     @property
     def default_threshold(self) -> float | None:
@@ -82,22 +96,44 @@ class Embedder:
         raise ImageError(f"expected one aligned {w}x{h} crop or a (K, {h}, {w}, 3) batch, got {describe(crops)}; align faces first")
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
-        """(K, D) float32 unit vectors for a (K, H, W, 3) uint8 BGR batch of aligned crops (or one crop)."""
+        """(K, D) float32 unit vectors for a (K, H, W, 3) uint8 BGR batch of aligned crops (or one crop).
+
+        Large batches run ``EMBED_CHUNK`` crops at a time, so memory stays bounded whatever K is.
+        A model that returns NaN, infinite or all-zero vectors raises :class:`NonFiniteError`:
+        such a vector must never reach a gallery search.
+        """
         batch = self._batch(crops)
         if len(batch) == 0:
             return np.zeros((0, self.dim or 0), np.float32)
+        parts = [self._embed_chunk(batch[i : i + EMBED_CHUNK]) for i in range(0, len(batch), EMBED_CHUNK)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _embed_chunk(self, batch: np.ndarray) -> np.ndarray:
         # flip: the mirrored crops ride in the same run (one call is cheaper than two on every backend)
         views = np.concatenate([batch, batch[:, :, ::-1]]) if self.flip else batch
-        x = normalize(views, self.preprocess)
+        emb = self.embed_raw(views)
+        if self.flip:
+            emb = emb[: len(batch)] + emb[len(batch) :]
+        if np.any(np.linalg.norm(emb, axis=1) < 1e-12):
+            raise NonFiniteError(f"{self.manifest.model} returned an all-zero embedding: it cannot be normalised or compared")
+        return l2_normalize(emb).astype(np.float32)
+
+    def embed_raw(self, crops: np.ndarray) -> np.ndarray:
+        """(K, D) float32 model outputs before any normalisation or flip, one row per crop.
+
+        For evaluation, which combines views (crop + mirrored crop) before normalising, as the
+        recognisers' papers do; :meth:`embed` is built on it.
+        """
+        batch = self._batch(crops)
+        if len(batch) == 0:
+            return np.zeros((0, self.dim or 0), np.float32)
+        x = crop_tensor(batch, self.preprocess)
         with self._lock:
             out = self.model.run(x)
         emb = out.get("embedding")
         if emb is None:
             emb = next(iter(out.values()))
-        emb = np.asarray(emb, np.float32).reshape(len(x), -1)
-        if self.flip:
-            emb = emb[: len(batch)] + emb[len(batch) :]
-        return l2_normalize(emb).astype(np.float32)
+        return check_finite(np.asarray(emb, np.float32).reshape(len(x), -1), f"{self.manifest.model} embeddings")
 
     def embed_one(self, crop: np.ndarray) -> np.ndarray:
         """(D,) unit vector for one aligned crop."""
@@ -112,8 +148,8 @@ class Embedder:
 
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
     """Cosine of two embeddings (normalised again, so raw vectors work too)."""
-    a = np.asarray(a, np.float64).ravel()
-    b = np.asarray(b, np.float64).ravel()
+    a = check_finite(a, "embedding a").astype(np.float64).ravel()
+    b = check_finite(b, "embedding b").astype(np.float64).ravel()
     if a.shape != b.shape:
-        raise ValueError(f"embeddings differ in size: {a.shape[0]} vs {b.shape[0]}")
+        raise InvalidArgumentError(f"embeddings differ in size: {a.shape[0]} vs {b.shape[0]}")
     return float(np.dot(a, b) / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))

@@ -61,5 +61,37 @@ class CalibrationError(GfnEdgeError, ValueError):
     """A calibration set that cannot be built or does not fit the model."""
 
 
-class OptionError(GfnEdgeError, ValueError):
-    """An option or setting that is unknown or out of range; the message names the valid ones."""
+class PairsFileError(GfnEdgeError, ValueError):
+    """A labelled pairs CSV (``image_a,image_b,same``) that cannot be read as written."""
+
+
+class InvalidArgumentError(GfnEdgeError, ValueError):
+    """A value out of range, non-finite or of the wrong kind, given to the API or a command line."""
+
+
+class InvalidTypeError(InvalidArgumentError, TypeError):
+    """An argument of the wrong Python type (a string where a number belongs, ...)."""
+
+
+class UnsafeSettingError(InvalidArgumentError):
+    """A setting that would let the wrong person in or turn a check off without saying so."""
+
+
+class NonFiniteError(InvalidArgumentError):
+    """A NaN or infinite value (embedding, score, threshold) that must never reach a decision."""
+
+
+class BackendError(GfnEdgeError, ValueError):
+    """An unknown inference backend, or one that cannot run the artifact it was asked to."""
+
+
+class ResourceLimitError(GfnEdgeError, ValueError):
+    """An input that would need more memory or time than the limits allow (decompression bombs ...)."""
+
+
+class UsageError(GfnEdgeError, ValueError):
+    """A command line that cannot be carried out as given (a command-line tool's own checks)."""
+
+
+class OptionError(InvalidArgumentError):
+    """An unknown option or key (e.g. a ``--tolerance`` key no verification measures); the message names the valid ones."""

@@ -572,6 +572,36 @@ class Gallery:
         with self._lock, self._transaction("set the threshold") as txn:
             txn.changed = False  # templates untouched: no need for others to reload the matrix
             self._db().execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('threshold', ?)", (None if value is None else float(value),))
+            # a hand-set threshold is not the calibrated one: drop what the calibration was measured for
+            self._db().execute("DELETE FROM meta WHERE key IN ('threshold_far', 'threshold_signature')")
+
+    @property
+    def calibration(self) -> dict[str, Any] | None:
+        """The stored threshold with what it was calibrated for: ``{"threshold", "target_far", "signature"}``.
+
+        None unless :meth:`set_calibration` stored one: a bare ``threshold`` says nothing about
+        the false-accept rate it gives, or on which recogniser it was measured.
+        """
+        with self._lock, self._sql("read") as conn:
+            rows = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('threshold', 'threshold_far', 'threshold_signature')").fetchall())
+        if rows.get("threshold") is None or rows.get("threshold_far") is None or not rows.get("threshold_signature"):
+            return None
+        return {"threshold": float(rows["threshold"]), "target_far": float(rows["threshold_far"]), "signature": str(rows["threshold_signature"])}
+
+    def set_calibration(self, threshold: float, target_far: float, signature: str) -> None:
+        """Store a threshold calibrated for ``target_far`` on the recogniser with ``signature`` (one transaction)."""
+        if not isinstance(threshold, (int, float, np.floating)) or not math.isfinite(float(threshold)) or not -1.0 <= float(threshold) <= 1.0:
+            raise GalleryValueError(f"threshold must be a finite cosine similarity in [-1, 1], got {threshold!r}")
+        if not isinstance(target_far, (int, float, np.floating)) or not 0.0 < float(target_far) < 1.0:
+            raise GalleryValueError(f"target_far must be a rate in (0, 1), got {target_far!r}")
+        if not isinstance(signature, str) or not signature:
+            raise GalleryValueError(f"signature must name the recogniser the threshold was measured on, got {signature!r}")
+        with self._lock, self._transaction("store the calibration") as txn:
+            txn.changed = False  # templates untouched: no need for others to reload the matrix
+            self._db().executemany(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                [("threshold", float(threshold)), ("threshold_far", float(target_far)), ("threshold_signature", signature)],
+            )
 
     @property
     def matrix_bytes(self) -> int:

@@ -18,9 +18,15 @@ from typing import Any, Union
 import cv2
 import numpy as np
 
-from .errors import ManifestError
+from .checks import check_number
+from .errors import (
+    InvalidArgumentError,
+    ManifestError,
+    NonFiniteError,
+    UnsafeSettingError,
+)
 from .image import to_bgr_uint8
-from .preprocess import normalize
+from .preprocess import crop_tensor
 from .registry import Preprocess
 
 log = logging.getLogger(__name__)
@@ -32,14 +38,17 @@ BoxLike = Union[Sequence[float], np.ndarray]
 
 
 def _checked_box(box: BoxLike) -> tuple[float, float, float, float]:
-    arr = np.asarray(box, dtype=np.float64).reshape(-1)
+    try:
+        arr = np.asarray(box, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"a face box is 4 numbers (x1, y1, x2, y2), got {box!r}") from None
     if arr.shape != (4,):
-        raise ValueError(f"a face box is 4 numbers (x1, y1, x2, y2), got shape {np.asarray(box).shape}")
+        raise InvalidArgumentError(f"a face box is 4 numbers (x1, y1, x2, y2), got shape {np.asarray(box).shape}")
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"face box {arr.tolist()} has NaN or infinite coordinates")
+        raise InvalidArgumentError(f"face box {arr.tolist()} has NaN or infinite coordinates")
     x1, y1, x2, y2 = (float(v) for v in arr)
     if x2 <= x1 or y2 <= y1:
-        raise ValueError(f"face box {arr.tolist()} is empty: expected corners (x1, y1, x2, y2) with x2 > x1 and y2 > y1")
+        raise InvalidArgumentError(f"face box {arr.tolist()} is empty: expected corners (x1, y1, x2, y2) with x2 > x1 and y2 > y1")
     return x1, y1, x2, y2
 
 
@@ -57,11 +66,11 @@ def crop_box(image_wh: tuple[int, int], box: BoxLike, scale: float) -> tuple[int
     x1, y1, x2, y2 = _checked_box(box)
     src_w, src_h = int(image_wh[0]), int(image_wh[1])
     if src_w < 1 or src_h < 1:
-        raise ValueError(f"picture size {src_w}x{src_h} is empty")
+        raise InvalidArgumentError(f"picture size {src_w}x{src_h} is empty")
     if x2 <= 0 or y2 <= 0 or x1 >= src_w or y1 >= src_h:
-        raise ValueError(f"face box {[x1, y1, x2, y2]} lies outside the {src_w}x{src_h} picture")
+        raise InvalidArgumentError(f"face box {[x1, y1, x2, y2]} lies outside the {src_w}x{src_h} picture")
     if not scale > 0:
-        raise ValueError(f"crop scale must be positive, got {scale}")
+        raise InvalidArgumentError(f"crop scale must be positive, got {scale}")
     x, y = int(x1), int(y1)
     w, h = int(x2 - x1 + 1), int(y2 - y1 + 1)
     scale = min((src_h - 1) / h, (src_w - 1) / w, float(scale))
@@ -91,13 +100,13 @@ def crop_face(image: np.ndarray, box: BoxLike, scale: float, size: tuple[int, in
 def liveness_crop(image: np.ndarray, box: BoxLike, pre: Preprocess) -> np.ndarray:
     """The uint8 BGR patch a liveness model described by ``pre`` takes (scale and size from it)."""
     if pre.resize != "face-crop" or not pre.crop_scale or pre.input_size is None:
-        raise ValueError(f"not a face-crop model: resize={pre.resize!r}, crop_scale={pre.crop_scale}, input_size={pre.input_size}")
+        raise InvalidArgumentError(f"not a face-crop model: resize={pre.resize!r}, crop_scale={pre.crop_scale}, input_size={pre.input_size}")
     return crop_face(image, box, pre.crop_scale, pre.input_size)
 
 
 def liveness_input(image: np.ndarray, box: BoxLike, pre: Preprocess) -> np.ndarray:
     """1xHxWx3 float32 input for one face: the patch, normalised with ``pre``'s colour order and mean/std."""
-    return normalize(liveness_crop(image, box, pre), pre)
+    return crop_tensor(liveness_crop(image, box, pre), pre)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -107,6 +116,13 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- device class
+
+
+def _classes(model: Any) -> int:
+    """How many classes a liveness model scores (its logits' last dimension; 2 when unknown)."""
+    shape = model.outputs[0].shape if model.outputs else []
+    last = shape[-1] if len(shape) else None
+    return int(last) if isinstance(last, int) and last > 1 else 2
 
 
 @dataclass
@@ -152,10 +168,14 @@ class Liveness:
         if isinstance(bundles, (str, os.PathLike)) or not isinstance(bundles, Sequence):
             bundles = [bundles]
         if len(bundles) == 0:
-            raise ValueError("Liveness needs at least one liveness model bundle")
-        if not 0.0 <= float(threshold) <= 1.0:
-            raise ValueError(f"threshold is a probability in [0, 1], got {threshold}")
-        self.threshold = float(threshold)
+            raise InvalidArgumentError("Liveness needs at least one liveness model bundle")
+        threshold = check_number(threshold, "liveness threshold", 0.0, 1.0)
+        if threshold <= 0.0:
+            raise UnsafeSettingError(
+                "liveness threshold 0 passes every face, photos included: that disables the check; "
+                "turn liveness off explicitly instead (the door warns LIVENESS CHECK OFF)"
+            )
+        self.threshold = threshold
         self.members: list[_Member] = []
         seen: dict[str, int] = {}
         for item in bundles:
@@ -165,13 +185,27 @@ class Liveness:
             if seen[name] > 1:
                 name = f"{name}#{seen[name]}"
             self.members.append(_Member(name, model, model.manifest.preprocess, self._real_class(model)))
+        self._refuse_below_chance()
         log.info("liveness: %s, threshold %.2f", ", ".join(f"{m.name} ({m.model.backend})" for m in self.members), self.threshold)
 
     @staticmethod
     def _open(item: Any, backend: str, threads: int | None):
-        from .detector import open_for_task  # the one place bundles are opened for a task
+        from .detector import (
+            open_for_task,  # the one place bundles are opened for a task
+        )
 
         return open_for_task(item, "liveness", backend, threads)
+
+    def _refuse_below_chance(self) -> None:
+        """A threshold under 1/classes passes faces the models rate as more likely a spoof than real."""
+        classes = max(_classes(m.model) for m in self.members)
+        chance = 1.0 / max(classes, 2)
+        if self.threshold < chance:
+            raise UnsafeSettingError(
+                f"liveness threshold {self.threshold:g} is below chance level ({chance:.3g} for {classes} classes): "
+                f"faces the models rate as likely spoofs would pass, so the check would be off in effect; "
+                f"use a threshold >= {chance:.3g}, or turn liveness off explicitly"
+            )
 
     @staticmethod
     def _real_class(model) -> int:
@@ -193,7 +227,7 @@ class Liveness:
         for m in self.members:
             logits = m.model.run(liveness_input(image, box, m.pre))["logits"][0]
             if not np.all(np.isfinite(logits)):
-                raise ValueError(f"{m.name} returned non-finite logits {logits.tolist()}")
+                raise NonFiniteError(f"{m.name} returned non-finite logits {logits.tolist()}")
             probs = softmax(logits)
             per_model[m.name] = float(probs[m.real_class])
             total = probs if total is None else total + probs

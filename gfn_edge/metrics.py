@@ -1,9 +1,12 @@
-"""Numbers used to judge models: embedding agreement, pair accuracy, detection agreement.
+"""Numbers used to judge models: embedding agreement, pair accuracy, decision thresholds, detection agreement.
 
-Pure numpy, shared by export verification, evaluation and the apps' threshold calibration.
+Pure numpy and the one home of the threshold rules (best-accuracy threshold, the FAR rule,
+equal error rate), shared by export verification, gfn-eval, the door's threshold calibration
+(choosing the similarity threshold; not INT8 calibration) and the benchmark.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,25 +24,103 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(l2_normalize(a.astype(np.float64)) * l2_normalize(b.astype(np.float64)), axis=1)
 
 
-def best_threshold_accuracy(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:
+def _scores_and_labels(scores: np.ndarray, same: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    same = np.asarray(same, dtype=bool).ravel()
+    if scores.shape != same.shape:
+        raise ValueError(f"{len(scores)} scores but {len(same)} labels")
+    return scores, same
+
+
+def _midpoints(uniq: np.ndarray) -> np.ndarray:
+    """Candidate thresholds: below the lowest score, between neighbours, above the highest."""
+    return np.concatenate([[uniq[0] - 1e-6], (uniq[:-1] + uniq[1:]) / 2, [uniq[-1] + 1e-6]])
+
+
+def best_threshold(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:
     """(accuracy, threshold) of the best single threshold on similarity ``scores`` for labels ``same``.
 
-    Every midpoint between sorted distinct scores is tried, so the maximum is exact.
+    A pair is called "same" when its score is >= the threshold. Every midpoint between sorted
+    distinct scores is a candidate (plus one below and one above all), so the maximum is exact;
+    ties go to the lowest threshold. O(n log n) in time and O(n) in memory, so it takes the
+    millions of pairs of IJB as well as a door's few hundred.
     """
-    scores = np.asarray(scores, dtype=np.float64)
-    same = np.asarray(same, dtype=bool)
+    scores, same = _scores_and_labels(scores, same)
     if len(scores) == 0:
         return float("nan"), float("nan")
-    uniq = np.unique(scores)
-    candidates = np.concatenate([[uniq[0] - 1e-6], (uniq[:-1] + uniq[1:]) / 2, [uniq[-1] + 1e-6]])
-    pred = scores[None, :] >= candidates[:, None]
-    acc = (pred == same[None, :]).mean(axis=1)
-    best = int(np.argmax(acc))
-    return float(acc[best]), float(candidates[best])
+    uniq, inv = np.unique(scores, return_inverse=True)
+    pos = np.bincount(inv, weights=same, minlength=len(uniq))
+    neg = np.bincount(inv, weights=~same, minlength=len(uniq))
+    # candidate j accepts scores >= uniq[j] (j = len(uniq): accepts nothing)
+    pos_accepted = np.r_[np.cumsum(pos[::-1])[::-1], 0.0]
+    neg_rejected = np.r_[0.0, np.cumsum(neg)]
+    correct = pos_accepted + neg_rejected
+    j = int(np.argmax(correct))
+    return float(correct[j] / len(scores)), float(_midpoints(uniq)[j])
+
+
+best_threshold_accuracy = best_threshold  # the older name (export verification calls it); one implementation
 
 
 def accuracy_at(scores: np.ndarray, same: np.ndarray, threshold: float) -> float:
     return float(((np.asarray(scores) >= threshold) == np.asarray(same, dtype=bool)).mean()) if len(scores) else float("nan")
+
+
+def allowed_false_accepts(target_far: float, impostors: int) -> int:
+    """How many of ``impostors`` different-person pairs may score at or above a threshold for ``target_far``.
+
+    The one FAR rule: a threshold meets ``target_far`` when at most floor(target_far x n)
+    impostor pairs pass it (never the nearest operating point above the target). The 1e-9 keeps
+    0.1 x 10 from flooring to 0 through binary rounding.
+    """
+    if not 0.0 <= target_far <= 1.0:
+        raise ValueError(f"FAR must be within 0..1, got {target_far}")
+    return math.floor(target_far * impostors + 1e-9)
+
+
+def threshold_at_far(impostor: np.ndarray, target_far: float) -> float:
+    """The lowest threshold at which at most ``target_far`` of the impostor scores are >= it.
+
+    Placed half-way between the highest impostor score that must be rejected and the next one
+    up (a margin for scores the calibration set did not show); with tied scores, just above the
+    tie, which rejects all of it. ROC reports use the same rule through :func:`allowed_false_accepts`
+    and take the observed operating point instead.
+    """
+    imp = np.sort(np.asarray(impostor, np.float64).ravel())[::-1]  # highest first
+    if len(imp) == 0:
+        raise ValueError("no impostor pairs: cannot estimate a false-accept rate")
+    allowed = allowed_false_accepts(target_far, len(imp))
+    if allowed >= len(imp):
+        return float(imp[-1])
+    reject = imp[allowed]  # the highest impostor score that must be rejected
+    above = imp[allowed - 1] if allowed > 0 else reject + 2e-3
+    if above == reject:  # ties: every tied score is rejected together
+        return float(np.nextafter(reject, np.inf))
+    return float((reject + above) / 2)
+
+
+def far_frr(genuine: np.ndarray, impostor: np.ndarray, threshold: float) -> tuple[float, float]:
+    """(false-accept rate, false-reject rate) when a score >= threshold means "same person"."""
+    far = float(np.mean(np.asarray(impostor) >= threshold)) if len(impostor) else math.nan
+    frr = float(np.mean(np.asarray(genuine) < threshold)) if len(genuine) else math.nan
+    return far, frr
+
+
+def equal_error_rate(genuine: np.ndarray, impostor: np.ndarray) -> tuple[float, float]:
+    """(threshold, rate) where FAR and FRR are closest (the rate is their mean there).
+
+    Candidates are the midpoints of :func:`best_threshold`; first (lowest) wins a tie. Counts come
+    from sorted arrays, so large impostor sets cost O(n log n), not an n x n matrix.
+    """
+    g = np.sort(np.asarray(genuine, np.float64).ravel())
+    imp = np.sort(np.asarray(impostor, np.float64).ravel())
+    if len(g) == 0 or len(imp) == 0:
+        raise ValueError(f"an equal error rate needs genuine and impostor scores (got {len(g)} and {len(imp)})")
+    cand = _midpoints(np.unique(np.concatenate([g, imp])))
+    far = (len(imp) - np.searchsorted(imp, cand, side="left")) / len(imp)
+    frr = np.searchsorted(g, cand, side="left") / len(g)
+    i = int(np.argmin(np.abs(far - frr)))
+    return float(cand[i]), float((far[i] + frr[i]) / 2)
 
 
 @dataclass

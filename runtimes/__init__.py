@@ -10,12 +10,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-from gfn_edge.errors import ArtifactError, ManifestError, MissingDependencyError
+from gfn_edge.errors import (
+    ArtifactError,
+    BackendError,
+    ManifestError,
+    MissingDependencyError,
+)
 from gfn_edge.manifest import FORMAT_BACKENDS, FORMAT_SUFFIXES, Manifest, read_manifest
 
 from .base import InferenceModel, physical_cores
 
-__all__ = ["open_model", "available_backends", "InferenceModel", "physical_cores", "BACKENDS"]
+__all__ = ["open_model", "open_model_file", "available_backends", "InferenceModel", "physical_cores", "BACKENDS"]
 
 # backend name -> (module, class, extra that installs it)
 BACKENDS: dict[str, tuple[str, str, str]] = {
@@ -45,13 +50,15 @@ def _artifact_format(manifest: Manifest | None, path: Path) -> str:
 
 
 def _pick_backend(requested: str, fmt: str) -> str:
+    if not isinstance(requested, str):
+        raise BackendError(f"backend must be a name (auto, {', '.join(BACKENDS)}), got {requested!r}")
     requested = _ALIASES.get(requested, requested)
     candidates = FORMAT_BACKENDS[fmt]
     if requested != "auto":
         if requested not in BACKENDS:
-            raise ValueError(f"unknown backend {requested!r}; choose from auto, {', '.join(BACKENDS)}")
+            raise BackendError(f"unknown backend {requested!r}; choose from auto, {', '.join(BACKENDS)}")
         if requested not in candidates:
-            raise ValueError(f"backend {requested} cannot run {fmt} artifacts; use {' or '.join(candidates)}")
+            raise BackendError(f"backend {requested} cannot run {fmt} artifacts; use {' or '.join(candidates)}")
         return requested
     for backend in candidates:
         if _module(backend).available():
@@ -108,3 +115,24 @@ def open_model(
     module_name, cls_name, _ = BACKENDS[chosen]
     cls = getattr(_module(chosen), cls_name)
     return cls(model_file, manifest, threads=threads, **options)
+
+
+def open_model_file(
+    path: str | os.PathLike[str],
+    manifest: Manifest,
+    backend: str = "auto",
+    threads: int | None = None,
+    **options: Any,
+) -> InferenceModel:
+    """Open a model file gfn-export did not write (no bundle, no embedded metadata), described by ``manifest``.
+
+    For files from elsewhere, e.g. the benchmark's peer models: the caller's in-memory manifest
+    names the tensors and layout, and the file runs on the same backend classes, with the same
+    session options and ``threads``, as a bundle would.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path} does not exist (expected a model file)")
+    chosen = _pick_backend(backend, _artifact_format(manifest, path))
+    cls = getattr(_module(chosen), BACKENDS[chosen][1])
+    return cls(path, manifest, threads=threads, **options)

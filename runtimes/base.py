@@ -15,7 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
-from gfn_edge.errors import ArtifactError, ManifestError
+from gfn_edge.checks import clamp_threads, usable_cores
+from gfn_edge.errors import ArtifactError, InvalidArgumentError, ManifestError
 from gfn_edge.manifest import Manifest, TensorSpec
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,11 @@ def physical_cores() -> int:
     return os.cpu_count() or 1
 
 
+def default_threads() -> int:
+    """Physical cores, but never more than this process may use (a container or taskset may allow fewer)."""
+    return max(1, min(physical_cores(), usable_cores()))
+
+
 def quantize(x: np.ndarray, q: dict[str, float], dtype: str) -> np.ndarray:
     info = np.iinfo(_INT_TYPES[dtype])
     return np.clip(np.round(x / q["scale"] + q["zero_point"]), info.min, info.max).astype(_INT_TYPES[dtype])
@@ -70,7 +76,7 @@ class InferenceModel(ABC):
     def __init__(self, path: Path, manifest: Manifest, threads: int | None = None):
         self.path = Path(path)
         self.manifest = manifest
-        self.threads = int(threads) if threads else physical_cores()
+        self.threads = default_threads() if threads is None else clamp_threads(threads, f"{manifest.model}: threads")
         if len(manifest.inputs) != 1:
             raise ManifestError(f"{path}: expected one model input, manifest lists {len(manifest.inputs)}")
         self.input: TensorSpec = manifest.inputs[0]
@@ -126,10 +132,10 @@ class InferenceModel(ABC):
 
     def prepare(self, x_nhwc: np.ndarray) -> np.ndarray:
         if x_nhwc.ndim != 4 or x_nhwc.shape[-1] != 3:
-            raise ValueError(f"expected an NHWC batch with 3 channels, got shape {x_nhwc.shape}")
+            raise InvalidArgumentError(f"expected an NHWC batch with 3 channels, got shape {x_nhwc.shape}")
         hw = self.input_hw
         if hw is not None and tuple(x_nhwc.shape[1:3]) != hw:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"{self.manifest.model} ({self.path.name}) takes {hw[1]}x{hw[0]} inputs, got {x_nhwc.shape[2]}x{x_nhwc.shape[1]}"
             )
         x = x_nhwc if self.layout == "NHWC" else x_nhwc.transpose(0, 3, 1, 2)

@@ -64,7 +64,7 @@ def main(argv: list[str]) -> int:
         build_tree(Path(tmp), package_folders(pyproject))
         env = dict(os.environ, PYTHONPATH=tmp + os.pathsep + os.environ.get("PYTHONPATH", ""))
         # lint-imports puts its working folder first on sys.path: run it in the tree, not the checkout
-        return subprocess.call([lint, "--config", str(pyproject), "--no-cache", *argv], cwd=tmp, env=env)
+        return subprocess.call([lint, str(pyproject), "--no-cache", "--no-logo", *argv], cwd=tmp, env=env)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import ast
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -604,9 +605,10 @@ def calibrated(models, tmp_path_factory) -> dict:
             if r["image_a"] not in used and r["image_b"] not in used:
                 w.writerow([folder / r["image_a"], folder / r["image_b"], r["same"]])
     cfg = write_config(tmp / "door.toml", base_config(models, tmp))
-    proc = door("calibrate", "--config", cfg, "--pairs", csv_path, "--target-far", "0.01", "--json", "-q")
+    proc = door("calibrate", "--config", cfg, "--pairs", csv_path, "--target-far", "0.01", "--json", "-q", "--save")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
+    result["gallery"] = str(tmp / "gallery.db")  # nobody enrolled, the calibration stored: a door's starting gallery
     assert result["far"] <= 0.01 and result["impostor_pairs"] >= 50 and result["genuine_pairs"] >= 50
     print(f"\ncalibrated threshold {result['threshold']:.4f} (FAR {result['far']:.3f}, FRR {result['frr']:.3f}, "
           f"EER {result['eer']:.3f} at {result['eer_threshold']:.4f}) on {result['impostor_pairs']} impostor / "
@@ -648,6 +650,7 @@ def test_end_to_end_video_grants_enrolled_people_only(models, analyzer, calibrat
         snapshots={"dir": tmp_path / "snapshots"},
         actions=[{"type": "log"}, {"type": "command", "argv": [sys.executable, "-c", code], "on": ["grant"], "timeout": 30.0}],
     ))
+    shutil.copy(calibrated["gallery"], tmp_path / "gallery.db")  # the calibration `calibrate --save` stored
     for name, (enrol, _) in ENROLLED.items():
         proc = door("enroll", "--config", cfg, "--name", name, folder / enrol)
         assert proc.returncode == 0 and f"enrolled '{name}'" in proc.stdout, proc.stderr
@@ -718,6 +721,7 @@ def test_liveness_photos_never_grant(models, calibrated, tmp_path: Path):
         recognition={"threshold": calibrated["threshold"]},
         snapshots={"dir": tmp_path / "snapshots"},
     ))
+    shutil.copy(calibrated["gallery"], tmp_path / "gallery.db")  # the calibration `calibrate --save` stored
     for name, photo in (("alice", "image_T1.jpg"), ("poster", "image_F1.jpg"), ("tablet", "image_F2.jpg")):
         proc = door("enroll", "--config", cfg, "--name", name, folder / photo)
         assert proc.returncode == 0, proc.stderr
@@ -783,7 +787,7 @@ def test_unreadable_video_is_a_clear_error(models, tmp_path: Path):
     cfg = write_config(tmp_path / "door.toml", base_config(models, tmp_path))
     bad = tmp_path / "clip.avi"
     bad.write_bytes(os.urandom(20000))
-    proc = door("run", "--config", cfg, "--source", bad)
+    proc = door("run", "--config", cfg, "--source", bad, "--uncalibrated-threshold", "0.7")
     assert proc.returncode == 1
     assert f"door_access.py: error: cannot open video file {bad}: not a video OpenCV can decode" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -793,7 +797,7 @@ def test_camera_that_never_opens_is_retried_then_given_up(models, tmp_path: Path
     index = next(i for i in range(40, 100) if not Path(f"/dev/video{i}").exists())
     cfg = write_config(tmp_path / "door.toml", base_config(models, tmp_path))
     t0 = time.monotonic()
-    proc = door("run", "--config", cfg, "--source", index, "--max-reconnects", "2")
+    proc = door("run", "--config", cfg, "--source", index, "--max-reconnects", "2", "--uncalibrated-threshold", "0.7")
     assert proc.returncode == 1 and time.monotonic() - t0 < 120
     assert proc.stderr.count(f"camera {index}: did not open") == 3  # two retry lines and the final error
     assert "(attempt 1 of 3)" in proc.stderr and "(attempt 2 of 3)" in proc.stderr
@@ -807,7 +811,7 @@ def test_empty_gallery_warns_that_nobody_can_be_granted(models, tmp_path: Path):
     for i in range(4):
         cv2.imwrite(str(folder / f"{i}.jpg"), photo)
     cfg = write_config(tmp_path / "door.toml", base_config(models, tmp_path, recognition={"threshold": 0.7}))
-    proc = door("run", "--config", cfg, "--source", folder)
+    proc = door("run", "--config", cfg, "--source", folder, "--uncalibrated-threshold", "0.7")
     assert proc.returncode == 0
     assert "has no enrolled identities: NOBODY can be granted" in proc.stderr
     rows = events_json(cfg)
@@ -900,7 +904,7 @@ def test_enrol_from_a_camera_source_and_remove(models, tmp_path: Path):
 
 def test_gpio_action_without_gpiozero_stops_the_start(models, tmp_path: Path):
     cfg = write_config(tmp_path / "door.toml", base_config(models, tmp_path, actions=[{"type": "gpio", "pin": 17}]))
-    proc = door("run", "--config", cfg, "--source", shared_path("faces", "liveness"))
+    proc = door("run", "--config", cfg, "--source", shared_path("faces", "liveness"), "--uncalibrated-threshold", "0.7")
     assert proc.returncode == 1 and "gpiozero" in proc.stderr and "optional = true" in proc.stderr
 
 
@@ -915,7 +919,7 @@ def test_app_imports_no_training_framework_in_a_fresh_interpreter(models, tmp_pa
     code = textwrap.dedent(f"""
         import json, runpy, sys
         codes = []
-        for argv in (["enroll", "--name", "t1", {str(folder / '0.jpg')!r}], ["run", "--source", {str(folder)!r}], ["list"], ["events"]):
+        for argv in (["enroll", "--name", "t1", {str(folder / '0.jpg')!r}], ["run", "--source", {str(folder)!r}, "--uncalibrated-threshold", "0.7"], ["list"], ["events"]):
             sys.argv = ["door_access.py", *argv, "--config", {str(cfg)!r}, "-q"]
             try:
                 runpy.run_path({str(DOOR)!r}, run_name="__main__")
@@ -935,7 +939,7 @@ def test_sigterm_stops_a_door_waiting_for_its_camera(models, tmp_path: Path):
     """systemctl stop while the camera is missing: the backoff wait ends at once and the exit is clean."""
     index = next(i for i in range(40, 100) if not Path(f"/dev/video{i}").exists())
     cfg = write_config(tmp_path / "door.toml", base_config(models, tmp_path, source={"reconnect_delay": 30.0}))
-    proc = subprocess.Popen([sys.executable, str(DOOR), "run", "--config", str(cfg), "--source", str(index)],
+    proc = subprocess.Popen([sys.executable, str(DOOR), "run", "--config", str(cfg), "--source", str(index), "--uncalibrated-threshold", "0.7"],
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=app_env())
     watchdog = threading.Timer(120, proc.kill)
     watchdog.start()
@@ -1005,7 +1009,7 @@ def test_dropping_stream_is_reopened_then_given_up(models, tmp_path: Path):
     jpeg = cv2.imencode(".jpg", read_image(photo))[1].tobytes()
     server = _MjpegServer(jpeg, frames=30, sessions=3)
     try:
-        proc = door("run", "--config", cfg, "--source", server.url, "--max-reconnects", "2", timeout=120)
+        proc = door("run", "--config", cfg, "--source", server.url, "--max-reconnects", "2", "--uncalibrated-threshold", "0.7", timeout=120)
     finally:
         server.close()
     err = proc.stderr

@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 from conftest import ROOT, shared_path
 
-from gfn_edge.benchmark import flops, peers, report, timing
+from gfn_edge.benchmark import peers, report, timing
 from gfn_edge.benchmark.models import bundle_candidate, peer_candidates, runtime_threads, sample_input
 from gfn_edge.benchmark.stages import NaiveOrtDetector, NaiveOrtEmbedder, measure_frame, pinned_threads, synthetic_gallery, vga_frame
+from gfn_edge.export import flops, peer_graphs
 
 DET = "retinaface-mnet025"
 REC = "ghostfacenet-dsitweed-w0.5-e16"
@@ -110,6 +111,53 @@ def test_counter_reports_why_it_cannot_count(tmp_path):
     assert counts is None and "twin" in why
 
 
+@pytest.mark.parametrize("target", ["onnx", "openvino", "tflite"])
+def test_flops_are_recorded_at_export_and_read_from_the_manifest(bundles, target):
+    """gfn-export counts once (training side, onnx); the benchmark reads the manifest and never counts."""
+    from gfn_edge.manifest import read_manifest
+
+    folder = bundles.get(DET, target)
+    recorded = read_manifest(folder).export["flops"]
+    onnx_macs = flops.onnx_complexity(bundles.get(DET, "onnx") / "model.onnx").macs
+    assert recorded["macs"] == onnx_macs > 500e6 and recorded["flops"] == 2 * onnx_macs and recorded["params"] > 400_000
+    if target == "openvino":  # an IR has no counter of its own: counted from the FP32 ONNX it came from
+        assert "fp32.onnx" in recorded["counted_from"]
+    cand = bundle_candidate(folder)
+    assert cand.complexity["macs"] == onnx_macs
+
+
+def test_bundles_without_recorded_flops_report_them_unknown(bundles, tmp_path):
+    from gfn_edge.benchmark.suite import SuiteConfig, complexities, run_suite
+    from gfn_edge.manifest import MANIFEST_NAME
+
+    old = tmp_path / "old-bundle"
+    shutil.copytree(bundles.get(DET, "onnx"), old)
+    data = json.loads((old / MANIFEST_NAME).read_text())
+    del data["export"]["flops"]  # as written before gfn-export recorded FLOPs
+    (old / MANIFEST_NAME).write_text(json.dumps(data))
+    cand = bundle_candidate(old)
+    assert "macs" not in cand.complexity and cand.complexity["note"].startswith("FLOPs unknown")
+    assert complexities([cand])[f"{DET}@640x480"]["note"].startswith("FLOPs unknown")
+    suite = run_suite([cand], SuiteConfig(threads=[1], runs=2, warmup=0, memory=False, sanity=False))
+    (row,) = suite["models"]
+    assert row["latency"]["median_ms"] > 0 and "macs" not in row["complexity"]  # measured all the same
+    assert "| unknown |" in report.models_table(suite, "detect")
+
+
+def test_peers_are_prepared_on_the_training_side_and_read_by_the_engine(peer_dir, tmp_path):
+    (spec, path), = peers.find_peers(peer_dir, ["ultraface-slim-320"])
+    assert peers.peer_record(path, tmp_path) is None
+    assert peers.peer_run_file(path, tmp_path) == (path, "graph not prepared: measured as shipped")
+    assert peers.prepare_peers([path], tmp_path) == []  # a child process with the training side does it
+    record = peers.peer_record(path, tmp_path)
+    assert record["run"] != path and record["run"].name.endswith(".clean.onnx") and "initializers" in record["note"]
+    assert record["complexity"]["macs"] == flops.onnx_complexity(path).macs > 50e6
+    (cand, *_), = [peer_candidates([(spec, path)], ["onnxruntime"], tmp_path)]
+    assert cand.complexity["macs"] == record["complexity"]["macs"] and record["note"] in cand.notes
+    model = cand.open(1, tmp_path)
+    assert model.path == record["run"] and runtime_threads(model) == 1
+
+
 # ----------------------------------------------------------------------------- peers
 
 
@@ -164,14 +212,15 @@ def test_short_range_blazeface_finds_the_face_in_portraits(peer_dir):
 
 
 def test_mobileface_separates_same_from_different_people(peer_dir, bundles):
-    from gfn_edge.detector import Detector
     from gfn_edge.benchmark.sanity import largest_face_landmarks, recogniser_sanity
+    from gfn_edge.detector import Detector
 
     (spec, path), = peers.find_peers(peer_dir, ["mobileface-256"])
     emb = peers.open_peer(spec, path, "onnxruntime", 2)
     out = recogniser_sanity(emb.embed, largest_face_landmarks(Detector(bundles.get(DET, "onnx"))), shared_path("faces", "pairs"))
     assert out["pairs_same"] > 50 and out["pairs_different"] > 200
     assert out["separates"] and out["mean_cos_same"] - out["mean_cos_different"] > 0.15, out
+    assert 0.5 < out["best_accuracy"] <= 1.0 and out["mean_cos_different"] < out["best_threshold"] < out["mean_cos_same"], out
 
 
 def test_peer_graph_cleaning_keeps_outputs(peer_dir, tmp_path):
@@ -179,9 +228,9 @@ def test_peer_graph_cleaning_keeps_outputs(peer_dir, tmp_path):
     import onnxruntime as ort
 
     original = peer_dir / "ultraface" / "version-slim-320.onnx"
-    cleaned, note = peers.clean_onnx_inputs(original, tmp_path)
+    cleaned, note = peer_graphs.clean_onnx_inputs(original, tmp_path)
     assert cleaned != original and "initializers" in note
-    assert peers.clean_onnx_inputs(original, tmp_path)[0] == cleaned  # cached
+    assert peer_graphs.clean_onnx_inputs(original, tmp_path)[0] == cleaned  # cached
     x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 240, 320)).astype(np.float32)
     so = ort.SessionOptions()
     so.log_severity_level = 3
@@ -268,6 +317,40 @@ def test_frame_stages_are_measured(bundles, tmp_path):
     assert st["frame"].median_ms > st["embed"].median_ms
 
 
+def test_benchmark_frames_go_through_the_analyzer_stages_even_on_a_dynamic_detector(bundles):
+    """The benchmark times FaceAnalyzer's stages, not a pipeline of its own: same detections, crops and
+    embeddings as the analyzer on an odd-sized picture fed to a dynamic-size detector."""
+    from test_detector import _DynamicView
+
+    from gfn_edge.analyzer import FaceAnalyzer
+    from gfn_edge.benchmark.stages import (
+        AnalyzerFrame,
+        detector_breakdown,
+        frame_pipeline,
+    )
+    from gfn_edge.detector import Detector
+    from gfn_edge.embedder import Embedder
+    from gfn_edge.image import read_image
+
+    dynamic = Detector(_DynamicView.make(Detector(bundles.get(DET, "onnx"), backend="onnxruntime").model))
+    assert dynamic.input_size is None
+    rec = Embedder(bundles.get(REC, "onnx"), backend="onnxruntime")
+    picture = cv2.resize(read_image(shared_path("faces", "scenes", "insightface_t1.jpg")), (627, 459), interpolation=cv2.INTER_AREA)
+    pipe, analyzer = frame_pipeline(dynamic, rec), FaceAnalyzer(dynamic, rec)
+    assert isinstance(pipe, AnalyzerFrame)
+    got, want = pipe.detect(picture), analyzer.detect(picture)
+    assert len(got) == len(want) >= 5
+    np.testing.assert_array_equal(got.boxes, want.boxes)
+    np.testing.assert_array_equal(got.landmarks, want.landmarks)
+    np.testing.assert_array_equal(pipe.align(picture, got), analyzer.align(picture, want))
+    faces = analyzer.recognize(picture, want)
+    np.testing.assert_allclose(pipe.embed(pipe.align(picture, got)), np.stack([f.embedding for f in faces]), atol=1e-6)
+    parts = detector_breakdown(dynamic, picture, runs=2, warmup=0)
+    assert set(parts) == {"detect_preprocess", "detect_inference", "detect_decode"}  # padded to the stride, not resized
+    res = measure_frame(dynamic, rec, picture, runs=2, warmup=0, threads=1)
+    assert res["faces"] == len(want) and res["stages"]["frame"].median_ms > 0
+
+
 # ----------------------------------------------------------------------------- whole harness
 
 
@@ -344,7 +427,7 @@ def test_benchmark_package_imports_no_training_framework():
         """
         import json, sys
         import gfn_edge.benchmark.cli, gfn_edge.benchmark.suite, gfn_edge.benchmark.pipeline, gfn_edge.benchmark.device
-        import gfn_edge.benchmark.flops, gfn_edge.benchmark.peers, gfn_edge.benchmark.plot, gfn_edge.benchmark.probe
+        import gfn_edge.benchmark.engine, gfn_edge.benchmark.peers, gfn_edge.benchmark.plot, gfn_edge.benchmark.probe
         print(json.dumps(sorted(m for m in ("torch", "tensorflow", "tf_keras", "keras", "jax", "onnx", "onnxruntime", "openvino") if m in sys.modules)))
         """
     )
@@ -367,6 +450,7 @@ def test_bench_device_app_prints_table_and_writes_json(bundles, tmp_path):
     assert data["models"]["recognizer"]["threads_runtime"] == 1
     assert data["faces"] == 1 and data["fps"] > 0 and data["peak_rss_mb"] > 0
     assert all(v["median_ms"] > 0 for v in data["stages"].values())
+    assert data["models"]["detector"]["complexity"]["macs"] > 500e6 and "GFLOPs" in proc.stdout  # recorded at export, read here
 
 
 def test_bench_device_app_refuses_bad_arguments(tmp_path):

@@ -97,3 +97,28 @@ def test_reading_and_opening_a_bundle_loads_no_training_side_module(bundles):
         """
     )
     assert result == {"task": "detect", "anchors": True, "loaded": []}
+
+
+def test_benchmark_engine_measures_without_onnx_or_training_frameworks(bundles, tmp_path):
+    """The engine behind gfn-bench, bench_device and benchmarks/run.py runs on a board: it imports no
+    onnx or training framework, and reads the FLOPs gfn-export recorded instead of counting them."""
+    det, rec = str(bundles.get(DET, "onnx")), str(bundles.get(REC, "onnx"))
+    image = str(shared_path("faces", "pairs", "deepface_img20.jpg"))
+    result = _fresh(
+        f"""
+        import json, sys
+        import gfn_edge.benchmark, gfn_edge.benchmark.engine as engine
+        import gfn_edge.benchmark.cli, gfn_edge.benchmark.device, gfn_edge.benchmark.suite, gfn_edge.benchmark.pipeline
+        import gfn_edge.benchmark.peers, gfn_edge.benchmark.models, gfn_edge.benchmark.stages, gfn_edge.benchmark.probe
+        imported = sorted(m for m in {BACKENDS + TRAINING!r} if m in sys.modules)
+        res = engine.run_device_benchmark({det!r}, {rec!r}, image={image!r}, threads=1, runs=2, warmup=1, gallery_size=200,
+                                          work={str(tmp_path)!r})
+        loaded = sorted(m for m in {TRAINING!r} + ("gfn_edge.export", "gfn_edge.calib") if m in sys.modules)
+        print(json.dumps({{"imported": imported, "loaded": loaded, "faces": res["faces"], "fps": res["fps"],
+                          "flops": res["models"]["detector"]["complexity"]}}))
+        """
+    )
+    assert result["imported"] == [], f"importing the benchmark engine loaded {result['imported']}"
+    assert result["loaded"] == [], f"running the benchmark engine imported {result['loaded']}"
+    assert result["faces"] == 1 and result["fps"] > 0
+    assert result["flops"]["macs"] > 500e6  # RetinaFace at 640x480, as recorded at export

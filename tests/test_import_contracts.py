@@ -18,7 +18,7 @@ def _lint(cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedP
     lint = shutil.which("lint-imports")
     assert lint, "lint-imports is missing: pip install import-linter (a dev dependency)"
     return subprocess.run(
-        [lint, "--config", str(ROOT / "pyproject.toml"), "--no-cache"], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+        [lint, str(ROOT / "pyproject.toml"), "--no-cache", "--no-logo"], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
     )
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from gfn_edge.calib import RECOMMENDED_MINIMUM, CalibrationSet, build_calibration_set
 from gfn_edge.errors import CalibrationError
+from gfn_edge.export.faces import ReferenceFaces
 from gfn_edge.image import read_image
 from gfn_edge.manifest import read_manifest
 from gfn_edge.preprocess import detector_input
@@ -65,7 +66,7 @@ def test_detector_set_is_what_the_device_feeds(faces_dir: Path, calib_photos: Pa
 
 def test_recogniser_set_holds_aligned_faces(calib_photos: Path, mirror: Path, tmp_path: Path):
     spec = get_spec(RECOGNISER)
-    cset = build_calibration_set(spec, calib_photos, mirror=mirror)
+    cset = build_calibration_set(spec, calib_photos, faces=ReferenceFaces(mirror=mirror))
     assert cset.samples.shape[1:] == (112, 112, 3) and cset.samples.dtype == np.uint8
     assert len(cset) >= 40, f"only {len(cset)} faces from {len(list(calib_photos.iterdir()))} photos"
     # aligned faces: the eyes sit where the ArcFace template puts them, so the mean face is
@@ -112,7 +113,7 @@ def test_empty_folder_and_no_faces_are_errors(tmp_path: Path, mirror: Path):
 
     cv2.imwrite(str(blank / "wall.png"), np.full((480, 640, 3), 128, np.uint8))
     with pytest.raises(CalibrationError, match="no usable faces"):
-        build_calibration_set(get_spec(RECOGNISER), blank, mirror=mirror)
+        build_calibration_set(get_spec(RECOGNISER), blank, faces=ReferenceFaces(mirror=mirror))
 
 
 def test_wrong_model_and_wrong_shape_sets_are_refused(faces_dir: Path, tmp_path: Path):

@@ -1,4 +1,4 @@
-"""Threshold calibration: similarity scores of labelled photos, FAR/FRR, and a suggested threshold.
+"""Threshold calibration (choosing the door's similarity threshold; not INT8 calibration): FAR/FRR and a suggestion.
 
 Input: a pairs CSV (``image_a,image_b,same`` with a header; paths relative to the CSV) or a
 folder with one sub-folder per person (every same-person pair is genuine, every cross-person
@@ -9,18 +9,17 @@ The rule. A door's costly error is letting a stranger in, so the suggested thres
 one for a target false-accept rate (default 1%): the lowest threshold at which at most
 ``target_far`` of the impostor pairs score at or above it (placed half-way between the
 impostor score that must be rejected and the next one down). The equal-error-rate threshold
-(FAR = FRR) and the best-accuracy threshold (``gfn_edge.metrics.best_threshold_accuracy``) are
-reported for comparison. Estimates need data: with n impostor pairs, a FAR below 1/n cannot be
+(FAR = FRR) and the best-accuracy threshold are reported for comparison. All three rules, and the
+pairs CSV reader, are gfn_edge's own (:mod:`gfn_edge.metrics`, :mod:`gfn_edge.pairs`), shared with
+gfn-eval and the benchmark. Estimates need data: with n impostor pairs, a FAR below 1/n cannot be
 measured (the "rule of three": zero false accepts in n only says FAR < 3/n with 95% confidence),
 and the output says so. FAR is per comparison: with N people enrolled a stranger is compared
 with all N, so the chance they match someone is up to N times higher.
 """
 from __future__ import annotations
 
-import csv
 import itertools
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,11 +28,13 @@ from typing import Any, Optional
 import numpy as np
 
 from gfn_edge import FaceAnalyzer, GfnEdgeError, read_image
-from gfn_edge.metrics import accuracy_at, best_threshold_accuracy
+from gfn_edge.image import IMAGE_SUFFIXES
+from gfn_edge.metrics import accuracy_at, best_threshold, far_frr, threshold_at_far
+from gfn_edge.metrics import equal_error_rate as equal_error
+from gfn_edge.pairs import PairsFileError, read_pairs
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 MAX_IMPOSTOR_PAIRS = 200_000
 
 
@@ -99,33 +100,18 @@ class Embeddings:
         return vec
 
 
-def _truthy(text: str, where: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "same"):
-        return True
-    if value in ("0", "false", "no", "different"):
-        return False
-    raise CalibrationInputError(f"{where}: 'same' must be 1/0 (or true/false), got {text!r}")
-
-
 def scores_from_pairs(embed: Embeddings, csv_path: Path, root: Path | None = None) -> Scores:
     root = root or csv_path.parent
-    genuine, impostor = [], []
     try:
-        with open(csv_path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            missing = {"image_a", "image_b", "same"} - set(reader.fieldnames or [])
-            if missing:
-                raise CalibrationInputError(f"{csv_path}: needs a header with image_a,image_b,same (missing {', '.join(sorted(missing))})")
-            rows = list(reader)
-    except OSError as exc:
-        raise CalibrationInputError(f"cannot read {csv_path}: {exc.strerror or exc}") from None
-    for line, row in enumerate(rows, 2):
-        same = _truthy(row["same"], f"{csv_path}:{line}")
-        a, b = embed(root / row["image_a"]), embed(root / row["image_b"])
+        rows = read_pairs(csv_path)
+    except PairsFileError as exc:
+        raise CalibrationInputError(str(exc)) from None
+    genuine, impostor = [], []
+    for row in rows:
+        a, b = embed(root / row.image_a), embed(root / row.image_b)
         if a is None or b is None:
             continue
-        (genuine if same else impostor).append(float(np.dot(a, b)))
+        (genuine if row.same else impostor).append(float(np.dot(a, b)))
     return Scores(np.asarray(genuine), np.asarray(impostor), dict(embed.excluded))
 
 
@@ -148,38 +134,6 @@ def scores_from_folders(embed: Embeddings, root: Path, seed: int = 0) -> Scores:
     return Scores(np.asarray(genuine), np.asarray(impostor, dtype=np.float64), dict(embed.excluded))
 
 
-def far_frr(genuine: np.ndarray, impostor: np.ndarray, threshold: float) -> tuple[float, float]:
-    """(false-accept rate, false-reject rate) when a score >= threshold means "same person"."""
-    far = float(np.mean(impostor >= threshold)) if len(impostor) else math.nan
-    frr = float(np.mean(genuine < threshold)) if len(genuine) else math.nan
-    return far, frr
-
-
-def threshold_at_far(impostor: np.ndarray, target_far: float) -> float:
-    """The lowest threshold with FAR <= target_far (half-way between the two deciding impostor scores)."""
-    imp = np.sort(np.asarray(impostor, np.float64))[::-1]  # highest first
-    if len(imp) == 0:
-        raise CalibrationInputError("no impostor pairs: cannot estimate a false-accept rate")
-    allowed = int(math.floor(target_far * len(imp) + 1e-9))  # impostors that may score above
-    if allowed >= len(imp):
-        return float(imp[-1])
-    reject = imp[allowed]  # the highest impostor score that must be rejected
-    above = imp[allowed - 1] if allowed > 0 else reject + 2e-3
-    if above == reject:  # ties: every tied score is rejected together
-        return float(np.nextafter(reject, np.inf))
-    return float((reject + above) / 2)
-
-
-def equal_error(genuine: np.ndarray, impostor: np.ndarray) -> tuple[float, float]:
-    """(threshold, rate) where FAR and FRR are closest (the rate is their mean there)."""
-    scores = np.unique(np.concatenate([genuine, impostor]))
-    cand = np.concatenate([[scores[0] - 1e-6], (scores[:-1] + scores[1:]) / 2, [scores[-1] + 1e-6]])
-    far = (impostor[None, :] >= cand[:, None]).mean(axis=1)
-    frr = (genuine[None, :] < cand[:, None]).mean(axis=1)
-    i = int(np.argmin(np.abs(far - frr)))
-    return float(cand[i]), float((far[i] + frr[i]) / 2)
-
-
 def calibrate(scores: Scores, target_far: float = 0.01) -> Calibration:
     g, imp = np.asarray(scores.genuine, np.float64), np.asarray(scores.impostor, np.float64)
     if len(g) == 0 or len(imp) == 0:
@@ -191,7 +145,7 @@ def calibrate(scores: Scores, target_far: float = 0.01) -> Calibration:
     eer_t, eer = equal_error(g, imp)
     all_scores = np.concatenate([g, imp])
     labels = np.concatenate([np.ones(len(g), bool), np.zeros(len(imp), bool)])
-    acc, acc_t = best_threshold_accuracy(all_scores, labels)
+    acc, acc_t = best_threshold(all_scores, labels)
     warnings = []
     if target_far * len(imp) < 3:
         warnings.append(

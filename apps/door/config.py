@@ -9,18 +9,25 @@ are relative to the working directory, as a shell user expects.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
+
+from gfn_edge import InvalidArgumentError, UnsafeSettingError, clamp_threads
 
 DEFAULT_CONFIG_ENV = "GFN_DOOR_CONFIG"
 DEFAULT_CONFIG_PATH = Path("/etc/gfn-door/door.toml")
 DECISIONS = ("grant", "deny", "unknown", "cooldown")
 
 
-class ConfigError(ValueError):
+class ConfigError(InvalidArgumentError):
     """A configuration that cannot be used; the message names the file, section and key."""
+
+
+class UnsafeConfigError(ConfigError, UnsafeSettingError):
+    """A configuration that would let strangers in or turn a check off without saying so."""
 
 
 def _meta(kind: str, **extra: Any) -> dict[str, Any]:
@@ -41,7 +48,7 @@ class ModelsConfig:
     recognizer: Optional[Path] = _f(None, "path")
     liveness: list = _f([], "paths")  # the two MiniFASNet bundles (2.7x V2 and 4.0x V1SE)
     backend: str = _f("auto", "choice", choices=("auto", "onnxruntime", "tflite", "openvino"))
-    threads: Optional[int] = _f(None, "int", min=1)  # None: the backend's default (physical cores)
+    threads: Optional[int] = _f(None, "int", min=1, clamp=True)  # None: the backend's default (physical cores)
     flip: bool = _f(False, "bool")  # also embed the mirrored crop: a bit more accurate, 2x recogniser time
 
 
@@ -61,7 +68,7 @@ class SourceConfig:
 
 @dataclass
 class DetectionConfig:
-    score_threshold: Optional[float] = _f(None, "float", min=0.0, max=1.0)  # None: the bundle's default
+    score_threshold: Optional[float] = _f(None, "float", gt=0.0, max=1.0)  # None: the bundle's default
     max_faces: Optional[int] = _f(3, "int", min=1)  # the largest ones: people at the door, not passers-by
     min_face_size: float = _f(40.0, "float", min=0.0)  # pixels; smaller faces are not even tracked
 
@@ -75,7 +82,10 @@ class TrackingConfig:
 
 @dataclass
 class RecognitionConfig:
-    threshold: Optional[float] = _f(None, "float", min=-1.0, max=1.0)  # None: gallery's calibrated one, else the model's
+    # None: the gallery's calibrated one (door_access.py calibrate --save); a value here may only be stricter
+    threshold: Optional[float] = _f(None, "float", gt=0.0, max=1.0, unsafe=True)
+    # runs the door on a threshold never calibrated on its recogniser (loudly warned): tests and first set-up only
+    uncalibrated_threshold: Optional[float] = _f(None, "float", gt=0.0, max=1.0, unsafe=True)
     margin: float = _f(0.0, "float", min=0.0, max=2.0)  # best identity must beat the runner-up by this much
     consecutive: int = _f(3, "int", min=1)  # observations that must agree before any decision
     recheck_every: int = _f(15, "int", min=1)  # frames between re-recognitions of a decided track
@@ -95,7 +105,7 @@ class QualityConfig:
 @dataclass
 class LivenessConfig:
     enabled: bool = _f(True, "bool")  # only matters when models.liveness lists bundles
-    threshold: float = _f(0.5, "float", min=0.0, max=1.0)
+    threshold: float = _f(0.5, "float", min=0.0, max=1.0)  # 0 passes photos: refused unless enabled = false
 
 
 @dataclass
@@ -221,6 +231,8 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot read config {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     try:
         data = _toml_loads(text)
     except ConfigError as exc:
@@ -246,7 +258,24 @@ def config_from_dict(data: dict[str, Any], base: Path, where: str = "config") ->
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: {name} must be a table ([{name}])")
         setattr(cfg, name, _section(cls, table, base, f"{where} [{name}]"))
+    check_safety(cfg, where)
     return cfg
+
+
+def check_safety(cfg: Config, where: str = "config") -> None:
+    """Refuse combinations that would disable a check silently (run again after flags are applied).
+
+    A liveness threshold of 0 passes every photo: that is liveness off, and turning it off must
+    be said out loud (``[liveness] enabled = false`` or ``--no-liveness``), which the door
+    announces with its LIVENESS CHECK OFF warning at every start.
+    """
+    live = cfg.liveness
+    if live.enabled and not (isinstance(live.threshold, (int, float)) and math.isfinite(live.threshold) and live.threshold > 0):
+        raise UnsafeConfigError(
+            f"{where} [liveness] threshold: {live.threshold} passes every face, printed photos included, so it turns the "
+            f"liveness check off silently; set a threshold > 0 (default 0.5), or turn liveness off explicitly with "
+            f"[liveness] enabled = false or --no-liveness"
+        )
 
 
 def _section(cls: type, table: dict[str, Any], base: Path, where: str) -> Any:
@@ -300,12 +329,18 @@ def _convert(value: Any, spec: dataclasses.Field, where: str, base: Path) -> Any
         if isinstance(value, bool) or not ok:
             raise ConfigError(f"{where}: expected {'an integer' if kind == 'int' else 'a number'}, got {value!r}")
         value = int(value) if kind == "int" else float(value)
-        if value != value:  # NaN
-            raise ConfigError(f"{where}: expected a number, got NaN")
-        lo, hi = meta.get("min"), meta.get("max")
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            bounds = f">= {lo}" if hi is None else (f"<= {hi}" if lo is None else f"between {lo} and {hi}")
-            raise ConfigError(f"{where}: {value} is out of range; expected {bounds}")
+        if not math.isfinite(value):  # NaN or inf: no setting means "infinitely"
+            raise ConfigError(f"{where}: expected a finite number, got {value}")
+        lo, hi, gt = meta.get("min"), meta.get("max"), meta.get("gt")
+        if (lo is not None and value < lo) or (hi is not None and value > hi) or (gt is not None and value <= gt):
+            if gt is not None:
+                bounds = f"> {gt}" if hi is None else f"> {gt} and <= {hi}"
+            else:
+                bounds = f">= {lo}" if hi is None else (f"<= {hi}" if lo is None else f"between {lo} and {hi}")
+            error = UnsafeConfigError if meta.get("unsafe") else ConfigError
+            raise error(f"{where}: {value} is out of range; expected {bounds}")
+        if meta.get("clamp"):
+            value = clamp_threads(value, where)
         return value
     if kind == "choice":
         if value not in meta["choices"]:

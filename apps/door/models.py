@@ -40,7 +40,10 @@ def _bundle(path: Optional[Path], what: str, key: str, flag: str) -> Path:
 
 
 def open_analyzer(cfg: Config, recognizer: bool = True) -> FaceAnalyzer:
-    """Detector + recogniser + quality gates, without liveness (the pipeline runs it on matches only)."""
+    """Detector + recogniser + quality gates, without liveness (the pipeline runs it on matches only).
+
+    ``[models] threads`` sizes the runtimes' pools and OpenCV's alike (:func:`gfn_edge.apply_threads`).
+    """
     m: ModelsConfig = cfg.models
     det_path = _bundle(m.detector, "detector", "detector", "--detector")
     detector = Detector(det_path, backend=m.backend, threads=m.threads, score_threshold=cfg.detection.score_threshold)
@@ -54,6 +57,7 @@ def open_analyzer(cfg: Config, recognizer: bool = True) -> FaceAnalyzer:
         max_faces=cfg.detection.max_faces,
         min_face_size=cfg.detection.min_face_size,
         gates=quality_gates(cfg.quality),
+        threads=m.threads,  # OpenCV's pool too: the configuration gfn-bench measures
     )
     log.info("detector: %r", detector)
     if embedder is not None:
@@ -108,22 +112,55 @@ def warn_if_empty(gallery: Gallery) -> int:
 
 
 def resolve_threshold(cfg: Config, gallery: Gallery, embedder: Embedder) -> float:
-    """The match threshold: config/flag, else the gallery's calibrated one, else the model's default (warned)."""
-    if cfg.recognition.threshold is not None:
-        log.info("match threshold %.4f (from the configuration)", cfg.recognition.threshold)
-        return float(cfg.recognition.threshold)
+    """The match threshold: calibrated on this recogniser (stored by ``calibrate --save``), or refused.
+
+    Why so strict: a threshold is only meaningful for the model it was measured on, and the
+    bundle's generic default (0.30 for the small GhostFaceNets, whose calibrated 1% FAR threshold
+    is ~0.75) grants strangers. ``[recognition] threshold`` may tighten the calibrated value, never
+    loosen it. ``--uncalibrated-threshold X`` runs on X anyway, with a loud warning.
+    """
+    rec = cfg.recognition
+    if rec.uncalibrated_threshold is not None:
+        log.warning(
+            "UNCALIBRATED THRESHOLD: matching at %.4f, a value never calibrated for a false-accept rate on %s; "
+            "strangers may be granted. Run door_access.py calibrate --pairs PAIRS.csv --save, then drop --uncalibrated-threshold",
+            rec.uncalibrated_threshold, embedder.signature,
+        )
+        return float(rec.uncalibrated_threshold)
     try:
-        stored = gallery.threshold
+        calibration = gallery.calibration
+        bare = gallery.threshold
     except GalleryError:
-        stored = None
-    if stored is not None:
-        log.info("match threshold %.4f (calibrated, stored in the gallery)", stored)
-        return float(stored)
-    default = embedder.default_threshold
-    if default is None:
-        raise SetupError("no match threshold: set [recognition] threshold, or run door_access.py calibrate --save")
-    log.warning(
-        "match threshold %.4f is the model's generic default, not calibrated for this unit: run "
-        "door_access.py calibrate on labelled photos and set [recognition] threshold (or calibrate --save)", default
-    )
-    return float(default)
+        calibration, bare = None, None
+    signature = embedder.signature
+    if calibration is None or calibration["signature"] != signature:
+        if calibration is not None:
+            why = f"the stored one was measured on another recogniser ({calibration['signature']})"
+        elif bare is not None:
+            why = f"the stored threshold {bare:.4f} has no record of its false-accept rate or recogniser"
+        else:
+            why = "none is stored"
+        tighten = (f"; [recognition] threshold = {rec.threshold:g} can only tighten a calibrated threshold"
+                   if rec.threshold is not None else "")
+        raise SetupError(
+            f"no match threshold calibrated on recogniser {signature} in {gallery.path} ({why}){tighten}: run "
+            f"door_access.py calibrate --pairs PAIRS.csv --save (stores the threshold for a target false-accept rate), "
+            f"or pass --uncalibrated-threshold X to run on X anyway (strangers may be granted)"
+        )
+    calibrated, far = float(calibration["threshold"]), float(calibration["target_far"])
+    if not 0.0 < calibrated <= 1.0:  # a calibration on data that does not separate anyone
+        raise SetupError(
+            f"the threshold {calibrated:.4f} calibrated in {gallery.path} would accept almost anyone; recalibrate "
+            f"(door_access.py calibrate --save) with photos this recogniser can tell apart"
+        )
+    if rec.threshold is not None:
+        if rec.threshold < calibrated:
+            raise SetupError(
+                f"[recognition] threshold {rec.threshold:g} is looser than the threshold {calibrated:.4f} calibrated for a "
+                f"false-accept rate of {far:g} on this recogniser: more strangers would be granted. Raise it, "
+                f"recalibrate (door_access.py calibrate --save), or pass --uncalibrated-threshold X"
+            )
+        log.info("match threshold %.4f (from the configuration; calibrated %.4f for FAR %g)", rec.threshold, calibrated, far)
+        return float(rec.threshold)
+    log.info("match threshold %.4f (calibrated for a false-accept rate of %g on this recogniser, stored in the gallery)", calibrated, far)
+    return calibrated

@@ -103,11 +103,10 @@ class DoorLoop:
         """Decisions taken on this frame, and the annotated picture when ``annotate`` is on."""
         self.frames += 1
         image = frame.image
-        det = self.analyzer.detector
         # a track coming back after missed frames may have been taken over by someone else: look again
         returning = {t.id for t in self.tracker.tracks if t.missed > 0}
         try:
-            dets = det.detect(image, max_faces=self.analyzer.max_faces, min_face_size=self.analyzer.min_face_size)
+            dets = self.analyzer.detect(image)
             tracks = self.tracker.update(dets)
         except Exception as exc:  # a bad frame or a failing model: no face is decided on this frame
             self._errors("detection", exc)
@@ -124,7 +123,7 @@ class DoorLoop:
         decided: list[tuple[Decision, np.ndarray]] = []
         if todo:
             try:
-                faces = self.analyzer.faces_from(det.to_bgr(image), dets.select(np.asarray(todo)))
+                faces = self.analyzer.recognize(image, dets.select(np.asarray(todo)))
             except Exception as exc:
                 self._errors("recognition", exc)
                 faces = []

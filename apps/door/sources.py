@@ -25,12 +25,12 @@ import cv2
 import numpy as np
 
 from gfn_edge import GfnEdgeError, read_image
+from gfn_edge.image import IMAGE_SUFFIXES
 
 from .config import redact
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 DEFAULT_FILE_FPS = 25.0  # a video file that records no frame rate
 DEFAULT_FOLDER_FPS = 10.0
 

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gfn_edge.cli_errors import run_cli
 from gfn_edge.errors import GfnEdgeError
 
 from .report import format_result, write_outputs
@@ -63,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gfn-eval", description="Accuracy benchmarks for reference models and exported bundles.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    v = sub.add_parser("verify", help="1:1 face verification on insightface .bin files and pairs CSVs")
+    v = sub.add_parser("verify", help="1:1 face verification (same person?) on insightface .bin files and pairs CSVs; not artifact verification")
     v.add_argument("data", nargs="+", help="lfw.bin / cfp_fp.bin / agedb_30.bin ..., or pairs.csv (image_a,image_b,same[,source]) or its folder")
     _common(v)
     _recogniser_options(v, DEFAULT_FARS)
@@ -205,7 +206,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
     try:
@@ -219,6 +220,11 @@ def main(argv: list[str] | None = None) -> int:
         print(format_result(result))
         log.info("results written to %s and %s", js, md)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """gfn-eval, with every error ending as one line ``gfn-eval: error: ...`` (``--debug``: and its traceback)."""
+    return run_cli("gfn-eval", _main, argv, error_status=2)
 
 
 if __name__ == "__main__":

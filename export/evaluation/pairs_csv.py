@@ -3,11 +3,11 @@
 Photos are not aligned, so faces are found and aligned first, once, and every model is then
 given the same crops: only the recogniser differs between rows of the table. The detector is
 the reference RetinaFace (PyTorch, the default) or a detection bundle the user names; either way
-it is recorded in the results. Each photo contributes its largest face.
+it is recorded in the results. Each photo contributes its largest face. The CSV is read by
+:func:`gfn_edge.pairs.read_pairs`, the reader (and ``same`` rule) every tool shares.
 """
 from __future__ import annotations
 
-import csv
 import logging
 import os
 from dataclasses import dataclass, field
@@ -16,36 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from gfn_edge.pairs import PairRow, read_pairs
+
+__all__ = ["CsvPairs", "PairRow", "load_csv_pairs", "read_pairs"]
+
 log = logging.getLogger(__name__)
-
-_TRUE = {"1", "true", "yes", "same", "y", "t"}
-_FALSE = {"0", "false", "no", "different", "n", "f", "-1"}
-
-
-@dataclass
-class PairRow:
-    image_a: str
-    image_b: str
-    same: bool
-    source: str = ""
-
-
-def read_pairs(path: str | os.PathLike[str]) -> list[PairRow]:
-    """Rows of a pairs CSV; a ``same`` value that is not a recognisable boolean is an error, not False."""
-    path = Path(path)
-    rows = []
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames or not {"image_a", "image_b", "same"} <= set(reader.fieldnames):
-            raise ValueError(f"{path}: expected columns image_a,image_b,same[,source]; found {reader.fieldnames}")
-        for line, r in enumerate(reader, start=2):
-            flag = str(r["same"]).strip().lower()
-            if flag not in _TRUE | _FALSE:
-                raise ValueError(f"{path}:{line}: 'same' must be 1/0 or true/false, got {r['same']!r}")
-            rows.append(PairRow(r["image_a"].strip(), r["image_b"].strip(), flag in _TRUE, (r.get("source") or "").strip()))
-    if not rows:
-        raise ValueError(f"{path}: no pairs")
-    return rows
 
 
 @dataclass
@@ -79,7 +54,11 @@ def load_csv_pairs(
     to 1024 px) or the path of a detection bundle. Crops are cached (see
     :mod:`gfn_edge.export.faces`), so a second run costs nothing.
     """
-    from gfn_edge.export.faces import ReferenceFaceFinder, find_faces, largest_face_index
+    from gfn_edge.export.faces import (
+        ReferenceFaceFinder,
+        find_faces,
+        largest_face_index,
+    )
 
     path = Path(path)
     root = path.parent

@@ -1,10 +1,13 @@
 """How each model under evaluation turns crops into embeddings and pictures into detections.
 
-A reference (the original framework, via :func:`gfn_edge.export.reference.load_reference`) and
-bundles (any backend, via :func:`gfn_edge.runtimes.open_model`) get the same pixels and the
-same decoder, so a difference in a table is a difference between models, never between
-pipelines. Data is streamed batch by batch through every model at once: each picture is read,
-decoded and aligned once per run, whatever the number of models.
+Bundles run through the device classes themselves (:class:`gfn_edge.detector.Detector`,
+:class:`gfn_edge.embedder.Embedder`), so gfn-eval measures exactly what a board runs. A reference
+(the original framework, via :func:`gfn_edge.export.reference.load_reference`) gets its tensors
+from the same builders (:func:`gfn_edge.preprocess.detector_tensor` and
+:func:`gfn_edge.preprocess.crop_tensor`) and the same decoder, so a difference in a table is a
+difference between models, never between pipelines. Data is streamed batch by batch through
+every model at once: each picture is read, decoded and aligned once per run, whatever the
+number of models.
 """
 from __future__ import annotations
 
@@ -18,7 +21,9 @@ from typing import Any, Callable, Protocol, Sequence
 import cv2
 import numpy as np
 
-from gfn_edge.preprocess import detector_input, normalize
+from gfn_edge.detector import Detector as DeviceDetector
+from gfn_edge.embedder import Embedder as DeviceEmbedder
+from gfn_edge.preprocess import Letterbox, crop_tensor, detector_tensor
 from gfn_edge.progress import Progress
 from gfn_edge.registry import Anchors, Preprocess
 from gfn_edge.retinaface_decode import Detections, postprocess
@@ -65,8 +70,8 @@ class Embedder:
         return np.asarray(self.fn(crops), dtype=np.float32)
 
 
-def _fit(crops: np.ndarray, pre: Preprocess) -> np.ndarray:
-    size = pre.input_size
+def _fit(crops: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """Crops resized to the model's (w, h) when a data set stores them at another size."""
     if size is None or tuple(crops.shape[2:0:-1]) == tuple(size):
         return crops
     return np.stack([cv2.resize(c, tuple(size), interpolation=cv2.INTER_LINEAR) for c in crops])
@@ -81,7 +86,7 @@ def reference_embedder(model: str | os.PathLike[str], arch: str | None = None, m
     pre = ref.spec.preprocess
 
     def run(crops: np.ndarray) -> np.ndarray:
-        return ref.run(normalize(_fit(crops, pre), pre), batch_size)["embedding"]
+        return ref.run(crop_tensor(_fit(crops, pre.input_size), pre), batch_size)["embedding"]
 
     runs_on = f"{ref.framework['framework']} ({ref.framework['device']})"
     return Embedder(ref.spec.name, "reference", runs_on, run, {"source": ref.source, "framework": ref.framework})
@@ -94,16 +99,15 @@ def _bundle_label(model) -> str:
 
 
 def bundle_embedder(path: str | os.PathLike[str], backend: str = "auto", threads: int | None = None, batch_size: int = 64) -> Embedder:
-    from gfn_edge.runtimes import open_model
-
-    model = open_model(path, backend=backend, threads=threads, task="embed")
-    pre = model.manifest.preprocess
+    """A recogniser bundle run by the device :class:`gfn_edge.embedder.Embedder` (raw outputs: the flip sum comes first)."""
+    device = DeviceEmbedder(path, backend=backend, threads=threads)
 
     def run(crops: np.ndarray) -> np.ndarray:
-        x = normalize(_fit(crops, pre), pre)
-        return np.concatenate([model.run(x[i : i + batch_size])["embedding"] for i in range(0, len(x), batch_size)])
+        fitted = _fit(crops, device.crop_size)
+        return np.concatenate([device.embed_raw(fitted[i : i + batch_size]) for i in range(0, len(fitted), batch_size)])
 
-    return Embedder(Path(path).name, "bundle", _bundle_label(model), run, {"bundle": str(path), "model": model.manifest.model, "target": model.manifest.target})
+    m = device.manifest
+    return Embedder(Path(path).name, "bundle", _bundle_label(device.model), run, {"bundle": str(path), "model": m.model, "target": m.target})
 
 
 def unique_names(items: Sequence[Any]) -> None:
@@ -142,8 +146,9 @@ def embed_source(embedders: Sequence[Embedder], source: CropSource, flip: bool, 
 class Detector:
     """A RetinaFace-style detector: raw head outputs for a normalised NHWC input, decoded here.
 
-    ``size`` is the letterbox input (w, h); None runs each picture at its own size (models with
-    a dynamic input only).
+    ``size`` is the letterbox input (w, h); None runs each picture at its own size, padded to the
+    largest anchor stride (models with a dynamic input only), exactly as the device does.
+    ``device`` is the :class:`gfn_edge.detector.Detector` a bundle runs in; a reference has none.
     """
 
     name: str
@@ -154,20 +159,22 @@ class Detector:
     anchors: Anchors
     size: tuple[int, int] | None
     info: dict[str, Any] = field(default_factory=dict)
+    device: DeviceDetector | None = field(default=None, repr=False)
 
     @property
     def input_label(self) -> str:
         return f"{self.size[0]}x{self.size[1]} letterbox" if self.size else "original size"
 
+    def tensor(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+        """The model input for a BGR picture: the device's own builder for a bundle, the same builder for a reference."""
+        if self.device is not None:
+            return self.device.tensor(image)
+        return detector_tensor(image, self.preprocess, self.size, max(self.anchors.steps))
+
     def detect(self, image: np.ndarray, score_threshold: float = 0.02, nms_threshold: float = 0.4) -> Detections:
-        if self.size is None:
-            h, w = image.shape[:2]
-            x, scale, size = normalize(image, self.preprocess), 1.0, (w, h)
-        else:
-            x, box = detector_input(image, self.preprocess, self.size)
-            scale, size = box.scale, self.size
+        x, box = self.tensor(image)
         out = self.run(x)
-        return postprocess(out["loc"], out["conf"], out["landms"], self.anchors, size, scale, score_threshold, nms_threshold)
+        return postprocess(out["loc"], out["conf"], out["landms"], self.anchors, (box.width, box.height), box.scale, score_threshold, nms_threshold)
 
 
 def reference_detector(
@@ -184,15 +191,14 @@ def reference_detector(
     return Detector(ref.spec.name, "reference", runs_on, lambda x: ref.run(x, 1), ref.spec.preprocess, ref.spec.anchors, chosen, {"source": ref.source})
 
 
-def bundle_detector(path: str | os.PathLike[str], backend: str = "auto", threads: int | None = None) -> Detector:
-    """A detection bundle at its own input size (letterboxed exactly as the device runtime does)."""
-    from gfn_edge.runtimes import open_model
-
-    model = open_model(path, backend=backend, threads=threads, task="detect")
-    m = model.manifest
-    hw = model.input_hw
-    size = (hw[1], hw[0]) if hw else (tuple(m.preprocess.input_size) if m.preprocess.input_size else None)
-    return Detector(Path(path).name, "bundle", _bundle_label(model), model.run, m.preprocess, m.anchors, size, {"bundle": str(path), "model": m.model, "target": m.target})
+def bundle_detector(path: str | os.PathLike[str] | Any, backend: str = "auto", threads: int | None = None) -> Detector:
+    """A detection bundle (folder, or an opened model) in the device :class:`gfn_edge.detector.Detector`, at its own input size."""
+    device = DeviceDetector(path, backend=backend, threads=threads)
+    m = device.manifest
+    return Detector(
+        Path(device.model.path).name, "bundle", _bundle_label(device.model), device.model.run, device.preprocess, device.anchors, device.input_size,
+        {"bundle": str(path), "model": m.model, "target": m.target}, device,
+    )
 
 
 class DetectorFaceFinder:

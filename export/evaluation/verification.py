@@ -1,18 +1,42 @@
-"""Face-verification protocol maths: ROC, AUC, TAR@FAR and k-fold accuracy on pair similarity scores.
+"""Face-verification protocol maths (1:1 "same person?" scoring, not artifact verification): ROC, AUC, TAR@FAR, k-fold accuracy.
 
 Everything is exact (no threshold grids) and pure numpy, so every number can be checked by hand;
-tests/test_eval_metrics.py does. Scores are similarities: a pair is called "same person" when
-its score is >= the threshold. Rates are fractions in 0..1 here; tables print percentages.
+tests/test_eval_metrics.py does. The threshold rules themselves (best accuracy, the FAR rule)
+live in :mod:`gfn_edge.metrics`, shared with the door and the benchmark. Scores are
+similarities: a pair is called "same person" when its score is >= the threshold. Rates are fractions in 0..1 here; tables print percentages.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from gfn_edge.metrics import accuracy_at, l2_normalize
+from gfn_edge.metrics import (
+    accuracy_at,
+    allowed_false_accepts,
+    best_threshold,
+    cosine_rows,
+)
+
+__all__ = [
+    "DEFAULT_FARS",
+    "MIN_NEGATIVES_FACTOR",
+    "KFoldAccuracy",
+    "Roc",
+    "TarAtFar",
+    "auc",
+    "best_threshold",
+    "compact_roc",
+    "fold_indices",
+    "kfold_accuracy",
+    "pair_scores",
+    "roc_curve",
+    "summarize",
+    "tar_at_far",
+]
 
 DEFAULT_FARS: tuple[float, ...] = (1e-3, 1e-4)
 # A FAR is only reported when at least this many times 1/FAR negative pairs exist: with fewer,
@@ -46,7 +70,7 @@ def _check(scores: np.ndarray, same: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 def pair_scores(emb_a: np.ndarray, emb_b: np.ndarray) -> np.ndarray:
     """Cosine similarity of matching rows (embeddings need not be normalised)."""
-    return np.sum(l2_normalize(emb_a.astype(np.float64)) * l2_normalize(emb_b.astype(np.float64)), axis=1)
+    return cosine_rows(emb_a, emb_b)
 
 
 def roc_curve(scores: np.ndarray, same: np.ndarray) -> Roc:
@@ -86,9 +110,7 @@ def tar_at_far(roc: Roc, far: float, min_negatives_factor: float = MIN_NEGATIVES
     ``reason`` says how many are needed, unless ``always``: then the TAR is given and ``reason``
     warns how few impostor scores it rests on.
     """
-    if not 0 <= far <= 1:
-        raise ValueError(f"FAR must be within 0..1, got {far}")
-    allowed = math.floor(far * roc.negatives + 1e-9)
+    allowed = allowed_false_accepts(far, roc.negatives)  # the one FAR rule, shared with the door's threshold
     ok = np.flatnonzero(roc.false_positives <= allowed)
     i = int(ok[-1])  # fpr is non-decreasing, so the last allowed point has the highest TAR
     threshold = float(roc.thresholds[i]) if np.isfinite(roc.thresholds[i]) else None
@@ -103,29 +125,6 @@ def tar_at_far(roc: Roc, far: float, min_negatives_factor: float = MIN_NEGATIVES
             f"{need} pairs ({min_negatives_factor:g}/FAR) make it a reliable number"
         )
     return result
-
-
-def best_threshold(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:
-    """(accuracy, threshold) of the best single threshold, exact, in O(n log n).
-
-    Same candidates and tie-break as :func:`gfn_edge.metrics.best_threshold_accuracy` (midpoints
-    between distinct scores, lowest threshold wins), which is O(n^2) in memory and cannot take
-    the millions of pairs of IJB.
-    """
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    same = np.asarray(same, dtype=bool).ravel()
-    if len(scores) == 0:
-        return float("nan"), float("nan")
-    uniq, inv = np.unique(scores, return_inverse=True)
-    pos = np.bincount(inv, weights=same, minlength=len(uniq))
-    neg = np.bincount(inv, weights=~same, minlength=len(uniq))
-    # candidate j accepts scores >= uniq[j] (j = len(uniq): accepts nothing)
-    pos_accepted = np.r_[np.cumsum(pos[::-1])[::-1], 0.0]
-    neg_rejected = np.r_[0.0, np.cumsum(neg)]
-    correct = pos_accepted + neg_rejected
-    j = int(np.argmax(correct))
-    candidates = np.concatenate([[uniq[0] - 1e-6], (uniq[:-1] + uniq[1:]) / 2, [uniq[-1] + 1e-6]])
-    return float(correct[j] / len(scores)), float(candidates[j])
 
 
 def fold_indices(n: int, folds: int = 10, assignment: str = "contiguous") -> list[np.ndarray]:
@@ -192,7 +191,7 @@ def summarize(
     roc = roc_curve(scores, same)
     best_acc, best_thr = best_threshold(scores, same)
     out: dict[str, Any] = {
-        "pairs": int(len(same)),
+        "pairs": len(same),
         "same": roc.positives,
         "different": roc.negatives,
         "auc": auc(roc),

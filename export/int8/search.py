@@ -242,7 +242,10 @@ def median_latency_ms(bundle: Path, runs: int = 30, threads: int | None = None) 
     from gfn_edge.runtimes import open_model
 
     model = open_model(bundle, verify_files=False, threads=threads)
-    hw = model.input_hw or (112, 112)
+    size = model.manifest.preprocess.input_size  # (w, h) from the manifest when the model's input is dynamic
+    hw = model.input_hw or ((int(size[1]), int(size[0])) if size else None)
+    if hw is None:
+        raise ValueError(f"{bundle}: neither the model nor its manifest gives an input size to time it at")
     x = np.random.default_rng(0).standard_normal((1, hw[0], hw[1], 3)).astype(np.float32)
     for _ in range(3):
         model.run(x)

@@ -1,5 +1,8 @@
 """gfn-bench: latency, throughput, memory, size, parameters, MACs and fidelity of bundles and peers.
 
+A thin front-end: options in, :class:`~gfn_edge.benchmark.engine.BenchmarkRequest` out, the
+engine measures (the same engine behind apps/bench_device.py and benchmarks/run.py).
+
     gfn-bench --bundles artifacts/ --peers ../shared/peers --threads 1,2 --out bench-results/
 
 Writes ``bench.json`` (everything), ``bench.md`` (tables) and ``latency_fidelity.png`` to
@@ -11,14 +14,17 @@ each runtime; medians (and p90) are over ``--runs`` timed runs after ``--warmup`
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-log = logging.getLogger("gfn_edge.benchmark")
+from ..cli_errors import run_cli
+from ..errors import UsageError
+from .engine import BenchmarkRequest, default_shared
+from .engine import run_benchmark as engine_run
+
+__all__ = ["build_parser", "default_shared", "main", "request_from_args", "run_benchmark"]
 
 
 def _ints(text: str) -> list[int]:
@@ -33,14 +39,6 @@ def _ints(text: str) -> list[int]:
 
 def _positive(text: str) -> int:
     return _ints(text)[0]
-
-
-def default_shared() -> Path | None:
-    """shared/ with real photos and peers: $GFN_EDGE_SHARED, else ../shared next to the checkout or cwd."""
-    env = os.environ.get("GFN_EDGE_SHARED")
-    candidates = [Path(env)] if env else []
-    candidates += [Path(__file__).resolve().parents[2].parent / "shared", Path.cwd().parent / "shared", Path.cwd() / "shared"]
-    return next((c for c in candidates if c.is_dir()), None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,124 +74,46 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def run_benchmark(args: argparse.Namespace, skipped: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Everything gfn-bench measures, as one JSON-able dict (also written to ``args.out``)."""
-    from gfn_edge.image import read_image
-    from gfn_edge.manifest import find_bundles
-
-    from . import plot, report
-    from .models import bundle_candidate, peer_candidates, with_precision_hint
-    from .peers import find_peers
-    from .pipeline import PipelineConfig, run_pipeline
-    from .stages import default_work_dir, vga_frame
-    from .suite import SuiteConfig, import_times, run_suite
-    from .system import QuietGate, busy, describe, load_average
-
-    shared = Path(args.shared) if args.shared else default_shared()
-    work = Path(args.work) if args.work else default_work_dir()
-    work.mkdir(parents=True, exist_ok=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    tasks = {t.strip() for t in args.task.split(",") if t.strip()}
-    result: dict[str, Any] = {"schema": "gfn-bench/1", "system": describe(), "load_before": load_average(), "skipped": list(skipped or []), "warnings": []}
-    if busy():
-        result["warnings"].append(f"load average {load_average()} was high when the run started: timings are inflated; re-run on an idle machine")
-
-    cands = []
-    for folder in find_bundles(args.bundles):
-        try:
-            c = bundle_candidate(folder)
-        except Exception as exc:  # a damaged bundle is reported, not fatal
-            result["skipped"].append({"bundle": str(folder), "reason": f"{type(exc).__name__}: {exc}"})
-            continue
-        if c.task in tasks:
-            cands.append(c)
-            if c.backend == "openvino" and c.precision != "int8":
-                cands += [with_precision_hint(c, h) for h in args.openvino_hints.split(",") if h.strip() and h.strip() != "f32"]
-    if not args.no_peers:
-        peers_dir = Path(args.peers) if args.peers else (shared / "peers" if shared else None)
-        if peers_dir is None or not peers_dir.is_dir():
-            result["skipped"].append({"name": "peers", "reason": f"no peers folder ({peers_dir}); pass --peers"})
-        else:
-            found = find_peers(peers_dir, args.peer or None)
-            cands += [c for c in peer_candidates(found, args.peer_backends.split(",")) if c.task in tasks]
-    faces = shared / "faces" if shared else None
-    gate = QuietGate(args.wait_quiet, args.wait_budget if args.wait_quiet > 0 else 0.0)
-    cfg = SuiteConfig(
-        gate=gate,
-        threads=args.threads,
-        runs=args.runs,
-        warmup=args.warmup,
-        batch_sizes=args.batch_sizes,
-        memory=not args.no_memory,
-        cache=work / "peers",
-        scene=faces / "scenes" / "insightface_t1.jpg" if faces else None,
-        portraits=faces / "portraits" if faces else None,
-        pairs=faces / "pairs" if faces else None,
-        sanity=not args.no_sanity and faces is not None,
-        sanity_pairs=args.sanity_pairs,
-    )
+def request_from_args(args: argparse.Namespace) -> BenchmarkRequest:
+    """The engine's request for parsed gfn-bench options."""
     progress = (lambda msg: print(f"[gfn-bench] {msg}", file=sys.stderr, flush=True)) if args.verbose else None
-
-    if not args.no_pipeline:
-        frame_path = Path(args.frame) if args.frame else (faces / "pairs" / "deepface_img20.jpg" if faces else None)
-        dets = [c for c in cands if c.task == "detect" and c.kind == "bundle"]
-        recs = [c for c in cands if c.task == "embed" and c.kind == "bundle"]
-        if frame_path is None or not frame_path.is_file():
-            result["skipped"].append({"name": "pipeline", "reason": "no frame picture; pass --frame IMAGE with one face"})
-        elif not dets or not recs:
-            result["skipped"].append({"name": "pipeline", "reason": "needs detector and recogniser bundles"})
-        else:
-            pcfg = PipelineConfig(threads=args.threads, runs=args.pipeline_runs, warmup=args.warmup, gallery_sizes=args.gallery_sizes,
-                                  work=work, target_ms=args.target_ms, gate=gate)
-            frame = vga_frame(read_image(frame_path))
-            result["pipeline"] = run_pipeline(dets, recs, frame, pcfg, progress)
-            result["pipeline"]["frame"] = {"source": str(frame_path), "size": [int(frame.shape[1]), int(frame.shape[0])]}
-    suite = run_suite([] if args.no_models else cands, cfg, progress)
-    result.update(models=suite["models"], complexity=suite["complexity"], sanity=suite["sanity"], failures=suite["failures"],
-                  settings=dict(suite["settings"], pipeline_runs=args.pipeline_runs))
-    if args.import_repeats > 0:
-        backends = sorted({c.backend for c in cands}) or ["onnxruntime"]
-        result["import_time"] = import_times(backends, args.import_repeats)
-    result["load_after"] = load_average()
-    rows = result.get("models", []) + (result.get("pipeline") or {}).get("rows", [])
-    noisy = [r for r in rows if (r.get("others_busy_max") or 0.0) > report.NOISY]
-    result["noise"] = {"rows": len(rows), "disturbed_rows": len(noisy), "waited_s": round(gate.waited_s, 1), "repeated_measurements": gate.repeated}
-    if noisy:
-        result["warnings"].append(
-            f"{len(noisy)} of {len(rows)} rows were measured while other processes took over {report.NOISY:.0%} of the CPUs "
-            f"(marked * in the tables); waited {gate.waited_s:.0f} s for quiet moments and repeated {gate.repeated} measurements"
-        )
-    if busy():
-        result["warnings"].append(f"load average {result['load_after']} was high when the run ended: timings may be inflated")
-    (out / "bench.json").write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
-    md = report.render(result)
-    (out / "bench.md").write_text(md + "\n")
-    top = max(args.threads)
-    plot.draw(result["models"], top, out / "latency_fidelity.png", f"gfn-bench: latency vs fidelity, {top} thread(s), {result['system']['cpu']}")
-    return result
+    return BenchmarkRequest(
+        bundles=list(args.bundles), peers=args.peers, peer_names=list(args.peer), no_peers=args.no_peers,
+        peer_backends=[b.strip() for b in args.peer_backends.split(",") if b.strip()],
+        openvino_hints=[h.strip() for h in args.openvino_hints.split(",") if h.strip()],
+        tasks={t.strip() for t in args.task.split(",") if t.strip()}, threads=args.threads, runs=args.runs, warmup=args.warmup,
+        batch_sizes=args.batch_sizes, memory=not args.no_memory, sanity=not args.no_sanity, sanity_pairs=args.sanity_pairs,
+        pipeline=not args.no_pipeline, models=not args.no_models, frame=args.frame, pipeline_runs=args.pipeline_runs,
+        gallery_sizes=args.gallery_sizes, target_ms=args.target_ms, import_repeats=args.import_repeats, wait_quiet=args.wait_quiet,
+        wait_budget=args.wait_budget, shared=args.shared, work=args.work, out=args.out, progress=progress,
+    )
 
 
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+def run_benchmark(args: argparse.Namespace, skipped: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """gfn-bench's options through the engine (:func:`gfn_edge.benchmark.engine.run_benchmark`)."""
+    return engine_run(request_from_args(args), skipped)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args.bundles and args.no_peers:
         print("gfn-bench: nothing to measure: give --bundles DIR and/or a peers folder", file=sys.stderr)
         return 2
+    missing = [b for b in args.bundles if not Path(b).exists()] + [p for p in (args.peers, args.frame) if p and not Path(p).exists()]
+    if missing:  # checked before minutes of measuring, not reported after
+        raise UsageError(f"{', '.join(map(str, missing))} does not exist")
     try:
         result = run_benchmark(args)
     except KeyboardInterrupt:
         return 130
     print((Path(args.out) / "bench.md").read_text())
     return 0 if result.get("models") or result.get("pipeline") else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """gfn-bench, with every error ending as one line ``gfn-bench: error: ...`` (``--debug``: and its traceback)."""
+    return run_cli("gfn-bench", _main, argv, error_status=1)
 
 
 if __name__ == "__main__":

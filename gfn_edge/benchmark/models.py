@@ -16,7 +16,13 @@ import numpy as np
 
 from gfn_edge.manifest import Manifest, read_manifest
 
-from .peers import PeerSpec, native_backends, open_peer_model
+from .peers import (
+    PeerSpec,
+    native_backends,
+    open_peer_model,
+    peer_record,
+    peer_run_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +46,7 @@ class Candidate:
     notes: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)  # backend options (OpenVINO precision hint)
     verified: bool = True  # False: the export's verification did not pass, or options it did not check
+    complexity: dict[str, Any] = field(default_factory=dict)  # params/MACs/FLOPs recorded at export (or by peer preparation)
 
     @property
     def key(self) -> str:
@@ -76,6 +83,23 @@ class Candidate:
             "options": dict(self.options),
             "verified": self.verified,
         }
+
+
+UNKNOWN_FLOPS = "FLOPs unknown: the bundle's manifest records none (exported before gfn-edge recorded them; export again)"
+
+
+def complexity_of(manifest: Manifest) -> dict[str, Any]:
+    """Parameters/MACs/FLOPs gfn-export counted and recorded in the manifest (``export.flops``).
+
+    Counting needs the model's graph library (``onnx``), which the device never imports, so the
+    numbers are computed once at export; a bundle without them reports FLOPs as unknown.
+    """
+    recorded = (manifest.export or {}).get("flops")
+    if isinstance(recorded, dict) and isinstance(recorded.get("macs"), int):
+        return dict(recorded)
+    if isinstance(recorded, dict) and recorded.get("note"):
+        return {"note": f"FLOPs unknown: {recorded['note']}"}
+    return {"note": UNKNOWN_FLOPS}
 
 
 def input_size_of(manifest: Manifest) -> tuple[int, int] | None:
@@ -126,6 +150,7 @@ def bundle_candidate(folder: Path) -> Candidate:
         input_size=input_size_of(m),
         file_bytes=size,
         fidelity=fidelity_of(m),
+        complexity=complexity_of(m),
     )
     passed = (m.verification or {}).get("passed")
     cand.verified = passed is True
@@ -157,11 +182,17 @@ def with_precision_hint(c: Candidate, hint: str) -> Candidate:
     )
 
 
-def peer_candidates(peers: list[tuple[PeerSpec, Path]], backends: Iterable[str] | None = None) -> list[Candidate]:
-    """One candidate per peer file and backend able to run it (optionally limited to ``backends``)."""
+def peer_candidates(peers: list[tuple[PeerSpec, Path]], backends: Iterable[str] | None = None, cache: Path | None = None) -> list[Candidate]:
+    """One candidate per peer file and backend able to run it (optionally limited to ``backends``).
+
+    ``cache``: where :func:`~.peers.prepare_peers` left the prepared graphs and their counts.
+    """
     allowed = set(backends) if backends else None
     out = []
     for spec, path in peers:
+        record = peer_record(path, cache) or {}
+        _, note = peer_run_file(path, cache)
+        counts = record.get("complexity") or {"note": "FLOPs unknown: peer not prepared (needs gfn-edge's training side)"}
         for backend in native_backends(spec):
             if allowed is not None and backend not in allowed:
                 continue
@@ -178,6 +209,8 @@ def peer_candidates(peers: list[tuple[PeerSpec, Path]], backends: Iterable[str] 
                     input_size=spec.input_size,
                     file_bytes=path.stat().st_size,
                     peer=spec,
+                    notes=[note] if note else [],
+                    complexity=dict(counts),
                 )
             )
     return out

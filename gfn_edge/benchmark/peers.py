@@ -2,8 +2,13 @@
 
 Why here: a latency table is only meaningful beside a peer measured in the same process, on
 the same machine, at the same thread count. Each peer is wrapped in the project's own backend
-classes (``OnnxRuntimeModel``, ``OpenVINOModel``, ``TFLiteModel``) through a manifest written in
+classes through the public :func:`gfn_edge.runtimes.open_model_file` and a manifest written in
 memory, so session options and thread settings are exactly those our bundles get.
+
+Preparing a peer (removing initializers listed as graph inputs, which keeps ONNX Runtime from
+folding constants; counting its MACs) needs ``onnx``, which the device side never imports: the
+training side's :mod:`gfn_edge.export.peer_graphs` does it in a child process
+(:func:`prepare_peers`) and leaves a record in the cache that this module reads.
 
 Peers (files under ``shared/peers``):
 
@@ -20,11 +25,15 @@ Peers (files under ``shared/peers``):
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.util
+import json
 import logging
 import math
 import os
-import tempfile
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -107,35 +116,61 @@ def find_peers(root: str | os.PathLike[str], names: Sequence[str] | None = None)
 # ----------------------------------------------------------------------------- opening
 
 
-def clean_onnx_inputs(path: Path, cache: Path | None = None) -> tuple[Path, str | None]:
-    """A copy of an ONNX file without initializers listed as graph inputs, when it has any.
+def prepared_stem(path: Path) -> str:
+    """``<stem>.<sha12>``: how everything prepared for a peer file is named (content-keyed, never stale)."""
+    stat = Path(path).stat()
+    return f"{Path(path).stem}.{_digest(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)}"
 
-    Old exporters list every weight as a graph input; ONNX Runtime then treats weights as
-    overridable and skips constant folding, which made UltraFace three times slower in our runs.
-    ONNX Runtime's own remedy (its remove_initializer_from_input tool) is applied here so the
-    peer is measured at its best. Needs the ``onnx`` package; without it the file is used as is.
-    """
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, size: int, mtime_ns: int) -> str:  # size and mtime: a changed file is hashed again
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+
+
+def peer_record(path: Path, cache: Path | None) -> dict[str, Any] | None:
+    """What :mod:`gfn_edge.export.peer_graphs` prepared for ``path`` in ``cache`` (file to run, note, MACs), or None."""
+    if cache is None:
+        return None
+    record = Path(cache) / f"{prepared_stem(path)}.peer.json"
+    if not record.is_file():
+        return None
     try:
-        import onnx
-    except ImportError:
-        return path, "onnx not installed: measured as shipped (weights listed as graph inputs slow ONNX Runtime)"
-    model = onnx.load(str(path))
-    inits = {i.name for i in model.graph.initializer}
-    keep = [i for i in model.graph.input if i.name not in inits]
-    removed = len(model.graph.input) - len(keep)
-    if not removed:
-        return path, None
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-    folder = cache or Path(tempfile.gettempdir()) / "gfn-bench-peers"
-    folder.mkdir(parents=True, exist_ok=True)
-    out = folder / f"{path.stem}.{digest}.clean.onnx"
-    if not out.is_file():
-        del model.graph.input[:]
-        model.graph.input.extend(keep)
-        tmp = out.with_suffix(".tmp")
-        onnx.save(model, str(tmp))
-        os.replace(tmp, out)
-    return out, f"removed {removed} initializers from the graph inputs (ONNX Runtime's remove_initializer_from_input)"
+        data = json.loads(record.read_text())
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable peer record %s: %s", record, exc)
+        return None
+    run = Path(data.get("run") or path)
+    return dict(data, run=run if run.is_file() else path)
+
+
+def prepare_peers(paths: Sequence[Path], cache: Path) -> list[str]:
+    """Have the training side prepare peers that have no record yet; returns notes on what could not be.
+
+    Cleaning ONNX graphs and counting MACs need the ``onnx`` package, which the device side never
+    imports: the work runs in a child process (``python -m gfn_edge.export.peer_graphs``) when
+    gfn-edge's training side is installed. Without it, peers run as shipped and their FLOPs are
+    reported unknown.
+    """
+    todo = [p for p in paths if peer_record(p, cache) is None]
+    if not todo:
+        return []
+    if importlib.util.find_spec("gfn_edge.export") is None or importlib.util.find_spec("onnx") is None:
+        return ["peers measured as shipped, FLOPs unknown: preparing them needs gfn-edge's training side (pip install gfn-edge[export])"]
+    cmd = [sys.executable, "-m", "gfn_edge.export.peer_graphs", "--cache", str(cache), *map(str, todo)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        log.warning("preparing peers failed: %s", proc.stderr.strip()[-2000:])
+        return [f"preparing peers failed ({proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}); affected peers run as shipped"]
+    return []
+
+
+def peer_run_file(path: Path, cache: Path | None) -> tuple[Path, str | None]:
+    """The file to run for a peer (its prepared copy when there is one) and a note for the table."""
+    record = peer_record(path, cache)
+    if record is None:
+        note = "graph not prepared: measured as shipped" if path.suffix.lower() == ".onnx" else None
+        return path, note
+    return record["run"], record.get("note")
 
 
 def peer_manifest(spec: PeerSpec, path: Path) -> Manifest:
@@ -155,21 +190,20 @@ def peer_manifest(spec: PeerSpec, path: Path) -> Manifest:
 
 
 def open_peer_model(spec: PeerSpec, path: Path, backend: str, threads: int, cache: Path | None = None):
-    """An :class:`~gfn_edge.runtimes.InferenceModel` for a peer file on ``backend`` with ``threads``."""
-    from gfn_edge.runtimes import BACKENDS, _module
+    """An :class:`~gfn_edge.runtimes.InferenceModel` for a peer file on ``backend`` with ``threads``.
+
+    Opened through the public runtime API (:func:`gfn_edge.runtimes.open_model_file`) with an
+    in-memory manifest, so session options and thread settings are exactly those bundles get.
+    """
+    from gfn_edge.runtimes import BACKENDS, open_model_file
 
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}")
-    allowed = ("tflite",) if spec.format == "tflite" else ("onnxruntime", "openvino")
+    allowed = native_backends(spec)
     if backend not in allowed:
         raise ValueError(f"{spec.name} is a {spec.format} file: run it on {' or '.join(allowed)}")
-    note = None
-    if spec.format == "onnx":
-        path, note = clean_onnx_inputs(path, cache)
-    cls = getattr(_module(backend), BACKENDS[backend][1])
-    model = cls(path, peer_manifest(spec, path), threads=threads)
-    model.peer_note = note  # type: ignore[attr-defined]
-    return model
+    run, _ = peer_run_file(path, cache)
+    return open_model_file(run, peer_manifest(spec, run), backend=backend, threads=threads)
 
 
 # ----------------------------------------------------------------------------- BlazeFace anchors

@@ -25,7 +25,14 @@ import numpy as np
 from gfn_edge.errors import GfnEdgeError
 
 from .models import Candidate
-from .stages import BenchmarkError, NaiveOrtDetector, NaiveOrtEmbedder, measure_frame, measure_search, synthetic_gallery
+from .stages import (
+    BenchmarkError,
+    NaiveOrtDetector,
+    NaiveOrtEmbedder,
+    measure_frame,
+    measure_search,
+    synthetic_gallery,
+)
 from .system import QuietGate, load_average
 
 log = logging.getLogger(__name__)

@@ -70,6 +70,8 @@ def _sanity(s: dict[str, Any] | None) -> str:
         bits.append(f"1-face {s['portraits_one_face']}/{s['portraits']}")
     if "mean_cos_same" in s:
         bits.append(f"same {s['mean_cos_same']:.2f} / diff {s['mean_cos_different']:.2f}")
+    if "best_accuracy" in s:
+        bits.append(f"best acc {100 * s['best_accuracy']:.1f}% at {s['best_threshold']:.2f}")
     return ", ".join(bits)
 
 
@@ -99,7 +101,7 @@ def models_table(result: dict[str, Any], task: str) -> str:
             f"{mem['peak_rss_mb']:.0f}" if "peak_rss_mb" in mem else mem.get("error", ""),
             f"{r['file_bytes'] / 1024:.0f}",
             _int(c.get("params")),
-            f"{c['macs'] / 1e6:.0f}" if "macs" in c else "",
+            f"{c['macs'] / 1e6:.0f}" if "macs" in c else "unknown",
             _fidelity(r),
             _sanity((result.get("sanity") or {}).get(r["name"])),
         ]

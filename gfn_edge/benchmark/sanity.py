@@ -7,15 +7,16 @@ checks, not accuracy evaluations (gfn-eval does those).
 """
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from gfn_edge.align import align
+from gfn_edge.align import CropGeometry, align_faces
 from gfn_edge.image import list_images, read_image
+from gfn_edge.metrics import best_threshold
+from gfn_edge.pairs import read_pairs as read_pairs_csv
 from gfn_edge.retinaface_decode import Detections
 
 log = logging.getLogger(__name__)
@@ -37,22 +38,23 @@ def detector_sanity(detect: Callable[[np.ndarray], Detections], scene: Path | No
 
 
 def read_pairs(folder: Path) -> list[tuple[str, str, bool]]:
-    with open(folder / "pairs.csv", newline="") as fh:
-        return [(r["image_a"], r["image_b"], str(r["same"]).strip().lower() in ("1", "true", "yes")) for r in csv.DictReader(fh)]
+    """(image_a, image_b, same) rows of ``folder/pairs.csv``, read by the shared :func:`gfn_edge.pairs.read_pairs`."""
+    return [(r.image_a, r.image_b, r.same) for r in read_pairs_csv(folder / "pairs.csv")]
 
 
 def recogniser_sanity(
     embed: Callable[[np.ndarray], np.ndarray],
     landmarks: Callable[[np.ndarray], np.ndarray | None],
     pairs_dir: Path | None,
-    crop_size: int = 112,
+    geometry: CropGeometry | None = None,
     max_pairs: int | None = None,
 ) -> dict[str, Any]:
     """Mean cosine of same-person pairs vs different-person pairs (same should be clearly higher).
 
     ``landmarks(image)`` gives the five points of the largest face (or None); faces are aligned
-    to the ArcFace template, so every recogniser sees the same crops.
+    to ``geometry`` (the recogniser's crop size and template; default the ArcFace 112x112 crop).
     """
+    geometry = geometry or CropGeometry.from_alignment(None)
     if pairs_dir is None or not (pairs_dir / "pairs.csv").is_file():
         return {}
     pairs = read_pairs(pairs_dir)[:max_pairs]
@@ -62,7 +64,7 @@ def recogniser_sanity(
         if name not in cache:
             image = read_image(pairs_dir / name)
             pts = landmarks(image)
-            cache[name] = None if pts is None else embed(align(image, pts, crop_size)[None])[0]
+            cache[name] = None if pts is None else embed(align_faces(image, pts[None], geometry))[0]
         return cache[name]
 
     same, diff = [], []
@@ -73,12 +75,16 @@ def recogniser_sanity(
         (same if is_same else diff).append(float(np.dot(va, vb) / max(np.linalg.norm(va) * np.linalg.norm(vb), 1e-12)))
     if not same or not diff:
         return {"pairs": 0}
+    # the threshold rule gfn-eval, export verification and the door use (optimistic: tuned on these pairs)
+    accuracy, threshold = best_threshold(np.r_[same, diff], np.r_[np.ones(len(same), bool), np.zeros(len(diff), bool)])
     return {
         "pairs_same": len(same),
         "pairs_different": len(diff),
         "mean_cos_same": round(float(np.mean(same)), 4),
         "mean_cos_different": round(float(np.mean(diff)), 4),
         "separates": bool(np.mean(same) > np.mean(diff)),
+        "best_accuracy": round(accuracy, 4),
+        "best_threshold": round(threshold, 4),
     }
 
 

@@ -5,6 +5,10 @@ face, detect + align + embed) hides where the time goes; the stage table shows w
 detector input size, the recogniser, or Python glue (letterbox, decode, alignment) dominates.
 The frame total is timed as one call, not summed, so glue between stages is counted too.
 
+The stages are FaceAnalyzer's public ones (detect, align, recognise with quality and liveness),
+so the figures are those of the pipeline the door runs; the naive baseline
+(:mod:`.naive`) keeps the reference's calls and shares the alignment.
+
 Thread counts: inference threads are set on each runtime (``open_model(..., threads=N)``);
 OpenCV's and the BLAS library's pools (letterbox, warpAffine, the gallery's matrix product) are
 pinned to the same N for the duration of a measurement (:func:`pinned_threads`).
@@ -15,26 +19,29 @@ import contextlib
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import cv2
 import numpy as np
 
-from gfn_edge.align import align
-from gfn_edge.preprocess import detector_input, letterbox, normalize
+from gfn_edge.align import align_faces
+from gfn_edge.preprocess import letterbox
 from gfn_edge.retinaface_decode import Detections, postprocess
+from gfn_edge.threads import apply_threads
 
+from . import BenchmarkError
+from .naive import NaiveOrtDetector, NaiveOrtEmbedder
 from .timing import Timing, measure
+
+__all__ = [
+    "VGA", "AnalyzerFrame", "BenchmarkError", "NaiveFrame", "NaiveOrtDetector", "NaiveOrtEmbedder", "default_work_dir",
+    "detector_breakdown", "frame_pipeline", "measure_frame", "measure_search", "pinned_threads", "synthetic_gallery", "vga_frame",
+]
 
 log = logging.getLogger(__name__)
 
 VGA = (640, 480)
-
-
-class BenchmarkError(RuntimeError):
-    """A measurement that cannot be made as asked (no face in the frame, missing bundle...)."""
 
 
 # ----------------------------------------------------------------------------- threads
@@ -44,12 +51,12 @@ class BenchmarkError(RuntimeError):
 def pinned_threads(threads: int) -> Iterator[dict[str, Any]]:
     """Limit OpenCV's and BLAS's thread pools to ``threads`` while measuring; yields what was set.
 
-    BLAS threads are fixed with threadpoolctl when it is installed; otherwise they are whatever
+    OpenCV's pool is sized by :func:`gfn_edge.threads.apply_threads`, the helper FaceAnalyzer and
+    the door use for their ``threads`` setting, so the benchmark measures what they run. BLAS threads are fixed with threadpoolctl when it is installed; otherwise they are whatever
     OPENBLAS_NUM_THREADS / OMP_NUM_THREADS said at start-up, and the result says so.
     """
     info: dict[str, Any] = {"opencv_threads": threads}
-    previous = cv2.getNumThreads()
-    cv2.setNumThreads(int(threads))
+    previous = apply_threads(int(threads))
     limiter = None
     try:
         try:
@@ -104,81 +111,61 @@ def synthetic_gallery(folder: str | os.PathLike[str], size: int, dim: int, seed:
     return gallery
 
 
-# ----------------------------------------------------------------------------- naive baseline
-
-
-def _plain_session(bundle: str | os.PathLike[str], threads: int, role: str):
-    """(manifest, session, threads) of an FP32 ONNX bundle in a plain ONNX Runtime session."""
-    import onnxruntime as ort
-
-    from gfn_edge.manifest import read_manifest
-
-    manifest = read_manifest(bundle)
-    if not manifest.target.startswith("onnx") or manifest.precision != "fp32":
-        raise BenchmarkError(f"the naive baseline needs an FP32 ONNX {role} bundle, got {manifest.target}")
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = int(threads)
-    so.log_severity_level = 3
-    session = ort.InferenceSession(str(manifest.model_file), so, providers=["CPUExecutionProvider"])
-    return manifest, session, int(so.intra_op_num_threads)
-
-
-class NaiveOrtDetector:
-    """The reference code's way: the full frame into a plain ONNX Runtime session, no gfn-edge runtime.
-
-    Only the thread count is set (so the comparison is at equal threads); everything else is
-    ONNX Runtime's default. Preprocessing is the reference's: float32 frame minus the BGR mean,
-    transposed to NCHW. Decoding uses the project's decoder (the same maths as the reference).
-    """
-
-    def __init__(self, bundle: str | os.PathLike[str], threads: int):
-        self.manifest, self.session, self.threads = _plain_session(bundle, threads, "detector")
-        self.input_name = self.session.get_inputs()[0].name
-        shape = self.session.get_inputs()[0].shape
-        self.input_size = (shape[3], shape[2]) if all(isinstance(d, int) for d in shape[2:]) else None
-        self.anchors = self.manifest.anchors
-        self.mean = np.asarray(self.manifest.preprocess.mean, np.float32)
-        self.names = [o.tensor for o in self.manifest.outputs]
-
-    def detect(self, frame: np.ndarray) -> Detections:
-        h, w = frame.shape[:2]
-        if self.input_size is not None and self.input_size != (w, h):
-            raise BenchmarkError(f"naive detector takes {self.input_size[0]}x{self.input_size[1]} frames, got {w}x{h}")
-        x = (np.float32(frame) - self.mean).transpose(2, 0, 1)[None]
-        loc, conf, landms = self.session.run(self.names, {self.input_name: np.ascontiguousarray(x)})
-        return postprocess(loc, conf, landms, self.anchors, (w, h), 1.0, 0.5, 0.4)
-
-
-class NaiveOrtEmbedder:
-    """A recogniser bundle's ONNX file in a plain ONNX Runtime session (threads set, nothing else)."""
-
-    def __init__(self, bundle: str | os.PathLike[str], threads: int):
-        self.manifest, self.session, self.threads = _plain_session(bundle, threads, "recogniser")
-        self.input_name = self.session.get_inputs()[0].name
-        self.nchw = (self.manifest.inputs[0].layout or "NCHW") == "NCHW"
-        self.pre = self.manifest.preprocess
-        self.alignment = (None, 112)
-
-    def embed(self, crops: np.ndarray) -> np.ndarray:
-        x = normalize(crops, self.pre)
-        if self.nchw:
-            x = x.transpose(0, 3, 1, 2)
-        emb = self.session.run(None, {self.input_name: np.ascontiguousarray(x)})[0]
-        return emb / np.linalg.norm(emb, axis=1, keepdims=True)
-
-
 # ----------------------------------------------------------------------------- measurement
 
 
-@dataclass
-class FrameSetup:
-    """What one frame's pipeline runs on, found once before timing."""
+class AnalyzerFrame:
+    """gfn-edge's pipeline on a frame: :class:`~gfn_edge.analyzer.FaceAnalyzer`'s public stages, as the door runs them."""
 
-    box: np.ndarray
-    landmarks: np.ndarray
-    crop: np.ndarray
-    embedding: np.ndarray
-    faces: int
+    def __init__(self, detector: Any, embedder: Any, liveness: Any = None):
+        from gfn_edge.analyzer import FaceAnalyzer
+
+        self.analyzer = FaceAnalyzer(detector, embedder, liveness=liveness)
+        self.detector, self.embedder = detector, embedder
+        self.detect = self.analyzer.detect
+        self.align = self.analyzer.align
+        self.embed = embedder.embed
+
+    def faces(self, frame: np.ndarray, dets: Detections) -> list[Any]:
+        """Align, embed, judge quality and score liveness: :meth:`FaceAnalyzer.recognize`."""
+        return self.analyzer.recognize(frame, dets)
+
+    def score_liveness(self, frame: np.ndarray, faces: list[Any]) -> None:
+        self.analyzer.score_liveness(frame, faces)
+
+    def embedding_of_largest(self, frame: np.ndarray) -> np.ndarray | None:
+        """The whole frame, timed as one call: detect -> recognize (every stage) -> the largest face's embedding."""
+        from gfn_edge.analyzer import largest_face
+
+        face = largest_face(self.analyzer.recognize(frame, self.analyzer.detect(frame)))
+        return None if face is None else face.embedding
+
+
+class NaiveFrame:
+    """The naive baseline on a frame: the reference's detector and recogniser calls, gfn-edge's alignment.
+
+    Crops are cut by :func:`gfn_edge.align.align_faces` with the recogniser manifest's crop size
+    and template, the function :meth:`FaceAnalyzer.align` uses, so the baseline differs from the
+    pipeline only where the reference code does.
+    """
+
+    def __init__(self, detector: Any, embedder: Any):
+        self.detector, self.embedder = detector, embedder
+        self.geometry = embedder.geometry
+        self.detect = detector.detect
+        self.embed = embedder.embed
+
+    def align(self, frame: np.ndarray, dets: Detections) -> np.ndarray:
+        return align_faces(frame, dets.landmarks, self.geometry)
+
+    def faces(self, frame: np.ndarray, dets: Detections) -> np.ndarray:
+        return self.embed(self.align(frame, dets))
+
+    def embedding_of_largest(self, frame: np.ndarray) -> np.ndarray | None:
+        dets = self.detect(frame)
+        if len(dets) == 0:
+            return None
+        return self.embed(self.align(frame, dets.select(np.asarray([_largest(dets)]))))[0]
 
 
 def _largest(dets: Detections) -> int:
@@ -186,30 +173,27 @@ def _largest(dets: Detections) -> int:
     return int(np.argmax(area))
 
 
-def _alignment(embedder: Any) -> tuple[np.ndarray | None, int]:
-    template, size = getattr(embedder, "alignment", (None, 112))
-    return template, int(size)
+def frame_pipeline(detector: Any, embedder: Any, liveness: Any = None) -> AnalyzerFrame | NaiveFrame:
+    """gfn-edge's Detector/Embedder run through FaceAnalyzer's stages; the naive baseline's objects as the reference does."""
+    from gfn_edge.detector import Detector
+    from gfn_edge.embedder import Embedder
 
-
-def setup_frame(detector: Any, embedder: Any, frame: np.ndarray) -> FrameSetup:
-    dets = detector.detect(frame)
-    if len(dets) == 0:
-        raise BenchmarkError("the detector found no face in the benchmark frame; use a frame with one clear face")
-    i = _largest(dets)
-    template, size = _alignment(embedder)
-    crop = align(frame, dets.landmarks[i], size, template)
-    emb = embedder.embed(crop[None])[0]
-    return FrameSetup(dets.boxes[i].copy(), dets.landmarks[i].copy(), crop, emb, len(dets))
+    if isinstance(detector, Detector) and isinstance(embedder, Embedder):
+        return AnalyzerFrame(detector, embedder, liveness)
+    if liveness is not None:
+        raise BenchmarkError("liveness is measured on gfn-edge pipelines only")
+    return NaiveFrame(detector, embedder)
 
 
 def detector_breakdown(detector: Any, frame: np.ndarray, runs: int, warmup: int, guard: Any = None) -> dict[str, Timing]:
-    """detect = preprocess (letterbox + normalise) + inference + decode/NMS, each timed alone.
+    """detect = tensor (letterbox + normalise) + inference + decode/NMS, each timed alone.
 
-    Only for gfn-edge :class:`~gfn_edge.detector.Detector` objects with a fixed input size.
+    Only for gfn-edge :class:`~gfn_edge.detector.Detector` objects; the tensor comes from
+    :meth:`Detector.tensor`, the code :meth:`Detector.detect` runs.
     """
-    if not hasattr(detector, "preprocess") or getattr(detector, "input_size", None) is None:
+    if not hasattr(detector, "tensor") or not hasattr(detector, "model"):
         return {}
-    x, box = detector_input(frame, detector.preprocess, detector.input_size)
+    x, box = detector.tensor(frame)
     out = detector.model.run(x)
 
     def decode() -> Detections:
@@ -217,7 +201,7 @@ def detector_breakdown(detector: Any, frame: np.ndarray, runs: int, warmup: int,
                            detector.score_threshold, detector.nms_threshold)
 
     return {
-        "detect_preprocess": measure(lambda: detector_input(frame, detector.preprocess, detector.input_size), runs, warmup, guard),
+        "detect_preprocess": measure(lambda: detector.tensor(frame), runs, warmup, guard),
         "detect_inference": measure(lambda: detector.model.run(x), runs, warmup, guard),
         "detect_decode": measure(decode, runs, warmup, guard),
     }
@@ -236,41 +220,42 @@ def measure_frame(
     breakdown: bool = True,
     guard: Any = None,
 ) -> dict[str, Any]:
-    """Stage and whole-frame timings for one frame (the largest face is the one aligned and embedded).
+    """Stage and whole-frame timings for one frame (stages on its largest face).
 
-    ``frame`` total = detect + align + embed (+ liveness, + search in the first gallery when
-    given), timed as one call. Returns ``{"stages": {name: Timing}, "faces": n, "pinned": {...}}``.
-    ``guard`` (a QuietGate) repeats stages disturbed by other processes.
+    gfn-edge detectors and recognisers run through FaceAnalyzer's stages (:class:`AnalyzerFrame`:
+    detect, align, embed, quality, liveness, exactly what the door runs); the naive baseline's
+    objects through :class:`NaiveFrame`. ``frame`` = the whole pipeline (+ search in the first
+    gallery when given), timed as one call. Returns ``{"stages": {name: Timing}, "faces": n,
+    "pinned": {...}}``. ``guard`` (a QuietGate) repeats stages disturbed by other processes.
     """
     galleries = galleries or {}
+    pipe = frame_pipeline(detector, embedder, liveness)
     with pinned_threads(threads) as pinned:
-        s = setup_frame(detector, embedder, frame)
-        template, size = _alignment(embedder)
-        stages: dict[str, Timing] = {}
-        stages["detect"] = measure(lambda: detector.detect(frame), runs, warmup, guard)
+        dets = pipe.detect(frame)
+        if len(dets) == 0:
+            raise BenchmarkError("the detector found no face in the benchmark frame; use a frame with one clear face")
+        one = dets.select(np.asarray([_largest(dets)]))
+        crops = pipe.align(frame, one)
+        embedding = pipe.embed(crops)[0]
+        stages: dict[str, Timing] = {"detect": measure(lambda: pipe.detect(frame), runs, warmup, guard)}
         if breakdown:
             stages.update(detector_breakdown(detector, frame, runs, warmup, guard))
-        stages["align"] = measure(lambda: align(frame, s.landmarks, size, template), runs, warmup, guard)
-        crop1 = s.crop[None]
-        stages["embed"] = measure(lambda: embedder.embed(crop1), runs, warmup, guard)
+        stages["align"] = measure(lambda: pipe.align(frame, one), runs, warmup, guard)
+        stages["embed"] = measure(lambda: pipe.embed(crops), runs, warmup, guard)
         if liveness is not None:
-            stages["liveness"] = measure(lambda: liveness.score(frame, s.box), runs, warmup, guard)
+            faces = pipe.faces(frame, one)
+            stages["liveness"] = measure(lambda: pipe.score_liveness(frame, faces), runs, warmup, guard)
         for name, gallery in galleries.items():
-            stages[f"search_{name}"] = measure(lambda g=gallery: g.search(s.embedding, k=1), runs, warmup, guard)
+            stages[f"search_{name}"] = measure(lambda g=gallery: g.search(embedding, k=1), runs, warmup, guard)
         first_gallery = next(iter(galleries.values()), None)
 
         def whole_frame() -> None:
-            dets = detector.detect(frame)
-            i = _largest(dets)
-            crop = align(frame, dets.landmarks[i], size, template)
-            emb = embedder.embed(crop[None])[0]
-            if liveness is not None:
-                liveness.score(frame, dets.boxes[i])
-            if first_gallery is not None:
+            emb = pipe.embedding_of_largest(frame)
+            if first_gallery is not None and emb is not None:
                 first_gallery.search(emb, k=1)
 
         stages["frame"] = measure(whole_frame, runs, warmup, guard)
-    return {"stages": stages, "faces": s.faces, "pinned": pinned}
+    return {"stages": stages, "faces": len(dets), "pinned": pinned}
 
 
 def measure_search(galleries: dict[str, Any], dim: int, threads: int, runs: int, warmup: int, seed: int = 1, guard: Any = None) -> dict[str, Timing]:

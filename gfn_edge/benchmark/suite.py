@@ -3,8 +3,8 @@
 For each candidate (a bundle on its runtime, or a peer on each runtime able to run its file)
 and each thread count: single-input latency (median, p90), throughput at several batch sizes
 for recognisers, and peak RSS in a fresh process. Per model: file size, parameters and MACs
-counted from its graph, fidelity from its manifest's verification, and a sanity check on real
-photos. Everything lands in one JSON-able dict that :mod:`.report` and :mod:`.plot` render.
+counted from its graph at export (read from its manifest), fidelity from its manifest's
+verification, and a sanity check on real photos. Everything lands in one JSON-able dict that :mod:`.report` and :mod:`.plot` render.
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from typing import Any, Callable
 from gfn_edge.errors import GfnEdgeError
 
 from . import probe
-from .flops import complexity
 from .models import Candidate, runtime_threads, sample_input
 from .peers import PeerDetector, PeerEmbedder
 from .sanity import detector_sanity, largest_face_landmarks, recogniser_sanity
@@ -58,22 +57,21 @@ def _size_key(c: Candidate) -> str:
 
 
 def complexities(cands: list[Candidate]) -> dict[str, dict[str, Any]]:
-    """Parameters/MACs per model and input size, counted once from an ONNX or TFLite twin.
+    """Parameters/MACs per model and input size, as recorded at export (bundles) or peer preparation.
 
-    OpenVINO IR bundles share the counts of the ONNX/TFLite file of the same model and size;
-    the FP32 file is preferred (INT8 graphs add quantise/dequantise nodes, not MACs).
+    Every bundle of a model at one input size computes the same MACs (INT8 graphs add
+    quantise/dequantise nodes, not MACs); the first candidate with counts speaks for the size,
+    FP32 first. Without any, the entry says why FLOPs are unknown.
     """
     out: dict[str, dict[str, Any]] = {}
-    order = sorted(cands, key=lambda c: (c.precision != "fp32", c.model_file.suffix != ".onnx"))
-    for c in order:
+    for c in sorted(cands, key=lambda c: c.precision != "fp32"):
         key = _size_key(c)
-        if key in out and "macs" in out[key]:
+        if "macs" in out.get(key, {}):
             continue
-        if c.model_file.suffix.lower() not in (".onnx", ".tflite"):
-            out.setdefault(key, {"note": "no ONNX/TFLite twin to count from"})
-            continue
-        counts, why = complexity(c.model_file)
-        out[key] = dict(counts.to_dict(), file=c.model_file.name, target=c.target) if counts else {"note": why}
+        if "macs" in c.complexity:
+            out[key] = dict(c.complexity, file=c.model_file.name, target=c.target)
+        else:
+            out.setdefault(key, dict(c.complexity) or {"note": "FLOPs unknown"})
     return out
 
 
@@ -92,8 +90,6 @@ def measure_candidate(c: Candidate, threads: int, cfg: SuiteConfig) -> dict[str,
     row: dict[str, Any] = dict(c.to_dict(), threads=threads, load_before=load_average())
     model = c.open(threads, cfg.cache)
     row["threads_runtime"] = runtime_threads(model)
-    if getattr(model, "peer_note", None):
-        row["notes"] = row["notes"] + [model.peer_note]
     x = sample_input(model, 1)
     row["machine"] = cfg.gate.wait()
     row["latency"] = measure(lambda: model.run(x), cfg.runs, cfg.warmup, cfg.gate).to_dict()
@@ -122,13 +118,17 @@ def sanity_for(c: Candidate, cfg: SuiteConfig, aligner: Any) -> dict[str, Any]:
             fn = det.detect
         return detector_sanity(fn, cfg.scene, cfg.portraits)
     if c.task == "embed" and aligner is not None:
+        from gfn_edge.align import CropGeometry
+
         if c.kind == "peer":
             emb: Any = PeerEmbedder(c.peer, c.open(2, cfg.cache))
+            geometry = CropGeometry.from_alignment(None, emb.crop_size[0])  # peers take ArcFace-aligned crops
         else:
             from gfn_edge.embedder import Embedder
 
             emb = Embedder(c.open(2))
-        out = recogniser_sanity(emb.embed, largest_face_landmarks(aligner), cfg.pairs, max_pairs=cfg.sanity_pairs)
+            geometry = emb.geometry
+        out = recogniser_sanity(emb.embed, largest_face_landmarks(aligner), cfg.pairs, geometry, max_pairs=cfg.sanity_pairs)
         if any("random weights" in n for n in c.notes):
             out["note"] = "random weights: no separation expected"
         return out

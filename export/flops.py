@@ -1,6 +1,8 @@
-"""Parameters and multiply-accumulates (MACs) counted from a model file's own graph.
+"""Parameters and multiply-accumulates (MACs) counted from a model file's own graph, at export time.
 
-Why count from the artifact and not quote a paper: the number that matters on a board is what
+Training side: gfn-export records the counts in each bundle's manifest (``export.flops``), so
+the device and the benchmark read them there and never import ``onnx``; benchmark peers get the
+same counts from :mod:`gfn_edge.export.peer_graphs`. Why count from the artifact and not quote a paper: the number that matters on a board is what
 the shipped graph computes at the shipped input size (a 320x240 detector does a quarter of the
 work of the 640x480 one; onnxsim folds BatchNorm into convolutions). Only convolution and
 matrix-product ops are counted, the ones that dominate these CNNs; FLOPs are reported as
@@ -12,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,13 +36,15 @@ class Complexity:
     macs: int
     counted_ops: int  # conv / matmul nodes that entered ``macs``
     source: str  # "onnx" | "tflite"
+    uncounted_ops: int = 0  # conv / matmul nodes without static shapes (a dynamic input size): ``macs`` is partial
 
     @property
     def flops(self) -> int:
         return 2 * self.macs
 
     def to_dict(self) -> dict[str, Any]:
-        return {"params": self.params, "macs": self.macs, "flops": self.flops, "counted_ops": self.counted_ops, "source": self.source}
+        out = {"params": self.params, "macs": self.macs, "flops": self.flops, "counted_ops": self.counted_ops, "source": self.source}
+        return dict(out, uncounted_ops=self.uncounted_ops) if self.uncounted_ops else out
 
 
 # ----------------------------------------------------------------------------------- ONNX
@@ -91,7 +96,7 @@ def onnx_complexity(path: str | Path, batch: int = 1) -> Complexity:
         shapes[name] = [int(d) for d in init.dims]
 
     macs = 0
-    counted = 0
+    counted = uncounted = 0
     for node in graph.node:
         op = node.op_type
         if op not in _CONV and op not in _MATMUL:
@@ -102,7 +107,8 @@ def onnx_complexity(path: str | Path, batch: int = 1) -> Complexity:
         w = shapes.get(node.input[widx])
         y = shapes.get(node.output[0])
         if not w or not y:
-            log.warning("%s: no static shape for %s node %s; its MACs are not counted", path, op, node.name)
+            log.debug("%s: no static shape for %s node %s; its MACs are not counted", path, op, node.name)
+            uncounted += 1
             continue
         if op in _CONV:
             # weight (M, C/group, k...) for Conv; (C, M/group, k...) for ConvTranspose
@@ -130,7 +136,9 @@ def onnx_complexity(path: str | Path, batch: int = 1) -> Complexity:
             for at in node.attribute:
                 if at.name == "value" and at.t.data_type in _PARAM_DTYPES and len(at.t.dims):
                     params += math.prod(at.t.dims)
-    return Complexity(params=int(params), macs=int(macs), counted_ops=counted, source="onnx")
+    if uncounted:
+        log.info("%s: %d conv/matmul nodes have no static shape (dynamic input size?); their MACs are not counted", path, uncounted)
+    return Complexity(params=int(params), macs=int(macs), counted_ops=counted, source="onnx", uncounted_ops=uncounted)
 
 
 # ---------------------------------------------------------------------------------- TFLite
@@ -238,3 +246,26 @@ def complexity(path: str | Path) -> tuple[Complexity | None, str | None]:
         log.warning("cannot count MACs of %s: %s", path, exc)
         return None, f"counter failed: {type(exc).__name__}: {exc}"
     return None, f"no MAC counter for {suffix} files (counts come from the ONNX or TFLite twin)"
+
+
+def manifest_flops(bundle_dir: str | Path, files: Mapping[str, str], work_dir: str | Path | None = None) -> dict[str, Any]:
+    """The ``export.flops`` entry of a bundle's manifest: counts of its model file, or why there are none.
+
+    An OpenVINO IR has no counter of its own: it is counted from the FP32 ONNX it was converted
+    from (``work_dir/fp32.onnx``, written once per export run), which computes the same MACs.
+    Never raises: a graph the counter does not understand leaves ``{"note": why}``, and the
+    benchmark then reports FLOPs as unknown.
+    """
+    model = Path(bundle_dir) / files.get("model", "")
+    source = model
+    if model.suffix.lower() == ".xml" and work_dir is not None and (Path(work_dir) / "fp32.onnx").is_file():
+        source = Path(work_dir) / "fp32.onnx"
+    counts, why = complexity(source)
+    if counts is None:
+        return {"note": why or "not counted"}
+    if counts.uncounted_ops:
+        return {"note": f"{counts.uncounted_ops} conv/matmul nodes have no static shape (a dynamic input size): MACs depend on the picture"}
+    out = counts.to_dict()
+    if source != model:
+        out["counted_from"] = "fp32.onnx (the graph this IR was converted from)"
+    return out
