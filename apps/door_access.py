@@ -101,6 +101,7 @@ def _models(p: argparse.ArgumentParser, liveness: bool = False) -> None:
 
 def _gallery(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gallery", type=Path, metavar="FILE", help="gallery file (overrides [gallery] path)")
+    p.add_argument("--gallery-url", metavar="URL", help="a fleet's central gallery, postgresql://user@host/db (overrides [gallery] url)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decision", action="append", choices=("grant", "deny", "unknown", "cooldown"), help="only these decisions (repeatable)")
     p.add_argument("--limit", type=_positive_int, help="only the newest N")
     p.add_argument("--json", action="store_true", help="one JSON object per event")
+    p.add_argument("--gallery-url", metavar="URL", help="a fleet's central server (overrides [gallery] url): query every door's events")
+    p.add_argument("--door", help="fleet: only this door's events")
+    p.add_argument("--local", action="store_true", help="fleet: this door's own local log instead of the central one")
     p.set_defaults(func=cmd_events)
 
     p = sub.add_parser("calibrate", help="FAR/FRR on labelled photos and a suggested threshold", description=(
@@ -196,6 +200,7 @@ def configure(args: argparse.Namespace) -> Config:
         ("models", "backend", getattr(args, "backend", None)),
         ("models", "threads", getattr(args, "threads", None)),
         ("gallery", "path", getattr(args, "gallery", None)),
+        ("gallery", "url", getattr(args, "gallery_url", None)),
         ("source", "uri", getattr(args, "source", None)),
         ("source", "max_reconnects", getattr(args, "max_reconnects", None)),
         ("source", "reconnect_delay", getattr(args, "reconnect_delay", None)),
@@ -216,6 +221,15 @@ def configure(args: argparse.Namespace) -> Config:
         cfg.display.show = True
     check_safety(cfg, str(cfg.path or "command line"))
     return cfg
+
+
+def gallery_where(cfg: Config) -> str:
+    """The gallery as messages name it: the file, or the fleet's server without password."""
+    if cfg.gallery.url is None:
+        return str(cfg.gallery.path)
+    from door.fleet import replica_location
+
+    return replica_location(cfg)
 
 
 def setup_logging(args: argparse.Namespace) -> None:
@@ -239,13 +253,13 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
 
 def cmd_enroll(args: argparse.Namespace, cfg: Config) -> int:
     from door.enroll import enroll_camera, enroll_photos
-    from door.models import open_analyzer, open_gallery, open_liveness
+    from door.models import gallery_location, open_analyzer, open_gallery, open_liveness
     from door.service import make_source
 
     if bool(args.photos) == bool(args.camera):
         raise SetupError("give photos to enrol from, or --camera SOURCE, but not both")
     analyzer = open_analyzer(cfg)
-    with open_gallery(cfg.gallery.path, analyzer.recognizer, create=True) as gallery:
+    with open_gallery(gallery_location(cfg), analyzer.recognizer, create=True) as gallery:
         if args.camera is not None:
             cfg.source.uri = args.camera
             source = make_source(cfg)
@@ -261,10 +275,10 @@ def cmd_enroll(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_list(args: argparse.Namespace, cfg: Config) -> int:
-    from door.models import open_gallery
+    from door.models import gallery_location, open_gallery
 
     # not readonly=True: a read-only SQLite connection leaves the -wal/-shm files of a WAL gallery behind
-    with open_gallery(cfg.gallery.path, None, create=False) as gallery:
+    with open_gallery(gallery_location(cfg), None, create=False) as gallery:
         rows = [(name, len(gallery.embeddings(name)), gallery.metadata(name)) for name in gallery.identities()]
         model = gallery.signature
         threshold = gallery.threshold
@@ -273,22 +287,22 @@ def cmd_list(args: argparse.Namespace, cfg: Config) -> int:
             print(json.dumps({"name": name, "templates": n, "metadata": meta}, sort_keys=True))
         return 0
     if not rows:
-        print(f"gallery {cfg.gallery.path} ({model}): nobody enrolled")
+        print(f"gallery {gallery_where(cfg)} ({model}): nobody enrolled")
         return 0
     width = max(len(r[0]) for r in rows)
-    print(f"gallery {cfg.gallery.path} ({model}{f', threshold {threshold:.4f}' if threshold is not None else ''}): {len(rows)} identities")
+    print(f"gallery {gallery_where(cfg)} ({model}{f', threshold {threshold:.4f}' if threshold is not None else ''}): {len(rows)} identities")
     for name, n, meta in rows:
         print(f"  {name:<{width}}  {n:3d} template(s)  {meta.get('source', '')} {meta.get('enrolled', '')}".rstrip())
     return 0
 
 
 def cmd_remove(args: argparse.Namespace, cfg: Config) -> int:
-    from door.models import open_gallery
+    from door.models import gallery_location, open_gallery
 
-    with open_gallery(cfg.gallery.path, None, create=False) as gallery:
+    with open_gallery(gallery_location(cfg), None, create=False) as gallery:
         n = gallery.remove(args.name)
     if n == 0:
-        raise SetupError(f"{args.name!r} is not enrolled in {cfg.gallery.path} (see door_access.py list)")
+        raise SetupError(f"{args.name!r} is not enrolled in {gallery_where(cfg)} (see door_access.py list)")
     print(f"removed {args.name!r} ({n} template(s))")
     return 0
 
@@ -301,8 +315,13 @@ def cmd_events(args: argparse.Namespace, cfg: Config) -> int:
         until = parse_time(args.until) if args.until else None
     except ValueError as exc:
         raise SetupError(str(exc)) from None
-    with EventLog(cfg.events.db, readonly=True) as events:
-        rows = events.query(since, until, args.identity, args.decision, args.limit)
+    if cfg.gallery.url is not None and not args.local:  # a fleet: every door's events, from the central log
+        from door.shipper import query_central
+
+        rows = query_central(cfg.gallery.url, since, until, args.identity, args.decision, args.limit, args.door)
+    else:
+        with EventLog(cfg.events.db, readonly=True) as events:
+            rows = events.query(since, until, args.identity, args.decision, args.limit)
     if args.json:
         if rows:
             print(to_json_lines(rows))
@@ -313,7 +332,7 @@ def cmd_events(args: argparse.Namespace, cfg: Config) -> int:
 
 def cmd_calibrate(args: argparse.Namespace, cfg: Config) -> int:
     from door.calibrate import Embeddings, calibrate, format_report, scores_from_folders, scores_from_pairs
-    from door.models import open_analyzer, open_gallery
+    from door.models import gallery_location, open_analyzer, open_gallery
 
     if not 0.0 < args.target_far < 1.0:  # checked before minutes of embedding, not after
         raise CalibrationInputError(f"--target-far must be a rate between 0 and 1 (e.g. 0.01), got {args.target_far}")
@@ -330,14 +349,14 @@ def cmd_calibrate(args: argparse.Namespace, cfg: Config) -> int:
         scores = scores_from_folders(embed, args.folders)
     result = calibrate(scores, args.target_far)
     enrolled = None
-    if args.save or cfg.gallery.path.exists():
+    if args.save or cfg.gallery.url is not None or cfg.gallery.path.exists():
         try:
-            with open_gallery(cfg.gallery.path, analyzer.recognizer, create=args.save) as gallery:
+            with open_gallery(gallery_location(cfg), analyzer.recognizer, create=args.save) as gallery:
                 enrolled = gallery.count()
                 if args.save:
                     gallery.set_calibration(result.threshold, result.target_far, analyzer.recognizer.signature)
                     _say(f"saved threshold {result.threshold:.4f} (target FAR {result.target_far:g}, "
-                         f"recogniser {analyzer.recognizer.signature}) in {cfg.gallery.path}")
+                         f"recogniser {analyzer.recognizer.signature}) in {gallery_where(cfg)}")
         except GalleryError:
             if args.save:
                 raise

@@ -52,6 +52,7 @@ _LAZY = {
     "Quality": "gfn_edge.quality",
     "Gallery": "gfn_edge.gallery",
     "Match": "gfn_edge.gallery",
+    "GalleryReplica": "gfn_edge.gallery.replica",
     "IoUTracker": "gfn_edge.tracker",
     "Track": "gfn_edge.tracker",
     "Liveness": "gfn_edge.liveness",

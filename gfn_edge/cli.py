@@ -2,6 +2,7 @@
 
     gfn-edge analyze --detector DET --recognizer REC IMAGE...
     gfn-edge compare --detector DET --recognizer REC IMAGE_A IMAGE_B
+    gfn-edge gallery check PATH   (see gfn_edge/gallery/cli.py)
 
 Exit status: 0 success; 1 bad input (unreadable picture, no face to compare, wrong or damaged
 bundle, missing backend); 2 bad command line; 3 an unexpected error (a bug). Messages go to
@@ -74,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image_a", metavar="IMAGE_A")
     p.add_argument("image_b", metavar="IMAGE_B")
     p.set_defaults(func=_compare)
+
+    from .gallery.cli import add_gallery_commands
+
+    add_gallery_commands(sub)
     return parser
 
 

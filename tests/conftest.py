@@ -143,3 +143,64 @@ def bundles(tmp_path_factory: pytest.TempPathFactory, mirror: Path, faces_dir: P
     root = Path(os.environ["GFN_EDGE_TEST_ARTIFACTS"]) if os.environ.get("GFN_EDGE_TEST_ARTIFACTS") else tmp_path_factory.mktemp("bundles")
     root.mkdir(parents=True, exist_ok=True)
     return BundleFactory(root, mirror, faces_dir)
+
+
+# ----------------------------------------------------------------------------- fleet: real servers
+
+
+def _require_pgserver() -> None:
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # its import warns about XDG_RUNTIME_DIR, which is not used here
+            warnings.simplefilter("ignore")
+            import pgserver  # noqa: F401
+    except ImportError:
+        pytest.skip(f"{ASSET_MISSING} pgserver (PostgreSQL + pgvector for the tests: pip install 'gfn-edge[dev,postgres]')")
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn():
+    """A PostgreSQL + pgvector server for the session: $GFN_EDGE_TEST_PG_DSN, else pgserver's build in tmp."""
+    from fleet_servers import PgCluster
+
+    if os.environ.get("GFN_EDGE_TEST_PG_DSN"):
+        yield os.environ["GFN_EDGE_TEST_PG_DSN"]
+        return
+    _require_pgserver()
+    cluster = PgCluster()
+    yield cluster.dsn()
+    cluster.close()
+
+
+@pytest.fixture
+def pg_dsn(pg_admin_dsn):
+    """A fresh, empty database on the session's server, dropped afterwards."""
+    from fleet_servers import create_database, drop_database
+
+    dsn = create_database(pg_admin_dsn)
+    yield dsn
+    drop_database(pg_admin_dsn, dsn)
+
+
+@pytest.fixture
+def pg_cluster():
+    """A PostgreSQL server of the test's own, which it may stop and start (never GFN_EDGE_TEST_PG_DSN's)."""
+    _require_pgserver()
+    from fleet_servers import PgCluster
+
+    cluster = PgCluster()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture
+def mqtt_broker(tmp_path):
+    """A real mosquitto broker on a free loopback port (skips naming the apt package when absent)."""
+    from fleet_servers import MOSQUITTO, Mosquitto
+
+    if not Path(MOSQUITTO).exists():
+        pytest.skip(f"{ASSET_MISSING} {MOSQUITTO} (the MQTT tests run a real broker: apt-get install -y mosquitto)")
+    broker = Mosquitto(tmp_path / "mosquitto")
+    yield broker
+    broker.stop()

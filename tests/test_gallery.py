@@ -352,7 +352,7 @@ def test_creating_needs_signature_and_dim(tmp_path: Path):
         Gallery(tmp_path / "missing" / "g.db", signature=SIG, dim=DIM)
     assert list(tmp_path.iterdir()) == []  # nothing half-made left behind
     with Gallery(path, signature=SIG, dim=DIM) as g:
-        assert g.count() == 0 and g.schema_version == 1
+        assert g.count() == 0 and g.schema_version == 2  # schema 2: template checksums (issue 14)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new.db"]  # temp file linked and gone
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -159,7 +159,7 @@ def test_threads_size_opencv_too(fixed: Detector):
         FaceAnalyzer(fixed)  # None: what was set stays
         assert cv2.getNumThreads() == 2
         for bad in (-1, 1.5, "2", True):
-            with pytest.raises(ValueError, match="threads must be a positive integer"):
+            with pytest.raises(ValueError, match="threads"):
                 apply_threads(bad)
     finally:
         cv2.setNumThreads(before)

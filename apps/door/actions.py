@@ -1,4 +1,4 @@
-"""What a decision triggers: a log line, a command, a pulse on a GPIO relay.
+"""What a decision triggers: a log line, a command, a pulse on a GPIO relay, an MQTT message (mqtt.py).
 
 Actions run on one worker thread, in decision order, so a one-second relay pulse or a slow
 command never stalls the camera loop (which would also delay the next person's decision).
@@ -157,11 +157,22 @@ class GpioAction:
         return f"gpio pin {self.pin} ({self.pulse:g} s) on {'/'.join(self.on)}"
 
 
-def build_actions(configs: Sequence[ActionConfig], gpio_factory: Callable[..., Any] | None = None) -> list[Action]:
-    """Actions from the config; a relay that cannot be driven raises unless marked optional."""
+def build_actions(configs: Sequence[ActionConfig], gpio_factory: Callable[..., Any] | None = None,
+                  door_id: str | None = None) -> list[Action]:
+    """Actions from the config; a relay that cannot be driven raises unless marked optional.
+
+    ``door_id`` names this door in MQTT topics and payloads (default: the host name).
+    """
     actions: list[Action] = []
     for cfg in configs:
-        if cfg.type == "log":
+        if cfg.type == "mqtt":
+            from .mqtt import MqttAction, default_door_id
+
+            actions.append(MqttAction(
+                door_id or default_door_id(), cfg.host, cfg.port, cfg.topic, on=cfg.on, qos=cfg.qos, retain=cfg.retain,
+                username=cfg.username, password=cfg.password, tls=cfg.tls, keepalive=cfg.keepalive,
+            ))
+        elif cfg.type == "log":
             actions.append(LogAction(on=cfg.on))
         elif cfg.type == "command":
             actions.append(CommandAction(cfg.argv, on=cfg.on, timeout=cfg.timeout))

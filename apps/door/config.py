@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -20,6 +21,7 @@ from gfn_edge import InvalidArgumentError, UnsafeSettingError, clamp_threads
 DEFAULT_CONFIG_ENV = "GFN_DOOR_CONFIG"
 DEFAULT_CONFIG_PATH = Path("/etc/gfn-door/door.toml")
 DECISIONS = ("grant", "deny", "unknown", "cooldown")
+_DOOR_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 class ConfigError(InvalidArgumentError):
@@ -115,7 +117,8 @@ class DecisionConfig:
 
 @dataclass
 class GalleryConfig:
-    path: Path = _f(Path("/var/lib/gfn-door/gallery.db"), "path")
+    path: Path = _f(Path("/var/lib/gfn-door/gallery.db"), "path")  # with url: the door's local replica
+    url: Optional[str] = _f(None, "pg_url")  # fleet: postgresql://user@host/db, the central gallery and event log
 
 
 @dataclass
@@ -145,7 +148,7 @@ class DisplayConfig:
 class ActionConfig:
     """One ``[[actions]]`` table: what to do when a decision in ``on`` is taken."""
 
-    type: str = _f("log", "choice", choices=("log", "command", "gpio"))
+    type: str = _f("log", "choice", choices=("log", "command", "gpio", "mqtt"))
     on: Optional[list] = _f(None, "decisions")  # None: every decision for log, grant for command and gpio
     argv: list = _f([], "argv")  # command: program and arguments, never through a shell
     timeout: float = _f(10.0, "float", min=0.1)  # command
@@ -153,6 +156,33 @@ class ActionConfig:
     pulse: float = _f(1.0, "float", min=0.01, max=60.0)  # gpio: seconds the relay stays on
     active_high: bool = _f(True, "bool")
     optional: bool = _f(False, "bool")  # gpio: run on (with a warning) when the relay cannot be driven
+    # --- fleet: mqtt actions (apps/door/mqtt.py) ---
+    host: str = _f("localhost", "str")  # mqtt: the broker
+    port: int = _f(1883, "int", min=1, max=65535)
+    topic: Optional[str] = _f(None, "str")  # mqtt: default gfn-door/<[fleet] door_id>/events
+    qos: int = _f(1, "int", min=0, max=2)
+    retain: bool = _f(False, "bool")
+    username: Optional[str] = _f(None, "str")
+    password: Optional[str] = _f(None, "str")
+    tls: bool = _f(False, "bool")  # mqtts (the system's CA certificates)
+    keepalive: int = _f(30, "int", min=5)
+
+
+# ----------------------------------------------------------------------------- fleet (many doors)
+
+
+@dataclass
+class FleetConfig:
+    """One door of many sharing a central gallery and event log ([gallery] url); see apps/door/fleet.py."""
+
+    door_id: Optional[str] = _f(None, "door_id")  # default: the host name
+    max_stale: float = _f(300.0, "float", min=1.0)  # seconds without the server before on_stale applies
+    on_stale: str = _f("deny", "choice", choices=("deny", "keep"))  # deny: fail closed; keep: last replica
+    check_interval: float = _f(10.0, "float", min=0.5)  # periodic replica check (LISTEN/NOTIFY is the fast path)
+    ship_interval: float = _f(1.0, "float", min=0.05)  # event shipping: first retry delay, doubling to 60 s
+
+
+# ----------------------------------------------------------------------------- sections
 
 
 SECTIONS: dict[str, type] = {
@@ -168,6 +198,7 @@ SECTIONS: dict[str, type] = {
     "events": EventsConfig,
     "snapshots": SnapshotsConfig,
     "display": DisplayConfig,
+    "fleet": FleetConfig,
 }
 
 
@@ -185,6 +216,7 @@ class Config:
     events: EventsConfig = field(default_factory=EventsConfig)
     snapshots: SnapshotsConfig = field(default_factory=SnapshotsConfig)
     display: DisplayConfig = field(default_factory=DisplayConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
     actions: list = field(default_factory=lambda: [ActionConfig(type="log", on=list(DECISIONS))])
     path: Optional[Path] = None  # the file it came from, for messages
 
@@ -291,11 +323,13 @@ def _section(cls: type, table: dict[str, Any], base: Path, where: str) -> Any:
 
 def _check_action(action: ActionConfig, where: str) -> None:
     if action.on is None:
-        action.on = list(DECISIONS) if action.type == "log" else ["grant"]
+        action.on = list(DECISIONS) if action.type in ("log", "mqtt") else ["grant"]
     if action.type == "command" and not action.argv:
         raise ConfigError(f"{where}: a command action needs argv = [\"/path/to/program\", \"arg\", ...]")
     if action.type == "gpio" and action.pin is None:
         raise ConfigError(f"{where}: a gpio action needs pin = <BCM pin number of the relay>")
+    if action.type == "mqtt" and (action.password is not None and action.username is None):
+        raise ConfigError(f"{where}: an mqtt password needs a username")
 
 
 def _convert(value: Any, spec: dataclasses.Field, where: str, base: Path) -> Any:
@@ -361,6 +395,14 @@ def _convert(value: Any, spec: dataclasses.Field, where: str, base: Path) -> Any
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
         return list(value)
+    if kind == "pg_url":
+        if not isinstance(value, str) or not value.startswith(("postgresql://", "postgres://")):
+            raise ConfigError(f"{where}: expected a postgresql://user@host/database URL, got {redact(str(value))!r}")
+        return value
+    if kind == "door_id":
+        if not isinstance(value, str) or not _DOOR_ID.match(value):
+            raise ConfigError(f"{where}: expected 1-64 letters, digits, '.', '_' or '-' (it names the door's MQTT topic), got {value!r}")
+        return value
     if kind == "str":
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")

@@ -86,8 +86,20 @@ def open_liveness(models: ModelsConfig, live: LivenessConfig) -> Optional[Livene
     return checker
 
 
-def open_gallery(path: Path, embedder: Optional[Embedder], create: bool, readonly: bool = False) -> Gallery:
-    """The gallery for ``embedder``'s model (any model when None: admin commands, never creating it)."""
+def gallery_location(cfg: Config) -> "Path | str":
+    """Where admin commands read and write the gallery: the central server of a fleet, else the file."""
+    return cfg.gallery.url if cfg.gallery.url is not None else cfg.gallery.path
+
+
+def open_gallery(path: "Path | str", embedder: Optional[Embedder], create: bool, readonly: bool = False) -> Gallery:
+    """The gallery for ``embedder``'s model (any model when None: admin commands, never creating it).
+
+    ``path`` may be a fleet's ``postgresql://`` URL (gfn_edge.Gallery opens the server store).
+    """
+    if isinstance(path, str) and "://" in path:
+        if embedder is None:
+            return Gallery(path, create=False, readonly=readonly)
+        return Gallery(path, signature=embedder.signature, dim=embedder.dim, create=create)
     path = Path(path)
     if create and not path.parent.is_dir():
         raise SetupError(f"gallery folder {path.parent} does not exist; create it (e.g. sudo install -d -o gfn-door {path.parent})")

@@ -86,11 +86,16 @@ def run(cfg: Config) -> int:
         raise SetupError(f"the event log and the gallery are the same file ({cfg.gallery.path}); give each its own")
     analyzer = open_analyzer(cfg)
     liveness = open_liveness(cfg.models, cfg.liveness)
-    gallery = open_gallery(cfg.gallery.path, analyzer.recognizer, create=True)
+    if cfg.gallery.url is not None:  # a fleet door: the central gallery through a local replica (fleet.py)
+        from .fleet import open_fleet_gallery
+
+        gallery = open_fleet_gallery(cfg, analyzer.recognizer.signature, analyzer.recognizer.dim)
+    else:
+        gallery = open_gallery(cfg.gallery.path, analyzer.recognizer, create=True)
     warn_if_empty(gallery)
     gallery.refresh()
     threshold = resolve_threshold(cfg, gallery, analyzer.recognizer)
-    actions = build_actions(cfg.actions)
+    actions = build_actions(cfg.actions, door_id=cfg.fleet.door_id)
     log.info("actions: %s", ", ".join(repr(a) for a in actions) or "none")
     snapshots = None
     if cfg.snapshots.dir is not None:
@@ -100,6 +105,11 @@ def run(cfg: Config) -> int:
     display = Display(cfg.display.show)
     recorder = Recorder(cfg.display.record, cfg.display.record_fps) if cfg.display.record is not None else None
     events = EventLog(cfg.events.db)
+    shipper = None
+    if cfg.gallery.url is not None:
+        from .fleet import start_shipper
+
+        shipper = start_shipper(cfg)
     runner = ActionRunner(actions)
     try:
         events.prune(cfg.events.keep_days)
@@ -145,5 +155,7 @@ def run(cfg: Config) -> int:
         if recorder is not None:
             recorder.close()
         display.close()
+        if shipper is not None:
+            shipper.close()
         events.close()
         gallery.close()
