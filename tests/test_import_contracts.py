@@ -54,3 +54,12 @@ def test_a_circle_breaks_the_contracts(tmp_path):
     (tmp_path / "gfn_edge" / "export" / "int8" / "zz_probe.py").write_text("from gfn_edge.export.targets import TARGETS\n")
     proc = _lint(tmp_path, dict(os.environ, PYTHONPATH=str(tmp_path)))
     assert proc.returncode == 1 and "No import circles" in proc.stdout and "BROKEN" in proc.stdout, proc.stdout[-4000:]
+
+
+def test_every_package_folder_is_installed():
+    """A sub-folder with __init__.py missing from pyproject's packages is left out of the wheel (and of the contracts)."""
+    folders = lint_imports.package_folders(ROOT / "pyproject.toml")
+    listed = {path.resolve() for path in folders.values()}
+    roots = {ROOT / "gfn_edge", ROOT / "runtimes", ROOT / "export", ROOT / "calib"}
+    found = {init.parent.resolve() for root in roots for init in root.rglob("__init__.py") if "__pycache__" not in init.parts}
+    assert found - listed == set(), f"not in [tool.setuptools] packages: {sorted(str(p.relative_to(ROOT)) for p in found - listed)}"
