@@ -7,7 +7,6 @@ shipped, unless ``force=True`` keeps it with ``"passed": false`` in its manifest
 """
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 import os
 import shutil
@@ -21,13 +20,13 @@ from typing import Any, Iterator
 import numpy as np
 
 from gfn_edge.errors import GfnEdgeError, VerificationError
-from gfn_edge.hub import sha256_file
-from gfn_edge.manifest import Manifest
 
+from .context import ExportContext
+from .manifest_writer import build_manifest, manifest_header, now_utc
 from .flops import manifest_flops
 from .reference import Reference, reference_for, resolve_spec
 from .targets import TARGETS, expand_targets, run_target
-from .targets.context import ExportContext
+from .tolerance_keys import check_tolerance_overrides
 from .tools import versions
 from .verify import VerificationReport, default_tolerances, parse_tolerance_overrides, preprocess_mismatch, verify_outputs
 from .verify_data import VerificationSet, build_verification_set
@@ -75,10 +74,6 @@ def _check_writable(out: Path) -> None:
         raise GfnEdgeError(f"output folder {out} is not writable: {exc}") from exc
 
 
-def _spec_for_manifest(ref: Reference) -> dict[str, Any]:
-    return ref.spec.to_dict()
-
-
 def _replace_dir(src: Path, dst: Path) -> None:
     """Move a finished bundle into place; an older bundle is only removed once the new one is there."""
     old = dst.with_name(dst.name + ".old")
@@ -121,6 +116,7 @@ def export_model(
     results: list[ExportResult] = []
 
     spec, checkpoint = resolve_spec(model, arch, input_size, random_weights, mirror)
+    check_tolerance_overrides(tolerances, spec.task)
     if any(TARGETS[n].needs_calibration for n in names):
         from gfn_edge.calib import resolve_calibration
 
@@ -164,14 +160,7 @@ def export_model(
             t = Timer()
             staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}-{name}-", dir=out))
             try:
-                metadata = {
-                    "format": "gfn-edge-bundle",
-                    "format_version": 1,
-                    "model": spec.name,
-                    "task": spec.task,
-                    "spec": _spec_for_manifest(ref),
-                    "source": {k: v for k, v in ref.source.items() if k != "path"},
-                }
+                metadata = manifest_header(ref.spec, ref.source)
                 ctx = ExportContext(
                     ref=ref,
                     bundle_dir=staging,
@@ -186,20 +175,13 @@ def export_model(
                 with t.stage(f"{name}: export"):
                     artifact = run_target(name, ctx)
                 result.notes = artifact.notes
-                manifest = Manifest(
-                    model=spec.name,
-                    task=spec.task,
-                    target=name,
-                    precision=info.precision,
-                    files=artifact.files,
-                    spec=metadata["spec"],
-                    inputs=artifact.inputs,
-                    outputs=artifact.outputs,
-                    sha256={f: sha256_file(staging / f) for f in artifact.files.values()},
-                    source=metadata["source"],
+                manifest = build_manifest(
+                    metadata,
+                    info,
+                    staging,
+                    artifact,
                     tools={**versions("gfn-edge", "numpy"), **artifact.tools},
-                    export={"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "notes": artifact.notes,
-                            "flops": manifest_flops(staging, artifact.files, work_dir)},
+                    export={"created": now_utc(), "notes": artifact.notes, "flops": manifest_flops(staging, artifact.files, work_dir)},
                 )
                 manifest.write(staging)
                 with t.stage(f"{name}: verify"):
@@ -248,6 +230,7 @@ def verify_artifact(
     from gfn_edge.preprocess import normalize
     from gfn_edge.runtimes import open_model
 
+    check_tolerance_overrides(overrides, ref.spec.task)
     tol = parse_tolerance_overrides(overrides, default_tolerances(ref.spec.task, precision))
     model = open_model(bundle, backend=backend)
     mismatch = preprocess_mismatch(model.manifest.preprocess, ref.spec.preprocess)

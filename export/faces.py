@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
@@ -23,7 +23,7 @@ import numpy as np
 
 from gfn_edge.align import CropGeometry, align_faces, default_geometry
 from gfn_edge.errors import ImageError
-from gfn_edge.hub import cache_dir, resolve_weights, sha256_file
+from gfn_edge.export.hub import cache_dir, resolve_weights, sha256_file
 from gfn_edge.image import read_image, relative_name
 from gfn_edge.preprocess import detector_tensor
 from gfn_edge.progress import progress
@@ -236,8 +236,6 @@ class ReferenceFaces:
         return find_faces(files, root, min_size=min_size, mirror=self.mirror, geometry=geometry)
 
     def face_boxes(self, files: list[Path], root: Path, min_size: float):
-        from .liveness_data import find_face_boxes  # it imports this module: looked up when needed
-
         return find_face_boxes(files, root, mirror=self.mirror, min_size=min_size)
 
     def __repr__(self) -> str:
@@ -252,3 +250,60 @@ def largest_face_index(faces: list[FaceCrop]) -> dict[str, int]:
         if f.image not in best or area > best[f.image][0]:
             best[f.image] = (area, i)
     return {k: v[1] for k, v in best.items()}
+
+
+# --- face boxes (liveness verification and calibration cut their patches around these) -------------
+MIN_FACE_PX = 32.0  # shorter box side; smaller faces give patches of mostly background
+MAX_FACES_PER_IMAGE = 4  # crowd photos would otherwise swamp the set with near-identical cases
+_BOX_CACHE_VERSION = 2  # the liveness box cache's own version
+
+
+@dataclass
+class FaceBox:
+    image: str  # path relative to the folder
+    index: int  # rank in its picture (0 = highest detector score)
+    score: float
+    box: list[float]  # x1, y1, x2, y2 in upright picture pixels
+
+
+def find_face_boxes(
+    paths: list[Path],
+    root: Path,
+    finder=None,
+    mirror: str | os.PathLike[str] | None = None,
+    min_size: float = MIN_FACE_PX,
+    max_per_image: int | None = MAX_FACES_PER_IMAGE,
+    use_cache: bool = True,
+) -> tuple[list[FaceBox], list[tuple[str, str]]]:
+    """Face boxes the reference detector finds in upright ``paths`` (cached), and skipped files with why."""
+    finder = finder or ReferenceFaceFinder(mirror=mirror)
+    key = hashlib.sha256(f"{_BOX_CACHE_VERSION}|{finder.signature}|{min_size}|{max_per_image}|{_files_key(paths)}".encode()).hexdigest()[:24]
+    cache = cache_dir() / "liveness" / f"{key}.json"
+    if use_cache and cache.is_file():
+        try:
+            meta = json.loads(cache.read_text())
+            return [FaceBox(**f) for f in meta["faces"]], [tuple(s) for s in meta["skipped"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            log.warning("liveness face cache %s is unreadable; rebuilding it", cache)
+    faces: list[FaceBox] = []
+    skipped: list[tuple[str, str]] = []
+    for path in progress(paths, "finding faces"):
+        rel = relative_name(path, root)
+        try:
+            image = read_image(path)
+        except ImageError as exc:
+            skipped.append((rel, f"unreadable: {exc}"))
+            continue
+        dets = finder.detect(image)
+        keep = [i for i in range(len(dets)) if min(dets.boxes[i, 2] - dets.boxes[i, 0], dets.boxes[i, 3] - dets.boxes[i, 1]) >= min_size]
+        keep = keep[:max_per_image] if max_per_image is not None else keep
+        if not keep:
+            skipped.append((rel, "no face" if len(dets) == 0 else f"faces smaller than {min_size:g} px"))
+        for rank, i in enumerate(keep):
+            faces.append(FaceBox(rel, rank, float(dets.scores[i]), [float(v) for v in dets.boxes[i]]))
+    if use_cache:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(cache.stem + ".tmp.json")
+        tmp.write_text(json.dumps({"faces": [asdict(f) for f in faces], "skipped": skipped}))
+        os.replace(tmp, cache)
+    return faces, skipped

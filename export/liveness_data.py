@@ -11,39 +11,28 @@ tag, and a liveness model shown a sideways face is answering a different questio
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from gfn_edge.errors import ImageError
-from gfn_edge.hub import cache_dir
-from gfn_edge.image import list_images, read_image, relative_name
+from gfn_edge.image import list_images, read_image
 from gfn_edge.liveness import liveness_crop
 from gfn_edge.preprocess import normalize
-from gfn_edge.progress import progress
 from gfn_edge.registry import ModelSpec
 
-from .verify_data import VerificationSet, _spread, _synthetic_pictures, _warn_synthetic
+# face boxes live in .faces, beside the reference detector they come from (no circle between the two)
+from .faces import MAX_FACES_PER_IMAGE, MIN_FACE_PX, FaceBox, find_face_boxes
+from .verification_set import VerificationSet
+from .verification_set import spread as _spread
+from .verification_set import synthetic_pictures as _synthetic_pictures
+from .verification_set import warn_synthetic as _warn_synthetic
 
 log = logging.getLogger(__name__)
 
 LIVENESS_FOLDER = "liveness"
-MIN_FACE_PX = 32.0  # shorter box side; smaller faces give patches of mostly background
-MAX_FACES_PER_IMAGE = 4  # crowd photos would otherwise swamp the set with near-identical cases
-_CACHE_VERSION = 2  # 2: cache key shared with faces.py
-
-
-@dataclass
-class FaceBox:
-    image: str  # path relative to the folder
-    index: int  # rank in its picture (0 = highest detector score)
-    score: float
-    box: list[float]  # x1, y1, x2, y2 in upright picture pixels
 
 
 def is_liveness_photo(relative: str) -> bool:
@@ -57,51 +46,6 @@ def select_photos(folder: Path, exclude: set[str] | None = None, max_images: int
     rest = [p for p in files if p not in live]
     budget = None if max_images is None else max(0, max_images - len(live))
     return live + _spread(rest, budget)
-
-
-def find_face_boxes(
-    paths: list[Path],
-    root: Path,
-    finder=None,
-    mirror: str | os.PathLike[str] | None = None,
-    min_size: float = MIN_FACE_PX,
-    max_per_image: int | None = MAX_FACES_PER_IMAGE,
-    use_cache: bool = True,
-) -> tuple[list[FaceBox], list[tuple[str, str]]]:
-    """Face boxes the reference detector finds in upright ``paths`` (cached), and skipped files with why."""
-    from .faces import ReferenceFaceFinder, _files_key
-
-    finder = finder or ReferenceFaceFinder(mirror=mirror)
-    key = hashlib.sha256(f"{_CACHE_VERSION}|{finder.signature}|{min_size}|{max_per_image}|{_files_key(paths)}".encode()).hexdigest()[:24]
-    cache = cache_dir() / "liveness" / f"{key}.json"
-    if use_cache and cache.is_file():
-        try:
-            meta = json.loads(cache.read_text())
-            return [FaceBox(**f) for f in meta["faces"]], [tuple(s) for s in meta["skipped"]]
-        except (OSError, ValueError, KeyError, TypeError):
-            log.warning("liveness face cache %s is unreadable; rebuilding it", cache)
-    faces: list[FaceBox] = []
-    skipped: list[tuple[str, str]] = []
-    for path in progress(paths, "finding faces"):
-        rel = relative_name(path, root)
-        try:
-            image = read_image(path)
-        except ImageError as exc:
-            skipped.append((rel, f"unreadable: {exc}"))
-            continue
-        dets = finder.detect(image)
-        keep = [i for i in range(len(dets)) if min(dets.boxes[i, 2] - dets.boxes[i, 0], dets.boxes[i, 3] - dets.boxes[i, 1]) >= min_size]
-        keep = keep[:max_per_image] if max_per_image is not None else keep
-        if not keep:
-            skipped.append((rel, "no face" if len(dets) == 0 else f"faces smaller than {min_size:g} px"))
-        for rank, i in enumerate(keep):
-            faces.append(FaceBox(rel, rank, float(dets.scores[i]), [float(v) for v in dets.boxes[i]]))
-    if use_cache:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.stem + ".tmp.json")
-        tmp.write_text(json.dumps({"faces": [asdict(f) for f in faces], "skipped": skipped}))
-        os.replace(tmp, cache)
-    return faces, skipped
 
 
 def liveness_set(

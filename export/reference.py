@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from gfn_edge.errors import CheckpointError
-from gfn_edge.hub import cache_dir, resolve_spec_weights, sha256_file
+from gfn_edge.export.hub import cache_dir, resolve_spec_weights, sha256_file
 from gfn_edge.registry import REGISTRY, ModelSpec, get_spec
 
 from .checkpoints import detect_architecture, load_state_dict, load_strict

@@ -12,37 +12,26 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from gfn_edge.align import CropGeometry
 from gfn_edge.image import list_images, read_image
 from gfn_edge.pairs import read_pairs
-from gfn_edge.preprocess import Letterbox, crop_tensor, detector_canvas, normalize
+from gfn_edge.preprocess import crop_tensor, detector_canvas, normalize
 from gfn_edge.quality import QualityGates, assess
 from gfn_edge.registry import ModelSpec
 
+# the set and its helpers live in verification_set (shared with liveness_data without a circle)
+from .verification_set import ENV_VERIFY, VerificationSet
+from .verification_set import spread as _spread
+from .verification_set import synthetic_pictures as _synthetic_pictures
+from .verification_set import warn_synthetic as _warn_synthetic
+
 log = logging.getLogger(__name__)
 
-ENV_VERIFY = "GFN_EDGE_VERIFY_IMAGES"
-
-
-@dataclass
-class VerificationSet:
-    task: str
-    inputs: np.ndarray  # (N, H, W, 3) float32, normalised as the registry says
-    names: list[str]
-    letterboxes: list[Letterbox] = field(default_factory=list)  # detectors
-    pairs: list[tuple[int, int, bool]] = field(default_factory=list)  # recognisers: indices into inputs
-    raw: np.ndarray | None = None  # uint8 BGR model-size pictures: crops, or letterboxed canvases for detectors
-    judged: np.ndarray | None = None  # recognisers: faces that count (pass the device's quality gates)
-    description: dict[str, Any] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.inputs)
+__all__ = ["ENV_VERIFY", "VerificationSet", "build_verification_set", "detection_set", "face_set", "verification_folder"]
 
 
 def verification_folder(folder: str | os.PathLike[str] | None) -> Path | None:
@@ -53,35 +42,6 @@ def verification_folder(folder: str | os.PathLike[str] | None) -> Path | None:
     if not path.is_dir():
         raise FileNotFoundError(f"verification image folder {path} does not exist")
     return path
-
-
-def _spread(items: list[Path], limit: int | None) -> list[Path]:
-    """Up to ``limit`` items picked evenly across the sorted list (every sub-folder gets a share)."""
-    if limit is None or len(items) <= limit:
-        return items
-    idx = np.linspace(0, len(items) - 1, limit).round().astype(int)
-    return [items[i] for i in sorted(set(idx))]
-
-
-def _synthetic_pictures(count: int, size: tuple[int, int], seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    w, h = size
-    pics = []
-    for _ in range(count):
-        base = rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
-        import cv2
-
-        pics.append(cv2.resize(base, (w, h), interpolation=cv2.INTER_CUBIC))
-    return pics
-
-
-def _warn_synthetic(spec: ModelSpec) -> None:
-    log.warning(
-        "!!! NO VERIFICATION IMAGES: %s is verified on SYNTHETIC pictures only. Pass --verify-images DIR or set %s "
-        "to a folder of real photos; numbers from this run say nothing about accuracy on faces. !!!",
-        spec.name,
-        ENV_VERIFY,
-    )
 
 
 def detection_set(spec: ModelSpec, folder: Path | None, max_images: int | None = 48, exclude: set[str] | None = None) -> VerificationSet:

@@ -57,7 +57,7 @@ _LAZY = {
     "Track": "gfn_edge.tracker",
     "Liveness": "gfn_edge.liveness",
     "apply_threads": "gfn_edge.threads",
-    "resolve_weights": "gfn_edge.hub",
+    "resolve_weights": "gfn_edge.export.hub",  # training side; resolved only when used
     "check_threshold": "gfn_edge.checks",
     "usable_cores": "gfn_edge.checks",
     "clamp_threads": "gfn_edge.checks",

@@ -91,7 +91,7 @@ class Detector:
         self.anchors = anchors
         self.preprocess = manifest.preprocess
         self.color = color
-        default = manifest.spec.get("default_threshold")
+        default = manifest.model_spec.default_threshold
         self.score_threshold = float(score_threshold if score_threshold is not None else (default if default is not None else DEFAULT_SCORE_THRESHOLD))
         self.nms_threshold = float(nms_threshold)
         if not 0.0 < self.score_threshold <= 1.0 or not 0.0 <= self.nms_threshold <= 1.0:  # score 0 keeps every anchor

@@ -66,7 +66,7 @@ class Embedder:
     @property
     def geometry(self) -> CropGeometry:
         """Crop size and template this recogniser was trained on (from its manifest's alignment entry)."""
-        return CropGeometry.from_alignment(self.manifest.spec.get("alignment"), self.crop_size[0])
+        return CropGeometry.from_alignment(self.manifest.model_spec.alignment, self.crop_size[0])
 
     @property
     def alignment(self) -> tuple[np.ndarray, int]:
@@ -76,7 +76,7 @@ class Embedder:
 
     @property
     def default_threshold(self) -> float | None:
-        value = self.manifest.spec.get("default_threshold")
+        value = self.manifest.model_spec.default_threshold
         return float(value) if value is not None else None
 
     def _batch(self, crops: np.ndarray) -> np.ndarray:

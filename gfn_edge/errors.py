@@ -91,3 +91,7 @@ class ResourceLimitError(GfnEdgeError, ValueError):
 
 class UsageError(GfnEdgeError, ValueError):
     """A command line that cannot be carried out as given (a command-line tool's own checks)."""
+
+
+class OptionError(InvalidArgumentError):
+    """An unknown option or key (e.g. a ``--tolerance`` key no verification measures); the message names the valid ones."""

@@ -209,7 +209,7 @@ class Liveness:
 
     @staticmethod
     def _real_class(model) -> int:
-        info = model.manifest.spec.get("liveness") or {}
+        info = model.manifest.model_spec.liveness or {}
         pre = model.manifest.preprocess
         if "real_class" not in info or pre.resize != "face-crop" or not pre.crop_scale:
             raise ManifestError(f"{model.path}: manifest lacks the liveness crop scale or real class; re-export the bundle")

@@ -14,15 +14,40 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from .bundle_format import (
+    FORMAT,
+    FORMAT_BACKENDS,
+    FORMAT_SUFFIXES,
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    METADATA_KEY,
+    RT_INFO_KEY,
+    artifact_format,
+    preferred_backend,
+)
+from .digest import sha256_file
 from .errors import ArtifactError, ManifestError
-from .registry import Anchors, Preprocess
+from .manifest_schema import validate_manifest
+from .model_spec import Anchors, ModelSpec, Preprocess
 
-MANIFEST_NAME = "manifest.json"
+__all__ = [
+    "FORMAT",
+    "FORMAT_BACKENDS",
+    "FORMAT_SUFFIXES",
+    "FORMAT_VERSION",
+    "MANIFEST_NAME",
+    "METADATA_KEY",
+    "RT_INFO_KEY",
+    "Manifest",
+    "TensorSpec",
+    "artifact_format",
+    "find_bundles",
+    "preferred_backend",
+    "read_manifest",
+    "verify_bundle_files",
+]
 
 log = logging.getLogger(__name__)
-FORMAT = "gfn-edge-bundle"
-FORMAT_VERSION = 1
-_REQUIRED = ("format", "format_version", "model", "task", "target", "precision", "files", "spec", "inputs", "outputs", "sha256")
 
 
 @dataclass
@@ -48,7 +73,14 @@ class TensorSpec:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items()}
+        return {
+            "name": self.name,
+            "tensor": self.tensor,
+            "shape": self.shape,
+            "dtype": self.dtype,
+            "layout": self.layout,
+            "quantization": self.quantization,
+        }
 
 
 @dataclass
@@ -70,17 +102,32 @@ class Manifest:
 
     # --- views the runtime needs -------------------------------------------------------
     @property
+    def model_spec(self) -> ModelSpec:
+        """The typed view of ``spec``: read fields as attributes, never by string keys.
+
+        Parsed on each access (a few microseconds), so an edit to ``spec`` is always seen.
+        """
+        try:
+            return ModelSpec.from_dict(self.spec)
+        except (KeyError, TypeError, ValueError) as exc:
+            where = f" in {self.path / MANIFEST_NAME}" if self.path else ""
+            raise ManifestError(f"manifest{where}: spec is malformed ({exc!r}); re-export the bundle with gfn-export") from exc
+
+    @property
     def preprocess(self) -> Preprocess:
-        return Preprocess.from_dict(self.spec["preprocess"])
+        return self.model_spec.preprocess
 
     @property
     def anchors(self) -> Anchors | None:
-        data = self.spec.get("anchors")
-        return Anchors.from_dict(data) if data else None
+        return self.model_spec.anchors
+
+    @property
+    def artifact_format(self) -> str:
+        return artifact_format(self.target)
 
     @property
     def backend(self) -> str:
-        return {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "tflite"}[self.target.split("-")[0]]
+        return preferred_backend(self.target)
 
     @property
     def model_file(self) -> Path:
@@ -125,22 +172,15 @@ class Manifest:
         return target
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], path: Path | None = None) -> "Manifest":
-        where = f" in {path / MANIFEST_NAME}" if path else ""
-        if not isinstance(data, dict):
-            raise ManifestError(f"manifest{where} is not a JSON object")
-        missing = [k for k in _REQUIRED if k not in data]
-        if missing:
-            raise ManifestError(f"manifest{where} lacks {', '.join(missing)}; re-export the bundle with gfn-export")
-        if data["format"] != FORMAT:
-            raise ManifestError(f"manifest{where} has format {data['format']!r}, expected {FORMAT!r}")
-        if int(data["format_version"]) > FORMAT_VERSION:
-            raise ManifestError(
-                f"manifest{where} is format version {data['format_version']}, newer than this gfn-edge reads "
-                f"({FORMAT_VERSION}); upgrade gfn-edge"
-            )
+    def from_dict(cls, data: dict[str, Any], path: Path | None = None, origin: str | None = None) -> "Manifest":
+        """Build from parsed JSON after checking it against the schema (:mod:`.manifest_schema`).
+
+        ``origin`` says where the JSON came from in error messages (default: the bundle's manifest.json).
+        """
+        where = f" {origin}" if origin else (f" in {path / MANIFEST_NAME}" if path else "")
+        validate_manifest(data, where)
         try:
-            return cls(
+            manifest = cls(
                 model=data["model"],
                 task=data["task"],
                 target=data["target"],
@@ -158,6 +198,8 @@ class Manifest:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ManifestError(f"manifest{where} is malformed: {exc!r}") from exc
+        manifest.model_spec  # parse the typed spec now, so a bad one fails at load  # noqa: B018
+        return manifest
 
 
 def read_manifest(bundle: str | os.PathLike[str], verify_files: bool = True) -> Manifest:
@@ -184,9 +226,8 @@ def read_manifest(bundle: str | os.PathLike[str], verify_files: bool = True) -> 
 
 def verify_bundle_files(manifest: Manifest) -> None:
     """Every listed file exists and has the recorded sha256: catches truncated or swapped models."""
-    from .hub import sha256_file
-
-    assert manifest.path is not None
+    if manifest.path is None:
+        raise ManifestError("manifest was not read from a bundle folder; its files cannot be checked")
     for role, name in manifest.files.items():
         file = manifest.path / name
         if not file.is_file():

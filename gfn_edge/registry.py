@@ -2,122 +2,30 @@
 
 Every other part of gfn-edge (exporters, calibration, runtime, apps) reads input size, colour
 order, mean/std, anchors, alignment template and output meaning from a :class:`ModelSpec`
-here, or from the copy of it that gfn-export writes into each bundle's ``manifest.json``.
+here, or from the copy of it that gfn-export writes into each bundle's ``manifest.json``. The
+spec types and their JSON form live in :mod:`gfn_edge.model_spec`.
 """
 from __future__ import annotations
 
 import difflib
-from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from .errors import UnknownModelError
 
-# ArcFace's five-point template for 112x112 crops (left eye, right eye, nose, mouth left, mouth right).
-ARCFACE_112_TEMPLATE: tuple[tuple[float, float], ...] = (
-    (38.2946, 51.6963),
-    (73.5318, 51.5014),
-    (56.0252, 71.7366),
-    (41.5493, 92.3655),
-    (70.7299, 92.2041),
-)
+# The spec types live in model_spec; imported here too, where most callers look for them.
+from .model_spec import ARCFACE_112_TEMPLATE, Anchors, ModelSpec, OutputSpec, Preprocess, WeightSource
 
-
-@dataclass(frozen=True)
-class Preprocess:
-    """How a picture becomes the model's input tensor."""
-
-    input_size: tuple[int, int] | None  # (width, height); None: any size (fully convolutional)
-    color: str  # "BGR" or "RGB": channel order the model expects
-    mean: tuple[float, float, float]  # subtracted from 0..255 pixels, in the model's channel order
-    std: tuple[float, float, float]
-    resize: str  # "letterbox" (keep aspect, pad right/bottom), "aligned" (already 112x112), "face-crop"
-    layout: str = "NCHW"  # layout of the source model; artifacts record their own in the manifest
-    crop_scale: float | None = None  # face-crop only: box enlarged by this factor before resizing
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Preprocess":
-        size = data.get("input_size")
-        return cls(
-            input_size=tuple(size) if size else None,
-            color=data["color"],
-            mean=tuple(data["mean"]),
-            std=tuple(data["std"]),
-            resize=data["resize"],
-            layout=data.get("layout", "NCHW"),
-            crop_scale=data.get("crop_scale"),
-        )
-
-
-@dataclass(frozen=True)
-class Anchors:
-    """RetinaFace prior boxes: per-level square sizes (pixels), strides and box-coding variance."""
-
-    min_sizes: tuple[tuple[int, ...], ...]
-    steps: tuple[int, ...]
-    variance: tuple[float, float]
-    clip: bool = False
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Anchors":
-        return cls(
-            min_sizes=tuple(tuple(m) for m in data["min_sizes"]),
-            steps=tuple(data["steps"]),
-            variance=tuple(data["variance"]),
-            clip=bool(data.get("clip", False)),
-        )
-
-
-@dataclass(frozen=True)
-class OutputSpec:
-    name: str
-    shape: str
-    meaning: str
-
-
-@dataclass(frozen=True)
-class WeightSource:
-    """Where a checkpoint comes from; ``mirror_path`` is relative to a mirror folder."""
-
-    format: str  # "pytorch" | "keras-h5"
-    mirror_path: str | None = None
-    url: str | None = None
-    sha256: str | None = None
-    licence: str = "unknown"
-    upstream: str = ""
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    task: str  # "detect" | "embed" | "liveness"
-    family: str  # "retinaface" | "ghostfacenet" | "minifasnet"
-    description: str
-    arch: dict[str, Any]
-    preprocess: Preprocess
-    outputs: tuple[OutputSpec, ...]
-    weights: WeightSource | None
-    anchors: Anchors | None = None
-    alignment: dict[str, Any] | None = None
-    liveness: dict[str, Any] | None = None
-    params: int | None = None  # parameter count of the reference model, when known exactly
-    default_threshold: float | None = None
-    tags: tuple[str, ...] = field(default_factory=tuple)
-    # Known-good INT8 settings per target for the registry weights ({"method", "float_groups"}),
-    # found by gfn-export's remedy search on real faces. Tried first; the search still runs
-    # (and the artifact is still verified) whenever a recipe misses the tolerance.
-    int8_recipes: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def has_release_weights(self) -> bool:
-        return self.weights is not None and (self.weights.url is not None or self.weights.mirror_path is not None)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict: what a bundle manifest stores under ``spec``."""
-        return asdict(self)
-
-    def with_input_size(self, size: tuple[int, int] | None) -> "ModelSpec":
-        return replace(self, preprocess=replace(self.preprocess, input_size=size))
-
+__all__ = [
+    "ARCFACE_112_TEMPLATE",
+    "Anchors",
+    "ModelSpec",
+    "OutputSpec",
+    "Preprocess",
+    "REGISTRY",
+    "WeightSource",
+    "get_spec",
+    "list_models",
+]
 
 # ----------------------------------------------------------------------------- shared pieces
 

@@ -16,7 +16,7 @@ from gfn_edge.errors import (
     ManifestError,
     MissingDependencyError,
 )
-from gfn_edge.manifest import Manifest, read_manifest
+from gfn_edge.manifest import FORMAT_BACKENDS, FORMAT_SUFFIXES, Manifest, read_manifest
 
 from .base import InferenceModel, physical_cores
 
@@ -28,9 +28,6 @@ BACKENDS: dict[str, tuple[str, str, str]] = {
     "tflite": ("tflite", "TFLiteModel", "tflite"),
     "openvino": ("openvino_backend", "OpenVINOModel", "openvino"),
 }
-# artifact format -> backends able to run it, preferred first
-_RUNS = {"onnx": ("onnxruntime", "openvino"), "tflite": ("tflite",), "openvino": ("openvino",)}
-_SUFFIX = {".onnx": "onnx", ".tflite": "tflite", ".xml": "openvino"}
 _ALIASES = {"ort": "onnxruntime", "onnx": "onnxruntime", "litert": "tflite", "ov": "openvino"}
 
 
@@ -45,8 +42,8 @@ def available_backends() -> list[str]:
 
 def _artifact_format(manifest: Manifest | None, path: Path) -> str:
     if manifest is not None:
-        return manifest.target.split("-")[0]
-    fmt = _SUFFIX.get(path.suffix.lower())
+        return manifest.artifact_format
+    fmt = FORMAT_SUFFIXES.get(path.suffix.lower())
     if fmt is None:
         raise ArtifactError(f"{path}: unknown model format {path.suffix!r}; expected .onnx, .tflite or .xml")
     return fmt
@@ -56,7 +53,7 @@ def _pick_backend(requested: str, fmt: str) -> str:
     if not isinstance(requested, str):
         raise BackendError(f"backend must be a name (auto, {', '.join(BACKENDS)}), got {requested!r}")
     requested = _ALIASES.get(requested, requested)
-    candidates = _RUNS[fmt]
+    candidates = FORMAT_BACKENDS[fmt]
     if requested != "auto":
         if requested not in BACKENDS:
             raise BackendError(f"unknown backend {requested!r}; choose from auto, {', '.join(BACKENDS)}")
@@ -71,7 +68,7 @@ def _pick_backend(requested: str, fmt: str) -> str:
 
 
 def _lone_file_manifest(path: Path, fmt: str) -> Manifest:
-    module = _module(_RUNS[fmt][0]) if fmt != "onnx" or _module("onnxruntime").available() else _module("openvino")
+    module = _module(FORMAT_BACKENDS[fmt][0]) if fmt != "onnx" or _module("onnxruntime").available() else _module("openvino")
     data = module.read_embedded_manifest(path)
     if not data:
         raise ManifestError(
@@ -80,7 +77,7 @@ def _lone_file_manifest(path: Path, fmt: str) -> Manifest:
     data = dict(data)
     data["files"] = {"model": path.name}
     data.setdefault("sha256", {})
-    return Manifest.from_dict(data, path.parent)
+    return Manifest.from_dict(data, path.parent, origin=f"embedded in {path}")
 
 
 def open_model(

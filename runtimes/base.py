@@ -11,6 +11,7 @@ import logging
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -90,6 +91,29 @@ class InferenceModel(ABC):
         """Backends with static shapes override this to accept a new batch size or image size."""
 
     # --- shared logic ------------------------------------------------------------------
+    def check_model_shapes(self, model_input: Sequence[object], model_outputs: Sequence[Sequence[object]]) -> None:
+        """Refuse a manifest whose tensor shapes disagree with the model file's, before any allocation.
+
+        Backends call this right after reading the model: a manifest claiming a 100000x100000 input or
+        an output dimension of 10^12 (edited, or of another model) must not size a buffer or promise
+        embeddings the model does not make. Dims compare where both sides are static; the model's
+        dims are ints, or None / a string / -1 / 0 where dynamic. ``model_outputs`` follows
+        ``self.outputs`` order.
+        """
+        pairs = [("inputs[0]", self.input, model_input)]
+        if len(model_outputs) != len(self.outputs):
+            raise ManifestError(f"{self.path}: the manifest lists {len(self.outputs)} outputs, the model file has {len(model_outputs)}")
+        pairs += [(f"outputs[{i}] ({spec.name})", spec, shape) for i, (spec, shape) in enumerate(zip(self.outputs, model_outputs))]
+        for key, spec, actual in pairs:
+            declared = [d if isinstance(d, int) and d > 0 else None for d in spec.shape]
+            real = [d if isinstance(d, int) and not isinstance(d, bool) and d > 0 else None for d in actual]
+            if len(declared) != len(real) or any(a is not None and b is not None and a != b for a, b in zip(declared, real)):
+                raise ManifestError(
+                    f"{self.path}: the manifest's {key}.shape {list(spec.shape)} does not match the model file's "
+                    f"{[d if d is not None else '?' for d in real]}; the manifest was edited or belongs to another "
+                    f"model: re-export the bundle with gfn-export"
+                )
+
     @property
     def layout(self) -> str:
         return self.input.layout or "NCHW"

@@ -8,11 +8,9 @@ from typing import Any
 import numpy as np
 
 from gfn_edge.errors import ArtifactError, MissingDependencyError
-from gfn_edge.manifest import Manifest
+from gfn_edge.manifest import METADATA_KEY, Manifest
 
 from .base import InferenceModel, check_model_file
-
-METADATA_KEY = "gfn_edge.manifest"
 
 
 def _ort():
@@ -53,14 +51,11 @@ class OnnxRuntimeModel(InferenceModel):
         inputs = {i.name: i for i in self.session.get_inputs()}
         if self.input.tensor not in inputs:
             raise ArtifactError(f"{self.path}: manifest input {self.input.tensor!r} is not in the model (has {sorted(inputs)})")
-        declared = [d if isinstance(d, int) else None for d in inputs[self.input.tensor].shape]
-        expected = [d if isinstance(d, int) and d > 0 else None for d in self.input.shape]
-        if len(declared) != len(expected) or any(a is not None and b is not None and a != b for a, b in zip(declared, expected)):
-            raise ArtifactError(f"{self.path}: model input shape {declared} differs from the manifest's {self.input.shape}")
-        outputs = {o.name for o in self.session.get_outputs()}
+        outputs = {o.name: o for o in self.session.get_outputs()}
         missing = [o.tensor for o in self.outputs if o.tensor not in outputs]
         if missing:
             raise ArtifactError(f"{self.path}: manifest outputs {missing} are not in the model (has {sorted(outputs)})")
+        self.check_model_shapes(inputs[self.input.tensor].shape, [outputs[o.tensor].shape for o in self.outputs])
         self._out_names = [o.tensor for o in self.outputs]
 
     def _infer(self, x: np.ndarray) -> list[np.ndarray]:

@@ -13,11 +13,10 @@ from typing import Any
 import numpy as np
 
 from gfn_edge.errors import ArtifactError, MissingDependencyError
-from gfn_edge.manifest import Manifest
+from gfn_edge.manifest import RT_INFO_KEY, Manifest
 
 from .base import InferenceModel, check_model_file
 
-RT_INFO_KEY = ["gfn_edge", "manifest"]
 _CORE = None
 
 
@@ -58,6 +57,7 @@ class OpenVINOModel(InferenceModel):
         except Exception as exc:
             raise ArtifactError(f"OpenVINO cannot read {self.path}: {exc}") from exc
         self._model = model
+        self._check_model(model)
         self._config = {
             "INFERENCE_NUM_THREADS": self.threads,
             "INFERENCE_PRECISION_HINT": precision,
@@ -81,6 +81,16 @@ class OpenVINOModel(InferenceModel):
         except KeyError as exc:
             raise ArtifactError(f"{self.path}: manifest output {exc} is not in the model (has {sorted(names)})") from exc
 
+    def _check_model(self, model) -> None:
+        """Tensor names and shapes against the manifest, before compiling allocates anything."""
+        if len(model.inputs) != 1:
+            raise ArtifactError(f"{self.path}: expected one input tensor, found {len(model.inputs)}")
+        ports = {n: port for port in model.outputs for n in port.get_names()}
+        missing = [o.tensor for o in self.outputs if o.tensor not in ports]
+        if missing:
+            raise ArtifactError(f"{self.path}: manifest outputs {missing} are not in the model (has {sorted(ports)})")
+        self.check_model_shapes(_dims(model.inputs[0]), [_dims(ports[o.tensor]) for o in self.outputs])
+
     def _resize_input(self, shape: tuple[int, ...]) -> None:
         self._model.reshape({self._model.inputs[0]: list(shape)})
         self._compile()
@@ -90,13 +100,17 @@ class OpenVINOModel(InferenceModel):
         return [np.array(result[p]) for p in self._ports]
 
 
+def _dims(port) -> list[int | None]:
+    return [int(d.get_length()) if d.is_static else None for d in port.get_partial_shape()]
+
+
 def read_embedded_manifest(path: Path) -> dict | None:
     try:
         model = core().read_model(str(path))
     except Exception as exc:
         raise ArtifactError(f"OpenVINO cannot read {path}: {exc}") from exc
-    if model.has_rt_info(RT_INFO_KEY):
-        value = model.get_rt_info(RT_INFO_KEY)
+    if model.has_rt_info(list(RT_INFO_KEY)):
+        value = model.get_rt_info(list(RT_INFO_KEY))
         # OVAny's str() is "<OVAny class>"; astype(str) gives the stored text.
         return json.loads(value.astype(str) if hasattr(value, "astype") else str(value))
     return None

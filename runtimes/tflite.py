@@ -8,11 +8,9 @@ from typing import Any
 import numpy as np
 
 from gfn_edge.errors import ArtifactError, MissingDependencyError
-from gfn_edge.manifest import Manifest
+from gfn_edge.manifest import METADATA_KEY, Manifest
 
 from .base import InferenceModel, check_model_file
-
-METADATA_KEY = "gfn_edge.manifest"
 
 
 def interpreter_class() -> tuple[type, str]:
@@ -66,6 +64,8 @@ class TFLiteModel(InferenceModel):
             self._outs = [by_name[o.tensor] for o in self.outputs]
         except KeyError as exc:
             raise ArtifactError(f"{self.path}: manifest output {exc} is not in the model (has {sorted(by_name)})") from exc
+        # the model's own shapes (shape_signature: -1 where dynamic), never the manifest's, sized the tensors so far
+        self.check_model_shapes(_signature(self._in), [_signature(o) for o in self._outs])
 
     def _resize_input(self, shape: tuple[int, ...]) -> None:
         self.interpreter.resize_tensor_input(self._in["index"], list(shape))
@@ -78,6 +78,11 @@ class TFLiteModel(InferenceModel):
         self.interpreter.set_tensor(self._in["index"], x)
         self.interpreter.invoke()
         return [self.interpreter.get_tensor(o["index"]).copy() for o in self._outs]
+
+
+def _signature(details: dict[str, Any]) -> list[int]:
+    shape = details.get("shape_signature")
+    return [int(d) for d in (shape if shape is not None and len(shape) else details["shape"])]
 
 
 def read_embedded_manifest(path: Path) -> dict | None:

@@ -251,7 +251,7 @@ def _reference_embeddings(folder, names: list[str], mirror) -> dict[str, np.ndar
     input, the same decode and alignment, then the Keras GhostFaceNets model. Cached in the
     gfn-edge cache (a fresh folder per CI session), keyed by weights and pictures."""
     from gfn_edge.export.reference import load_reference, resolve_spec
-    from gfn_edge.hub import cache_dir, sha256_file
+    from gfn_edge.export.hub import cache_dir, sha256_file
     from gfn_edge.metrics import l2_normalize
     from gfn_edge.preprocess import detector_input, normalize
     from gfn_edge.retinaface_decode import postprocess

@@ -37,7 +37,7 @@ def scene_inputs(bundles):
     det = Detector(bundles.get(DET, "onnx"))
     pictures = [read_image(p) for p in list_images(shared_path("faces", "scenes"))]
     assert len(pictures) >= 20
-    return [det._tensor(p) for p in pictures]
+    return [det.tensor(p) for p in pictures]
 
 
 def _run_all(det: Detector, inputs) -> tuple[list[dict[str, np.ndarray]], list[Detections]]:

@@ -79,6 +79,26 @@ def test_one_backend_loads_only_itself(bundles, target, backend):
     assert result == expected
 
 
+def test_reading_and_opening_a_bundle_loads_no_training_side_module(bundles):
+    """The bundle contract (manifest, schema, typed spec) is device code: no gfn_edge.export, calib or hub."""
+    det = str(bundles.get(DET, "onnx"))
+    result = _fresh(
+        f"""
+        import json, sys
+        import gfn_edge
+        from gfn_edge.manifest import read_manifest
+        from gfn_edge.runtimes import open_model
+        manifest = read_manifest({det!r})
+        spec = manifest.model_spec
+        open_model({det!r}).run(__import__("numpy").zeros((1, 480, 640, 3), "float32"))
+        loaded = sorted(m for m in sys.modules if m.startswith(("gfn_edge.export", "gfn_edge.calib", "gfn_edge.hub")))
+        loaded += sorted(m for m in {TRAINING!r} if m in sys.modules)
+        print(json.dumps({{"task": spec.task, "anchors": spec.anchors is not None, "loaded": loaded}}))
+        """
+    )
+    assert result == {"task": "detect", "anchors": True, "loaded": []}
+
+
 def test_benchmark_engine_measures_without_onnx_or_training_frameworks(bundles, tmp_path):
     """The engine behind gfn-bench, bench_device and benchmarks/run.py runs on a board: it imports no
     onnx or training framework, and reads the FLOPs gfn-export recorded instead of counting them."""

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from conftest import shared_path
 
-from gfn_edge.hub import sha256_file
+from gfn_edge.digest import sha256_file
 from gfn_edge.manifest import MANIFEST_NAME, Manifest, read_manifest
 from gfn_edge.registry import get_spec
 

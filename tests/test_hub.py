@@ -23,7 +23,7 @@ import pytest
 from conftest import shared_path
 
 from gfn_edge.errors import ChecksumError, UnknownModelError, WeightsNotFoundError
-from gfn_edge.hub import cache_dir, mirror_dirs, resolve_weights, sha256_file
+from gfn_edge.export.hub import cache_dir, mirror_dirs, resolve_weights, sha256_file
 from gfn_edge.registry import REGISTRY
 
 MNET = "retinaface-mnet025"
@@ -253,7 +253,7 @@ def test_unknown_hash_is_recorded_then_enforced(server, no_mirror, monkeypatch, 
     server.routes["/unhashed/ghost.pth"] = Route(first)
     dest = point_at(monkeypatch, UNHASHED, server.url("unhashed/ghost.pth"))
     assert REGISTRY[UNHASHED].weights.sha256 is None
-    with caplog.at_level(logging.WARNING, logger="gfn_edge.hub"):
+    with caplog.at_level(logging.WARNING, logger="gfn_edge.export.hub"):
         assert resolve_weights(UNHASHED) == dest
     digest = hashlib.sha256(first).hexdigest()
     record = dest.with_name(dest.name + ".sha256")

@@ -101,7 +101,7 @@ def test_weight_source_is_complete(name):
 
 @pytest.mark.parametrize("name", [n for n in ALL if "real-weights" in REGISTRY[n].tags])
 def test_mirrored_checkpoints_have_the_registered_hash(name):
-    from gfn_edge.hub import sha256_file
+    from gfn_edge.digest import sha256_file
 
     src = REGISTRY[name].weights
     assert sha256_file(shared_path("models", src.mirror_path)) == src.sha256

@@ -21,11 +21,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from gfn_edge.hub import sha256_file
-from gfn_edge.manifest import Manifest
-
-from ..targets import Artifact, TargetInfo
-from ..targets.context import ExportContext
+from ..context import ExportContext
+from ..manifest_writer import write_manifest
+from ..target_info import TARGETS, Artifact, TargetInfo
 from .prepare import Int8Preparation, prepare_for_int8, rank_groups
 
 log = logging.getLogger(__name__)
@@ -114,21 +112,6 @@ def margin(report) -> float:
     return min(slacks) if slacks else 0.0
 
 
-def _write_manifest(ctx: ExportContext, info: TargetInfo, folder: Path, artifact: Artifact) -> None:
-    Manifest(
-        model=ctx.spec.name,
-        task=ctx.spec.task,
-        target=info.name,
-        precision=info.precision,
-        files=artifact.files,
-        spec=ctx.metadata["spec"],
-        inputs=artifact.inputs,
-        outputs=artifact.outputs,
-        sha256={f: sha256_file(folder / f) for f in artifact.files.values()},
-        source=ctx.metadata.get("source", {}),
-    ).write(folder)
-
-
 def plan(ctx: ExportContext, methods: list[str], groups: list[str]) -> tuple[list[Attempt], list[list[str]]]:
     pinned = ctx.options.get("calib_method")
     method_list = [pinned] if pinned else methods
@@ -182,7 +165,7 @@ def run_search(
             out = Outcome(a, False, float("-inf"), {}, [f"quantiser error: {type(exc).__name__}: {exc}"], time.perf_counter() - start, folder)
             outcomes.append(out)
             return out
-        _write_manifest(ctx, info, folder, artifact)
+        write_manifest(ctx.metadata, info, folder, artifact)
         report = ctx.verify(folder, info.precision)
         out = Outcome(a, report.passed, margin(report), report.metrics, report.failures, time.perf_counter() - start, folder, artifact)
         log.info("%s attempt %s: %s (%s)", info.name, a.label(), "PASS" if out.passed else "fail", "; ".join(out.failures) or "within tolerance")
@@ -278,13 +261,11 @@ def _fp32_sibling(ctx: ExportContext, info: TargetInfo, build_fp32: Callable[[Pa
     """The FP32 bundle on the INT8 target's backend, written once per export run."""
     key = f"fp32-sibling:{info.backend}"
     if key not in ctx.shared:
-        from ..targets import TARGETS
-
         fp32_info = TARGETS[info.name.removesuffix("-int8")]
         folder = ctx.work_dir / f"fp32-sibling-{fp32_info.name}"
         folder.mkdir(exist_ok=True)
         artifact = build_fp32(folder)
-        _write_manifest(ctx, fp32_info, folder, artifact)
+        write_manifest(ctx.metadata, fp32_info, folder, artifact)
         ctx.shared[key] = {"folder": folder, "size_bytes": sum((folder / f).stat().st_size for f in artifact.files.values())}
     return ctx.shared[key]
 

@@ -1,73 +1,19 @@
-"""Export targets, one module each, behind one table.
+"""Export targets, one module each, behind one table (:mod:`..target_info`).
 
 A target turns the reference's PyTorch module into files in a bundle folder and describes the
 artifact's tensors; verification and the manifest are the pipeline's job (:mod:`..api`).
 """
 from __future__ import annotations
 
-import difflib
 import importlib
-from dataclasses import dataclass, field
-from typing import Any
 
-from gfn_edge.manifest import TensorSpec
+from ..context import ExportContext
+from ..target_info import TARGETS, Artifact, TargetInfo, expand_targets
 
-
-@dataclass
-class Artifact:
-    files: dict[str, str]  # role ("model", "weights") -> file name inside the bundle
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
-    tools: dict[str, str] = field(default_factory=dict)
-    notes: dict[str, Any] = field(default_factory=dict)  # what was done (INT8 remedies, converter route...)
+__all__ = ["TARGETS", "Artifact", "ExportContext", "TargetInfo", "expand_targets", "run_target"]
 
 
-@dataclass(frozen=True)
-class TargetInfo:
-    name: str
-    module: str
-    precision: str
-    backend: str  # runtime that runs it
-    needs_calibration: bool = False
-    description: str = ""
-
-
-TARGETS: dict[str, TargetInfo] = {
-    t.name: t
-    for t in (
-        TargetInfo("onnx", "onnx_fp32", "fp32", "onnxruntime", description="ONNX opset 17, onnxsim-simplified"),
-        TargetInfo("openvino", "openvino_ir", "fp32", "openvino", description="OpenVINO IR, FP32 weights"),
-        TargetInfo("openvino-fp16", "openvino_ir", "fp16", "openvino", description="OpenVINO IR, FP16-compressed weights"),
-        TargetInfo("tflite", "tflite_fp", "fp32", "tflite", description="LiteRT/TFLite via litert-torch, NHWC input"),
-        TargetInfo("tflite-fp16", "tflite_fp", "fp16", "tflite", description="TFLite with FP16 weights"),
-        TargetInfo("onnx-int8", "onnx_int8", "int8", "onnxruntime", True, "ONNX Runtime static QDQ, per-channel weights"),
-        TargetInfo("openvino-int8", "openvino_int8", "int8", "openvino", True, "NNCF post-training quantisation"),
-        TargetInfo("tflite-int8", "tflite_int8", "int8", "tflite", True, "full-integer TFLite (int8 weights and activations)"),
-    )
-}
-
-
-def expand_targets(spec: str | list[str]) -> list[str]:
-    """``"all"``, ``"onnx,tflite"`` or a list -> validated target names (closest names suggested)."""
-    items = spec.split(",") if isinstance(spec, str) else [s for part in spec for s in part.split(",")]
-    out: list[str] = []
-    for raw in (i.strip() for i in items):
-        if not raw:
-            continue
-        names = list(TARGETS) if raw == "all" else [raw]
-        for name in names:
-            if name not in TARGETS:
-                close = difflib.get_close_matches(name, list(TARGETS) + ["all"], n=3, cutoff=0.4)
-                hint = f"; did you mean {', '.join(close)}?" if close else ""
-                raise ValueError(f"unknown target {name!r}{hint} (known: all, {', '.join(TARGETS)})")
-            if name not in out:
-                out.append(name)
-    if not out:
-        raise ValueError("no target given")
-    return out
-
-
-def run_target(name: str, ctx) -> Artifact:
+def run_target(name: str, ctx: ExportContext) -> Artifact:
     info = TARGETS[name]
     module = importlib.import_module(f"{__name__}.{info.module}")
     return module.export(ctx, info)

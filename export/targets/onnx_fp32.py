@@ -10,18 +10,16 @@ import logging
 import shutil
 from pathlib import Path
 
-
 from gfn_edge.errors import MissingDependencyError
-from gfn_edge.manifest import TensorSpec
+from gfn_edge.manifest import METADATA_KEY, TensorSpec
 
+from ..context import ExportContext
+from ..target_info import Artifact, TargetInfo
 from ..tools import versions
-from . import Artifact, TargetInfo
-from .context import ExportContext
 
 log = logging.getLogger(__name__)
 
 OPSET = 17
-METADATA_KEY = "gfn_edge.manifest"
 
 
 def _import_onnx():
@@ -118,7 +116,7 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
     dst = ctx.bundle_dir / "model.onnx"
     shutil.copyfile(src, dst)
     inputs, outputs = tensor_specs(dst)
-    embed_metadata(dst, ctx.metadata_json(target=info.name, precision=info.precision, inputs=[t.to_dict() for t in inputs], outputs=[t.to_dict() for t in outputs]))
+    embed_metadata(dst, ctx.embedded_manifest(info, inputs, outputs))
     return Artifact(
         files={"model": dst.name},
         inputs=inputs,

@@ -13,11 +13,11 @@ import numpy as np
 
 from gfn_edge.errors import MissingDependencyError
 
+from ..context import ExportContext
 from ..int8.prepare import onnx_name_patterns
 from ..int8.search import Attempt, preparation, run_search
+from ..target_info import Artifact, TargetInfo
 from ..tools import versions
-from . import Artifact, TargetInfo
-from .context import ExportContext
 from .onnx_fp32 import OPSET, embed_metadata, export_onnx, fp32_onnx, tensor_specs
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
             **({"calibration_cache_path": str(cache)} if cache else {}),
         )
         inputs, outputs = tensor_specs(dst)
-        embed_metadata(dst, ctx.metadata_json(target=info.name, precision=info.precision, inputs=[t.to_dict() for t in inputs], outputs=[t.to_dict() for t in outputs]))
+        embed_metadata(dst, ctx.embedded_manifest(info, inputs, outputs))
         return Artifact(
             files={"model": dst.name},
             inputs=inputs,

@@ -18,10 +18,10 @@ import numpy as np
 
 from gfn_edge.errors import MissingDependencyError
 
+from ..context import ExportContext
 from ..int8.prepare import onnx_name_patterns
 from ..int8.search import Attempt, run_search
-from . import Artifact, TargetInfo
-from .context import ExportContext
+from ..target_info import Artifact, TargetInfo
 from .onnx_int8 import prepared_onnx
 from .openvino_ir import save_ir
 
@@ -62,7 +62,7 @@ def _range_params(method: str, bias_correction: bool = True):
 
 
 def _fp32_ir_files(ctx: ExportContext, folder: Path) -> Artifact:
-    from . import TARGETS
+    from ..target_info import TARGETS
     from .onnx_fp32 import fp32_onnx
 
     _, ov = _nncf()

@@ -1,16 +1,13 @@
 """OpenVINO IR (FP32, or FP16-compressed weights) converted from the FP32 ONNX."""
 from __future__ import annotations
 
-
 from gfn_edge.errors import MissingDependencyError
-from gfn_edge.manifest import TensorSpec
+from gfn_edge.manifest import RT_INFO_KEY, TensorSpec
 
+from ..context import ExportContext
+from ..target_info import Artifact, TargetInfo
 from ..tools import versions
-from . import Artifact, TargetInfo
-from .context import ExportContext
 from .onnx_fp32 import fp32_onnx
-
-RT_INFO_KEY = ["gfn_edge", "manifest"]
 
 
 def _ov():
@@ -35,8 +32,8 @@ def save_ir(model, ctx: ExportContext, info: TargetInfo, compress_to_fp16: bool,
     ov = _ov()
     inputs, outputs = ir_tensor_specs(model)
     model.set_rt_info(
-        ctx.metadata_json(target=info.name, precision=info.precision, inputs=[t.to_dict() for t in inputs], outputs=[t.to_dict() for t in outputs]),
-        RT_INFO_KEY,
+        ctx.embedded_manifest(info, inputs, outputs),
+        list(RT_INFO_KEY),
     )
     xml = ctx.bundle_dir / "model.xml"
     ov.save_model(model, str(xml), compress_to_fp16=compress_to_fp16)

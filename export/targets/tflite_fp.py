@@ -15,15 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from gfn_edge.errors import MissingDependencyError
-from gfn_edge.manifest import TensorSpec
+from gfn_edge.manifest import METADATA_KEY, TensorSpec
 
+from ..context import ExportContext
+from ..target_info import Artifact, TargetInfo
 from ..tools import versions
-from . import Artifact, TargetInfo
-from .context import ExportContext
 
 log = logging.getLogger(__name__)
-
-METADATA_KEY = "gfn_edge.manifest"
 
 
 def _litert_torch():
@@ -120,7 +118,7 @@ def to_fp16(src: Path, dst: Path) -> None:
 def finish(ctx: ExportContext, info: TargetInfo, model_path: Path, notes: dict, tools: tuple[str, ...] = ()) -> Artifact:
     canonical = [o.name for o in ctx.spec.outputs]
     inputs, outputs = tensor_specs(model_path, canonical)
-    embed_metadata(model_path, ctx.metadata_json(target=info.name, precision=info.precision, inputs=[t.to_dict() for t in inputs], outputs=[t.to_dict() for t in outputs]))
+    embed_metadata(model_path, ctx.embedded_manifest(info, inputs, outputs))
     return Artifact(
         files={"model": model_path.name},
         inputs=inputs,

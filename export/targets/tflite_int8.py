@@ -19,11 +19,11 @@ import numpy as np
 from gfn_edge.errors import MissingDependencyError
 from gfn_edge.manifest import TensorSpec
 
+from ..context import ExportContext
 from ..int8.prepare import tf_name_patterns
 from ..int8.search import Attempt, preparation, run_search
+from ..target_info import Artifact, TargetInfo
 from ..tools import versions
-from . import Artifact, TargetInfo
-from .context import ExportContext
 from .tflite_fp import embed_metadata, fp32_tflite
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
         dst = folder / "model.tflite"
         dst.write_bytes(content)
         inputs, outputs = _tensor_specs(dst, canonical, shapes)
-        embed_metadata(dst, ctx.metadata_json(target=info.name, precision=info.precision, inputs=[t.to_dict() for t in inputs], outputs=[t.to_dict() for t in outputs]))
+        embed_metadata(dst, ctx.embedded_manifest(info, inputs, outputs))
         return Artifact(
             files={"model": dst.name},
             inputs=inputs,

@@ -71,7 +71,7 @@ class NaiveOrtEmbedder:
         self.nchw = (self.manifest.inputs[0].layout or "NCHW") == "NCHW"
         self.pre = self.manifest.preprocess
         # crop size and template from the manifest, as gfn-edge's Embedder takes them
-        self.geometry = CropGeometry.from_alignment(self.manifest.spec.get("alignment"), self.pre.input_size[0] if self.pre.input_size else None)
+        self.geometry = CropGeometry.from_alignment(self.manifest.model_spec.alignment, self.pre.input_size[0] if self.pre.input_size else None)
 
     @property
     def alignment(self) -> tuple[np.ndarray, int]:
