@@ -78,7 +78,8 @@ if [ ! -x "$FS/usr/bin/python3" ]; then
     say "building the $SUITE arm64 root filesystem in $FS (mmdebstrap, about 20 s)"
     rm -rf "$FS" "$FS.tmp" "$CACHE"/rootfs-*
     mmdebstrap --quiet --variant=extract --architectures=arm64 --include=python3,libstdc++6,libgomp1 \
-        "$SUITE" "$FS.tmp" >&2 || die "mmdebstrap could not build the $SUITE arm64 root filesystem"
+        "$SUITE" "$FS.tmp" "deb ${ARM64_DEBIAN_MIRROR:-http://deb.debian.org/debian} $SUITE main" >&2 \
+        || die "mmdebstrap could not build the $SUITE arm64 root filesystem (mirror: \$ARM64_DEBIAN_MIRROR)"
     mv "$FS.tmp" "$FS"
 fi
 PYVER=$(basename "$(readlink -f "$FS/usr/bin/python3")"); PYVER=${PYVER#python}
@@ -100,7 +101,7 @@ fi
 # --- the project's wheel, installed the way a board's pip would --------------------------------------
 WHEELS=$CACHE/../wheels
 mkdir -p "$WHEELS"
-SRC_HASH=$(cd "$ROOT" && git ls-files -z -- pyproject.toml gfn_edge runtimes export calib README.md 2>/dev/null \
+SRC_HASH=$(cd "$ROOT" && git ls-files -z --cached --others --exclude-standard -- pyproject.toml gfn_edge runtimes export calib README.md 2>/dev/null \
     | xargs -0 sha1sum 2>/dev/null | sha1sum | cut -c1-16)
 WHEEL=$(ls "$WHEELS"/*-"$SRC_HASH".whl.path 2>/dev/null | head -1 || true)
 if [ "$REBUILD" = 1 ] || [ -z "$WHEEL" ] || [ ! -f "$(cat "$WHEEL")" ]; then
@@ -108,9 +109,10 @@ if [ "$REBUILD" = 1 ] || [ -z "$WHEEL" ] || [ ! -f "$(cat "$WHEEL")" ]; then
     "$HOST_PY" -m build --version >/dev/null 2>&1 || die "the host Python has no 'build' (pip install build)"
     out=$WHEELS/$SRC_HASH
     rm -rf "$out"
+    had_build=0; [ -e "$ROOT/build" ] && had_build=1
     "$HOST_PY" -m build --wheel --outdir "$out" "$ROOT" >"$CACHE/build.log" 2>&1 \
         || { tail -20 "$CACHE/build.log" >&2; die "python -m build --wheel failed (log: $CACHE/build.log)"; }
-    rm -rf "$ROOT/build"
+    [ "$had_build" = 1 ] || rm -rf "$ROOT/build"  # setuptools' scratch folder, unless it was already there
     WHEEL=$WHEELS/wheel-$SRC_HASH.whl.path
     ls "$out"/gfn_edge-*.whl >"$WHEEL"
 fi
@@ -133,16 +135,16 @@ if [ ! -f "$SITE/.deps-done" ]; then
         || die "pip could not install gfn-edge[$EXTRAS] for aarch64 Python $PYVER / glibc $GLIBC (see above)"
     rm -rf "$SITE/bin"
     touch "$SITE/.deps-done"
-    basename "$WHEEL_FILE" >"$SITE/.wheel"
-elif [ "$(cat "$SITE/.wheel" 2>/dev/null)" != "$(basename "$WHEEL_FILE")" ] || [ "$REBUILD" = 1 ]; then
+    echo "$SRC_HASH" >"$SITE/.wheel"
+elif [ "$(cat "$SITE/.wheel" 2>/dev/null)" != "$SRC_HASH" ] || [ "$REBUILD" = 1 ]; then
     say "reinstalling the gfn-edge wheel only ($(basename "$WHEEL_FILE"))"
     rm -rf "$SITE"/gfn_edge "$SITE"/gfn_edge-*.dist-info
     "$HOST_PY" -m pip install --quiet --no-deps --no-warn-conflicts --target "$SITE" "${PIP_TARGET_ARGS[@]}" "$WHEEL_FILE" 2>&1 | quiet_pip >&2 \
         || die "pip could not install $WHEEL_FILE"
     rm -rf "$SITE/bin"
-    basename "$WHEEL_FILE" >"$SITE/.wheel"
+    echo "$SRC_HASH" >"$SITE/.wheel"
 fi
-[ "$(cat "$SITE/.wheel")" = "$(basename "$WHEEL_FILE")" ] || die "the wheel in $SITE is not $(basename "$WHEEL_FILE")"
+[ "$(cat "$SITE/.wheel")" = "$SRC_HASH" ] || die "the wheel in $SITE is not the one built from this checkout ($SRC_HASH)"
 
 # A checkout's gfn_edge/ folder is not the package (runtimes/, export/ ... are mapped in by
 # pyproject.toml), and `python -m`/`-c` put the working directory first on sys.path: import the
