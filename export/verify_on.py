@@ -159,6 +159,48 @@ def host_platform_entry(manifest: Manifest) -> dict[str, Any]:
             "inference_precision": precision}
 
 
+def verify_existing(bundles: list[Path], platforms: list[str], verify_images: str | os.PathLike[str] | None = None,
+                    mirror: str | os.PathLike[str] | None = None, max_images: int | None = 48,
+                    exclude: set[str] | None = None, write: bool = True) -> list[dict[str, Any]]:
+    """Verify bundles that already exist on this machine and on each platform, against a fresh reference run.
+
+    One verification case per model (the reference model runs once for all of its bundles); each
+    bundle is judged here and on every platform on exactly the same pictures. ``exclude`` names
+    pictures to leave out (an INT8 bundle's calibration set). With ``write`` the results replace
+    ``verification.platforms`` in each manifest. Returns one row per bundle: model, target,
+    precision, host entry, platform entries.
+    """
+    from gfn_edge.manifest import read_manifest
+
+    from .reference import reference_for, resolve_spec
+    from .verify import default_tolerances
+    from .verify_data import build_verification_set
+    from .verify_device import verify_here
+
+    manifests = [read_manifest(b) for b in bundles]
+    rows: list[dict[str, Any]] = []
+    by_model: dict[tuple[str, tuple[int, int]], list[Manifest]] = {}
+    for m in manifests:
+        by_model.setdefault((m.model, tuple(m.preprocess.input_size)), []).append(m)
+    with tempfile.TemporaryDirectory(prefix="gfn-verify-existing-") as work:
+        for (model, size), group in by_model.items():
+            spec, checkpoint = resolve_spec(model, None, size, False, mirror)
+            vset = build_verification_set(spec, verify_images, mirror=mirror, exclude=exclude, max_images=max_images)
+            ref_out = reference_for(spec, checkpoint).run(vset.inputs)
+            for m in group:
+                tol = default_tolerances(spec.task, m.precision)
+                case = write_case(Path(tempfile.mkdtemp(dir=work)), vset, ref_out, spec.to_dict(), tol)
+                host = {**host_platform_entry(m), **verify_here(case, m.path), "platform": "host"}
+                emulated = [run_on_platform(case, m.path, cpu) for cpu in platforms]
+                shutil.rmtree(case, ignore_errors=True)
+                rows.append({"model": m.model, "target": m.target, "precision": m.precision, "bundle": str(m.path),
+                             "pictures": len(vset), "host": host, "platforms": emulated})
+                if write:
+                    m.verification["platforms"] = [host, *emulated]
+                    m.write(m.path)
+    return rows
+
+
 _KEY_METRICS = {
     "embed": ("cos_mean", "cos_min", "pair_acc_delta"),
     "detect": ("recall", "precision", "box_err_px", "landmark_err_px", "landmark_nme", "output_rel_err"),
