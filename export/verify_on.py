@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -161,14 +161,15 @@ def host_platform_entry(manifest: Manifest) -> dict[str, Any]:
 
 def verify_existing(bundles: list[Path], platforms: list[str], verify_images: str | os.PathLike[str] | None = None,
                     mirror: str | os.PathLike[str] | None = None, max_images: int | None = 48,
-                    exclude: set[str] | None = None, write: bool = True) -> list[dict[str, Any]]:
+                    exclude: set[str] | None = None, write: bool = True,
+                    on_row: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Verify bundles that already exist on this machine and on each platform, against a fresh reference run.
 
     One verification case per model (the reference model runs once for all of its bundles); each
     bundle is judged here and on every platform on exactly the same pictures. ``exclude`` names
     pictures to leave out (an INT8 bundle's calibration set). With ``write`` the results replace
     ``verification.platforms`` in each manifest. Returns one row per bundle: model, target,
-    precision, host entry, platform entries.
+    precision, host entry, platform entries; ``on_row`` sees each as soon as it is done.
     """
     from gfn_edge.manifest import read_manifest
 
@@ -198,6 +199,8 @@ def verify_existing(bundles: list[Path], platforms: list[str], verify_images: st
                 if write:
                     m.verification["platforms"] = [host, *emulated]
                     m.write(m.path)
+                if on_row:
+                    on_row(rows[-1])
     return rows
 
 

@@ -135,55 +135,54 @@ if [ ! -f "$SITE/.deps-done" ]; then
         || die "pip could not install gfn-edge[$EXTRAS] for aarch64 Python $PYVER / glibc $GLIBC (see above)"
     rm -rf "$SITE/bin"
     touch "$SITE/.deps-done"
-    echo "$SRC_HASH" >"$SITE/.wheel"
-elif [ "$(cat "$SITE/.wheel" 2>/dev/null)" != "$SRC_HASH" ] || [ "$REBUILD" = 1 ]; then
-    say "reinstalling the gfn-edge wheel only ($(basename "$WHEEL_FILE"))"
-    rm -rf "$SITE"/gfn_edge "$SITE"/gfn_edge-*.dist-info
-    "$HOST_PY" -m pip install --quiet --no-deps --no-warn-conflicts --target "$SITE" "${PIP_TARGET_ARGS[@]}" "$WHEEL_FILE" 2>&1 | quiet_pip >&2 \
-        || die "pip could not install $WHEEL_FILE"
-    rm -rf "$SITE/bin"
-    echo "$SRC_HASH" >"$SITE/.wheel"
 fi
-[ "$(cat "$SITE/.wheel")" = "$SRC_HASH" ] || die "the wheel in $SITE is not the one built from this checkout ($SRC_HASH)"
-
-# A checkout's gfn_edge/ folder is not the package (runtimes/, export/ ... are mapped in by
-# pyproject.toml), and `python -m`/`-c` put the working directory first on sys.path: import the
-# installed wheel's gfn_edge before that happens, so the wheel is what runs, from any directory.
-cat >"$SITE/sitecustomize.py" <<'EOF'
+# The package itself goes to a folder of its own per source state, first on sys.path: a rebuilt
+# wheel never replaces files under a run that is still using the previous one.
+PKG=$CACHE/pkg-$SRC_HASH
+if [ ! -f "$PKG/.done" ]; then
+    rm -rf "$PKG"
+    "$HOST_PY" -m pip install --quiet --no-deps --no-warn-conflicts --target "$PKG" "${PIP_TARGET_ARGS[@]}" "$WHEEL_FILE" 2>&1 | quiet_pip >&2 \
+        || die "pip could not install $WHEEL_FILE"
+    rm -rf "$PKG/bin"
+    # A checkout's gfn_edge/ folder is not the package (runtimes/, export/ ... are mapped in by
+    # pyproject.toml), and `python -m`/`-c` put the working directory first on sys.path: import the
+    # installed wheel's gfn_edge before that happens, so the wheel is what runs, from any directory.
+    cat >"$PKG/sitecustomize.py" <<'EOF'
 """Written by scripts/arm64.sh: the installed gfn-edge wheel, never a checkout's source folder."""
 import gfn_edge  # noqa: F401
 EOF
+    touch "$PKG/.done"
+fi
 
 # --- launchers ------------------------------------------------------------------------------------
-BIN=$CACHE/bin-$CPU-$DEPS_KEY
+BIN=$CACHE/bin-$CPU-$DEPS_KEY-$SRC_HASH
 QEMU=$(command -v qemu-aarch64-static)
-if [ ! -x "$BIN/python" ] || [ "$BIN/python" -ot "${BASH_SOURCE[0]}" ] || [ "$BIN/.wheel" -ot "$SITE/.wheel" ]; then
+if [ ! -x "$BIN/python" ] || [ "$BIN/python" -ot "${BASH_SOURCE[0]}" ]; then
     rm -rf "$BIN"; mkdir -p "$BIN"
     # -0 makes the guest's argv[0], hence sys.executable, this launcher: a subprocess of the emulated
     # Python runs emulated too, with no binfmt_misc registration needed.
     cat >"$BIN/python" <<EOF
 #!/bin/sh
-export QEMU_CPU="\${QEMU_CPU:-$CPU}" PYTHONPATH="$SITE\${GFN_EDGE_ARM64_PYTHONPATH:+:\$GFN_EDGE_ARM64_PYTHONPATH}"
+export QEMU_CPU="\${QEMU_CPU:-$CPU}" PYTHONPATH="$PKG:$SITE\${GFN_EDGE_ARM64_PYTHONPATH:+:\$GFN_EDGE_ARM64_PYTHONPATH}"
 unset QEMU_LD_PREFIX PYTHONHOME
 exec "$QEMU" -L "$CPUFS" -0 "$BIN/python" "$CPUFS/usr/bin/python$PYVER" "\$@"
 EOF
     chmod +x "$BIN/python"
     ln -s python "$BIN/python3"
     # console scripts from the installed wheel's entry points
-    sed -n '/^\[console_scripts\]/,/^\[/p' "$SITE"/gfn_edge-*.dist-info/entry_points.txt | grep '=' | while IFS='= ' read -r name target; do
+    sed -n '/^\[console_scripts\]/,/^\[/p' "$PKG"/gfn_edge-*.dist-info/entry_points.txt | grep '=' | while IFS='= ' read -r name target; do
         module=${target%%:*}; func=${target#*:}
         printf '#!/bin/sh\nexec "%s" -c "import sys; from %s import %s as main; sys.argv[0] = \\"%s\\"; sys.exit(main())" "$@"\n' \
             "$BIN/python" "$module" "$func" "$name" >"$BIN/$name"
         chmod +x "$BIN/$name"
     done
-    cp "$SITE/.wheel" "$BIN/.wheel"
 fi
 flock -u 9
 
 export PATH="$BIN:$PATH" QEMU_CPU="$CPU" GFN_EDGE_ARM64_SUITE="$SUITE" GFN_EDGE_ARM64_CPU="$CPU"
 unset VIRTUAL_ENV PYTHONHOME
 if [ -n "${PRINT_ENV:-}" ]; then
-    printf 'PYTHON=%s\nSUITE=%s\nCPU=%s\nPYTHON_VERSION=%s\nGLIBC=%s\nSITE=%s\nWHEEL=%s\n' "$BIN/python" "$SUITE" "$CPU" "$PYVER" "$GLIBC" "$SITE" "$WHEEL_FILE"
+    printf 'PYTHON=%s\nSUITE=%s\nCPU=%s\nPYTHON_VERSION=%s\nGLIBC=%s\nSITE=%s\nPACKAGE=%s\nWHEEL=%s\n' "$BIN/python" "$SUITE" "$CPU" "$PYVER" "$GLIBC" "$SITE" "$PKG" "$WHEEL_FILE"
     [ $# -gt 0 ] || exit 0
 fi
 say "$SUITE arm64 (Python $PYVER, glibc $GLIBC) on emulated $CPU: $*"

@@ -63,8 +63,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no bundles under {' '.join(args.paths)}", file=sys.stderr)
         return 2
     exclude = {f.name for f in list_images(Path(args.exclude_folder))} if args.exclude_folder else None
+    def progress(row: dict) -> None:
+        print(table([row]).splitlines()[-1], flush=True)
+        if args.json:
+            with open(args.json + "l", "a") as fh:
+                fh.write(json.dumps(row, default=str) + "\n")
+
     rows = verify_existing(bundles, parse_platforms(args.cpus), args.verify_images, max_images=args.max_images,
-                           exclude=exclude, write=not args.no_write)
+                           exclude=exclude, write=not args.no_write, on_row=progress)
     print(table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2, default=str) + "\n")
