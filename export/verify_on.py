@@ -180,9 +180,10 @@ def verify_existing(bundles: list[Path], platforms: list[str], verify_images: st
 
     manifests = [read_manifest(b) for b in bundles]
     rows: list[dict[str, Any]] = []
-    by_model: dict[tuple[str, tuple[int, int]], list[Manifest]] = {}
+    by_model: dict[tuple[str, tuple[int, ...] | None], list[Manifest]] = {}
     for m in manifests:
-        by_model.setdefault((m.model, tuple(m.preprocess.input_size)), []).append(m)
+        size = tuple(m.preprocess.input_size) if m.task == "detect" else None  # only detectors take another size
+        by_model.setdefault((m.model, size), []).append(m)
     with tempfile.TemporaryDirectory(prefix="gfn-verify-existing-") as work:
         for (model, size), group in by_model.items():
             spec, checkpoint = resolve_spec(model, None, size, False, mirror)
