@@ -16,7 +16,7 @@
 #                  every manylinux tag up to its glibc, binary wheels only
 #   bin/           python, python3 and the package's console scripts (gfn-edge, ...), each a launcher
 #                  that runs the aarch64 interpreter under qemu-aarch64-static with QEMU_CPU
-# The wheel is rebuilt and reinstalled only when a packaged source file changed, so a second run costs
+# The wheel is rebuilt and reinstalled only when a packaged source file changed (not the README), so a second run costs
 # seconds. COMMAND runs on the host with bin/ first on PATH, so `python` and `gfn-edge` are the
 # emulated ones, and so is sys.executable inside them (subprocesses stay on aarch64).
 # Timings under emulation say nothing about a board's speed.
@@ -101,7 +101,7 @@ fi
 # --- the project's wheel, installed the way a board's pip would --------------------------------------
 WHEELS=$CACHE/../wheels
 mkdir -p "$WHEELS"
-SRC_HASH=$(cd "$ROOT" && git ls-files -z --cached --others --exclude-standard -- pyproject.toml gfn_edge runtimes export calib README.md 2>/dev/null \
+SRC_HASH=$(cd "$ROOT" && git ls-files -z --cached --others --exclude-standard -- pyproject.toml gfn_edge runtimes export calib 2>/dev/null \
     | xargs -0 sha1sum 2>/dev/null | sha1sum | cut -c1-16)
 WHEEL=$(ls "$WHEELS"/*-"$SRC_HASH".whl.path 2>/dev/null | head -1 || true)
 if [ "$REBUILD" = 1 ] || [ -z "$WHEEL" ] || [ ! -f "$(cat "$WHEEL")" ]; then
