@@ -48,6 +48,7 @@ class ExportResult:
     seconds: dict[str, float] = field(default_factory=dict)
     error: str | None = None  # the export itself broke (converter error etc.)
     notes: dict[str, Any] = field(default_factory=dict)
+    platforms: list[dict[str, Any]] = field(default_factory=list)  # --verify-on: one entry per emulated CPU
 
 
 class Timer:
@@ -102,11 +103,14 @@ def export_model(
     calib: Any = None,
     options: dict[str, Any] | None = None,
     max_verify_images: int | None = 48,
+    verify_on: list[str] | None = None,
 ) -> list[ExportResult]:
     """Export ``model`` (registry name or checkpoint path) to each target and verify every artifact.
 
     Raises for problems before any artifact exists (unknown model or target, unreadable
     checkpoint, unwritable folder, missing package); per-target failures are returned.
+    ``verify_on`` (e.g. ``["cortex-a72"]``) verifies each artifact again on those emulated CPUs
+    (:mod:`gfn_edge.export.verify_on`); the results go to ``verification.platforms``.
     """
     names = expand_targets(targets)
     out = Path(out)
@@ -190,6 +194,11 @@ def export_model(
                 result.tolerances = {k: f"{op} {v:g}" for k, (op, v) in report.tolerances.items()}
                 result.size_bytes = sum((staging / f).stat().st_size for f in artifact.files.values())
                 manifest.verification = report.to_dict(reference_desc, data_desc)
+                if verify_on and (report.passed or force):
+                    from .verify_on import record_platforms
+
+                    with t.stage(f"{name}: verify on {','.join(verify_on)}"):
+                        result.platforms = record_platforms(manifest, staging, vset, ref_out, report, verify_on, work_dir)
                 manifest.export["seconds"] = {**timer.seconds, **{k.split(": ", 1)[1]: v for k, v in t.seconds.items()}}
                 manifest.export["size_bytes"] = result.size_bytes
                 manifest.write(staging)

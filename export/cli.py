@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8-io", action="store_true", help="tflite-int8: int8 input/output tensors instead of float")
     p.add_argument("--int8-float", action="append", default=[], metavar="GROUP", help="INT8: keep this layer group in float in the first attempt (repeatable; names as in the manifest's sensitivity list)")
     p.add_argument("--max-float-groups", type=int, help="INT8 remedy: most layer groups that may be kept in float (default: half)")
+    p.add_argument("--verify-on", metavar="CPUS", help="also verify every artifact on these emulated ARM CPUs, e.g. cortex-a72,cortex-a76 (scripts/arm64.sh; recorded under verification.platforms)")
     p.add_argument("--json", help="also write the results as JSON to this file")
     p.add_argument("--list", action="store_true", help="list models and targets, then exit")
     p.add_argument("--report", metavar="DIR", help="print the tables of the bundles under DIR (fidelity, size; INT8 details), from their manifests, then exit")
@@ -108,6 +109,11 @@ def _main(argv: list[str] | None = None) -> int:
     }
     calib = None
     try:
+        verify_on = None
+        if args.verify_on:
+            from .verify_on import parse_platforms
+
+            verify_on = parse_platforms(args.verify_on)
         if args.calib:
             calib = args.calib  # a folder or saved set; checked against the model's spec inside export
         results = export_model(
@@ -125,6 +131,7 @@ def _main(argv: list[str] | None = None) -> int:
             calib=calib,
             options=options,
             max_verify_images=args.max_verify_images,
+            verify_on=verify_on,
         )
     except (GfnEdgeError, ValueError, FileNotFoundError, ImportError) as exc:
         print(f"gfn-export: error: {exc}", file=sys.stderr)
@@ -133,12 +140,19 @@ def _main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps([r.__dict__ for r in results], indent=2, default=str) + "\n")
     failed = [r for r in results if not r.passed]
+    if verify_on:
+        from .verify_on import format_platforms, platform_failures
+
+        print(format_platforms(results))
+        for r in results:
+            for line in platform_failures(r.platforms):
+                print(f"FAILED {r.model} {r.target} {line}", file=sys.stderr)
+    platform_failed = any(not p.get("passed") for r in results for p in r.platforms)
     if failed:
         for r in failed:
             kept = " (kept: --force)" if r.bundle else " (not kept)"
             print(f"FAILED {r.model} {r.target}{kept}: {'; '.join(r.failures)}", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if failed or platform_failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,7 @@
     gfn-edge analyze --detector DET --recognizer REC IMAGE...
     gfn-edge compare --detector DET --recognizer REC IMAGE_A IMAGE_B
     gfn-edge gallery check PATH   (see gfn_edge/gallery/cli.py)
+    gfn-edge info BUNDLE...
 
 Exit status: 0 success; 1 bad input (unreadable picture, no face to compare, wrong or damaged
 bundle, missing backend); 2 bad command line; 3 an unexpected error (a bug). Messages go to
@@ -79,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .gallery.cli import add_gallery_commands
 
     add_gallery_commands(sub)
+    p = sub.add_parser("info", help="what a bundle is and where it was verified", description="Print one JSON line per bundle.")
+    p.add_argument("bundles", nargs="+", metavar="BUNDLE")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    p.set_defaults(func=_info)
     return parser
 
 
@@ -146,6 +151,48 @@ def _compare(args: argparse.Namespace) -> int:
             "faces": [{"box": f.to_dict()["box"], "score": round(f.score, 5), "passed": f.passed, "rejected_reasons": f.rejected_reasons} for f in faces],
         }
     )
+    return 0
+
+
+def bundle_info(bundle: str) -> dict[str, Any]:
+    """A bundle's identity and its verification: the export machine's and each platform's (--verify-on)."""
+    from .manifest import read_manifest
+
+    m = read_manifest(bundle)
+    v = m.verification or {}
+    where = []
+    for p in v.get("platforms") or []:
+        entry = {k: p.get(k) for k in ("platform", "machine", "cpu", "emulated", "os", "runtime", "inference_precision", "passed")}
+        if isinstance(p.get("metrics"), dict):
+            entry["metrics"] = p["metrics"]
+        if p.get("failures"):
+            entry["failures"] = p["failures"]
+        where.append(entry)
+    return {
+        "bundle": str(bundle),
+        "model": m.model,
+        "task": m.task,
+        "target": m.target,
+        "precision": m.precision,
+        "backend": m.backend,
+        "signature": m.signature,
+        "verified": bool(v.get("passed")),
+        "metrics": v.get("metrics", {}),
+        "tolerances": v.get("tolerances", {}),
+        "verified_on": where or None,
+    }
+
+
+def _info(args: argparse.Namespace) -> int:
+    for bundle in args.bundles:
+        info = bundle_info(bundle)
+        _emit(info)
+        places = info["verified_on"] or []
+        summary = ", ".join(
+            f"{p['platform']} ({p.get('cpu')}, {p.get('runtime')}, {p.get('inference_precision')}): {'passed' if p.get('passed') else 'FAILED'}"
+            for p in places
+        )
+        print(f"{bundle}: verified {'on ' + summary if places else 'on the export machine only (no --verify-on)'}", file=sys.stderr)
     return 0
 
 

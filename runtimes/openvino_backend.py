@@ -1,8 +1,11 @@
 """OpenVINO backend (CPU plugin), with an explicit inference precision hint.
 
-On CPUs with AVX512-BF16/AMX, OpenVINO silently computes in bf16 unless told otherwise; the
-default here is f32, so FP32 artifacts give FP32 answers. Pass ``precision="bf16"`` or ``"f16"``
-to opt in.
+OpenVINO picks a lower inference precision by itself where the CPU has one: bf16 on x86 with
+AVX512-BF16/AMX, f16 on ARM cores with FP16 arithmetic (Cortex-A76 / Raspberry Pi 5, not the
+A72). The hint is therefore always pinned, on every ISA: f32, so an FP32 artifact gives the FP32
+answers it was verified with, or f16 for an FP16 bundle (what it was exported and verified for;
+the CPU plugin computes f32 where the CPU lacks f16). Pass ``precision="bf16"`` / ``"f16"`` /
+``"f32"`` to choose; :meth:`OpenVINOModel.describe` reports the precision that actually ran.
 """
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ from gfn_edge.manifest import RT_INFO_KEY, Manifest
 
 from .base import InferenceModel, check_model_file
 
+
+PRECISION_HINTS = ("f32", "f16", "bf16")
 _CORE = None
 
 
@@ -35,6 +40,11 @@ def core():
     return _CORE
 
 
+def pinned_precision(manifest: Manifest) -> str:
+    """The inference precision hint a bundle runs with unless the caller chooses: f16 for FP16, else f32."""
+    return "f16" if manifest.precision == "fp16" else "f32"
+
+
 def available() -> bool:
     try:
         _ov()
@@ -46,11 +56,14 @@ def available() -> bool:
 class OpenVINOModel(InferenceModel):
     backend = "openvino"
 
-    def __init__(self, path: Path, manifest: Manifest, threads: int | None = None, precision: str = "f32", **options: Any):
+    def __init__(self, path: Path, manifest: Manifest, threads: int | None = None, precision: str | None = None, **options: Any):
         super().__init__(path, manifest, threads)
         check_model_file(self.path)
         if self.path.suffix == ".xml":
             check_model_file(self.path.with_suffix(".bin"), min_bytes=1)
+        precision = precision or pinned_precision(manifest)
+        if precision not in PRECISION_HINTS:
+            raise ArtifactError(f"OpenVINO precision {precision!r} is not one of {', '.join(PRECISION_HINTS)}")
         self.precision = precision
         try:
             model = core().read_model(str(self.path))
@@ -90,6 +103,17 @@ class OpenVINOModel(InferenceModel):
         if missing:
             raise ArtifactError(f"{self.path}: manifest outputs {missing} are not in the model (has {sorted(ports)})")
         self.check_model_shapes(_dims(model.inputs[0]), [_dims(ports[o.tensor]) for o in self.outputs])
+
+    def describe(self) -> dict[str, object]:
+        """As the base class, plus the hint asked for and the precision the CPU plugin really uses."""
+        out = super().describe()
+        out["precision_hint"] = self.precision
+        try:
+            value = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+            out["inference_precision"] = value.to_string() if hasattr(value, "to_string") else str(value)
+        except Exception:  # noqa: BLE001 - an older plugin without the property: report the hint
+            out["inference_precision"] = self.precision
+        return out
 
     def _resize_input(self, shape: tuple[int, ...]) -> None:
         self._model.reshape({self._model.inputs[0]: list(shape)})

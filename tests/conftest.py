@@ -6,6 +6,12 @@ skips the test with a reason starting "asset missing:"; CI fails a run with any 
 ``GFN_EDGE_TEST_ARTIFACTS`` (a folder) keeps exported bundles between runs and
 ``GFN_EDGE_TEST_CACHE`` keeps face crops and random checkpoints: handy while developing, never
 set in CI.
+
+``GFN_EDGE_TEST_BUNDLES`` (a folder) is for a device that has no training side (emulated aarch64,
+a board): bundles are only read from it, never exported, and a missing one fails the test. The
+host fills it first by running the same tests with ``GFN_EDGE_TEST_ARTIFACTS`` pointing at it and
+``GFN_EDGE_TEST_CACHE`` shared with the device run, so reference outputs computed by the training
+side on the host are cached there for the device (see scripts/arm64_tests.sh).
 """
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("GFN_EDGE_SHARED") or ROOT.parent / "shared")
 ASSET_MISSING = "asset missing:"
+PREPARED_BUNDLES = os.environ.get("GFN_EDGE_TEST_BUNDLES", "")
 
 
 def shared_path(*parts: str) -> Path:
@@ -90,7 +97,6 @@ class BundleFactory:
         return self.results_for(model, [target], **kwargs)[target].bundle
 
     def results_for(self, model: str, targets: list[str], **kwargs) -> dict[str, object]:
-        from gfn_edge.export.api import export_model
         from gfn_edge.manifest import MANIFEST_NAME, read_manifest
 
         label = Path(model).name if "/" in model else model  # a checkpoint path must not escape the root
@@ -102,12 +108,18 @@ class BundleFactory:
                 if key in self.results:
                     continue
                 existing = out / f"{Path(model).stem if '/' in model else model}-{t}" / MANIFEST_NAME
-                if existing.is_file() and os.environ.get("GFN_EDGE_TEST_ARTIFACTS"):
+                if existing.is_file() and (os.environ.get("GFN_EDGE_TEST_ARTIFACTS") or PREPARED_BUNDLES):
                     m = read_manifest(existing.parent)
                     if m.verification.get("passed"):
                         self.results[key] = _Reused(existing.parent, m)
                         continue
                 todo.append(t)
+            if todo and PREPARED_BUNDLES:
+                pytest.fail(f"bundle not prepared: {model} {todo}{' ' + str(kwargs) if kwargs else ''} is not in "
+                            f"GFN_EDGE_TEST_BUNDLES={self.root} (this side cannot export; run the host step first: "
+                            f"scripts/arm64_tests.sh prepares it)", pytrace=False)
+            if todo:
+                from gfn_edge.export.api import export_model
             float_todo = [t for t in todo if not t.endswith("-int8")]
             int8_todo = [t for t in todo if t.endswith("-int8")]
             if float_todo:
@@ -140,6 +152,8 @@ class _Reused:
 
 @pytest.fixture(scope="session")
 def bundles(tmp_path_factory: pytest.TempPathFactory, mirror: Path, faces_dir: Path) -> BundleFactory:
+    if PREPARED_BUNDLES:
+        return BundleFactory(Path(PREPARED_BUNDLES), mirror, faces_dir)
     root = Path(os.environ["GFN_EDGE_TEST_ARTIFACTS"]) if os.environ.get("GFN_EDGE_TEST_ARTIFACTS") else tmp_path_factory.mktemp("bundles")
     root.mkdir(parents=True, exist_ok=True)
     return BundleFactory(root, mirror, faces_dir)

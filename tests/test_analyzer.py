@@ -22,6 +22,8 @@ from gfn_edge.metrics import accuracy_at, best_threshold_accuracy
 from gfn_edge.quality import Quality, QualityGates, pose
 from gfn_edge.registry import ARCFACE_112_TEMPLATE
 
+pytestmark = pytest.mark.device
+
 DET = "retinaface-mnet025"
 REC = "ghostfacenet-dsitweed-w0.5-e16"
 

@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from conftest import shared_path
 
+pytestmark = pytest.mark.device
+
 ROOT = Path(__file__).resolve().parents[1]
 ANNOTATE = ROOT / "apps" / "annotate.py"
 DET = "retinaface-mnet025"

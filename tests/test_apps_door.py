@@ -28,6 +28,8 @@ import numpy as np
 import pytest
 from conftest import shared_path
 
+pytestmark = pytest.mark.device
+
 ROOT = Path(__file__).resolve().parents[1]
 APPS = ROOT / "apps"
 DOOR = APPS / "door_access.py"

@@ -14,6 +14,8 @@ from gfn_edge.image import read_image
 from gfn_edge.metrics import match_detections
 from gfn_edge.retinaface_decode import Detections, postprocess
 
+pytestmark = pytest.mark.device
+
 DET = "retinaface-mnet025"
 REC = "ghostfacenet-dsitweed-w0.5-e16"
 # (bundle target, backend): the ONNX file also runs on OpenVINO's ONNX frontend

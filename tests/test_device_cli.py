@@ -16,6 +16,8 @@ from conftest import shared_path
 from gfn_edge.analyzer import FaceAnalyzer, largest_face
 from gfn_edge.image import read_image
 
+pytestmark = pytest.mark.device
+
 DET = "retinaface-mnet025"
 REC = "ghostfacenet-dsitweed-w0.5-e16"
 

@@ -12,6 +12,8 @@ import textwrap
 import pytest
 from conftest import shared_path
 
+pytestmark = pytest.mark.device
+
 DET = "retinaface-mnet025"
 REC = "ghostfacenet-dsitweed-w0.5-e16"
 TRAINING = ("torch", "tensorflow", "tf_keras", "keras", "jax", "h5py", "onnx")

@@ -15,6 +15,8 @@ from gfn_edge.image import read_image
 from gfn_edge.metrics import l2_normalize
 from gfn_edge.preprocess import normalize
 
+pytestmark = pytest.mark.device
+
 DET = "retinaface-mnet025"
 REC = "ghostfacenet-dsitweed-w0.5-e16"
 TARGETS = ["onnx", "openvino", "tflite", "openvino-fp16", "tflite-fp16"]

@@ -31,6 +31,8 @@ from gfn_edge.gallery import (
     normalize_embeddings,
 )
 
+pytestmark = pytest.mark.device
+
 SIG = "ghostfacenet-x:abcd1234"
 OTHER_SIG = "ghostfacenet-y:ffff0000"
 DIM = 512

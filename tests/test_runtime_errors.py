@@ -17,6 +17,8 @@ from gfn_edge.detector import Detector
 from gfn_edge.embedder import Embedder
 from gfn_edge.errors import ArtifactError, GfnEdgeError, ImageError, ManifestError, MissingDependencyError
 
+pytestmark = pytest.mark.device
+
 DET = "retinaface-mnet025"
 REC = "ghostfacenet-dsitweed-w0.5-e16"
 USED = [(DET, "onnx"), (DET, "openvino"), (DET, "tflite"), (REC, "onnx"), (REC, "openvino"), (REC, "tflite")]

@@ -9,6 +9,8 @@ from gfn_edge.gallery import Match
 from gfn_edge.retinaface_decode import Detections
 from gfn_edge.tracker import IoUTracker, Track
 
+pytestmark = pytest.mark.device
+
 
 def box(cx: float, cy: float, size: float = 80.0) -> list[float]:
     return [cx - size / 2, cy - size / 2, cx + size / 2, cy + size / 2]

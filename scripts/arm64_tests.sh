@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The device test suite on emulated aarch64: bundles and reference outputs from the host, tests on ARM.
+#
+#   scripts/arm64_tests.sh [--cpus cortex-a72,cortex-a76] [--suite bookworm] [--work DIR] [--jobs N] [PYTEST ARGS...]
+#
+# 1. host (x86, training side installed): the same tests run once with GFN_EDGE_TEST_ARTIFACTS=DIR/bundles
+#    and GFN_EDGE_TEST_CACHE=DIR/cache, which exports every bundle they open and caches every reference
+#    output the training side computes for them. This is also the x86 baseline of the same assertions.
+# 2. each CPU: scripts/arm64.sh runs them again in the emulated aarch64 Python (the built wheel, no
+#    torch/tensorflow there) with GFN_EDGE_TEST_BUNDLES=DIR/bundles (read only) and the same cache.
+# PYTEST ARGS choose the tests (default: -m device tests/); CPUs run in parallel, --jobs at a time.
+# Writes DIR/junit-<cpu>.xml and DIR/timings.txt; fails when any run fails.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CPUS=cortex-a72,cortex-a76
+SUITE=bookworm
+WORK=${GFN_EDGE_ARM64_TESTS:-$ROOT/.arm64-tests}
+JOBS=2
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --cpus) CPUS=$2; shift 2 ;;
+        --suite) SUITE=$2; shift 2 ;;
+        --work) WORK=$2; shift 2 ;;
+        --jobs) JOBS=$2; shift 2 ;;
+        --skip-host) SKIP_HOST=1; shift ;;
+        -h|--help) sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) break ;;
+    esac
+done
+[ $# -gt 0 ] || set -- -m device tests/
+mkdir -p "$WORK/bundles" "$WORK/cache"
+WORK=$(cd "$WORK" && pwd)
+TIMINGS=$WORK/timings.txt
+: >"$TIMINGS"
+stamp() { printf '%-28s %5ds  %s\n' "$1" "$2" "$3" | tee -a "$TIMINGS" >&2; }
+
+cd "$ROOT"
+if [ -z "${SKIP_HOST:-}" ]; then
+    t0=$(date +%s)
+    set +e
+    GFN_EDGE_TEST_ARTIFACTS=$WORK/bundles GFN_EDGE_TEST_CACHE=$WORK/cache \
+        python -m pytest -q -p no:cacheprovider --junitxml="$WORK/junit-host.xml" "$@"
+    code=$?
+    set -e
+    stamp "host $(uname -m)" $(( $(date +%s) - t0 )) "exit $code (prepares bundles and reference outputs)"
+    [ "$code" = 0 ] || { echo "arm64_tests.sh: the host run failed (exit $code); not starting the emulated runs" >&2; exit "$code"; }
+fi
+
+# Build (or reuse) the emulated environment once before the parallel runs share it.
+ARM64_QUIET=1 bash scripts/arm64.sh --suite "$SUITE" --cpu "${CPUS%%,*}" --print-env >"$WORK/arm64-env.txt"
+
+IFS=, read -r -a cpu_list <<<"$CPUS"
+pids=()
+for cpu in "${cpu_list[@]}"; do
+    while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 2; done
+    (
+        t0=$(date +%s)
+        set +e
+        GFN_EDGE_TEST_BUNDLES=$WORK/bundles GFN_EDGE_TEST_CACHE=$WORK/cache \
+            bash scripts/arm64.sh --suite "$SUITE" --cpu "$cpu" -- \
+            python -m pytest -q -p no:cacheprovider --junitxml="$WORK/junit-$cpu.xml" "$@" >"$WORK/pytest-$cpu.log" 2>&1
+        code=$?
+        set -e
+        stamp "$SUITE aarch64 $cpu" $(( $(date +%s) - t0 )) "exit $code ($(tail -1 "$WORK/pytest-$cpu.log"))"
+        exit "$code"
+    ) &
+    pids+=($!)
+done
+status=0
+for i in "${!pids[@]}"; do
+    if ! wait "${pids[$i]}"; then
+        status=1
+        echo "arm64_tests.sh: ${cpu_list[$i]} failed; last lines of $WORK/pytest-${cpu_list[$i]}.log:" >&2
+        tail -40 "$WORK/pytest-${cpu_list[$i]}.log" >&2
+    fi
+done
+cat "$TIMINGS" >&2
+exit "$status"

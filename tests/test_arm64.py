@@ -1,0 +1,162 @@
+"""Verification on the target ISA: the case files, the device-side verifier, the platform records,
+the OpenVINO precision pin, and scripts/arm64.sh's refusal without its host tools.
+
+The verifier is checked on this machine with a real bundle on real pictures; emulated aarch64 runs
+of the same code are the ARM block of .ci/run (scripts/arm64_tests.sh) and the last test here.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from conftest import ROOT, shared_path
+
+from gfn_edge.errors import ArtifactError, GfnEdgeError
+from gfn_edge.manifest import read_manifest
+
+DET = "retinaface-mnet025"
+REC = "ghostfacenet-dsitweed-w0.5-e16"
+SCRIPT = ROOT / "scripts" / "arm64.sh"
+
+
+@pytest.fixture(scope="module")
+def detector_case(bundles, tmp_path_factory):
+    """A verification case whose reference outputs are the ONNX bundle's own on three real pictures."""
+    from gfn_edge.export.verify import default_tolerances
+    from gfn_edge.export.verify_data import detection_set
+    from gfn_edge.export.verify_on import write_case
+    from gfn_edge.runtimes import open_model
+
+    bundle = bundles.get(DET, "onnx")
+    manifest = read_manifest(bundle)
+    spec_dict = manifest.spec
+    from gfn_edge.export.verify_device import spec_from_dict
+
+    spec = spec_from_dict(spec_dict)
+    vset = detection_set(spec, shared_path("faces", "scenes"), max_images=3)
+    ref_out = open_model(bundle).run(vset.inputs)
+    folder = write_case(tmp_path_factory.mktemp("case"), vset, ref_out, spec_dict, default_tolerances("detect", "fp32"))
+    return folder, bundle, ref_out
+
+
+def test_the_verifier_passes_a_bundle_against_its_own_outputs(detector_case):
+    from gfn_edge.export.verify_device import verify_here
+
+    folder, bundle, _ = detector_case
+    result = verify_here(folder, bundle)
+    assert result["passed"], result["failures"]
+    assert result["metrics"]["images"] == 3 and result["metrics"]["faces_reference"] > 0
+    assert result["metrics"]["box_err_px"] < 1e-3 and result["metrics"]["output_rel_err"] < 1e-5
+    assert result["machine"] and result["cpu"] and result["runtime"].startswith("onnxruntime ")
+    assert result["inference_precision"] == "fp32"
+
+
+def test_the_verifier_fails_a_bundle_whose_outputs_moved(detector_case, tmp_path):
+    """Reference boxes shifted by a few pixels: the bundle must now be failed, naming the box error."""
+    from gfn_edge.export.verify_device import REFERENCE, verify_here
+
+    folder, bundle, ref_out = detector_case
+    moved = tmp_path / "case"
+    shutil.copytree(folder, moved)
+    shifted = {k: v.copy() for k, v in ref_out.items()}
+    shifted["loc"][..., :2] += 0.05  # prior-relative offsets: several pixels at every level
+    np.savez(moved / REFERENCE, **shifted)
+    result = verify_here(moved, bundle)
+    assert not result["passed"]
+    assert any(f.startswith(("box_err_px", "output_rel_err")) for f in result["failures"]), result["failures"]
+
+
+def test_a_damaged_case_is_refused_with_its_folder(tmp_path):
+    from gfn_edge.export.verify_device import load_case
+
+    (tmp_path / "case.json").write_text("{}")
+    with pytest.raises(GfnEdgeError, match=str(tmp_path)):
+        load_case(tmp_path)
+
+
+def test_platform_names_are_checked():
+    from gfn_edge.export.verify_on import parse_platforms
+
+    assert parse_platforms("cortex-a72, Cortex-A76,cortex-a72") == ["cortex-a72", "cortex-a76"]
+    with pytest.raises(GfnEdgeError, match="unknown CPU cortex-a99.*cortex-a72"):
+        parse_platforms("cortex-a72,cortex-a99")
+
+
+def test_info_shows_where_a_bundle_was_verified(bundles, tmp_path, capsys):
+    from gfn_edge.cli import main
+
+    bundle = tmp_path / "det"
+    shutil.copytree(bundles.get(DET, "onnx"), bundle)
+    manifest = read_manifest(bundle)
+    manifest.verification["platforms"] = [
+        {"platform": "host", "machine": "x86_64", "cpu": "x86", "runtime": "onnxruntime 1.0", "inference_precision": "fp32", "passed": True},
+        {"platform": "cortex-a72", "machine": "aarch64", "cpu": "Cortex-A72", "runtime": "onnxruntime 1.0",
+         "inference_precision": "fp32", "passed": False, "metrics": {"box_err_px": 19.9}, "failures": ["box_err_px = 19.9 > 0.5"]},
+    ]
+    manifest.write(bundle)
+    assert main(["info", str(bundle)]) == 0
+    out, err = capsys.readouterr()
+    info = json.loads(out.strip().splitlines()[-1])
+    assert info["model"] == DET and info["verified"] is True
+    assert [p["platform"] for p in info["verified_on"]] == ["host", "cortex-a72"]
+    assert info["verified_on"][1]["failures"] == ["box_err_px = 19.9 > 0.5"]
+    assert "cortex-a72 (Cortex-A72, onnxruntime 1.0, fp32): FAILED" in err
+
+    plain = tmp_path / "plain"
+    shutil.copytree(bundles.get(DET, "onnx"), plain)
+    m = read_manifest(plain)
+    m.verification.pop("platforms", None)
+    m.write(plain)
+    assert main(["info", str(plain)]) == 0
+    assert "export machine only" in capsys.readouterr().err
+
+
+def test_openvino_precision_is_pinned_and_reported(bundles):
+    pytest.importorskip("openvino")
+    from gfn_edge.runtimes import open_model
+
+    fp32 = open_model(bundles.get(DET, "openvino"))
+    assert fp32.describe()["precision_hint"] == "f32" and fp32.describe()["inference_precision"] == "f32"
+    fp16 = open_model(bundles.get(REC, "openvino-fp16"))
+    assert fp16.describe()["precision_hint"] == "f16"
+    chosen = open_model(bundles.get(DET, "openvino"), precision="bf16")
+    assert chosen.describe()["precision_hint"] == "bf16"
+    with pytest.raises(ArtifactError, match="f64"):
+        open_model(bundles.get(DET, "openvino"), precision="f64")
+
+
+def test_arm64_sh_names_the_debian_packages_it_needs(tmp_path):
+    """Without qemu-user-static and mmdebstrap on PATH the script stops before doing anything."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("dirname",):
+        (tools / tool).symlink_to(shutil.which(tool))
+    proc = subprocess.run(["/bin/bash", str(SCRIPT), "python", "-c", "1"], capture_output=True, text=True,
+                          env={"PATH": str(tools), "HOME": str(tmp_path)}, timeout=60, check=False)
+    assert proc.returncode == 2
+    assert "qemu-user-static" in proc.stderr and "mmdebstrap" in proc.stderr and "apt-get install" in proc.stderr
+
+
+def test_arm64_sh_refuses_unknown_cpus_and_suites(tmp_path):
+    for args, words in ((["--cpu", "cortex-a99"], "unknown CPU"), (["--suite", "jessie"], "unknown Debian suite")):
+        proc = subprocess.run(["bash", str(SCRIPT), *args, "python", "-c", "1"], capture_output=True, text=True, timeout=60, check=False)
+        assert proc.returncode == 2 and words in proc.stderr, proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (shutil.which("qemu-aarch64-static") and shutil.which("mmdebstrap")),
+                    reason="qemu-user-static and mmdebstrap not installed (the ARM block of .ci/run installs them)")
+def test_the_same_case_verifies_on_emulated_cortex_a72(detector_case, tmp_path):
+    """The device-side verifier in the emulated aarch64 Python: the FP32 bundle passes the FP32 tolerances."""
+    from gfn_edge.export.verify_on import run_on_platform
+
+    folder, bundle, _ = detector_case
+    env_cache = os.environ.get("GFN_EDGE_ARM64_CACHE")
+    result = run_on_platform(folder, bundle, "cortex-a72")
+    assert result["machine"] == "aarch64" and result["cpu"] == "Cortex-A72", (result, env_cache)
+    assert result["passed"], result["failures"]
+    assert result["metrics"]["box_err_px"] <= 0.5
