@@ -190,7 +190,7 @@ def tflite_complexity(path: str | Path) -> Complexity | None:
         sg = model.Subgraphs(s)
 
         def shape(i: int) -> list[int]:
-            return [int(d) for d in sg.Tensors(i).ShapeAsNumpy()] if i >= 0 and sg.Tensors(i).ShapeLength() else []
+            return [int(d) for d in sg.Tensors(i).ShapeAsNumpy()] if i >= 0 and sg.Tensors(i).ShapeLength() else []  # noqa: B023 (called within this iteration)
 
         for o in range(sg.OperatorsLength()):
             op = sg.Operators(o)
