@@ -87,6 +87,29 @@ def _replace_dir(src: Path, dst: Path) -> None:
         shutil.rmtree(old)
 
 
+@dataclass
+class _Run:
+    """Everything one gfn-export run shares between its targets: the reference and its outputs."""
+
+    spec: Any
+    ref: Reference
+    ref_out: dict[str, np.ndarray]
+    vset: VerificationSet
+    calib: Any
+    out: Path
+    options: dict[str, Any]
+    tolerances: list[str] | None
+    force: bool
+    verify_on: list[str] | None
+    timer: Timer
+    reference_desc: dict[str, Any]
+    data_desc: dict[str, Any]
+    shared: dict[str, Any] = field(default_factory=dict)
+
+    def verify(self, bundle: Path, precision: str) -> VerificationReport:
+        return verify_artifact(bundle, self.vset, self.ref_out, self.ref, precision, self.tolerances)
+
+
 def export_model(
     model: str | os.PathLike[str],
     targets: str | list[str] = "onnx",
@@ -117,109 +140,140 @@ def export_model(
     _check_writable(out)
     timer = Timer()
     options = dict(options or {})
-    results: list[ExportResult] = []
-
     spec, checkpoint = resolve_spec(model, arch, input_size, random_weights, mirror)
     check_tolerance_overrides(tolerances, spec.task)
     if any(TARGETS[n].needs_calibration for n in names):
-        from gfn_edge.calib import resolve_calibration
+        calib = _calibration(calib, spec, mirror, options, seed, timer)
+    vset = _verification_data(spec, verify_images, mirror, calib, max_verify_images, timer)
+    ref, ref_out = _reference(spec, checkpoint, vset, seed, timer)
+    run = _Run(
+        spec=spec, ref=ref, ref_out=ref_out, vset=vset, calib=calib, out=out, options=options, tolerances=tolerances,
+        force=force, verify_on=verify_on, timer=timer, reference_desc={**ref.framework, "weights": ref.source.get("weights")},
+        data_desc=dict(vset.description),
+    )
+    with tempfile.TemporaryDirectory(prefix="gfn-export-") as work:
+        return [_export_target(run, name, Path(work)) for name in names]
 
-        from .faces import ReferenceFaces
 
-        with timer.stage("calibration set"):
-            calib = resolve_calibration(
-                calib,
-                spec,
-                faces=ReferenceFaces(mirror=mirror),
-                num_samples=options.get("calib_samples"),
-                augment=bool(options.get("calib_augment")),
-                seed=seed,
-            )
+def _calibration(calib: Any, spec: Any, mirror: Any, options: dict[str, Any], seed: int, timer: Timer) -> Any:
+    """The INT8 calibration set (given, loaded or built from photos with the reference face finder)."""
+    from gfn_edge.calib import resolve_calibration
+
+    from .faces import ReferenceFaces
+
+    with timer.stage("calibration set"):
+        return resolve_calibration(
+            calib,
+            spec,
+            faces=ReferenceFaces(mirror=mirror),
+            num_samples=options.get("calib_samples"),
+            augment=bool(options.get("calib_augment")),
+            seed=seed,
+        )
+
+
+def _verification_data(spec: Any, verify_images: Any, mirror: Any, calib: Any, max_images: int | None, timer: Timer) -> VerificationSet:
+    """The real pictures every artifact is judged on; calibration pictures never verify
+    (INT8 ranges fitted on a picture would flatter it)."""
     with timer.stage("verification data"):
-        # calibration pictures never verify (INT8 ranges fitted on a picture would flatter it)
         exclude = set(calib.source_images) if calib is not None and hasattr(calib, "source_images") else None
-        vset = build_verification_set(spec, verify_images, mirror=mirror, exclude=exclude, max_images=max_verify_images)
+        return build_verification_set(spec, verify_images, mirror=mirror, exclude=exclude, max_images=max_images)
+
+
+def _reference(spec: Any, checkpoint: Any, vset: VerificationSet, seed: int, timer: Timer) -> tuple[Reference, dict[str, np.ndarray]]:
+    """The model in its own framework, and its outputs on the verification data."""
     with timer.stage("load reference"):
         bn_images = None
-        if checkpoint is None and spec.family != "ghostfacenet":
+        if checkpoint is None and spec.family != "ghostfacenet":  # random weights: BN statistics from real pictures
             bn_images = [vset.inputs[i : i + 4] for i in range(0, min(len(vset), 16), 4)]
         ref = reference_for(spec, checkpoint, seed=seed, bn_images=bn_images)
     with timer.stage("reference inference"):
         ref_out = ref.run(vset.inputs)
-    data_desc = dict(vset.description)
-    reference_desc = dict(ref.framework)
-    reference_desc["weights"] = ref.source.get("weights")
+    return ref, ref_out
 
-    shared: dict[str, Any] = {}
 
-    def verify_in_target(bundle: Path, precision: str) -> VerificationReport:
-        return verify_artifact(bundle, vset, ref_out, ref, precision, tolerances)
+def _export_target(run: _Run, name: str, work_dir: Path) -> ExportResult:
+    """One target: build in a staging folder, verify, then publish (or report failed). A
+    converter crash fails this target, not the whole run; the SDK's own errors propagate."""
+    info = TARGETS[name]
+    result = ExportResult(model=run.spec.name, target=name, precision=info.precision, passed=False, bundle=None)
+    t = Timer()
+    staging = Path(tempfile.mkdtemp(prefix=f".{run.spec.name}-{name}-", dir=run.out))
+    try:
+        manifest = _build_bundle(run, name, info, staging, work_dir, result, t)
+        _verify_bundle(run, name, info, staging, work_dir, manifest, result, t)
+        _publish(run, name, staging, manifest, result)
+    except GfnEdgeError:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    except Exception as exc:  # a converter crash fails this target, not the whole run
+        shutil.rmtree(staging, ignore_errors=True)
+        result.error = f"{type(exc).__name__}: {exc}"
+        result.failures = [f"export failed: {result.error}"]
+        log.exception("%s %s: export failed", run.spec.name, name)
+    result.seconds = {**run.timer.seconds, **{k.split(": ", 1)[1]: v for k, v in t.seconds.items()}}
+    return result
 
-    with tempfile.TemporaryDirectory(prefix="gfn-export-") as work:
-        work_dir = Path(work)
-        for name in names:
-            info = TARGETS[name]
-            result = ExportResult(model=spec.name, target=name, precision=info.precision, passed=False, bundle=None)
-            results.append(result)
-            t = Timer()
-            staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}-{name}-", dir=out))
-            try:
-                metadata = manifest_header(ref.spec, ref.source)
-                ctx = ExportContext(
-                    ref=ref,
-                    bundle_dir=staging,
-                    work_dir=work_dir,
-                    metadata=metadata,
-                    calibration=calib,
-                    options=options,
-                    sample=vset.inputs,
-                    verify=verify_in_target,
-                    shared=shared,
-                )
-                with t.stage(f"{name}: export"):
-                    artifact = run_target(name, ctx)
-                result.notes = artifact.notes
-                manifest = build_manifest(
-                    metadata,
-                    info,
-                    staging,
-                    artifact,
-                    tools={**versions("gfn-edge", "numpy"), **artifact.tools},
-                    export={"created": now_utc(), "notes": artifact.notes, "flops": manifest_flops(staging, artifact.files, work_dir)},
-                )
-                manifest.write(staging)
-                with t.stage(f"{name}: verify"):
-                    report = verify_artifact(staging, vset, ref_out, ref, info.precision, tolerances)
-                result.metrics, result.failures, result.passed = report.metrics, report.failures, report.passed
-                result.tolerances = {k: f"{op} {v:g}" for k, (op, v) in report.tolerances.items()}
-                result.size_bytes = sum((staging / f).stat().st_size for f in artifact.files.values())
-                manifest.verification = report.to_dict(reference_desc, data_desc)
-                if verify_on and (report.passed or force):
-                    from .verify_on import record_platforms
 
-                    with t.stage(f"{name}: verify on {','.join(verify_on)}"):
-                        result.platforms = record_platforms(manifest, staging, vset, ref_out, report, verify_on, work_dir)
-                manifest.export["seconds"] = {**timer.seconds, **{k.split(": ", 1)[1]: v for k, v in t.seconds.items()}}
-                manifest.export["size_bytes"] = result.size_bytes
-                manifest.write(staging)
-                if report.passed or force:
-                    target_dir = out / f"{spec.name}-{name}"
-                    _replace_dir(staging, target_dir)
-                    result.bundle = target_dir
-                else:
-                    (out / f"{spec.name}-{name}.failed.json").write_text(_json(manifest.to_dict()))
-                    shutil.rmtree(staging, ignore_errors=True)
-                    log.error("%s %s FAILED verification: %s", spec.name, name, "; ".join(report.failures))
-            except GfnEdgeError:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
-            except Exception as exc:  # a converter crash fails this target, not the whole run
-                shutil.rmtree(staging, ignore_errors=True)
-                result.error = f"{type(exc).__name__}: {exc}"
-                result.failures = [f"export failed: {result.error}"]
-                log.exception("%s %s: export failed", spec.name, name)
-            result.seconds = {**{k: v for k, v in timer.seconds.items()}, **{k.split(": ", 1)[1]: v for k, v in t.seconds.items()}}
-    return results
+def _build_bundle(run: _Run, name: str, info: Any, staging: Path, work_dir: Path, result: ExportResult, t: Timer) -> Any:
+    """Run the target's converter into ``staging`` and write its manifest (verification follows)."""
+    metadata = manifest_header(run.ref.spec, run.ref.source)
+    ctx = ExportContext(
+        ref=run.ref,
+        bundle_dir=staging,
+        work_dir=work_dir,
+        metadata=metadata,
+        calibration=run.calib,
+        options=run.options,
+        sample=run.vset.inputs,
+        verify=run.verify,
+        shared=run.shared,
+    )
+    with t.stage(f"{name}: export"):
+        artifact = run_target(name, ctx)
+    result.notes = artifact.notes
+    manifest = build_manifest(
+        metadata,
+        info,
+        staging,
+        artifact,
+        tools={**versions("gfn-edge", "numpy"), **artifact.tools},
+        export={"created": now_utc(), "notes": artifact.notes, "flops": manifest_flops(staging, artifact.files, work_dir)},
+    )
+    manifest.write(staging)
+    result.size_bytes = sum((staging / f).stat().st_size for f in artifact.files.values())
+    return manifest
+
+
+def _verify_bundle(run: _Run, name: str, info: Any, staging: Path, work_dir: Path, manifest: Any, result: ExportResult, t: Timer) -> None:
+    """Judge the staged bundle on the device runtime against the reference (and on emulated ARM
+    CPUs with ``verify_on``); the report goes into the result and the manifest."""
+    with t.stage(f"{name}: verify"):
+        report = run.verify(staging, info.precision)
+    result.metrics, result.failures, result.passed = report.metrics, report.failures, report.passed
+    result.tolerances = {k: f"{op} {v:g}" for k, (op, v) in report.tolerances.items()}
+    manifest.verification = report.to_dict(run.reference_desc, run.data_desc)
+    if run.verify_on and (report.passed or run.force):
+        from .verify_on import record_platforms
+
+        with t.stage(f"{name}: verify on {','.join(run.verify_on)}"):
+            result.platforms = record_platforms(manifest, staging, run.vset, run.ref_out, report, run.verify_on, work_dir)
+    manifest.export["seconds"] = {**run.timer.seconds, **{k.split(": ", 1)[1]: v for k, v in t.seconds.items()}}
+    manifest.export["size_bytes"] = result.size_bytes
+    manifest.write(staging)
+
+
+def _publish(run: _Run, name: str, staging: Path, manifest: Any, result: ExportResult) -> None:
+    """A passing (or forced) bundle moves into ``<out>/<model>-<target>/``; a failing one leaves
+    only ``<model>-<target>.failed.json`` saying why."""
+    if result.passed or run.force:
+        target_dir = run.out / f"{run.spec.name}-{name}"
+        _replace_dir(staging, target_dir)
+        result.bundle = target_dir
+        return
+    (run.out / f"{run.spec.name}-{name}.failed.json").write_text(_json(manifest.to_dict()))
+    shutil.rmtree(staging, ignore_errors=True)
+    log.error("%s %s FAILED verification: %s", run.spec.name, name, "; ".join(result.failures))
 
 
 def verify_artifact(
