@@ -14,6 +14,7 @@ Useful to check a camera's view and the quality gates before deploying, and to s
 did not recognise someone. Exit status: 0 all inputs done; 1 some input could not be read (the
 others are still written) or the setup is wrong; 2 bad command line.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -11,6 +11,7 @@ and writes the same numbers as JSON. Medians and p90 over ``--runs`` timed runs 
 the same count. Only gfn-edge's device side is imported (numpy, OpenCV, one runtime): this app
 is a thin front-end of the benchmark engine (``gfn_edge.benchmark.engine``) gfn-bench runs too.
 """
+
 from __future__ import annotations
 
 import argparse

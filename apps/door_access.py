@@ -17,6 +17,7 @@ the message explains (bad config, missing bundle, damaged gallery, unreadable vi
 given up on after --max-reconnects, nothing enrolled, no calibrated threshold); 2 bad command
 line; 3 an unexpected error (a bug: ``--debug`` shows its traceback); 130 interrupted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,26 +25,35 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the door/ package beside this file
 
-from gfn_edge import GalleryError, GfnEdgeError, run_cli  # noqa: E402
+from gfn_edge import GalleryError, GfnEdgeError, run_cli
 
-from door.actions import ActionError  # noqa: E402
-from door.calibrate import CalibrationInputError  # noqa: E402
-from door.config import Config, ConfigError, check_safety, default_config_path, load_config  # noqa: E402
-from door.enroll import EnrollError  # noqa: E402
-from door.events import EventLogError  # noqa: E402
-from door.models import SetupError  # noqa: E402
-from door.sources import SourceError  # noqa: E402
-from door.video import VideoError  # noqa: E402
+from door.actions import ActionError
+from door.calibrate import CalibrationInputError
+from door.config import Config, ConfigError, check_safety, default_config_path, load_config
+from door.enroll import EnrollError
+from door.events import EventLogError
+from door.models import SetupError
+from door.sources import SourceError
+from door.video import VideoError
 
 PROG = "door_access.py"
 COMMANDS = ("run", "enroll", "list", "remove", "events", "calibrate")
 EXPECTED_ERRORS = (
-    ConfigError, SetupError, SourceError, EnrollError, EventLogError, CalibrationInputError, ActionError, VideoError, GfnEdgeError,
+    ConfigError,
+    SetupError,
+    SourceError,
+    EnrollError,
+    EventLogError,
+    CalibrationInputError,
+    ActionError,
+    VideoError,
+    GfnEdgeError,
 )
 log = logging.getLogger("door")
 
@@ -112,10 +122,15 @@ def _add_run_command(sub) -> None:
     _gallery(p)
     p.add_argument("--source", help="camera index, /dev/videoN, video file, rtsp:// or http:// URL, or a folder of pictures")
     p.add_argument("--events-db", type=Path, metavar="FILE", help="event log file (overrides [events] db)")
-    p.add_argument("--threshold", type=float, help="match threshold on cosine similarity: may only tighten the calibrated one "
-                   "(overrides [recognition] threshold)")
-    p.add_argument("--uncalibrated-threshold", type=float, metavar="X",
-                   help="run on threshold X although none was calibrated on this recogniser (loudly warned; strangers may be granted)")
+    p.add_argument(
+        "--threshold", type=float, help="match threshold on cosine similarity: may only tighten the calibrated one (overrides [recognition] threshold)"
+    )
+    p.add_argument(
+        "--uncalibrated-threshold",
+        type=float,
+        metavar="X",
+        help="run on threshold X although none was calibrated on this recogniser (loudly warned; strangers may be granted)",
+    )
     p.add_argument("--consecutive", type=_positive_int, help="agreeing observations needed for a decision")
     p.add_argument("--cooldown", type=float, help="seconds before the same identity is granted again")
     p.add_argument("--liveness-threshold", type=float, help="real-face probability needed")
@@ -181,8 +196,11 @@ def _add_events_command(sub) -> None:
 
 def _add_calibrate_command(sub) -> None:
     """FAR/FRR on labelled photos and a suggested threshold."""
-    p = sub.add_parser("calibrate", help="FAR/FRR on labelled photos and a suggested threshold", description=(
-        "Score labelled photos with the door's models and suggest the threshold for a target false-accept rate."))
+    p = sub.add_parser(
+        "calibrate",
+        help="FAR/FRR on labelled photos and a suggested threshold",
+        description=("Score labelled photos with the door's models and suggest the threshold for a target false-accept rate."),
+    )
     _common(p)
     _models(p)
     _gallery(p)
@@ -198,8 +216,12 @@ def _add_calibrate_command(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line: one sub-command per job, each with the shared --config/-v/-q flags."""
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="Run `door_access.py COMMAND --help` for each command's options.")
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run `door_access.py COMMAND --help` for each command's options.",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _add_run_command(sub)
@@ -289,11 +311,11 @@ def cmd_enroll(args: argparse.Namespace, cfg: Config) -> int:
             cfg.source.uri = args.camera
             source = make_source(cfg)
             liveness = open_liveness(cfg.models, cfg.liveness)
-            result = enroll_camera(analyzer, gallery, args.name, source, args.frames, args.interval, args.timeout,
-                                   liveness=liveness, replace=args.replace, say=_say)
+            result = enroll_camera(
+                analyzer, gallery, args.name, source, args.frames, args.interval, args.timeout, liveness=liveness, replace=args.replace, say=_say
+            )
         else:
-            result = enroll_photos(analyzer, gallery, args.name, args.photos, replace=args.replace,
-                                   allow_low_quality=args.allow_low_quality, say=_say)
+            result = enroll_photos(analyzer, gallery, args.name, args.photos, replace=args.replace, allow_low_quality=args.allow_low_quality, say=_say)
     skipped = f"; {len(result.skipped)} photo(s) skipped" if result.skipped else ""
     print(f"enrolled {result.name!r}: +{result.added} template(s), {result.total} in all{skipped}")
     return 0
@@ -380,8 +402,10 @@ def cmd_calibrate(args: argparse.Namespace, cfg: Config) -> int:
                 enrolled = gallery.count()
                 if args.save:
                     gallery.set_calibration(result.threshold, result.target_far, analyzer.recognizer.signature)
-                    _say(f"saved threshold {result.threshold:.4f} (target FAR {result.target_far:g}, "
-                         f"recogniser {analyzer.recognizer.signature}) in {gallery_where(cfg)}")
+                    _say(
+                        f"saved threshold {result.threshold:.4f} (target FAR {result.target_far:g}, "
+                        f"recogniser {analyzer.recognizer.signature}) in {gallery_where(cfg)}"
+                    )
         except GalleryError:
             if args.save:
                 raise

@@ -20,6 +20,7 @@ Latencies are per single query (a door recognises one face at a time), p50 and p
 ``--queries`` probes, each a noisy view of an enrolled identity. Results: a Markdown table on
 stdout and in benchmarks/results/gallery_stores.{md,json}.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,9 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -233,8 +235,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def write(rows: list[dict[str, Any]], out: Path) -> None:
     load = os.getloadavg()[0]
-    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-               f"1-minute load average {load:.1f} when written{' (a busy machine: latencies are inflated)' if load > (os.cpu_count() or 1) / 2 else ''}")
+    machine = (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"1-minute load average {load:.1f} when written{' (a busy machine: latencies are inflated)' if load > (os.cpu_count() or 1) / 2 else ''}"
+    )
     out.mkdir(parents=True, exist_ok=True)
     (out / "gallery_stores.md").write_text(f"Machine: {machine}\n\n{table(rows)}\n")
     (out / "gallery_stores.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))

@@ -19,6 +19,7 @@ Bundles (under ``--work``/bundles, reused when present and verified):
   openvino-int8, tflite-int8 when the exporter provides them. A target that cannot be exported,
   or fails verification, is listed under "Skipped or failed" with the reason.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -134,9 +135,8 @@ def export_bundles(work: Path, shared: Path, int8: bool, liveness: bool, retry_f
 
 def prepare_peers(peers_dir: Path, cache: Path) -> list[dict[str, Any]]:
     """Clean the peers' graphs and count their MACs (needs onnx: training side), where gfn-bench looks for them."""
-    from gfn_edge.export.peer_graphs import prepare_peer
-
     from gfn_edge.benchmark.peers import find_peers
+    from gfn_edge.export.peer_graphs import prepare_peer
 
     notes = []
     for spec, path in find_peers(peers_dir) if peers_dir.is_dir() else []:
@@ -184,8 +184,11 @@ def main(argv: list[str] | None = None) -> int:
         # export in a child process: the measuring process never imports PyTorch or TensorFlow,
         # whose thread pools and memory would otherwise sit beside the runtimes being timed
         child = [sys.executable, str(Path(__file__).resolve()), "--export-only", "--work", str(work), "--shared", str(shared)]
-        child += [flag for flag, on in (("--no-int8", args.no_int8), ("--no-liveness", args.no_liveness), ("--retry-failed", args.retry_failed),
-                                        ("-v", args.verbose)) if on]
+        child += [
+            flag
+            for flag, on in (("--no-int8", args.no_int8), ("--no-liveness", args.no_liveness), ("--retry-failed", args.retry_failed), ("-v", args.verbose))
+            if on
+        ]
         if subprocess.run(child).returncode != 0:
             sys.exit("export failed; see the messages above")
     skipped = json.loads(notes_file.read_text()) if notes_file.is_file() else []
@@ -194,13 +197,43 @@ def main(argv: list[str] | None = None) -> int:
     from gfn_edge.benchmark.engine import run_benchmark
     from gfn_edge.benchmark.system import cpu_flags
 
-    bench_args = ["--bundles", str(bundles), "--shared", str(shared), "--work", str(work), "--out", args.out,
-                  "--threads", args.threads, "--runs", args.runs, "--pipeline-runs", args.pipeline_runs, "--wait-quiet", args.wait_quiet]
+    bench_args = [
+        "--bundles",
+        str(bundles),
+        "--shared",
+        str(shared),
+        "--work",
+        str(work),
+        "--out",
+        args.out,
+        "--threads",
+        args.threads,
+        "--runs",
+        args.runs,
+        "--pipeline-runs",
+        args.pipeline_runs,
+        "--wait-quiet",
+        args.wait_quiet,
+    ]
     hints = args.openvino_hints if args.openvino_hints is not None else ("bf16" if {"avx512_bf16", "amx_bf16"} & set(cpu_flags()) else "")
     if hints:
         bench_args += ["--openvino-hints", hints]
     if args.quick:
-        bench_args += ["--runs", "5", "--warmup", "2", "--pipeline-runs", "5", "--gallery-sizes", "1000", "--no-memory", "--import-repeats", "1", "--wait-quiet", "0"]
+        bench_args += [
+            "--runs",
+            "5",
+            "--warmup",
+            "2",
+            "--pipeline-runs",
+            "5",
+            "--gallery-sizes",
+            "1000",
+            "--no-memory",
+            "--import-repeats",
+            "1",
+            "--wait-quiet",
+            "0",
+        ]
     if args.verbose:
         bench_args.append("-v")
     ns = build_parser().parse_args(bench_args + extra)  # gfn-bench's own options pass through

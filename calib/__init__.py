@@ -1,7 +1,8 @@
 """Calibration sets for INT8 export: built from photos as the device sees them, saved, checked."""
+
 from __future__ import annotations
 
 from .build import build_calibration_set, resolve_calibration
 from .dataset import RECOMMENDED_MINIMUM, CalibrationSet
 
-__all__ = ["CalibrationSet", "build_calibration_set", "resolve_calibration", "RECOMMENDED_MINIMUM"]
+__all__ = ["RECOMMENDED_MINIMUM", "CalibrationSet", "build_calibration_set", "resolve_calibration"]

@@ -11,6 +11,7 @@ Exact duplicate photos and duplicate samples are dropped; every skipped photo is
 its reason. Calibration never imports the export side: faces come in through
 :class:`~gfn_edge.calib.faces.CalibrationFaces`.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -221,7 +222,14 @@ def build_calibration_set(
         "sources": sources,
         "skipped": [list(s) for s in skipped],
     }
-    log.info("calibration set for %s: %d samples from %d pictures (%d skipped, %d duplicates dropped)", spec.name, len(chosen), len(sources), len(skipped), duplicates)
+    log.info(
+        "calibration set for %s: %d samples from %d pictures (%d skipped, %d duplicates dropped)",
+        spec.name,
+        len(chosen),
+        len(sources),
+        len(skipped),
+        duplicates,
+    )
     return CalibrationSet(chosen, manifest)
 
 
@@ -242,8 +250,7 @@ def resolve_calibration(
         calib = os.environ.get("GFN_EDGE_CALIB_IMAGES")
         if not calib:
             raise CalibrationError(
-                "INT8 targets need calibration data: pass --calib DIR (photos) or --calib SET.npz (from gfn-calib build), "
-                "or set GFN_EDGE_CALIB_IMAGES"
+                "INT8 targets need calibration data: pass --calib DIR (photos) or --calib SET.npz (from gfn-calib build), or set GFN_EDGE_CALIB_IMAGES"
             )
     if isinstance(calib, CalibrationSet):
         cset = calib

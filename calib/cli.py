@@ -5,6 +5,7 @@ one with the reference face detector for recogniser and liveness sets (calibrati
 import the export side itself). Called directly, :func:`main` builds detector sets and inspects
 any set; pass ``faces_for`` to build the others.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,11 +14,11 @@ import logging
 import sys
 from typing import Callable, Optional
 
-from .faces import CalibrationFaces
-
 from gfn_edge.cli_errors import run_cli
 from gfn_edge.errors import GfnEdgeError
 from gfn_edge.registry import get_spec
+
+from .faces import CalibrationFaces
 
 
 def _size(text: str) -> tuple[int, int]:

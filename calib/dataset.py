@@ -5,6 +5,7 @@ recognisers, face patches for liveness models) so a set is small, inspectable an
 every INT8 target of the same model; the manifest records the model and its preprocessing, and a
 set made for another model or another preprocessing is refused.
 """
+
 from __future__ import annotations
 
 import json
@@ -63,8 +64,7 @@ class CalibrationSet:
         """Refuse a set made for another model or with other preprocessing, saying which."""
         if self.manifest.get("task") != spec.task:
             raise CalibrationError(
-                f"calibration set was made for {self.manifest.get('model')} ({self.manifest.get('task')}), "
-                f"not for the {spec.task} model {spec.name}"
+                f"calibration set was made for {self.manifest.get('model')} ({self.manifest.get('task')}), not for the {spec.task} model {spec.name}"
             )
         arch = next((t.split(":", 1)[1] for t in spec.tags if t.startswith("arch:")), spec.name)
         if self.manifest.get("model") not in (spec.name, arch):
@@ -102,7 +102,7 @@ class CalibrationSet:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "CalibrationSet":
+    def load(cls, path: str | os.PathLike[str]) -> CalibrationSet:
         path = Path(path)
         if not path.is_file():
             raise CalibrationError(f"calibration set {path} does not exist")

@@ -5,10 +5,12 @@ them is the caller's choice: gfn-export and gfn-calib hand in the reference Reti
 (:class:`gfn_edge.export.faces.ReferenceFaces`); anything with these two methods works. Calibration
 itself never imports the export side (export depends on calibration, not the other way round).
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -36,9 +38,7 @@ class FoundBox(Protocol):
 class CalibrationFaces(Protocol):
     """Finds faces in calibration pictures: aligned crops for recognisers, boxes for liveness models."""
 
-    def aligned_faces(
-        self, files: list[Path], root: Path, min_size: float, geometry: CropGeometry
-    ) -> tuple[np.ndarray, Sequence[FoundFace], Skipped]:
+    def aligned_faces(self, files: list[Path], root: Path, min_size: float, geometry: CropGeometry) -> tuple[np.ndarray, Sequence[FoundFace], Skipped]:
         """(K, S, S, 3) uint8 BGR crops aligned to ``geometry``, one description per crop, skipped pictures."""
         ...
 

@@ -5,6 +5,7 @@ For each target the artifact is built in a scratch folder, opened with the devic
 ``<out>/<model>-<target>/``. An artifact outside tolerance is reported as failed and not
 shipped, unless ``force=True`` keeps it with ``"passed": false`` in its manifest.
 """
+
 from __future__ import annotations
 
 import logging
@@ -12,18 +13,19 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from gfn_edge.errors import GfnEdgeError, VerificationError
 
 from .context import ExportContext
-from .manifest_writer import build_manifest, manifest_header, now_utc
 from .flops import manifest_flops
+from .manifest_writer import build_manifest, manifest_header, now_utc
 from .reference import Reference, reference_for, resolve_spec
 from .targets import TARGETS, expand_targets, run_target
 from .tolerance_keys import check_tolerance_overrides
@@ -147,8 +149,18 @@ def export_model(
     vset = _verification_data(spec, verify_images, mirror, calib, max_verify_images, timer)
     ref, ref_out = _reference(spec, checkpoint, vset, seed, timer)
     run = _Run(
-        spec=spec, ref=ref, ref_out=ref_out, vset=vset, calib=calib, out=out, options=options, tolerances=tolerances,
-        force=force, verify_on=verify_on, timer=timer, reference_desc={**ref.framework, "weights": ref.source.get("weights")},
+        spec=spec,
+        ref=ref,
+        ref_out=ref_out,
+        vset=vset,
+        calib=calib,
+        out=out,
+        options=options,
+        tolerances=tolerances,
+        force=force,
+        verify_on=verify_on,
+        timer=timer,
+        reference_desc={**ref.framework, "weights": ref.source.get("weights")},
         data_desc=dict(vset.description),
     )
     with tempfile.TemporaryDirectory(prefix="gfn-export-") as work:

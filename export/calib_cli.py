@@ -3,6 +3,7 @@
 It lives on the export side because finding faces for recogniser and liveness calibration sets
 takes the reference RetinaFace (PyTorch), and calibration must not import export.
 """
+
 from __future__ import annotations
 
 import sys

@@ -3,6 +3,7 @@
 Never unpickles: ``.pth`` files go through ``torch.load(weights_only=True)``, ``.npz`` through
 ``np.load(allow_pickle=False)``.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,7 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict:
         except (ValueError, OSError, zipfile.BadZipFile) as exc:
             if "allow_pickle" in str(exc):  # numpy refuses object arrays without unpickling them
                 raise CheckpointError(
-                    f"{path} holds object arrays (pickled Python objects), which gfn-edge never loads ({exc}); "
-                    f"save plain numeric arrays, one per tensor name"
+                    f"{path} holds object arrays (pickled Python objects), which gfn-edge never loads ({exc}); save plain numeric arrays, one per tensor name"
                 ) from exc
             raise CheckpointError(f"cannot read {path} as an .npz of arrays ({exc}); it may be truncated") from exc
     else:
@@ -116,6 +116,4 @@ def detect_architecture(path: str | os.PathLike[str]) -> ModelSpec:
         return REGISTRY["retinaface-mobilenetv3"]
     if any(k.startswith("body.blocks1.") for k in keys):
         return REGISTRY["retinaface-ghostnet-se025" if any(".se.conv_reduce." in k for k in keys) else "retinaface-ghostnet"]
-    raise CheckpointError(
-        f"cannot tell which architecture {path.name} is (first keys: {sorted(keys)[:4]}); pass --arch NAME"
-    )
+    raise CheckpointError(f"cannot tell which architecture {path.name} is (first keys: {sorted(keys)[:4]}); pass --arch NAME")

@@ -1,4 +1,5 @@
 """gfn-export: turn a registry model or a checkpoint into verified deployable bundles."""
+
 from __future__ import annotations
 
 import argparse
@@ -65,9 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-samples", type=int, default=None, help="calibration samples to use")
     p.add_argument("--calib-augment", action="store_true", help="add mirrored and jittered copies when building the calibration set")
     p.add_argument("--int8-io", action="store_true", help="tflite-int8: int8 input/output tensors instead of float")
-    p.add_argument("--int8-float", action="append", default=[], metavar="GROUP", help="INT8: keep this layer group in float in the first attempt (repeatable; names as in the manifest's sensitivity list)")
+    p.add_argument(
+        "--int8-float",
+        action="append",
+        default=[],
+        metavar="GROUP",
+        help="INT8: keep this layer group in float in the first attempt (repeatable; names as in the manifest's sensitivity list)",
+    )
     p.add_argument("--max-float-groups", type=int, help="INT8 remedy: most layer groups that may be kept in float (default: half)")
-    p.add_argument("--verify-on", metavar="CPUS", help="also verify every artifact on these emulated ARM CPUs, e.g. cortex-a72,cortex-a76 (scripts/arm64.sh; recorded under verification.platforms)")
+    p.add_argument(
+        "--verify-on",
+        metavar="CPUS",
+        help="also verify every artifact on these emulated ARM CPUs, e.g. cortex-a72,cortex-a76 (scripts/arm64.sh; recorded under verification.platforms)",
+    )
     p.add_argument("--json", help="also write the results as JSON to this file")
     p.add_argument("--list", action="store_true", help="list models and targets, then exit")
     p.add_argument("--report", metavar="DIR", help="print the tables of the bundles under DIR (fidelity, size; INT8 details), from their manifests, then exit")

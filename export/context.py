@@ -1,4 +1,5 @@
 """What a target gets to work with."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

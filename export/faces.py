@@ -8,6 +8,7 @@ own in the user cache, keyed by the picture's bytes, the detector's signature (i
 sha256 and settings) and the crop settings. Any subset or superset of a folder reuses what
 earlier runs found, and the detector is only loaded when some picture is not in the cache.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -50,9 +51,7 @@ def _signature(weights_sha256: str, max_side: int, score_threshold: float) -> st
     return f"{DETECTOR}:{weights_sha256}:{max_side}:{score_threshold}"
 
 
-def reference_signature(
-    mirror: str | os.PathLike[str] | None = None, max_side: int = MAX_SIDE, score_threshold: float = SCORE_THRESHOLD
-) -> str:
+def reference_signature(mirror: str | os.PathLike[str] | None = None, max_side: int = MAX_SIDE, score_threshold: float = SCORE_THRESHOLD) -> str:
     """The signature of a :class:`ReferenceFaceFinder` with these settings, without loading it.
 
     Only the checkpoint file is hashed, so a fully cached run never imports PyTorch.
@@ -63,9 +62,7 @@ def reference_signature(
 class ReferenceFaceFinder:
     """Runs the reference RetinaFace (PyTorch) on whole pictures, downscaled to ``max_side``."""
 
-    def __init__(
-        self, mirror: str | os.PathLike[str] | None = None, max_side: int = MAX_SIDE, score_threshold: float = SCORE_THRESHOLD
-    ):
+    def __init__(self, mirror: str | os.PathLike[str] | None = None, max_side: int = MAX_SIDE, score_threshold: float = SCORE_THRESHOLD):
         from .reference import load_reference
 
         self.ref = load_reference(DETECTOR, mirror=mirror)
@@ -83,9 +80,7 @@ class ReferenceFaceFinder:
         # the shared builder, at the picture's own size: the cached faces were found unpadded
         x, _ = detector_tensor(small, self.ref.spec.preprocess, (small.shape[1], small.shape[0]))
         out = self.ref.run(x)
-        return postprocess(
-            out["loc"], out["conf"], out["landms"], self.ref.spec.anchors, (small.shape[1], small.shape[0]), scale, self.score_threshold
-        )
+        return postprocess(out["loc"], out["conf"], out["landms"], self.ref.spec.anchors, (small.shape[1], small.shape[0]), scale, self.score_threshold)
 
 
 def _files_key(paths: list[Path]) -> str:
@@ -230,9 +225,7 @@ class ReferenceFaces:
     def __init__(self, mirror: str | os.PathLike[str] | None = None):
         self.mirror = mirror
 
-    def aligned_faces(
-        self, files: list[Path], root: Path, min_size: float, geometry: CropGeometry
-    ) -> tuple[np.ndarray, list[FaceCrop], list[tuple[str, str]]]:
+    def aligned_faces(self, files: list[Path], root: Path, min_size: float, geometry: CropGeometry) -> tuple[np.ndarray, list[FaceCrop], list[tuple[str, str]]]:
         return find_faces(files, root, min_size=min_size, mirror=self.mirror, geometry=geometry)
 
     def face_boxes(self, files: list[Path], root: Path, min_size: float):

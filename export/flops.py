@@ -9,6 +9,7 @@ matrix-product ops are counted, the ones that dominate these CNNs; FLOPs are rep
 2 x MACs. ONNX graphs need the ``onnx`` package (shape inference); TFLite flatbuffers are read
 with the schema that ships with ai-edge-litert. Neither imports a training framework.
 """
+
 from __future__ import annotations
 
 import importlib.util

@@ -14,6 +14,7 @@ the file (``<file>.sha256``); later uses are checked against that record.
 Only the training side downloads checkpoints, so this module lives there (``gfn_edge.export.hub``);
 a device opens bundles, whose files are checked by :func:`gfn_edge.manifest.verify_bundle_files`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -79,7 +80,7 @@ def _download(url: str, dest: Path, expected: str | None, timeout: float = 30.0)
     try:
         with os.fdopen(fd, "wb") as out:
             try:
-                response = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 - URLs come from the registry
+                response = urllib.request.urlopen(url, timeout=timeout)
             except (urllib.error.URLError, OSError) as exc:
                 raise WeightsNotFoundError(
                     f"could not download {url}: {exc}. Without network access, download the file elsewhere and put it "
@@ -101,9 +102,7 @@ def _download(url: str, dest: Path, expected: str | None, timeout: float = 30.0)
                         received += len(block)
                         bar.update(len(block))
             if total is not None and received != total:
-                raise WeightsNotFoundError(
-                    f"download of {url} is truncated: got {received} of {total} bytes; try again or fetch it by hand into {dest}"
-                )
+                raise WeightsNotFoundError(f"download of {url} is truncated: got {received} of {total} bytes; try again or fetch it by hand into {dest}")
         actual = digest.hexdigest()
         if expected is not None and actual != expected:
             raise ChecksumError(
@@ -164,9 +163,7 @@ def resolve_spec_weights(spec: ModelSpec, mirror: str | os.PathLike[str] | None 
             f"public download URL ({src.upstream}). Put the file at <mirror>/{src.mirror_path} or pass its path."
         )
     if not download:
-        raise WeightsNotFoundError(
-            f"{spec.name}: {Path(src.mirror_path).name} is not in {searched} nor in {cached.parent}, and downloads are off"
-        )
+        raise WeightsNotFoundError(f"{spec.name}: {Path(src.mirror_path).name} is not in {searched} nor in {cached.parent}, and downloads are off")
     log.info("%s: downloading %s", spec.name, src.url)
     # a re-download of an unhashed entry must match what the first download recorded
     return _download(src.url, cached, src.sha256 or _recorded_hash(cached))

@@ -9,6 +9,7 @@ path passes through). A chain of layers gives one segment per layer; a residual 
 module's concatenation or a squeeze-excite multiplication gives one multi-layer segment that
 the port then parses on its own.
 """
+
 from __future__ import annotations
 
 import json
@@ -86,8 +87,7 @@ class KerasGraph:
                 raw = h5.attrs.get("model_config")
                 if raw is None:
                     raise CheckpointError(
-                        f"{path} holds weights only (no model_config); save the full model "
-                        f"(model.save('x.h5')) or pass the architecture with --arch"
+                        f"{path} holds weights only (no model_config); save the full model (model.save('x.h5')) or pass the architecture with --arch"
                     )
                 config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
                 weights = _read_weights(h5, path)

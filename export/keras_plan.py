@@ -6,6 +6,7 @@ published models; the shapes of the segments (see :mod:`gfn_edge.export.keras_gr
 every GhostFaceNets graph shares. The resulting :class:`NetPlan` names, for each part of the PyTorch
 :class:`~gfn_edge.export.models.ghostfacenet.GhostFaceNet`, the Keras layers it comes from.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -6,6 +6,7 @@ a squeeze-excite, the GDC head; :mod:`gfn_edge.export.keras_plan`), which yields
 architecture (built here, so truncated or re-sized students load) and, layer by layer, where each
 Keras weight goes in the PyTorch model (:mod:`gfn_edge.export.keras_weights`).
 """
+
 from __future__ import annotations
 
 import logging

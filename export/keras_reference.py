@@ -5,6 +5,7 @@ saved under a ``mixed_float16`` policy, a training-time setting whose float16 ar
 emulated (and noisy) on CPUs; the reference is rebuilt with float32 layers so it measures the
 weights, not the emulation. ``policy="as-saved"`` keeps the file's own policy.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,9 +30,7 @@ def import_tf_keras():
     try:
         import tf_keras
     except ImportError as exc:
-        raise MissingDependencyError(
-            "tf-keras (install it with: pip install --no-deps tf-keras==2.21.0)", "export", "loading GhostFaceNets .h5 files"
-        ) from exc
+        raise MissingDependencyError("tf-keras (install it with: pip install --no-deps tf-keras==2.21.0)", "export", "loading GhostFaceNets .h5 files") from exc
     return tf_keras
 
 
@@ -54,7 +53,10 @@ def _force_float32(obj: Any) -> Any:
     if isinstance(obj, dict):
         if obj.get("class_name") in ("Policy", "DTypePolicy") and isinstance(obj.get("config"), dict):
             return "float32"
-        return {k: ("float32" if k == "dtype" and isinstance(v, str) and v in ("mixed_float16", "float16", "mixed_bfloat16") else _force_float32(v)) for k, v in obj.items()}
+        return {
+            k: ("float32" if k == "dtype" and isinstance(v, str) and v in ("mixed_float16", "float16", "mixed_bfloat16") else _force_float32(v))
+            for k, v in obj.items()
+        }
     if isinstance(obj, list):
         return [_force_float32(v) for v in obj]
     return obj

@@ -3,6 +3,7 @@
 Every Keras layer with weights must be mapped: a layer left over means the plan missed part of
 the graph, which is an error rather than a silently different model.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -9,6 +9,7 @@ Photos are read upright (EXIF orientation applied), as OpenCV's ``imread`` and t
 Silent-Face-Anti-Spoofing read them: its sample photos are stored sideways with an orientation
 tag, and a liveness model shown a sideways face is answering a different question.
 """
+
 from __future__ import annotations
 
 import logging

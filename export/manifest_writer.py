@@ -5,6 +5,7 @@ comes from :func:`manifest_header` plus :func:`build_manifest`, and is checked a
 schema the device reads with (:mod:`gfn_edge.manifest_schema`) before it is written, so a writer
 bug fails the export instead of shipping a bundle no device can open.
 """
+
 from __future__ import annotations
 
 import datetime as _dt

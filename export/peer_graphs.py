@@ -16,6 +16,7 @@ and reads what it leaves in the cache folder:
 The file names carry the first 12 hex digits of the original file's SHA-256, so a changed
 peer file is prepared again and a stale result is never read.
 """
+
 from __future__ import annotations
 
 import argparse

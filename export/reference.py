@@ -8,6 +8,7 @@
   when any are given, so activations are well scaled. Good for shape, speed and export checks,
   never for accuracy claims.
 """
+
 from __future__ import annotations
 
 import logging

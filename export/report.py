@@ -1,4 +1,5 @@
 """Human-readable verification tables for gfn-export (and the README)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -79,11 +80,18 @@ def int8_table(manifests: list) -> str:
         lat = f"{_fmt(notes.get('latency_ms'), 3)} ({_fmt(notes.get('fp32_latency_ms'), 3)})"
         calib = notes.get("calibration", {})
         floats = notes.get("float_groups") or []
-        rows.append([
-            m.model, m.target, "PASS" if m.verification.get("passed") else "FAIL", fid, size, lat,
-            f"{calib.get('method', '-')}, {calib.get('samples', '-')} samples",
-            ", ".join(floats) if floats else "none",
-        ])
+        rows.append(
+            [
+                m.model,
+                m.target,
+                "PASS" if m.verification.get("passed") else "FAIL",
+                fid,
+                size,
+                lat,
+                f"{calib.get('method', '-')}, {calib.get('samples', '-')} samples",
+                ", ".join(floats) if floats else "none",
+            ]
+        )
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows[1:]]
     return "\n".join(out)
@@ -110,5 +118,7 @@ def bundle_table(manifests: list) -> str:
         v = m.verification.get("metrics", {})
         pair = f"{v['pair_acc']:.2f} ({v['pair_acc_ref']:.2f})" if "pair_acc" in v else "-"
         size = sum((m.path / f).stat().st_size for f in m.files.values() if (m.path / f).is_file()) / 1e6 if m.path else 0
-        out.append(f"| {m.model} | {m.target} | {'PASS' if m.verification.get('passed') else 'FAIL'} | {_fidelity(v, box=m.precision != 'int8')} | {pair} | {size:.2f} |")
+        out.append(
+            f"| {m.model} | {m.target} | {'PASS' if m.verification.get('passed') else 'FAIL'} | {_fidelity(v, box=m.precision != 'int8')} | {pair} | {size:.2f} |"
+        )
     return "\n".join(out)

@@ -3,6 +3,7 @@
 Kept apart from the target modules (:mod:`.targets`) so the INT8 search (:mod:`.int8`), which
 those modules call, can name targets without importing them back.
 """
+
 from __future__ import annotations
 
 import difflib

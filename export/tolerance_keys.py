@@ -5,6 +5,7 @@ could ship believing a limit that was never applied. Keys are the metrics the ta
 judges: those with a default tolerance (:data:`.verify.DEFAULT_TOLERANCES`) plus the other
 measured agreement metrics listed here.
 """
+
 from __future__ import annotations
 
 import math

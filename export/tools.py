@@ -1,4 +1,5 @@
 """Versions of the tools an artifact was made with (recorded in every manifest)."""
+
 from __future__ import annotations
 
 from importlib import metadata

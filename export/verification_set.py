@@ -3,6 +3,7 @@
 :mod:`.verify_data` (detectors, recognisers) and :mod:`.liveness_data` (liveness models) both
 build a :class:`VerificationSet`; the shared pieces live here so neither imports the other.
 """
+
 from __future__ import annotations
 
 import logging

@@ -14,6 +14,7 @@ Detectors are also checked output by output and pyramid level by level (relative
 ``loc``, ``conf``, ``landms``), which catches a garbled output even on pictures where that level
 holds no face.
 """
+
 from __future__ import annotations
 
 import math

@@ -8,6 +8,7 @@
 Folder resolution: the argument, else ``GFN_EDGE_VERIFY_IMAGES``. With neither, a loud warning
 is logged and synthetic pictures are used, so export never silently skips verification.
 """
+
 from __future__ import annotations
 
 import logging
@@ -102,7 +103,13 @@ def face_set(
     if folder is None:
         _warn_synthetic(spec)
         crops = np.stack(_synthetic_pictures(64, (geometry.size, geometry.size)))
-        return VerificationSet("embed", crop_tensor(crops, spec.preprocess), [f"synthetic-{i}" for i in range(len(crops))], raw=crops, description={"folder": None, "faces": len(crops), "synthetic": True})
+        return VerificationSet(
+            "embed",
+            crop_tensor(crops, spec.preprocess),
+            [f"synthetic-{i}" for i in range(len(crops))],
+            raw=crops,
+            description={"folder": None, "faces": len(crops), "synthetic": True},
+        )
     files = [p for p in list_images(folder) if not exclude or p.name not in exclude]
     crops, faces, skipped = find_faces(files, folder, min_size=min_size, mirror=mirror, geometry=geometry)
     names = [f"{f.image}#{f.index}" for f in faces]

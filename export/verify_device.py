@@ -9,6 +9,7 @@ writes them with a description of the platform as JSON.
 
     python -m gfn_edge.export.verify_device CASE_DIR BUNDLE OUT.json
 """
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,16 @@ RAW = "raw.npy"
 REFERENCE = "reference.npz"
 
 # ARM "CPU part" numbers (MIDR) of the cores the boards carry
-_ARM_PARTS = {"0xd03": "Cortex-A53", "0xd04": "Cortex-A35", "0xd05": "Cortex-A55", "0xd08": "Cortex-A72",
-              "0xd09": "Cortex-A73", "0xd0b": "Cortex-A76", "0xd0c": "Neoverse-N1", "0xd41": "Cortex-A78"}
+_ARM_PARTS = {
+    "0xd03": "Cortex-A53",
+    "0xd04": "Cortex-A35",
+    "0xd05": "Cortex-A55",
+    "0xd08": "Cortex-A72",
+    "0xd09": "Cortex-A73",
+    "0xd0b": "Cortex-A76",
+    "0xd0c": "Neoverse-N1",
+    "0xd41": "Cortex-A78",
+}
 
 
 def spec_from_dict(data: dict[str, Any]) -> ModelSpec:
@@ -117,15 +126,14 @@ def runtime_version(backend: str) -> str:
             return f"ai-edge-litert {version('ai-edge-litert')}"
         mod = __import__(module)
         return f"{module} {getattr(mod, '__version__', '?')}"
-    except Exception:  # noqa: BLE001 - a version string is informative only
+    except Exception:
         return module
 
 
 def verify_here(case_dir: Path, bundle: Path) -> dict[str, Any]:
     """Run ``bundle`` on the case's pictures here and judge it as the x86 verification did."""
-    from gfn_edge.runtimes import open_model
-
     from gfn_edge.preprocess import normalize
+    from gfn_edge.runtimes import open_model
 
     vset, ref_out, spec, tolerances, meta = load_case(case_dir)
     model = open_model(bundle, backend=meta.get("backend", "auto"))

@@ -9,6 +9,7 @@ verifier (:mod:`gfn_edge.export.verify_device`) computes the metrics there with 
 each platform's result is recorded in the manifest under ``verification.platforms``. A bundle
 that misses a tolerance on a platform is failed for that platform.
 """
+
 from __future__ import annotations
 
 import json
@@ -58,14 +59,14 @@ def arm64_script() -> Path:
     path = Path(chosen) if chosen else Path(__file__).resolve().parents[1] / "scripts" / "arm64.sh"
     if not path.is_file():
         raise GfnEdgeError(
-            f"--verify-on needs scripts/arm64.sh (not found at {path}): run gfn-export from a gfn-edge checkout "
-            f"or point {ENV_SCRIPT} at the script"
+            f"--verify-on needs scripts/arm64.sh (not found at {path}): run gfn-export from a gfn-edge checkout or point {ENV_SCRIPT} at the script"
         )
     return path
 
 
-def write_case(folder: Path, vset: VerificationSet, ref_out: dict[str, np.ndarray], spec: dict[str, Any],
-               tolerances: Tolerances, backend: str = "auto") -> Path:
+def write_case(
+    folder: Path, vset: VerificationSet, ref_out: dict[str, np.ndarray], spec: dict[str, Any], tolerances: Tolerances, backend: str = "auto"
+) -> Path:
     """The verification case as files the emulated Python reads (no pickles: plain npy/npz/JSON)."""
     folder.mkdir(parents=True, exist_ok=True)
     np.save(folder / INPUTS, np.ascontiguousarray(vset.inputs, dtype=np.float32))
@@ -92,8 +93,7 @@ def run_on_platform(case: Path, bundle: Path, cpu: str, suite: str | None = None
     suite = suite or os.environ.get(ENV_SUITE) or "bookworm"
     with tempfile.TemporaryDirectory(prefix="gfn-verify-on-") as tmp:
         out = Path(tmp) / "result.json"
-        cmd = ["bash", str(script), "--suite", suite, "--cpu", cpu, "--",
-               "python", "-m", "gfn_edge.export.verify_device", str(case), str(bundle), str(out)]
+        cmd = ["bash", str(script), "--suite", suite, "--cpu", cpu, "--", "python", "-m", "gfn_edge.export.verify_device", str(case), str(bundle), str(out)]
         log.info("verifying %s on emulated %s (%s)", bundle.name, cpu, suite)
         try:
             proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=TIMEOUT_S, cwd=tmp)
@@ -110,8 +110,9 @@ def run_on_platform(case: Path, bundle: Path, cpu: str, suite: str | None = None
     return result
 
 
-def verify_on_platforms(bundle: Path, vset: VerificationSet, ref_out: dict[str, np.ndarray], spec: dict[str, Any],
-                        tolerances: Tolerances, platforms: list[str], work_dir: Path) -> list[dict[str, Any]]:
+def verify_on_platforms(
+    bundle: Path, vset: VerificationSet, ref_out: dict[str, np.ndarray], spec: dict[str, Any], tolerances: Tolerances, platforms: list[str], work_dir: Path
+) -> list[dict[str, Any]]:
     """Each platform's verification of ``bundle``, in order; logged as it goes."""
     case = write_case(Path(tempfile.mkdtemp(prefix="verify-on-case-", dir=work_dir)), vset, ref_out, spec, tolerances)
     try:
@@ -128,8 +129,9 @@ def verify_on_platforms(bundle: Path, vset: VerificationSet, ref_out: dict[str, 
         shutil.rmtree(case, ignore_errors=True)
 
 
-def record_platforms(manifest: Manifest, bundle: Path, vset: VerificationSet, ref_out: dict[str, np.ndarray],
-                     report: VerificationReport, platforms: list[str], work_dir: Path) -> list[dict[str, Any]]:
+def record_platforms(
+    manifest: Manifest, bundle: Path, vset: VerificationSet, ref_out: dict[str, np.ndarray], report: VerificationReport, platforms: list[str], work_dir: Path
+) -> list[dict[str, Any]]:
     """Verify ``bundle`` on each platform and write where it was verified into ``manifest.verification``.
 
     The host's own verification is the first entry (its metrics stay in ``verification.metrics``);
@@ -155,14 +157,19 @@ def host_platform_entry(manifest: Manifest) -> dict[str, Any]:
 
     backend = manifest.backend
     precision = pinned_precision(manifest) if backend == "openvino" else manifest.precision
-    return {**describe_platform(), "platform": "host", "backend": backend, "runtime": runtime_version(backend),
-            "inference_precision": precision}
+    return {**describe_platform(), "platform": "host", "backend": backend, "runtime": runtime_version(backend), "inference_precision": precision}
 
 
-def verify_existing(bundles: list[Path], platforms: list[str], verify_images: str | os.PathLike[str] | None = None,
-                    mirror: str | os.PathLike[str] | None = None, max_images: int | None = 48,
-                    exclude: set[str] | None = None, write: bool = True,
-                    on_row: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+def verify_existing(
+    bundles: list[Path],
+    platforms: list[str],
+    verify_images: str | os.PathLike[str] | None = None,
+    mirror: str | os.PathLike[str] | None = None,
+    max_images: int | None = 48,
+    exclude: set[str] | None = None,
+    write: bool = True,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
     """Verify bundles that already exist on this machine and on each platform, against a fresh reference run.
 
     One verification case per model (the reference model runs once for all of its bundles); each
@@ -195,8 +202,17 @@ def verify_existing(bundles: list[Path], platforms: list[str], verify_images: st
                 host = {**host_platform_entry(m), **verify_here(case, m.path), "platform": "host"}
                 emulated = [run_on_platform(case, m.path, cpu) for cpu in platforms]
                 shutil.rmtree(case, ignore_errors=True)
-                rows.append({"model": m.model, "target": m.target, "precision": m.precision, "bundle": str(m.path),
-                             "pictures": len(vset), "host": host, "platforms": emulated})
+                rows.append(
+                    {
+                        "model": m.model,
+                        "target": m.target,
+                        "precision": m.precision,
+                        "bundle": str(m.path),
+                        "pictures": len(vset),
+                        "host": host,
+                        "platforms": emulated,
+                    }
+                )
                 if write:
                     m.verification["platforms"] = [host, *emulated]
                     m.write(m.path)
@@ -219,8 +235,18 @@ def format_platforms(results: list) -> str:
         for p in getattr(r, "platforms", None) or []:
             task = "embed" if "cos_min" in p.get("metrics", {}) else "detect" if "recall" in p.get("metrics", {}) else "liveness"
             metrics = ", ".join(f"{k} {_short(p['metrics'][k])}" for k in _KEY_METRICS[task] if k in p.get("metrics", {}))
-            rows.append([r.model, r.target, p["platform"], str(p.get("cpu", "-")), str(p.get("runtime", "-")),
-                         str(p.get("inference_precision", "-")), "PASS" if p.get("passed") else "FAIL", metrics or "; ".join(p.get("failures", []))])
+            rows.append(
+                [
+                    r.model,
+                    r.target,
+                    p["platform"],
+                    str(p.get("cpu", "-")),
+                    str(p.get("runtime", "-")),
+                    str(p.get("inference_precision", "-")),
+                    "PASS" if p.get("passed") else "FAIL",
+                    metrics or "; ".join(p.get("failures", [])),
+                ]
+            )
     if len(rows) == 1:
         return ""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

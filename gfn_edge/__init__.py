@@ -4,6 +4,7 @@ The device side imports numpy and OpenCV only; an inference backend (onnxruntime
 OpenVINO) is imported when a model is opened. Heavy pieces load lazily so ``import gfn_edge``
 stays fast on a Raspberry Pi.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -3,6 +3,7 @@
 The crop size and template come from the recogniser's manifest (``spec.alignment``) or, when no
 recogniser is known, from the registry's recognisers: :class:`CropGeometry` is that pair.
 """
+
 from __future__ import annotations
 
 import functools
@@ -27,7 +28,7 @@ class CropGeometry:
     template: np.ndarray
 
     @classmethod
-    def from_alignment(cls, alignment: dict[str, Any] | None, crop_size: int | None = None) -> "CropGeometry":
+    def from_alignment(cls, alignment: dict[str, Any] | None, crop_size: int | None = None) -> CropGeometry:
         """From a spec's ``alignment`` entry ({"points", "size"}), scaled to ``crop_size`` when that differs.
 
         No points recorded: the ArcFace template. No size anywhere: the template's own size.

@@ -17,6 +17,7 @@ calls them rather than assembling its own pipeline: ``detect`` (picture -> detec
 batch, quality gates, ``score_liveness``). The door, for one, detects every frame but recognises
 only the tracks that need it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -81,7 +82,7 @@ class Face:
     def area(self) -> float:
         return float((self.box[2] - self.box[0]) * (self.box[3] - self.box[1]))
 
-    def similarity(self, other: "Face") -> float:
+    def similarity(self, other: Face) -> float:
         """Cosine similarity of two faces' embeddings."""
         if self.embedding is None or other.embedding is None:
             raise InvalidArgumentError("both faces need embeddings: build the FaceAnalyzer with a recognizer")

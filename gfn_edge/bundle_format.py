@@ -3,6 +3,7 @@
 Written once here and imported by both sides (gfn-export writes bundles with these names, the
 runtimes read them), so the two can never disagree about a key.
 """
+
 from __future__ import annotations
 
 MANIFEST_NAME = "manifest.json"

@@ -5,6 +5,7 @@ clamped) the same way whether it came from the Python API, a TOML file or a comm
 with one message naming the setting. Each check returns the cleaned value or raises an error
 from :mod:`gfn_edge.errors`.
 """
+
 from __future__ import annotations
 
 import logging

@@ -9,6 +9,7 @@ Exit status: 0 success; 1 bad input (unreadable picture, no face to compare, wro
 bundle, missing backend); 2 bad command line; 3 an unexpected error (a bug). Messages go to
 stderr, results to stdout; ``--debug`` adds tracebacks.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,7 +17,8 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from . import __version__
 from .checks import check_number, check_threshold, clamp_threads
@@ -42,9 +44,7 @@ def _positive_int(text: str) -> int:
 
 def _common(p: argparse.ArgumentParser, recognizer_required: bool) -> None:
     p.add_argument("--detector", required=True, metavar="BUNDLE", help="detector bundle folder from gfn-export (e.g. retinaface-mnet025-onnx)")
-    p.add_argument(
-        "--recognizer", required=recognizer_required, metavar="BUNDLE", help="recogniser bundle folder (e.g. ghostfacenet-...-onnx)"
-    )
+    p.add_argument("--recognizer", required=recognizer_required, metavar="BUNDLE", help="recogniser bundle folder (e.g. ghostfacenet-...-onnx)")
     p.add_argument("--backend", default="auto", help="auto, onnxruntime, openvino or tflite (default: auto, the bundle's own)")
     p.add_argument("--threads", type=_positive_int, help="inference threads (default: physical cores)")
     p.add_argument("--score-threshold", type=float, help="detector score threshold (default: the detector manifest's)")
@@ -189,8 +189,7 @@ def _info(args: argparse.Namespace) -> int:
         _emit(info)
         places = info["verified_on"] or []
         summary = ", ".join(
-            f"{p['platform']} ({p.get('cpu')}, {p.get('runtime')}, {p.get('inference_precision')}): {'passed' if p.get('passed') else 'FAILED'}"
-            for p in places
+            f"{p['platform']} ({p.get('cpu')}, {p.get('runtime')}, {p.get('inference_precision')}): {'passed' if p.get('passed') else 'FAILED'}" for p in places
         )
         print(f"{bundle}: verified {'on ' + summary if places else 'on the export machine only (no --verify-on)'}", file=sys.stderr)
     return 0

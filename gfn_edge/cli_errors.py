@@ -6,6 +6,7 @@ wrong, whichever tool they ran, and a script should get a non-zero exit status. 
 of the SDK's own (a bug, or an error nobody translated yet) is reported as such, with exit
 status 3, so it is never mistaken for a handled error.
 """
+
 from __future__ import annotations
 
 import sys

@@ -5,6 +5,7 @@ read from the bundle's manifest, so a bundle exported with another input size or
 works without code changes. Decoding and NMS are :func:`gfn_edge.retinaface_decode.postprocess`,
 the same code export verification uses.
 """
+
 from __future__ import annotations
 
 import logging
@@ -95,9 +96,7 @@ class Detector:
         self.score_threshold = float(score_threshold if score_threshold is not None else (default if default is not None else DEFAULT_SCORE_THRESHOLD))
         self.nms_threshold = float(nms_threshold)
         if not 0.0 < self.score_threshold <= 1.0 or not 0.0 <= self.nms_threshold <= 1.0:  # score 0 keeps every anchor
-            raise InvalidArgumentError(
-                f"thresholds must be within 0..1 (score above 0), got score {self.score_threshold}, nms {self.nms_threshold}"
-            )
+            raise InvalidArgumentError(f"thresholds must be within 0..1 (score above 0), got score {self.score_threshold}, nms {self.nms_threshold}")
         self.input_size = self._input_size(input_size)
         self._lock = threading.Lock()  # one inference request per model: serialise threads
 
@@ -158,9 +157,7 @@ class Detector:
         x, box = self.tensor(bgr)
         with self._lock:
             out = self.model.run(x)
-        dets = postprocess(
-            out["loc"], out["conf"], out["landms"], self.anchors, (box.width, box.height), box.scale, self.score_threshold, self.nms_threshold
-        )
+        dets = postprocess(out["loc"], out["conf"], out["landms"], self.anchors, (box.width, box.height), box.scale, self.score_threshold, self.nms_threshold)
         if len(dets) and min_face_size > 0:
             dets = dets.select(np.flatnonzero(face_sizes(dets.boxes) >= min_face_size))
         if max_faces is not None and len(dets) > max_faces:
@@ -194,4 +191,4 @@ def face_sizes(boxes: np.ndarray) -> np.ndarray:
     return np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
 
 
-__all__ = ["Detector", "Detections", "face_sizes", "open_for_task"]
+__all__ = ["Detections", "Detector", "face_sizes", "open_for_task"]

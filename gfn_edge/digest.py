@@ -1,4 +1,5 @@
 """File digests: the sha256 that bundle manifests and the weight registry record for every file."""
+
 from __future__ import annotations
 
 import hashlib

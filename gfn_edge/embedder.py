@@ -4,6 +4,7 @@ Colour order, mean/std and crop size come from the bundle's manifest. Comparable
 share a :attr:`Embedder.signature` (model + source checkpoint hash), whatever backend or precision
 produced them, so a gallery can refuse vectors from another model.
 """
+
 from __future__ import annotations
 
 import logging

@@ -3,6 +3,7 @@
 Each subclasses ``GfnEdgeError`` (and, where it helps callers, the matching builtin) so an app
 can catch everything from the SDK with one ``except``.
 """
+
 from __future__ import annotations
 
 

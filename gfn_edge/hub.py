@@ -3,6 +3,7 @@
 Kept so existing code keeps importing; new code imports ``gfn_edge.export.hub`` (downloads) or
 ``gfn_edge.digest`` (``sha256_file``). The device side never imports this module.
 """
+
 from __future__ import annotations
 
 import warnings

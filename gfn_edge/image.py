@@ -7,6 +7,7 @@ Size limit: pictures over ``max_pixels`` (default :data:`MAX_PIXELS`, or the env
 ``GFN_EDGE_MAX_IMAGE_PIXELS``) are refused. A file is checked on the size its header declares,
 before decoding, so a small file declaring a huge picture (a decompression bomb) never allocates.
 """
+
 from __future__ import annotations
 
 import os

@@ -5,6 +5,7 @@ Why: OpenCV can only tell a picture's size by decoding it, and a 1 MB PNG can de
 2-4 GB board's process killed. Reading the few header bytes first lets :func:`read_image` refuse
 such a file before anything is allocated. Formats: PNG, JPEG, BMP, WebP, GIF, TIFF, PNM.
 """
+
 from __future__ import annotations
 
 import struct

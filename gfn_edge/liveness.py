@@ -7,6 +7,7 @@ these same functions, so an artifact is checked on exactly the pixels a board wi
 
 Only numpy and OpenCV are imported; the inference backend comes from :mod:`gfn_edge.runtimes`.
 """
+
 from __future__ import annotations
 
 import logging

@@ -5,14 +5,16 @@ manifest carries the registry entry's preprocessing (``spec``), tensor specs wit
 parameters, sha256 of every file, tool versions and the verification report, so a bundle is
 usable, and checkable, without the registry that produced it.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .bundle_format import (
     FORMAT,
@@ -62,7 +64,7 @@ class TensorSpec:
     quantization: dict[str, float] | None = None  # {"scale": s, "zero_point": z} when the tensor is integer
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TensorSpec":
+    def from_dict(cls, data: dict[str, Any]) -> TensorSpec:
         return cls(
             name=data["name"],
             tensor=data.get("tensor", data["name"]),
@@ -172,7 +174,7 @@ class Manifest:
         return target
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], path: Path | None = None, origin: str | None = None) -> "Manifest":
+    def from_dict(cls, data: dict[str, Any], path: Path | None = None, origin: str | None = None) -> Manifest:
         """Build from parsed JSON after checking it against the schema (:mod:`.manifest_schema`).
 
         ``origin`` says where the JSON came from in error messages (default: the bundle's manifest.json).

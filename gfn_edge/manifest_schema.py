@@ -7,6 +7,7 @@ end in one :class:`~gfn_edge.errors.ManifestError` naming the key, the value and
 Whether the model file really has the shapes the manifest claims is checked when a backend
 opens it (:meth:`gfn_edge.runtimes.base.InferenceModel.check_model_shapes`).
 """
+
 from __future__ import annotations
 
 import math
@@ -111,9 +112,7 @@ def validate_manifest(data: Any, where: str = "") -> None:
     if isinstance(version, bool) or not isinstance(version, int):
         check.fail("format_version", f"must be an integer, got {_kind(version)}")
     if version > FORMAT_VERSION:
-        raise ManifestError(
-            f"manifest{where} is format version {version}, newer than this gfn-edge reads ({FORMAT_VERSION}); upgrade gfn-edge"
-        )
+        raise ManifestError(f"manifest{where} is format version {version}, newer than this gfn-edge reads ({FORMAT_VERSION}); upgrade gfn-edge")
     check.integer(version, "format_version", 1, FORMAT_VERSION)
     check.text(data["model"], "model")
     task = check.text(data["task"], "task", TASKS)

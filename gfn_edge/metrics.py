@@ -4,6 +4,7 @@ Pure numpy and the one home of the threshold rules (best-accuracy threshold, the
 equal error rate), shared by export verification, gfn-eval, the door's threshold calibration
 (choosing the similarity threshold; not INT8 calibration) and the benchmark.
 """
+
 from __future__ import annotations
 
 import math

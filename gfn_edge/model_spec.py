@@ -4,6 +4,7 @@ The registry (:mod:`gfn_edge.registry`) holds one :class:`ModelSpec` per model v
 writes ``ModelSpec.to_dict()`` into every bundle's manifest under ``spec`` and the device reads it
 back with ``ModelSpec.from_dict``, so both sides share one typed contract instead of string keys.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
@@ -32,7 +33,7 @@ class Preprocess:
     crop_scale: float | None = None  # face-crop only: box enlarged by this factor before resizing
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Preprocess":
+    def from_dict(cls, data: dict[str, Any]) -> Preprocess:
         size = data.get("input_size")
         return cls(
             input_size=tuple(size) if size else None,
@@ -55,7 +56,7 @@ class Anchors:
     clip: bool = False
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Anchors":
+    def from_dict(cls, data: dict[str, Any]) -> Anchors:
         return cls(
             min_sizes=tuple(tuple(m) for m in data["min_sizes"]),
             steps=tuple(data["steps"]),
@@ -71,7 +72,7 @@ class OutputSpec:
     meaning: str
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "OutputSpec":
+    def from_dict(cls, data: dict[str, Any]) -> OutputSpec:
         return cls(name=data["name"], shape=str(data.get("shape", "")), meaning=str(data.get("meaning", "")))
 
 
@@ -87,7 +88,7 @@ class WeightSource:
     upstream: str = ""
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "WeightSource":
+    def from_dict(cls, data: dict[str, Any]) -> WeightSource:
         return cls(
             format=data["format"],
             mirror_path=data.get("mirror_path"),
@@ -128,7 +129,7 @@ class ModelSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelSpec":
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
         """The inverse of :meth:`to_dict`; keys added after a bundle was written take their defaults.
 
         Raises KeyError/TypeError/ValueError on malformed input; manifests are checked first by
@@ -154,5 +155,5 @@ class ModelSpec:
             int8_recipes={k: dict(v) for k, v in (data.get("int8_recipes") or {}).items()},
         )
 
-    def with_input_size(self, size: tuple[int, int] | None) -> "ModelSpec":
+    def with_input_size(self, size: tuple[int, int] | None) -> ModelSpec:
         return replace(self, preprocess=replace(self.preprocess, input_size=size))

@@ -8,6 +8,7 @@ same/different, in any letter case, surrounding spaces ignored; anything else is
 names the file, the line and the value. Image paths are kept as written (relative to the CSV's
 folder by convention); ``source`` is an optional free-text column.
 """
+
 from __future__ import annotations
 
 import csv
@@ -42,9 +43,7 @@ def parse_same(value: object, where: str = "") -> bool:
     if word in DIFFERENT_WORDS:
         return False
     prefix = f"{where}: " if where else ""
-    raise PairsFileError(
-        f"{prefix}'same' must be 1/0, true/false, yes/no or same/different, got {value!r}"
-    )
+    raise PairsFileError(f"{prefix}'same' must be 1/0, true/false, yes/no or same/different, got {value!r}")
 
 
 def read_pairs(path: str | os.PathLike[str]) -> list[PairRow]:
@@ -61,9 +60,7 @@ def read_pairs(path: str | os.PathLike[str]) -> list[PairRow]:
             columns = [c.strip() for c in reader.fieldnames or []]
             missing = [c for c in REQUIRED_COLUMNS if c not in columns]
             if missing:
-                raise PairsFileError(
-                    f"{path}: expected columns image_a,image_b,same[,source]; found {reader.fieldnames} (missing {', '.join(missing)})"
-                )
+                raise PairsFileError(f"{path}: expected columns image_a,image_b,same[,source]; found {reader.fieldnames} (missing {', '.join(missing)})")
             reader.fieldnames = columns
             rows = [_row(raw, f"{path}:{line}") for line, raw in enumerate(reader, start=2)]
     except OSError as exc:

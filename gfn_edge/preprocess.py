@@ -3,6 +3,7 @@
 Export verification, calibration and the device runtime all call these functions, so a model
 sees the same numbers whichever side of the project feeds it.
 """
+
 from __future__ import annotations
 
 import math
@@ -83,9 +84,7 @@ def pad_to_stride(image: np.ndarray, stride: int, fill: tuple[float, float, floa
     return canvas, Letterbox(1.0, pw, ph)
 
 
-def detector_canvas(
-    image_bgr: np.ndarray, pre: Preprocess, size: tuple[int, int] | None = None, stride: int | None = None
-) -> tuple[np.ndarray, Letterbox]:
+def detector_canvas(image_bgr: np.ndarray, pre: Preprocess, size: tuple[int, int] | None = None, stride: int | None = None) -> tuple[np.ndarray, Letterbox]:
     """The uint8 BGR picture a detector sees, before normalisation, and the mapping back.
 
     ``size`` (w, h): letterboxed to it (a fixed-size model, or a dynamic one run at a chosen
@@ -101,9 +100,7 @@ def detector_canvas(
     return image_bgr, Letterbox(1.0, w, h)
 
 
-def detector_tensor(
-    image_bgr: np.ndarray, pre: Preprocess, size: tuple[int, int] | None = None, stride: int | None = None
-) -> tuple[np.ndarray, Letterbox]:
+def detector_tensor(image_bgr: np.ndarray, pre: Preprocess, size: tuple[int, int] | None = None, stride: int | None = None) -> tuple[np.ndarray, Letterbox]:
     """The one detector tensor builder: 1xHxWx3 float32 NHWC (see :func:`detector_canvas`), plus the mapping back.
 
     The device :class:`~gfn_edge.detector.Detector`, gfn-eval, calibration and export verification

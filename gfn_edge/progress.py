@@ -3,6 +3,7 @@
 tqdm is used when installed; otherwise progress goes to the log every few seconds, so the core
 install stays numpy + OpenCV. ``GFN_EDGE_PROGRESS=0`` silences bars (logging is unaffected).
 """
+
 from __future__ import annotations
 
 import logging
@@ -49,7 +50,7 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -5,6 +5,7 @@ the five landmarks, so the checks cost microseconds and can run on every frame. 
 are proxies, not calibrated angles (five 2-D points cannot give true head pose), but they grow
 monotonically with yaw and pitch, which is all a gate needs.
 """
+
 from __future__ import annotations
 
 import math
@@ -155,6 +156,6 @@ class QualityGates:
         return failed
 
     @classmethod
-    def off(cls) -> "QualityGates":
+    def off(cls) -> QualityGates:
         """Gates that pass every face."""
         return cls(None, None, None, None, None)

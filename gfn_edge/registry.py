@@ -5,6 +5,7 @@ order, mean/std, anchors, alignment template and output meaning from a :class:`M
 here, or from the copy of it that gfn-export writes into each bundle's ``manifest.json``. The
 spec types and their JSON form live in :mod:`gfn_edge.model_spec`.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -17,11 +18,11 @@ from .model_spec import ARCFACE_112_TEMPLATE, Anchors, ModelSpec, OutputSpec, Pr
 
 __all__ = [
     "ARCFACE_112_TEMPLATE",
+    "REGISTRY",
     "Anchors",
     "ModelSpec",
     "OutputSpec",
     "Preprocess",
-    "REGISTRY",
     "WeightSource",
     "get_spec",
     "list_models",
@@ -29,9 +30,7 @@ __all__ = [
 
 # ----------------------------------------------------------------------------- shared pieces
 
-_RETINAFACE_PRE = Preprocess(
-    input_size=(640, 480), color="BGR", mean=(104.0, 117.0, 123.0), std=(1.0, 1.0, 1.0), resize="letterbox"
-)
+_RETINAFACE_PRE = Preprocess(input_size=(640, 480), color="BGR", mean=(104.0, 117.0, 123.0), std=(1.0, 1.0, 1.0), resize="letterbox")
 _RETINAFACE_ANCHORS = Anchors(min_sizes=((16, 32), (64, 128), (256, 512)), steps=(8, 16, 32), variance=(0.1, 0.2), clip=False)
 _RETINAFACE_OUTPUTS = (
     OutputSpec("loc", "[N, A, 4]", "box offsets (dx, dy, dw, dh) against the priors, variance-encoded"),
@@ -102,9 +101,7 @@ def _minifasnet(name: str, description: str, variant: str, scale: float, filenam
         family="minifasnet",
         description=description,
         arch={"variant": variant, "input": [80, 80], "num_classes": 3},
-        preprocess=Preprocess(
-            input_size=(80, 80), color="BGR", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), resize="face-crop", crop_scale=scale
-        ),
+        preprocess=Preprocess(input_size=(80, 80), color="BGR", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), resize="face-crop", crop_scale=scale),
         outputs=(OutputSpec("logits", "[N, 3]", "class logits; softmax class 1 is a real (live) face, 0 and 2 are spoofs"),),
         weights=WeightSource(
             format="pytorch",

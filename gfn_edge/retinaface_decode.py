@@ -4,6 +4,7 @@ This is the one implementation of decode + NMS in the project: the runtime's Det
 verification and evaluation all call it, so a difference between two models can never be a
 difference between two decoders.
 """
+
 from __future__ import annotations
 
 import math
@@ -103,10 +104,10 @@ class Detections:
         return len(self.scores)
 
     @classmethod
-    def empty(cls) -> "Detections":
+    def empty(cls) -> Detections:
         return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32))
 
-    def select(self, index: np.ndarray) -> "Detections":
+    def select(self, index: np.ndarray) -> Detections:
         return Detections(self.boxes[index], self.scores[index], self.landmarks[index])
 
 
@@ -134,8 +135,7 @@ def postprocess(
     priors = prior_boxes(anchors, width, height)
     if len(priors) != len(loc):
         raise ValueError(
-            f"model produced {len(loc)} anchors but a {width}x{height} input has {len(priors)}: "
-            f"the input size or anchor config does not match the model"
+            f"model produced {len(loc)} anchors but a {width}x{height} input has {len(priors)}: the input size or anchor config does not match the model"
         )
     scores = conf[:, 1]
     candidates = np.flatnonzero(scores > score_threshold)

@@ -8,6 +8,7 @@ every core, and a benchmark pinning OpenCV would measure a configuration the doo
 
 OpenCV's pool is process-wide: the last analyzer built with ``threads`` decides it.
 """
+
 from __future__ import annotations
 
 import logging

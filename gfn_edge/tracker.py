@@ -7,6 +7,7 @@ buys nothing), predicts each track's centre with a constant velocity so a face k
 through a frame or two of missed detection or occlusion, and keeps the recognition results on
 the track, where ``needs_recognition`` decides when to run the recogniser again.
 """
+
 from __future__ import annotations
 
 import logging

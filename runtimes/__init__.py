@@ -3,6 +3,7 @@
 Backends (one module each): onnxruntime, TFLite/LiteRT, OpenVINO. Each is imported only when
 used, so ``import gfn_edge`` stays fast and needs none of them.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -20,7 +21,7 @@ from gfn_edge.manifest import FORMAT_BACKENDS, FORMAT_SUFFIXES, Manifest, read_m
 
 from .base import InferenceModel, physical_cores
 
-__all__ = ["open_model", "open_model_file", "available_backends", "InferenceModel", "physical_cores", "BACKENDS"]
+__all__ = ["BACKENDS", "InferenceModel", "available_backends", "open_model", "open_model_file", "physical_cores"]
 
 # backend name -> (module, class, extra that installs it)
 BACKENDS: dict[str, tuple[str, str, str]] = {
@@ -71,9 +72,7 @@ def _lone_file_manifest(path: Path, fmt: str) -> Manifest:
     module = _module(FORMAT_BACKENDS[fmt][0]) if fmt != "onnx" or _module("onnxruntime").available() else _module("openvino")
     data = module.read_embedded_manifest(path)
     if not data:
-        raise ManifestError(
-            f"{path} carries no gfn-edge metadata (it was not written by gfn-export); open its bundle folder instead"
-        )
+        raise ManifestError(f"{path} carries no gfn-edge metadata (it was not written by gfn-export); open its bundle folder instead")
     data = dict(data)
     data["files"] = {"model": path.name}
     data.setdefault("sha256", {})
@@ -108,8 +107,7 @@ def open_model(
     if task is not None and manifest.task != task:
         kinds = {"detect": "detector", "embed": "recogniser", "liveness": "liveness"}
         raise ManifestError(
-            f"{path} is a {kinds.get(manifest.task, manifest.task)} bundle ({manifest.model}), "
-            f"but a {kinds.get(task, task)} bundle is needed here"
+            f"{path} is a {kinds.get(manifest.task, manifest.task)} bundle ({manifest.model}), but a {kinds.get(task, task)} bundle is needed here"
         )
     chosen = _pick_backend(backend, fmt)
     module_name, cls_name, _ = BACKENDS[chosen]

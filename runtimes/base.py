@@ -5,13 +5,14 @@ class does the rest once for all of them: NHWC->NCHW where the artifact wants it
 quantisation of inputs and dequantisation of outputs from the manifest's scale/zero-point, and
 mapping the artifact's tensor names to the canonical ones (``loc``, ``conf``, ``embedding`` ...).
 """
+
 from __future__ import annotations
 
 import logging
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -135,9 +136,7 @@ class InferenceModel(ABC):
             raise InvalidArgumentError(f"expected an NHWC batch with 3 channels, got shape {x_nhwc.shape}")
         hw = self.input_hw
         if hw is not None and tuple(x_nhwc.shape[1:3]) != hw:
-            raise InvalidArgumentError(
-                f"{self.manifest.model} ({self.path.name}) takes {hw[1]}x{hw[0]} inputs, got {x_nhwc.shape[2]}x{x_nhwc.shape[1]}"
-            )
+            raise InvalidArgumentError(f"{self.manifest.model} ({self.path.name}) takes {hw[1]}x{hw[0]} inputs, got {x_nhwc.shape[2]}x{x_nhwc.shape[1]}")
         x = x_nhwc if self.layout == "NHWC" else x_nhwc.transpose(0, 3, 1, 2)
         if self.input.quantization and self.input.dtype in _INT_TYPES:
             return quantize(x, self.input.quantization, self.input.dtype)

@@ -1,4 +1,5 @@
 """ONNX Runtime backend (CPU execution provider)."""
+
 from __future__ import annotations
 
 import json

@@ -7,6 +7,7 @@ answers it was verified with, or f16 for an FP16 bundle (what it was exported an
 the CPU plugin computes f32 where the CPU lacks f16). Pass ``precision="bf16"`` / ``"f16"`` /
 ``"f32"`` to choose; :meth:`OpenVINOModel.describe` reports the precision that actually ran.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,7 +20,6 @@ from gfn_edge.errors import ArtifactError, MissingDependencyError
 from gfn_edge.manifest import RT_INFO_KEY, Manifest
 
 from .base import InferenceModel, check_model_file
-
 
 PRECISION_HINTS = ("f32", "f16", "bf16")
 _CORE = None
@@ -111,7 +111,7 @@ class OpenVINOModel(InferenceModel):
         try:
             value = self.compiled.get_property("INFERENCE_PRECISION_HINT")
             out["inference_precision"] = value.to_string() if hasattr(value, "to_string") else str(value)
-        except Exception:  # noqa: BLE001 - an older plugin without the property: report the hint
+        except Exception:
             out["inference_precision"] = self.precision
         return out
 

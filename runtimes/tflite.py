@@ -1,4 +1,5 @@
 """TFLite / LiteRT backend: ai-edge-litert, else tflite-runtime, else TensorFlow's tf.lite."""
+
 from __future__ import annotations
 
 import json

@@ -9,6 +9,7 @@ runtime upgrade): the reference model runs once per model on the verification pi
 same pictures with the export's tolerances, and each manifest's ``verification.platforms`` is
 rewritten (unless --no-write). Needs the training side (the reference) and scripts/arm64.sh.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,7 +19,6 @@ import sys
 from pathlib import Path
 
 from gfn_edge.export.verify_on import parse_platforms, verify_existing
-
 from gfn_edge.image import list_images
 from gfn_edge.manifest import find_bundles
 
@@ -39,8 +39,10 @@ def _cell(entry: dict) -> str:
 
 def table(rows: list[dict]) -> str:
     cpus = [p["platform"] for p in rows[0]["platforms"]] if rows else []
-    lines = ["| bundle | pictures | x86 (" + (rows[0]["host"].get("cpu", "host") if rows else "") + ") | " + " | ".join(cpus) + " |",
-             "|---|---|---|" + "---|" * len(cpus)]
+    lines = [
+        "| bundle | pictures | x86 (" + (rows[0]["host"].get("cpu", "host") if rows else "") + ") | " + " | ".join(cpus) + " |",
+        "|---|---|---|" + "---|" * len(cpus),
+    ]
     for r in rows:
         cells = [_cell(r["host"])] + [f"{_cell(p)} [{p.get('runtime')}, {p.get('inference_precision')}]" for p in r["platforms"]]
         lines.append(f"| {r['model']}-{r['target']} | {r['pictures']} | " + " | ".join(cells) + " |")
@@ -63,14 +65,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no bundles under {' '.join(args.paths)}", file=sys.stderr)
         return 2
     exclude = {f.name for f in list_images(Path(args.exclude_folder))} if args.exclude_folder else None
+
     def progress(row: dict) -> None:
         print(table([row]).splitlines()[-1], flush=True)
         if args.json:
             with open(args.json + "l", "a") as fh:
                 fh.write(json.dumps(row, default=str) + "\n")
 
-    rows = verify_existing(bundles, parse_platforms(args.cpus), args.verify_images, max_images=args.max_images,
-                           exclude=exclude, write=not args.no_write, on_row=progress)
+    rows = verify_existing(
+        bundles, parse_platforms(args.cpus), args.verify_images, max_images=args.max_images, exclude=exclude, write=not args.no_write, on_row=progress
+    )
     print(table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2, default=str) + "\n")

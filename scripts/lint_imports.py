@@ -10,6 +10,7 @@ with the contracts in pyproject.toml. Extra arguments are passed on (e.g. ``--ve
 
 Usage: python scripts/lint_imports.py [lint-imports options]; exit status is lint-imports'.
 """
+
 from __future__ import annotations
 
 import os

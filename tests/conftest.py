@@ -13,6 +13,7 @@ host fills it first by running the same tests with ``GFN_EDGE_TEST_ARTIFACTS`` p
 ``GFN_EDGE_TEST_CACHE`` shared with the device run, so reference outputs computed by the training
 side on the host are cached there for the device (see scripts/arm64_tests.sh).
 """
+
 from __future__ import annotations
 
 import os
@@ -115,9 +116,12 @@ class BundleFactory:
                         continue
                 todo.append(t)
             if todo and PREPARED_BUNDLES:
-                pytest.fail(f"bundle not prepared: {model} {todo}{' ' + str(kwargs) if kwargs else ''} is not in "
-                            f"GFN_EDGE_TEST_BUNDLES={self.root} (this side cannot export; run the host step first: "
-                            f"scripts/arm64_tests.sh prepares it)", pytrace=False)
+                pytest.fail(
+                    f"bundle not prepared: {model} {todo}{' ' + str(kwargs) if kwargs else ''} is not in "
+                    f"GFN_EDGE_TEST_BUNDLES={self.root} (this side cannot export; run the host step first: "
+                    f"scripts/arm64_tests.sh prepares it)",
+                    pytrace=False,
+                )
             if todo:
                 from gfn_edge.export.api import export_model
             float_todo = [t for t in todo if not t.endswith("-int8")]

@@ -1,4 +1,5 @@
 """Picture files crafted for the bad-input tests: headers that lie, and a real decompression bomb."""
+
 from __future__ import annotations
 
 import functools

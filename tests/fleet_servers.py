@@ -9,6 +9,7 @@ system service.
 When ``GFN_EDGE_TEST_PG_DSN`` names an existing server, the tests use it instead (tests that must
 stop the server skip then, since they cannot stop someone else's).
 """
+
 from __future__ import annotations
 
 import os
@@ -74,7 +75,6 @@ class PgCluster:
             conf.write(
                 f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\nunix_socket_directories = '{self.root}'\n"
                 "fsync = off\nfull_page_writes = off\nmax_connections = 200\n"  # fsync off: an OS crash only; commits stay durable
-
                 "shared_buffers = 256MB\nmaintenance_work_mem = 512MB\n"
             )
         self.start()
@@ -143,10 +143,7 @@ class Mosquitto:
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.conf = self.root / "mosquitto.conf"
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            f"log_dest stderr\nlog_type error\nlog_type warning\n"
-        )
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n")
         self.proc: Optional[subprocess.Popen] = None
         self.start()
 

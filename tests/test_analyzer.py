@@ -1,4 +1,5 @@
 """FaceAnalyzer end to end on real photos, quality gates, and identity decisions against the reference."""
+
 from __future__ import annotations
 
 import csv
@@ -252,8 +253,8 @@ def _reference_embeddings(folder, names: list[str], mirror) -> dict[str, np.ndar
     """The device pipeline run in the original frameworks: PyTorch RetinaFace on the same letterboxed
     input, the same decode and alignment, then the Keras GhostFaceNets model. Cached in the
     gfn-edge cache (a fresh folder per CI session), keyed by weights and pictures."""
-    from gfn_edge.export.reference import load_reference, resolve_spec
     from gfn_edge.export.hub import cache_dir, sha256_file
+    from gfn_edge.export.reference import load_reference, resolve_spec
     from gfn_edge.metrics import l2_normalize
     from gfn_edge.preprocess import detector_input, normalize
     from gfn_edge.retinaface_decode import postprocess

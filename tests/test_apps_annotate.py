@@ -2,6 +2,7 @@
 
 Runs the app as a user would (a subprocess) on the shared photos; ``-s`` shows its output.
 """
+
 from __future__ import annotations
 
 import json
@@ -85,9 +86,25 @@ def test_identities_from_a_gallery_and_liveness(models, tmp_path: Path):
             faces = analyzer.analyze(read_image(photo))
             g.enroll(name, max(faces, key=lambda f: f.area).embedding)
     proc = annotate(
-        "--detector", models["detector"], "--recognizer", models["recognizer"], "--gallery", gallery, "--threshold", 0.7,
-        "--liveness", *models["liveness"], "--max-faces", 1, "--out", tmp_path / "out", "--json",
-        pairs / "deepface_img17.jpg", pairs / "deepface_img22.jpg", live / "image_T1.jpg", live / "image_F1.jpg",
+        "--detector",
+        models["detector"],
+        "--recognizer",
+        models["recognizer"],
+        "--gallery",
+        gallery,
+        "--threshold",
+        0.7,
+        "--liveness",
+        *models["liveness"],
+        "--max-faces",
+        1,
+        "--out",
+        tmp_path / "out",
+        "--json",
+        pairs / "deepface_img17.jpg",
+        pairs / "deepface_img22.jpg",
+        live / "image_T1.jpg",
+        live / "image_F1.jpg",
     )
     assert proc.returncode == 0, proc.stderr
     got = {Path(r["input"]).name: r["faces"][0] for r in records(proc)}
@@ -112,8 +129,7 @@ def test_video_gets_an_annotated_copy_and_bad_inputs_do_not_stop_the_rest(models
     broken.write_bytes(os.urandom(5000))
     missing = tmp_path / "missing.jpg"
     out = tmp_path / "out"
-    proc = annotate("--detector", models["detector"], "--recognizer", models["recognizer"], "--out", out, "--json",
-                    broken, video, missing)
+    proc = annotate("--detector", models["detector"], "--recognizer", models["recognizer"], "--out", out, "--json", broken, video, missing)
     assert proc.returncode == 1  # some inputs failed...
     assert f"{broken}: cannot open video" in proc.stderr and f"{missing}: image file {missing} does not exist" in proc.stderr
     frames = [r for r in records(proc) if r["input"] == str(video)]  # ...the others were still written

@@ -7,6 +7,7 @@ written here from the shared photos, and check the decisions in its SQLite event
 Unit tests of the parts (config, decision rule, sources, event log, actions, calibration maths)
 need no model and run in a second.
 """
+
 from __future__ import annotations
 
 import ast
@@ -126,8 +127,10 @@ def print_rows(title: str, rows: list[dict]) -> None:
     for r in rows:
         score = "" if r["score"] is None else f"{r['score']:.3f}"
         live = "" if r["liveness"] is None else f"{r['liveness']:.3f}"
-        print(f"frame {r['frame']:4d}  track {r['track']}  {r['decision']:<8} {str(r['identity']):<8} score {score:<6} live {live:<6} {r['reason']}"
-              + (f"  snapshot {Path(r['snapshot']).name}" if r["snapshot"] else ""))
+        print(
+            f"frame {r['frame']:4d}  track {r['track']}  {r['decision']:<8} {r['identity']!s:<8} score {score:<6} live {live:<6} {r['reason']}"
+            + (f"  snapshot {Path(r['snapshot']).name}" if r["snapshot"] else "")
+        )
 
 
 def in_segment(rows: list[dict], frames: range) -> list[dict]:
@@ -193,12 +196,15 @@ def test_config_paths_are_relative_to_the_file_and_flags_override(tmp_path: Path
     import door_access
 
     (tmp_path / "etc").mkdir()
-    path = write_config(tmp_path / "etc" / "door.toml", {
-        "models": {"detector": "bundles/det", "recognizer": "/abs/rec"},
-        "source": {"uri": 2},
-        "recognition": {"threshold": 0.7, "consecutive": 4},
-        "gallery": {"path": "state/gallery.db"},
-    })
+    path = write_config(
+        tmp_path / "etc" / "door.toml",
+        {
+            "models": {"detector": "bundles/det", "recognizer": "/abs/rec"},
+            "source": {"uri": 2},
+            "recognition": {"threshold": 0.7, "consecutive": 4},
+            "gallery": {"path": "state/gallery.db"},
+        },
+    )
     cfg = door_config.load_config(path)
     assert cfg.models.detector == tmp_path / "etc" / "bundles" / "det"
     assert cfg.models.recognizer == Path("/abs/rec")
@@ -433,8 +439,13 @@ class FakeCapture:
 def _live_source(plan, max_reconnects, delays, latest_only=False, delay=0.0):
     plan = list(plan)
     return FrameSource(
-        "0", max_reconnects=max_reconnects, backoff=Backoff(0.5, 2.0), latest_only=latest_only, read_timeout=2.0,
-        capture_factory=lambda spec, kind: FakeCapture(plan.pop(0) if plan else None, delay), sleep=delays.append,
+        "0",
+        max_reconnects=max_reconnects,
+        backoff=Backoff(0.5, 2.0),
+        latest_only=latest_only,
+        read_timeout=2.0,
+        capture_factory=lambda spec, kind: FakeCapture(plan.pop(0) if plan else None, delay),
+        sleep=delays.append,
     )
 
 
@@ -581,8 +592,12 @@ def embedding(analyzer, image: np.ndarray) -> np.ndarray:
 # that uses none of these 12 photos (disjoint data). The test then checks, before running the
 # door, that every genuine probe clears it and every impostor stays below it by a margin, so a
 # recogniser that cannot separate these people fails with a clear message rather than by luck.
-ENROLLED = {"p16": ("deepface_img16.jpg", "deepface_img17.jpg"), "p18": ("deepface_img18.jpg", "deepface_img19.jpg"),
-            "p24": ("deepface_img24.jpg", "deepface_img25.jpg"), "p20": ("deepface_img20.jpg", "deepface_img21.jpg")}
+ENROLLED = {
+    "p16": ("deepface_img16.jpg", "deepface_img17.jpg"),
+    "p18": ("deepface_img18.jpg", "deepface_img19.jpg"),
+    "p24": ("deepface_img24.jpg", "deepface_img25.jpg"),
+    "p20": ("deepface_img20.jpg", "deepface_img21.jpg"),
+}
 STRANGERS = {"s22": "deepface_img22.jpg", "s8": "deepface_img8.jpg", "s13": "deepface_img13.jpg", "s3": "deepface_img3.jpg"}
 MARGIN = 0.04
 
@@ -612,9 +627,11 @@ def calibrated(models, tmp_path_factory) -> dict:
     result = json.loads(proc.stdout)
     result["gallery"] = str(tmp / "gallery.db")  # nobody enrolled, the calibration stored: a door's starting gallery
     assert result["far"] <= 0.01 and result["impostor_pairs"] >= 50 and result["genuine_pairs"] >= 50
-    print(f"\ncalibrated threshold {result['threshold']:.4f} (FAR {result['far']:.3f}, FRR {result['frr']:.3f}, "
-          f"EER {result['eer']:.3f} at {result['eer_threshold']:.4f}) on {result['impostor_pairs']} impostor / "
-          f"{result['genuine_pairs']} genuine pairs")
+    print(
+        f"\ncalibrated threshold {result['threshold']:.4f} (FAR {result['far']:.3f}, FRR {result['frr']:.3f}, "
+        f"EER {result['eer']:.3f} at {result['eer_threshold']:.4f}) on {result['impostor_pairs']} impostor / "
+        f"{result['genuine_pairs']} genuine pairs"
+    )
     return result
 
 
@@ -642,16 +659,19 @@ def test_end_to_end_video_grants_enrolled_people_only(models, analyzer, calibrat
     # --- enrol from one photo each, through the app -------------------------------------------
     env_log = tmp_path / "granted.jsonl"
     record = tmp_path / "annotated.mp4"
-    code = (f"import json, os; open({str(env_log)!r}, 'a').write("
-            "json.dumps({k: v for k, v in os.environ.items() if k.startswith('GFN_DOOR_')}) + '\\n')")
-    cfg = write_config(tmp_path / "door.toml", base_config(
-        models, tmp_path,
-        recognition={"threshold": threshold, "consecutive": 3},
-        liveness={"enabled": False},  # photos of photos: liveness has its own test below
-        decision={"cooldown": 60.0},
-        snapshots={"dir": tmp_path / "snapshots"},
-        actions=[{"type": "log"}, {"type": "command", "argv": [sys.executable, "-c", code], "on": ["grant"], "timeout": 30.0}],
-    ))
+    code = f"import json, os; open({str(env_log)!r}, 'a').write(json.dumps({{k: v for k, v in os.environ.items() if k.startswith('GFN_DOOR_')}}) + '\\n')"
+    cfg = write_config(
+        tmp_path / "door.toml",
+        base_config(
+            models,
+            tmp_path,
+            recognition={"threshold": threshold, "consecutive": 3},
+            liveness={"enabled": False},  # photos of photos: liveness has its own test below
+            decision={"cooldown": 60.0},
+            snapshots={"dir": tmp_path / "snapshots"},
+            actions=[{"type": "log"}, {"type": "command", "argv": [sys.executable, "-c", code], "on": ["grant"], "timeout": 30.0}],
+        ),
+    )
     shutil.copy(calibrated["gallery"], tmp_path / "gallery.db")  # the calibration `calibrate --save` stored
     for name, (enrol, _) in ENROLLED.items():
         proc = door("enroll", "--config", cfg, "--name", name, folder / enrol)
@@ -718,11 +738,15 @@ def test_liveness_photos_never_grant(models, calibrated, tmp_path: Path):
     from gfn_edge import read_image
 
     folder = shared_path("faces", "liveness")
-    cfg = write_config(tmp_path / "door.toml", base_config(
-        models, tmp_path,
-        recognition={"threshold": calibrated["threshold"]},
-        snapshots={"dir": tmp_path / "snapshots"},
-    ))
+    cfg = write_config(
+        tmp_path / "door.toml",
+        base_config(
+            models,
+            tmp_path,
+            recognition={"threshold": calibrated["threshold"]},
+            snapshots={"dir": tmp_path / "snapshots"},
+        ),
+    )
     shutil.copy(calibrated["gallery"], tmp_path / "gallery.db")  # the calibration `calibrate --save` stored
     for name, photo in (("alice", "image_T1.jpg"), ("poster", "image_F1.jpg"), ("tablet", "image_F2.jpg")):
         proc = door("enroll", "--config", cfg, "--name", name, folder / photo)
@@ -750,6 +774,7 @@ def test_liveness_photos_never_grant(models, calibrated, tmp_path: Path):
 def test_error_in_the_decision_path_denies_and_the_loop_goes_on(models, tmp_path: Path):
     """Fail closed, in process: a liveness model that throws turns a would-be grant into a deny."""
     from gfn_edge import FaceAnalyzer, Gallery, IoUTracker, read_image
+
     from door.pipeline import DoorLoop
     from door.sources import Frame
 
@@ -848,8 +873,13 @@ def test_killing_enrolment_loses_nothing_already_enrolled(models, tmp_path: Path
     for name, photo in (("p16", "deepface_img16.jpg"), ("p18", "deepface_img18.jpg")):
         assert door("enroll", "--config", cfg, "--name", name, folder / photo).returncode == 0
     photos = [str(folder / f"deepface_img{i}.jpg") for i in (24, 25, 20, 21)] * 10
-    proc = subprocess.Popen([sys.executable, str(DOOR), "enroll", "--config", str(cfg), "--name", "p24", *photos],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=app_env())
+    proc = subprocess.Popen(
+        [sys.executable, str(DOOR), "enroll", "--config", str(cfg), "--name", "p24", *photos],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=app_env(),
+    )
     watchdog = threading.Timer(120, proc.kill)
     watchdog.start()
     try:
@@ -941,8 +971,13 @@ def test_sigterm_stops_a_door_waiting_for_its_camera(models, tmp_path: Path):
     """systemctl stop while the camera is missing: the backoff wait ends at once and the exit is clean."""
     index = next(i for i in range(40, 100) if not Path(f"/dev/video{i}").exists())
     cfg = write_config(tmp_path / "door.toml", base_config(models, tmp_path, source={"reconnect_delay": 30.0}))
-    proc = subprocess.Popen([sys.executable, str(DOOR), "run", "--config", str(cfg), "--source", str(index), "--uncalibrated-threshold", "0.7"],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=app_env())
+    proc = subprocess.Popen(
+        [sys.executable, str(DOOR), "run", "--config", str(cfg), "--source", str(index), "--uncalibrated-threshold", "0.7"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=app_env(),
+    )
     watchdog = threading.Timer(120, proc.kill)
     watchdog.start()
     try:

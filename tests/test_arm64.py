@@ -4,6 +4,7 @@ the OpenVINO precision pin, and scripts/arm64.sh's refusal without its host tool
 The verifier is checked on this machine with a real bundle on real pictures; emulated aarch64 runs
 of the same code are the ARM block of .ci/run (scripts/arm64_tests.sh) and the last test here.
 """
+
 from __future__ import annotations
 
 import json
@@ -94,8 +95,16 @@ def test_info_shows_where_a_bundle_was_verified(bundles, tmp_path, capsys):
     manifest = read_manifest(bundle)
     manifest.verification["platforms"] = [
         {"platform": "host", "machine": "x86_64", "cpu": "x86", "runtime": "onnxruntime 1.0", "inference_precision": "fp32", "passed": True},
-        {"platform": "cortex-a72", "machine": "aarch64", "cpu": "Cortex-A72", "runtime": "onnxruntime 1.0",
-         "inference_precision": "fp32", "passed": False, "metrics": {"box_err_px": 19.9}, "failures": ["box_err_px = 19.9 > 0.5"]},
+        {
+            "platform": "cortex-a72",
+            "machine": "aarch64",
+            "cpu": "Cortex-A72",
+            "runtime": "onnxruntime 1.0",
+            "inference_precision": "fp32",
+            "passed": False,
+            "metrics": {"box_err_px": 19.9},
+            "failures": ["box_err_px = 19.9 > 0.5"],
+        },
     ]
     manifest.write(bundle)
     assert main(["info", str(bundle)]) == 0
@@ -135,8 +144,14 @@ def test_arm64_sh_names_the_debian_packages_it_needs(tmp_path):
     tools.mkdir()
     for tool in ("dirname",):
         (tools / tool).symlink_to(shutil.which(tool))
-    proc = subprocess.run(["/bin/bash", str(SCRIPT), "python", "-c", "1"], capture_output=True, text=True,
-                          env={"PATH": str(tools), "HOME": str(tmp_path)}, timeout=60, check=False)
+    proc = subprocess.run(
+        ["/bin/bash", str(SCRIPT), "python", "-c", "1"],
+        capture_output=True,
+        text=True,
+        env={"PATH": str(tools), "HOME": str(tmp_path)},
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 2
     assert "qemu-user-static" in proc.stderr and "mmdebstrap" in proc.stderr and "apt-get install" in proc.stderr
 
@@ -148,8 +163,10 @@ def test_arm64_sh_refuses_unknown_cpus_and_suites(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (shutil.which("qemu-aarch64-static") and shutil.which("mmdebstrap")),
-                    reason="qemu-user-static and mmdebstrap not installed (the ARM block of .ci/run installs them)")
+@pytest.mark.skipif(
+    not (shutil.which("qemu-aarch64-static") and shutil.which("mmdebstrap")),
+    reason="qemu-user-static and mmdebstrap not installed (the ARM block of .ci/run installs them)",
+)
 def test_the_same_case_verifies_on_emulated_cortex_a72(detector_case, tmp_path):
     """The device-side verifier in the emulated aarch64 Python: the FP32 bundle passes the FP32 tolerances."""
     from gfn_edge.export.verify_on import run_on_platform

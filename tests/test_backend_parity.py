@@ -4,6 +4,7 @@ Reference side is onnxruntime running the ONNX artifact; the others are OpenVINO
 ONNX file, the OpenVINO IR and the TFLite flatbuffer, all converted from the same checkpoint.
 Tolerances are the ones gfn-export verifies against (export/verify.py).
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -8,6 +8,7 @@ The table of outcomes (case, outcome, seconds) for a report:
 
     GFN_EDGE_CORPUS_TABLE=corpus.md pytest -q tests/test_bad_inputs.py
 """
+
 from __future__ import annotations
 
 import json
@@ -73,7 +74,7 @@ class Exit:
 @dataclass
 class Case:
     id: str
-    run: Callable[["Ctx"], Any]
+    run: Callable[[Ctx], Any]
     expect: Any  # an exception type, or Exit
     says: str
 
@@ -140,8 +141,13 @@ class Ctx:
         if tool == "door":
             argv = [sys.executable, str(APPS / "door_access.py")]
         else:
-            modules = {"gfn-edge": "gfn_edge.cli", "gfn-export": "gfn_edge.export.cli", "gfn-calib": "gfn_edge.calib.cli",
-                       "gfn-eval": "gfn_edge.export.evaluation.cli", "gfn-bench": "gfn_edge.benchmark.cli"}
+            modules = {
+                "gfn-edge": "gfn_edge.cli",
+                "gfn-export": "gfn_edge.export.cli",
+                "gfn-calib": "gfn_edge.calib.cli",
+                "gfn-eval": "gfn_edge.export.evaluation.cli",
+                "gfn-bench": "gfn_edge.benchmark.cli",
+            }
             argv = [sys.executable, "-c", f"import sys; from {modules[tool]} import main; sys.exit(main())"]
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
         env.pop("GFN_DOOR_CONFIG", None)
@@ -257,18 +263,27 @@ CASES: list[Case] = [
     Case("to_bgr: max_pixels 0", _to_bgr(U8, max_pixels=0), ImageError, "max_pixels must be a whole number >= 1"),
     Case("to_bgr: max_pixels text", _to_bgr(U8, max_pixels="lots"), ImageError, "max_pixels must be a whole number >= 1"),
     Case("to_bgr: max_pixels True", _to_bgr(U8, max_pixels=True), ImageError, "max_pixels must be a whole number >= 1"),
-    Case("to_bgr: bad $GFN_EDGE_MAX_IMAGE_PIXELS", lambda ctx: _env("GFN_EDGE_MAX_IMAGE_PIXELS", "many", lambda: _to_bgr(U8)(ctx)),
-         ImageError, "$GFN_EDGE_MAX_IMAGE_PIXELS must be a whole number"),
+    Case(
+        "to_bgr: bad $GFN_EDGE_MAX_IMAGE_PIXELS",
+        lambda ctx: _env("GFN_EDGE_MAX_IMAGE_PIXELS", "many", lambda: _to_bgr(U8)(ctx)),
+        ImageError,
+        "$GFN_EDGE_MAX_IMAGE_PIXELS must be a whole number",
+    ),
     # --- picture files ----------------------------------------------------------------------------
     Case("read_image: missing file", _read(lambda ctx: ctx.tmp / "nope.jpg"), ImageError, "does not exist"),
     Case("read_image: a folder", _read(lambda ctx: ctx.tmp), ImageError, "does not exist"),
-    Case("read_image: dangling symlink", _read(lambda ctx: (ctx.tmp / "link.jpg").symlink_to(ctx.tmp / "gone") or ctx.tmp / "link.jpg"),
-         ImageError, "does not exist"),
+    Case(
+        "read_image: dangling symlink",
+        _read(lambda ctx: (ctx.tmp / "link.jpg").symlink_to(ctx.tmp / "gone") or ctx.tmp / "link.jpg"),
+        ImageError,
+        "does not exist",
+    ),
     Case("read_image: path is None", _read(lambda ctx: None), ImageError, "expected a path to a picture"),
     Case("read_image: path is an int", _read(lambda ctx: 123), ImageError, "expected a path to a picture"),
     Case("read_image: empty file", _crafted("empty.jpg", b""), ImageError, "is empty"),
-    Case("read_image: random bytes", _crafted("noise.jpg", bytes(np.random.default_rng(1).integers(0, 256, 5000, dtype=np.uint8))),
-         ImageError, "cannot decode"),
+    Case(
+        "read_image: random bytes", _crafted("noise.jpg", bytes(np.random.default_rng(1).integers(0, 256, 5000, dtype=np.uint8))), ImageError, "cannot decode"
+    ),
     Case("read_image: text file", _crafted("notes.png", "hello, I am not a picture\n" * 20), ImageError, "cannot decode"),
     Case("read_image: JPEG cut after 20 bytes", lambda ctx: _crafted("cut.jpg", ctx.photo.read_bytes()[:20])(ctx), ImageError, "cannot decode"),
     Case("read_image: PNG signature only", _crafted("sig.png", b"\x89PNG\r\n\x1a\n"), ImageError, "cannot decode"),
@@ -291,8 +306,12 @@ CASES: list[Case] = [
     Case("read_image: PPM text 100000x2", _crafted("wide.ppm", b"P3\n# comment\n100000 2\n255\n0 0 0\n"), ResourceLimitError, "over 32768 px on a side"),
     Case("read_image: real photo over max_pixels=1000", lambda ctx: _read(lambda c: c.photo, max_pixels=1000)(ctx), ResourceLimitError, "over the limit"),
     Case("read_image: Sun raster 40000x40000 (OpenCV's limit)", _crafted("big.ras", sun_raster_header(40000, 40000)), ImageError, "cannot decode"),
-    Case("list_images: not a folder", lambda ctx: __import__("gfn_edge.image", fromlist=["list_images"]).list_images(ctx.tmp / "nope"),
-         ImageError, "is not a folder"),
+    Case(
+        "list_images: not a folder",
+        lambda ctx: __import__("gfn_edge.image", fromlist=["list_images"]).list_images(ctx.tmp / "nope"),
+        ImageError,
+        "is not a folder",
+    ),
     # --- numbers handed to the API --------------------------------------------------------------
     Case("check_threshold: NaN", _checks("check_threshold", float("nan")), NonFiniteError, "threshold must be a finite number, got nan"),
     Case("check_threshold: +inf", _checks("check_threshold", float("inf")), NonFiniteError, "must be a finite number, got inf"),
@@ -331,18 +350,34 @@ CASES: list[Case] = [
     Case("checkpoint: missing", lambda ctx: _checkpoint(ctx, ctx.tmp / "none.pth"), CheckpointError, "does not exist"),
     Case("checkpoint: empty", lambda ctx: _checkpoint(ctx, ctx.file("empty.pth", b"")), CheckpointError, "is empty"),
     Case("checkpoint: random bytes", lambda ctx: _checkpoint(ctx, ctx.file("noise.pth", bytes(range(256)) * 8)), CheckpointError, "cannot read"),
-    Case("checkpoint: pickled os.system", lambda ctx: _checkpoint(ctx, _torch_save(ctx, "evil.pth", lambda: {"w": _Trap()})),
-         CheckpointError, "contains pickled Python objects, which gfn-edge never loads (gfn-edge never unpickles"),
-    Case("checkpoint: legacy pickle with code", lambda ctx: _checkpoint(ctx, ctx.file("legacy.pth", __import__("pickle").dumps({"w": _Trap()}))),
-         CheckpointError, "never unpickles"),
-    Case("checkpoint: a list, not a state_dict", lambda ctx: _checkpoint(ctx, _torch_save(ctx, "list.pth", lambda: [1, 2])),
-         CheckpointError, "does not hold a state_dict"),
+    Case(
+        "checkpoint: pickled os.system",
+        lambda ctx: _checkpoint(ctx, _torch_save(ctx, "evil.pth", lambda: {"w": _Trap()})),
+        CheckpointError,
+        "contains pickled Python objects, which gfn-edge never loads (gfn-edge never unpickles",
+    ),
+    Case(
+        "checkpoint: legacy pickle with code",
+        lambda ctx: _checkpoint(ctx, ctx.file("legacy.pth", __import__("pickle").dumps({"w": _Trap()}))),
+        CheckpointError,
+        "never unpickles",
+    ),
+    Case(
+        "checkpoint: a list, not a state_dict",
+        lambda ctx: _checkpoint(ctx, _torch_save(ctx, "list.pth", lambda: [1, 2])),
+        CheckpointError,
+        "does not hold a state_dict",
+    ),
     Case("checkpoint: empty dict", lambda ctx: _checkpoint(ctx, _torch_save(ctx, "emptydict.pth", dict)), CheckpointError, "does not hold a state_dict"),
     Case("checkpoint: npz with objects", lambda ctx: _checkpoint(ctx, _npz_objects(ctx)), CheckpointError, "object arrays"),
     Case("checkpoint: npz garbage", lambda ctx: _checkpoint(ctx, ctx.file("bad.npz", b"PK\x03\x04garbage")), CheckpointError, "cannot read"),
     # --- galleries --------------------------------------------------------------------------------
-    Case("gallery: a text file", lambda ctx: __import__("gfn_edge").Gallery(ctx.file("notes.db", "not sqlite" * 100), signature="m", dim=4),
-         GalleryError, "notes.db"),
+    Case(
+        "gallery: a text file",
+        lambda ctx: __import__("gfn_edge").Gallery(ctx.file("notes.db", "not sqlite" * 100), signature="m", dim=4),
+        GalleryError,
+        "notes.db",
+    ),
     Case("gallery: missing, create=False", lambda ctx: __import__("gfn_edge").Gallery(ctx.tmp / "missing.db", create=False), GalleryError, "missing.db"),
     Case("gallery: NaN template", lambda ctx: _gallery(ctx, "nan.db").enroll("a", np.full(4, np.nan)), GalleryError, "NaN"),
     Case("gallery: wrong template size", lambda ctx: _gallery(ctx, "dim.db").enroll("a", np.ones(7)), GalleryError, "7"),
@@ -441,8 +476,12 @@ CASES += [
     _cfg("threshold = 0.7\n", "unknown section [threshold]"),
     Case("door.toml: missing file", lambda ctx: door_config.load_config(ctx.tmp / "absent.toml"), door_config.ConfigError, "cannot read config"),
     Case("door.toml: a folder", lambda ctx: door_config.load_config(ctx.tmp), door_config.ConfigError, "cannot read config"),
-    Case("door.toml: not UTF-8", lambda ctx: door_config.load_config(ctx.file("latin.toml", b"[source]\nuri = \"caf\xe9\"\n")),
-         door_config.ConfigError, "latin.toml"),
+    Case(
+        "door.toml: not UTF-8",
+        lambda ctx: door_config.load_config(ctx.file("latin.toml", b"[source]\nuri = \"caf\xe9\"\n")),
+        door_config.ConfigError,
+        "latin.toml",
+    ),
 ]
 
 # --- the models, through the public API (real bundles) -------------------------------------------
@@ -475,27 +514,45 @@ CASES += [
     Case("Detector: input_size 1.5 wide", _detector(input_size=(1.5, 480)), InvalidArgumentError, "input_size must be (width, height) in whole pixels"),
     Case("Detector: threads 0", _detector(threads=0), InvalidArgumentError, "threads must be at least 1"),
     Case("Detector: threads '2'", _detector(threads="2"), InvalidTypeError, "whole number of threads"),
-    Case("Detector: a recogniser bundle", lambda ctx: __import__("gfn_edge").Detector(ctx.rec), ManifestError, "were the detector and recogniser bundles swapped"),
+    Case(
+        "Detector: a recogniser bundle", lambda ctx: __import__("gfn_edge").Detector(ctx.rec), ManifestError, "were the detector and recogniser bundles swapped"
+    ),
     Case("Detector: missing folder", lambda ctx: __import__("gfn_edge").Detector(ctx.tmp / "no-bundle"), ArtifactError, "does not exist"),
     Case("Detector: an int", lambda ctx: __import__("gfn_edge").Detector(123), InvalidTypeError, "expected a bundle folder path"),
-    Case("Detector: empty folder", lambda ctx: __import__("gfn_edge").Detector(ctx.tmp / "empty-dir" if (ctx.tmp / "empty-dir").mkdir() is None else None),
-         ManifestError, "empty-dir"),
+    Case(
+        "Detector: empty folder",
+        lambda ctx: __import__("gfn_edge").Detector(ctx.tmp / "empty-dir" if (ctx.tmp / "empty-dir").mkdir() is None else None),
+        ManifestError,
+        "empty-dir",
+    ),
     Case("Detector: manifest not JSON", _model_dir("broken-json", lambda m: "{ not json"), ManifestError, "broken-json"),
     Case("Detector: manifest a JSON list", _model_dir("json-list", lambda m: "[1, 2]"), ManifestError, "is not a JSON object"),
-    Case("Detector: manifest of another format", _model_dir("other-format", lambda m: m.update(format="something-else")), ManifestError,
-         "has format 'something-else'"),
+    Case(
+        "Detector: manifest of another format",
+        _model_dir("other-format", lambda m: m.update(format="something-else")),
+        ManifestError,
+        "has format 'something-else'",
+    ),
     Case("Detector: manifest from the future", _model_dir("future", lambda m: m.update(format_version=999)), ManifestError, "newer than this gfn-edge reads"),
     Case("Detector: manifest without files", _model_dir("no-files", lambda m: m.pop("files")), ManifestError, "lacks files"),
-    Case("Detector: model file hash changed", _model_dir("bad-hash", lambda m: m["sha256"].update({k: "0" * 64 for k in m["sha256"]})),
-         GfnEdgeError, "bad-hash"),
+    Case(
+        "Detector: model file hash changed",
+        _model_dir("bad-hash", lambda m: m["sha256"].update(dict.fromkeys(m["sha256"], "0" * 64))),
+        GfnEdgeError,
+        "bad-hash",
+    ),
     Case("detect: None", lambda ctx: ctx.detector.detect(None), ImageError, "image is None"),
     Case("detect: float picture", lambda ctx: ctx.detector.detect(np.zeros((64, 64, 3), np.float32)), ImageError, "unsupported pixel type float32"),
     Case("detect: max_faces -1", lambda ctx: ctx.detector.detect(U8, max_faces=-1), InvalidArgumentError, "max_faces must be a whole number >= 0"),
     Case("detect: max_faces 2.5", lambda ctx: ctx.detector.detect(U8, max_faces=2.5), InvalidArgumentError, "max_faces must be a whole number"),
     Case("detect: min_face_size NaN", lambda ctx: ctx.detector.detect(U8, min_face_size=float("nan")), NonFiniteError, "min_face_size must be a finite"),
     Case("detect: min_face_size -5", lambda ctx: ctx.detector.detect(U8, min_face_size=-5), InvalidArgumentError, "min_face_size must be >= 0"),
-    Case("model.run: 1-channel batch", lambda ctx: ctx.detector.model.run(np.zeros((1, 32, 32, 1), np.float32)), InvalidArgumentError,
-         "expected an NHWC batch with 3 channels"),
+    Case(
+        "model.run: 1-channel batch",
+        lambda ctx: ctx.detector.model.run(np.zeros((1, 32, 32, 1), np.float32)),
+        InvalidArgumentError,
+        "expected an NHWC batch with 3 channels",
+    ),
     Case("Embedder: flip 'yes'", lambda ctx: __import__("gfn_edge").Embedder(ctx.rec, flip="yes"), InvalidTypeError, "flip must be True or False"),
     Case("Embedder: a detector bundle", lambda ctx: __import__("gfn_edge").Embedder(ctx.det), ManifestError, "swapped"),
     Case("Embedder: backend 'gpu'", lambda ctx: __import__("gfn_edge").Embedder(ctx.rec, backend="gpu"), BackendError, "unknown backend 'gpu'"),
@@ -510,11 +567,17 @@ CASES += [
     Case("FaceAnalyzer: liveness without score()", _analyzer(liveness=object()), InvalidTypeError, "liveness must have a score(image, box)"),
     Case("FaceAnalyzer: gates as text", _analyzer(gates="strict"), InvalidTypeError, "gates must be a QualityGates"),
     Case("Face.similarity without embeddings", lambda ctx: _no_embedding_similarity(ctx), InvalidArgumentError, "both faces need embeddings"),
-    Case("open_model: unknown file type", lambda ctx: __import__("gfn_edge").open_model(ctx.file("model.bin", b"\x00" * 100)), ArtifactError,
-         "unknown model format '.bin'"),
+    Case(
+        "open_model: unknown file type",
+        lambda ctx: __import__("gfn_edge").open_model(ctx.file("model.bin", b"\x00" * 100)),
+        ArtifactError,
+        "unknown model format '.bin'",
+    ),
     Case("open_model: nothing there", lambda ctx: __import__("gfn_edge").open_model(ctx.tmp / "nothing"), ArtifactError, "does not exist"),
     Case("open_model: wrong task", lambda ctx: __import__("gfn_edge").open_model(ctx.det, task="embed"), ManifestError, "recogniser bundle is needed"),
-    Case("open_model: ONNX without metadata", lambda ctx: __import__("gfn_edge").open_model(ctx.file("lone.onnx", b"\x08\x07" * 100)), GfnEdgeError, "lone.onnx"),
+    Case(
+        "open_model: ONNX without metadata", lambda ctx: __import__("gfn_edge").open_model(ctx.file("lone.onnx", b"\x08\x07" * 100)), GfnEdgeError, "lone.onnx"
+    ),
 ]
 
 
@@ -529,72 +592,191 @@ def _no_embedding_similarity(ctx: Ctx):
 # --- command lines: one error line, an exit status, never a traceback ------------------------------
 
 CASES += [
-    Case("gfn-edge: detector folder missing", lambda ctx: ctx.cli("gfn-edge", "analyze", "--detector", ctx.tmp / "none", ctx.photo), Exit(1),
-         "gfn-edge: error:"),
-    Case("gfn-edge: backend 'cuda'", lambda ctx: ctx.cli("gfn-edge", "analyze", "--detector", ctx.det, "--backend", "cuda", ctx.photo), Exit(1),
-         "unknown backend 'cuda'"),
-    Case("gfn-edge: --threads 0", lambda ctx: ctx.cli("gfn-edge", "analyze", "--detector", ctx.det, "--threads", "0", ctx.photo), Exit(2),
-         "expected a positive integer"),
-    Case("gfn-edge: --score-threshold 0", lambda ctx: ctx.cli("gfn-edge", "analyze", "--detector", ctx.det, "--score-threshold", "0", ctx.photo),
-         Exit(1), "--score-threshold must be in (0, 1]"),
-    Case("gfn-edge: --min-face-size nan", lambda ctx: ctx.cli("gfn-edge", "analyze", "--detector", ctx.det, "--min-face-size", "nan", ctx.photo),
-         Exit(1), "--min-face-size must be a finite number"),
-    Case("gfn-edge: compare --threshold nan", lambda ctx: ctx.cli("gfn-edge", "compare", "--detector", ctx.det, "--recognizer", ctx.rec,
-                                                                  "--threshold", "nan", ctx.photo, ctx.photo), Exit(1), "--threshold must be a finite number"),
-    Case("gfn-edge: compare --threshold 1.5", lambda ctx: ctx.cli("gfn-edge", "compare", "--detector", ctx.det, "--recognizer", ctx.rec,
-                                                                  "--threshold", "1.5", ctx.photo, ctx.photo), Exit(1), "--threshold must be in [-1, 1]"),
+    Case(
+        "gfn-edge: detector folder missing", lambda ctx: ctx.cli("gfn-edge", "analyze", "--detector", ctx.tmp / "none", ctx.photo), Exit(1), "gfn-edge: error:"
+    ),
+    Case(
+        "gfn-edge: backend 'cuda'",
+        lambda ctx: ctx.cli("gfn-edge", "analyze", "--detector", ctx.det, "--backend", "cuda", ctx.photo),
+        Exit(1),
+        "unknown backend 'cuda'",
+    ),
+    Case(
+        "gfn-edge: --threads 0",
+        lambda ctx: ctx.cli("gfn-edge", "analyze", "--detector", ctx.det, "--threads", "0", ctx.photo),
+        Exit(2),
+        "expected a positive integer",
+    ),
+    Case(
+        "gfn-edge: --score-threshold 0",
+        lambda ctx: ctx.cli("gfn-edge", "analyze", "--detector", ctx.det, "--score-threshold", "0", ctx.photo),
+        Exit(1),
+        "--score-threshold must be in (0, 1]",
+    ),
+    Case(
+        "gfn-edge: --min-face-size nan",
+        lambda ctx: ctx.cli("gfn-edge", "analyze", "--detector", ctx.det, "--min-face-size", "nan", ctx.photo),
+        Exit(1),
+        "--min-face-size must be a finite number",
+    ),
+    Case(
+        "gfn-edge: compare --threshold nan",
+        lambda ctx: ctx.cli("gfn-edge", "compare", "--detector", ctx.det, "--recognizer", ctx.rec, "--threshold", "nan", ctx.photo, ctx.photo),
+        Exit(1),
+        "--threshold must be a finite number",
+    ),
+    Case(
+        "gfn-edge: compare --threshold 1.5",
+        lambda ctx: ctx.cli("gfn-edge", "compare", "--detector", ctx.det, "--recognizer", ctx.rec, "--threshold", "1.5", ctx.photo, ctx.photo),
+        Exit(1),
+        "--threshold must be in [-1, 1]",
+    ),
     Case("gfn-edge: bundles swapped", lambda ctx: ctx.cli("gfn-edge", "analyze", "--detector", ctx.rec, ctx.photo), Exit(1), "swapped"),
-    Case("gfn-edge: analyze a PNG bomb", lambda ctx: ctx.cli("gfn-edge", "analyze", "--detector", ctx.det, ctx.file("cli-bomb.png", png_bomb())),
-         Exit(1), "over the limit of 50 megapixels"),
-    Case("gfn-edge: compare a picture without a face", lambda ctx: ctx.cli("gfn-edge", "compare", "--detector", ctx.det, "--recognizer", ctx.rec,
-                                                                           ctx.file("grey.png", cv2.imencode(".png", np.full((64, 64), 128, np.uint8))[1].tobytes()),
-                                                                           ctx.photo), Exit(1), "no face found in"),
-    Case("gfn-export: unknown model", lambda ctx: ctx.cli("gfn-export", "--model", "no-such-model", "--target", "onnx", "--out", ctx.tmp / "x"),
-         Exit(2), "gfn-export: error:"),
-    Case("gfn-export: checkpoint with pickled code", lambda ctx: ctx.cli("gfn-export", "--model", _torch_save(ctx, "cli-evil.pth", lambda: {"w": _Trap()}),
-                                                                         "--target", "onnx", "--out", ctx.tmp / "x"), Exit(2), "never unpickles"),
+    Case(
+        "gfn-edge: analyze a PNG bomb",
+        lambda ctx: ctx.cli("gfn-edge", "analyze", "--detector", ctx.det, ctx.file("cli-bomb.png", png_bomb())),
+        Exit(1),
+        "over the limit of 50 megapixels",
+    ),
+    Case(
+        "gfn-edge: compare a picture without a face",
+        lambda ctx: ctx.cli(
+            "gfn-edge",
+            "compare",
+            "--detector",
+            ctx.det,
+            "--recognizer",
+            ctx.rec,
+            ctx.file("grey.png", cv2.imencode(".png", np.full((64, 64), 128, np.uint8))[1].tobytes()),
+            ctx.photo,
+        ),
+        Exit(1),
+        "no face found in",
+    ),
+    Case(
+        "gfn-export: unknown model",
+        lambda ctx: ctx.cli("gfn-export", "--model", "no-such-model", "--target", "onnx", "--out", ctx.tmp / "x"),
+        Exit(2),
+        "gfn-export: error:",
+    ),
+    Case(
+        "gfn-export: checkpoint with pickled code",
+        lambda ctx: ctx.cli("gfn-export", "--model", _torch_save(ctx, "cli-evil.pth", lambda: {"w": _Trap()}), "--target", "onnx", "--out", ctx.tmp / "x"),
+        Exit(2),
+        "never unpickles",
+    ),
     Case("gfn-calib: set missing", lambda ctx: ctx.cli("gfn-calib", "inspect", ctx.tmp / "none.npz"), Exit(2), "gfn-calib: error:"),
-    Case("gfn-eval: verify data missing", lambda ctx: ctx.cli("gfn-eval", "verify", ctx.tmp / "none.bin", "--bundle", ctx.rec, "--out", ctx.tmp / "ev"),
-         Exit(2), "gfn-eval: error:"),
-    Case("gfn-bench: bundles folder missing", lambda ctx: ctx.cli("gfn-bench", "--bundles", ctx.tmp / "none", "--no-peers", "--out", ctx.tmp / "b"),
-         Exit(1), "gfn-bench: error:"),
+    Case(
+        "gfn-eval: verify data missing",
+        lambda ctx: ctx.cli("gfn-eval", "verify", ctx.tmp / "none.bin", "--bundle", ctx.rec, "--out", ctx.tmp / "ev"),
+        Exit(2),
+        "gfn-eval: error:",
+    ),
+    Case(
+        "gfn-bench: bundles folder missing",
+        lambda ctx: ctx.cli("gfn-bench", "--bundles", ctx.tmp / "none", "--no-peers", "--out", ctx.tmp / "b"),
+        Exit(1),
+        "gfn-bench: error:",
+    ),
     Case("door: config file missing", lambda ctx: ctx.cli("door", "run", "--config", ctx.tmp / "none.toml"), Exit(1), "cannot read config"),
-    Case("door: threshold -0.5 in the config", lambda ctx: ctx.cli("door", "run", "--config", ctx.file("neg.toml", "[recognition]\nthreshold = -0.5\n")),
-         Exit(1), "threshold: -0.5 is out of range"),
-    Case("door: --liveness-threshold 0", lambda ctx: ctx.cli("door", "run", "--config", ctx.file("e.toml", ""), "--liveness-threshold", "0"),
-         Exit(1), "turns the liveness check off silently"),
-    Case("door: --threshold nan", lambda ctx: ctx.cli("door", "run", "--config", ctx.file("e.toml", ""), "--threshold", "nan"), Exit(1),
-         "--threshold: expected a finite number, got nan"),
-    Case("door: no threshold calibrated", lambda ctx: ctx.cli("door", "run", "--config", ctx.file("m.toml", _models_toml(ctx, "uncal")),
-                                                              "--source", ctx.photo.parent, "--no-liveness"), Exit(1),
-         "no match threshold calibrated on recogniser"),
-    Case("door: --uncalibrated-threshold -1", lambda ctx: ctx.cli("door", "run", "--config", ctx.file("e.toml", ""), "--uncalibrated-threshold", "-1"),
-         Exit(1), "--uncalibrated-threshold: -1.0 is out of range"),
-    Case("door: events --since garbage", lambda ctx: ctx.cli("door", "events", "--config", ctx.file("e.toml", ""), "--db", ctx.tmp / "ev.db",
-                                                             "--since", "last tuesday"), Exit(1), "door_access.py: error:"),
-    Case("door: list, gallery missing", lambda ctx: ctx.cli("door", "list", "--config", ctx.file("e.toml", ""), "--gallery", ctx.tmp / "none.db"),
-         Exit(1), "does not exist"),
-    Case("door: enroll without photos or camera", lambda ctx: ctx.cli("door", "enroll", "--config", ctx.file("e.toml", ""), "--name", "x"),
-         Exit(1), "give photos to enrol from, or --camera SOURCE"),
-    Case("door: enroll --timeout inf", lambda ctx: ctx.cli("door", "enroll", "--config", ctx.file("e.toml", ""), "--name", "x", "--camera", "0",
-                                                           "--timeout", "inf"), Exit(2), "expected a finite number of seconds >= 0"),
-    Case("door: enroll --interval -1", lambda ctx: ctx.cli("door", "enroll", "--config", ctx.file("e.toml", ""), "--name", "x", "--camera", "0",
-                                                           "--interval", "-1"), Exit(2), "expected a finite number of seconds >= 0"),
-    Case("door: calibrate --target-far 2", lambda ctx: ctx.cli("door", "calibrate", "--config", ctx.file("e.toml", ""), "--pairs", ctx.tmp / "p.csv",
-                                                               "--target-far", "2"), Exit(1), "--target-far must be a rate between 0 and 1"),
-    Case("door: calibrate, pairs file missing", lambda ctx: ctx.cli("door", "calibrate", "--config", ctx.file("e.toml", ""), "--pairs", ctx.tmp / "p.csv"),
-         Exit(1), "p.csv does not exist"),
-    Case("door: run on a missing video", lambda ctx: ctx.cli("door", "run", "--config", ctx.file("m2.toml", _models_toml(ctx, "vid")),
-                                                             "--source", ctx.tmp / "none.avi", "--no-liveness", "--uncalibrated-threshold", "0.9"),
-         Exit(1), "none.avi"),
+    Case(
+        "door: threshold -0.5 in the config",
+        lambda ctx: ctx.cli("door", "run", "--config", ctx.file("neg.toml", "[recognition]\nthreshold = -0.5\n")),
+        Exit(1),
+        "threshold: -0.5 is out of range",
+    ),
+    Case(
+        "door: --liveness-threshold 0",
+        lambda ctx: ctx.cli("door", "run", "--config", ctx.file("e.toml", ""), "--liveness-threshold", "0"),
+        Exit(1),
+        "turns the liveness check off silently",
+    ),
+    Case(
+        "door: --threshold nan",
+        lambda ctx: ctx.cli("door", "run", "--config", ctx.file("e.toml", ""), "--threshold", "nan"),
+        Exit(1),
+        "--threshold: expected a finite number, got nan",
+    ),
+    Case(
+        "door: no threshold calibrated",
+        lambda ctx: ctx.cli("door", "run", "--config", ctx.file("m.toml", _models_toml(ctx, "uncal")), "--source", ctx.photo.parent, "--no-liveness"),
+        Exit(1),
+        "no match threshold calibrated on recogniser",
+    ),
+    Case(
+        "door: --uncalibrated-threshold -1",
+        lambda ctx: ctx.cli("door", "run", "--config", ctx.file("e.toml", ""), "--uncalibrated-threshold", "-1"),
+        Exit(1),
+        "--uncalibrated-threshold: -1.0 is out of range",
+    ),
+    Case(
+        "door: events --since garbage",
+        lambda ctx: ctx.cli("door", "events", "--config", ctx.file("e.toml", ""), "--db", ctx.tmp / "ev.db", "--since", "last tuesday"),
+        Exit(1),
+        "door_access.py: error:",
+    ),
+    Case(
+        "door: list, gallery missing",
+        lambda ctx: ctx.cli("door", "list", "--config", ctx.file("e.toml", ""), "--gallery", ctx.tmp / "none.db"),
+        Exit(1),
+        "does not exist",
+    ),
+    Case(
+        "door: enroll without photos or camera",
+        lambda ctx: ctx.cli("door", "enroll", "--config", ctx.file("e.toml", ""), "--name", "x"),
+        Exit(1),
+        "give photos to enrol from, or --camera SOURCE",
+    ),
+    Case(
+        "door: enroll --timeout inf",
+        lambda ctx: ctx.cli("door", "enroll", "--config", ctx.file("e.toml", ""), "--name", "x", "--camera", "0", "--timeout", "inf"),
+        Exit(2),
+        "expected a finite number of seconds >= 0",
+    ),
+    Case(
+        "door: enroll --interval -1",
+        lambda ctx: ctx.cli("door", "enroll", "--config", ctx.file("e.toml", ""), "--name", "x", "--camera", "0", "--interval", "-1"),
+        Exit(2),
+        "expected a finite number of seconds >= 0",
+    ),
+    Case(
+        "door: calibrate --target-far 2",
+        lambda ctx: ctx.cli("door", "calibrate", "--config", ctx.file("e.toml", ""), "--pairs", ctx.tmp / "p.csv", "--target-far", "2"),
+        Exit(1),
+        "--target-far must be a rate between 0 and 1",
+    ),
+    Case(
+        "door: calibrate, pairs file missing",
+        lambda ctx: ctx.cli("door", "calibrate", "--config", ctx.file("e.toml", ""), "--pairs", ctx.tmp / "p.csv"),
+        Exit(1),
+        "p.csv does not exist",
+    ),
+    Case(
+        "door: run on a missing video",
+        lambda ctx: ctx.cli(
+            "door",
+            "run",
+            "--config",
+            ctx.file("m2.toml", _models_toml(ctx, "vid")),
+            "--source",
+            ctx.tmp / "none.avi",
+            "--no-liveness",
+            "--uncalibrated-threshold",
+            "0.9",
+        ),
+        Exit(1),
+        "none.avi",
+    ),
 ]
 
 
 def _models_toml(ctx: Ctx, name: str) -> str:
     folder = ctx.tmp / name
     folder.mkdir(exist_ok=True)
-    return (f'[models]\ndetector = "{ctx.det}"\nrecognizer = "{ctx.rec}"\nthreads = 1\n'
-            f'[gallery]\npath = "{folder / "gallery.db"}"\n[events]\ndb = "{folder / "events.db"}"\n')
+    return (
+        f'[models]\ndetector = "{ctx.det}"\nrecognizer = "{ctx.rec}"\nthreads = 1\n'
+        f'[gallery]\npath = "{folder / "gallery.db"}"\n[events]\ndb = "{folder / "events.db"}"\n'
+    )
 
 
 # ----------------------------------------------------------------------------- the test

@@ -4,6 +4,7 @@ No timed assertions: latencies are only checked to be positive and ordered (p90 
 what is checked exactly is what does not depend on the machine (MACs of a known graph, anchor
 counts, thread settings read back from each runtime).
 """
+
 from __future__ import annotations
 
 import json
@@ -145,14 +146,14 @@ def test_bundles_without_recorded_flops_report_them_unknown(bundles, tmp_path):
 
 
 def test_peers_are_prepared_on_the_training_side_and_read_by_the_engine(peer_dir, tmp_path):
-    (spec, path), = peers.find_peers(peer_dir, ["ultraface-slim-320"])
+    ((spec, path),) = peers.find_peers(peer_dir, ["ultraface-slim-320"])
     assert peers.peer_record(path, tmp_path) is None
     assert peers.peer_run_file(path, tmp_path) == (path, "graph not prepared: measured as shipped")
     assert peers.prepare_peers([path], tmp_path) == []  # a child process with the training side does it
     record = peers.peer_record(path, tmp_path)
     assert record["run"] != path and record["run"].name.endswith(".clean.onnx") and "initializers" in record["note"]
     assert record["complexity"]["macs"] == flops.onnx_complexity(path).macs > 50e6
-    (cand, *_), = [peer_candidates([(spec, path)], ["onnxruntime"], tmp_path)]
+    ((cand, *_),) = [peer_candidates([(spec, path)], ["onnxruntime"], tmp_path)]
     assert cand.complexity["macs"] == record["complexity"]["macs"] and record["note"] in cand.notes
     model = cand.open(1, tmp_path)
     assert model.path == record["run"] and runtime_threads(model) == 1
@@ -187,7 +188,7 @@ def t1() -> np.ndarray:
 
 @pytest.mark.parametrize("name,minimum", [("ultraface-rfb-320", 5), ("ultraface-slim-320", 5), ("ultraface-rfb-640", 5), ("blazeface-full-192", 4)])
 def test_peer_detectors_find_most_faces_on_the_group_photo(peer_dir, t1, tmp_path, name, minimum):
-    (spec, path), = peers.find_peers(peer_dir, [name])
+    ((spec, path),) = peers.find_peers(peer_dir, [name])
     backend = "tflite" if spec.format == "tflite" else "onnxruntime"
     det = peers.open_peer(spec, path, backend, 2, tmp_path)
     dets = det.detect(t1)
@@ -204,7 +205,7 @@ def test_short_range_blazeface_finds_the_face_in_portraits(peer_dir):
     """The 128x128 model is for faces near the camera: one face per portrait, not six small ones."""
     from gfn_edge.image import list_images, read_image
 
-    (spec, path), = peers.find_peers(peer_dir, ["blazeface-short-128"])
+    ((spec, path),) = peers.find_peers(peer_dir, ["blazeface-short-128"])
     det = peers.open_peer(spec, path, "tflite", 2)
     files = list_images(shared_path("faces", "portraits"))[:8]
     ones = sum(len(det.detect(read_image(f))) == 1 for f in files)
@@ -215,7 +216,7 @@ def test_mobileface_separates_same_from_different_people(peer_dir, bundles):
     from gfn_edge.benchmark.sanity import largest_face_landmarks, recogniser_sanity
     from gfn_edge.detector import Detector
 
-    (spec, path), = peers.find_peers(peer_dir, ["mobileface-256"])
+    ((spec, path),) = peers.find_peers(peer_dir, ["mobileface-256"])
     emb = peers.open_peer(spec, path, "onnxruntime", 2)
     out = recogniser_sanity(emb.embed, largest_face_landmarks(Detector(bundles.get(DET, "onnx"))), shared_path("faces", "pairs"))
     assert out["pairs_same"] > 50 and out["pairs_different"] > 200
@@ -308,8 +309,15 @@ def test_frame_stages_are_measured(bundles, tmp_path):
     assert len(gallery) == 300
     again = synthetic_gallery(tmp_path, 300, 512)  # reused from disk
     assert len(again) == 300 and again.path == gallery.path
-    res = measure_frame(Detector(bundles.get(DET, "onnx"), threads=1), Embedder(bundles.get(REC, "onnx"), threads=1), frame,
-                        runs=3, warmup=1, threads=1, galleries={"300": gallery})
+    res = measure_frame(
+        Detector(bundles.get(DET, "onnx"), threads=1),
+        Embedder(bundles.get(REC, "onnx"), threads=1),
+        frame,
+        runs=3,
+        warmup=1,
+        threads=1,
+        galleries={"300": gallery},
+    )
     st = res["stages"]
     assert res["faces"] == 1
     for name in ("detect", "detect_preprocess", "detect_inference", "detect_decode", "align", "embed", "search_300", "frame"):
@@ -359,12 +367,43 @@ def test_gfn_bench_writes_json_markdown_and_png(bundles, tmp_path):
 
     det, rec = bundles.get(DET, "onnx"), bundles.get(REC, "onnx")
     out = tmp_path / "out"
-    args = build_parser().parse_args([
-        "--bundles", str(det), "--bundles", str(rec), "--shared", str(shared_path()), "--peer", "blazeface-short-128",
-        "--peer", "mobileface-256", "--peer-backends", "onnxruntime,tflite", "--threads", "1,2", "--runs", "3", "--warmup", "1",
-        "--batch-sizes", "1,4", "--pipeline-runs", "3", "--sanity-pairs", "120", "--gallery-sizes", "500", "--no-memory", "--import-repeats", "1",
-        "--work", str(tmp_path / "work"), "--out", str(out),
-    ])
+    args = build_parser().parse_args(
+        [
+            "--bundles",
+            str(det),
+            "--bundles",
+            str(rec),
+            "--shared",
+            str(shared_path()),
+            "--peer",
+            "blazeface-short-128",
+            "--peer",
+            "mobileface-256",
+            "--peer-backends",
+            "onnxruntime,tflite",
+            "--threads",
+            "1,2",
+            "--runs",
+            "3",
+            "--warmup",
+            "1",
+            "--batch-sizes",
+            "1,4",
+            "--pipeline-runs",
+            "3",
+            "--sanity-pairs",
+            "120",
+            "--gallery-sizes",
+            "500",
+            "--no-memory",
+            "--import-repeats",
+            "1",
+            "--work",
+            str(tmp_path / "work"),
+            "--out",
+            str(out),
+        ]
+    )
     result = run_benchmark(args, skipped=[{"bundle": "x-onnx-int8", "reason": "not exported: test"}])
     data = json.loads((out / "bench.json").read_text())
     assert data["schema"] == "gfn-bench/1" and data["system"]["load_average"] is not None
@@ -438,9 +477,28 @@ def test_benchmark_package_imports_no_training_framework():
 
 def test_bench_device_app_prints_table_and_writes_json(bundles, tmp_path):
     out = tmp_path / "device.json"
-    cmd = [sys.executable, str(ROOT / "apps" / "bench_device.py"), "--detector", str(bundles.get(DET, "onnx")), "--recognizer", str(bundles.get(REC, "onnx")),
-           "--image", str(shared_path("faces", "pairs", "deepface_img20.jpg")), "--threads", "1", "--runs", "3", "--warmup", "1",
-           "--gallery-size", "500", "--work", str(tmp_path), "--json", str(out)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "apps" / "bench_device.py"),
+        "--detector",
+        str(bundles.get(DET, "onnx")),
+        "--recognizer",
+        str(bundles.get(REC, "onnx")),
+        "--image",
+        str(shared_path("faces", "pairs", "deepface_img20.jpg")),
+        "--threads",
+        "1",
+        "--runs",
+        "3",
+        "--warmup",
+        "1",
+        "--gallery-size",
+        "500",
+        "--work",
+        str(tmp_path),
+        "--json",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     for word in ("detect", "align", "embed", "search 500", "whole frame", "FPS"):
@@ -454,8 +512,23 @@ def test_bench_device_app_prints_table_and_writes_json(bundles, tmp_path):
 
 
 def test_bench_device_app_refuses_bad_arguments(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "apps" / "bench_device.py"), "--detector", str(tmp_path), "--recognizer", str(tmp_path),
-                           "--image", str(tmp_path / "none.jpg"), "--json", str(tmp_path / "x.json")], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "apps" / "bench_device.py"),
+            "--detector",
+            str(tmp_path),
+            "--recognizer",
+            str(tmp_path),
+            "--image",
+            str(tmp_path / "none.jpg"),
+            "--json",
+            str(tmp_path / "x.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1 and "bench_device:" in proc.stderr and not (tmp_path / "x.json").exists()
 
 

@@ -1,4 +1,5 @@
 """Detector on real pictures and every artifact kind: counts, coordinates, picture types, refusals."""
+
 from __future__ import annotations
 
 import threading
@@ -233,7 +234,6 @@ def test_threads_share_one_detector(detectors, t1, t1_reference):
     assert len(results) == 9
     for r in results:
         _assert_same_faces(t1_reference, r, box_px=0.5)
-
 
 
 class _DynamicView:

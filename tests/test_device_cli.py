@@ -1,4 +1,5 @@
 """The installed ``gfn-edge`` command on real photos: JSON on stdout, messages and exit codes on errors."""
+
 from __future__ import annotations
 
 import json

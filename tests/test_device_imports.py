@@ -2,6 +2,7 @@
 
 Checked in fresh interpreters, because this pytest process has long imported torch and TensorFlow.
 """
+
 from __future__ import annotations
 
 import json

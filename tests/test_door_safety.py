@@ -4,6 +4,7 @@ Config-level checks need no model and run in a second; the rest use the real exp
 and the shared photos, through the app as a user runs it (subprocess) where the behaviour is
 the app's.
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,9 +25,9 @@ APPS = ROOT / "apps"
 DOOR = APPS / "door_access.py"
 sys.path.insert(0, str(APPS))
 
-from door import config as door_config  # noqa: E402
-
 from gfn_edge import InvalidArgumentError, NonFiniteError, UnsafeSettingError  # noqa: E402
+
+from door import config as door_config  # noqa: E402
 
 DET = "retinaface-mnet025"
 REC = "ghostfacenet-dsitweed-w0.5-e16"
@@ -139,8 +140,12 @@ def test_pickled_code_is_refused_without_relaying_torchs_advice(tmp_path: Path):
     assert "weights_only=False" not in message and "weights_only` set to `False" not in message and "likely succeed" not in message
     assert info.value.__cause__ is None and info.value.__suppress_context__  # torch's text is not chained in either
     assert not marker.exists()
-    proc = subprocess.run([sys.executable, "-m", "gfn_edge.export.cli", "--model", str(path), "--target", "onnx", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gfn_edge.export.cli", "--model", str(path), "--target", "onnx", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0 and "weights_only" not in proc.stderr.replace("weights_only=True", "") and "Traceback" not in proc.stderr
 
 
@@ -195,8 +200,18 @@ def test_threads_1000_answers_as_fast_as_threads_2(bundles):
 
 def test_gfn_edge_threads_1000_is_clamped_with_a_warning(bundles):
     photo = shared_path("faces", "pairs", "deepface_img16.jpg")
-    cmd = [sys.executable, "-c", "import sys; from gfn_edge.cli import main; sys.exit(main())", "analyze", "--detector",
-           str(bundles.get(DET, "onnx")), "--threads", "1000", "--no-embedding", str(photo)]
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; from gfn_edge.cli import main; sys.exit(main())",
+        "analyze",
+        "--detector",
+        str(bundles.get(DET, "onnx")),
+        "--threads",
+        "1000",
+        "--no-embedding",
+        str(photo),
+    ]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

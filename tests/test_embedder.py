@@ -1,4 +1,5 @@
 """Embedder on real aligned faces: unit vectors, preprocessing from the manifest, flip, signature."""
+
 from __future__ import annotations
 
 import csv

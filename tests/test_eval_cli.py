@@ -1,4 +1,5 @@
 """gfn-eval end to end on real models and real photos, and its command-line contract."""
+
 from __future__ import annotations
 
 import json

@@ -6,6 +6,7 @@ with those points puts the square at the centre of the 112x112 crop, where a stu
 reads the colour and returns a chosen 2-d embedding. Anything wrong in alignment (ignored or
 mismatched landmarks), media pooling or face-score weighting changes the scores below.
 """
+
 from __future__ import annotations
 
 import json

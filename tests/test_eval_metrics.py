@@ -1,4 +1,5 @@
 """Verification protocol maths and pair-set readers, checked against hand-computed cases."""
+
 from __future__ import annotations
 
 import os

@@ -4,6 +4,7 @@ Every tool reads pairs through it (gfn-eval, the door's threshold calibration, e
 verification's face sets, the benchmark's recogniser sanity), so the rule is tested once here,
 with hypothesis over letter case, spacing and arbitrary other words.
 """
+
 from __future__ import annotations
 
 import csv
@@ -45,12 +46,16 @@ def _write(path: Path, rows: list[list[str]], header: tuple[str, ...] = ("image_
 
 
 def test_the_rule_is_exactly_four_word_pairs():
-    assert SAME_WORDS == {"1", "true", "yes", "same"}
-    assert DIFFERENT_WORDS == {"0", "false", "no", "different"}
+    assert {"1", "true", "yes", "same"} == SAME_WORDS
+    assert {"0", "false", "no", "different"} == DIFFERENT_WORDS
 
 
-@given(word=st.sampled_from(ACCEPTED), flips=st.lists(st.booleans(), max_size=9),
-       left=st.sampled_from(["", " ", "  ", "\t"]), right=st.sampled_from(["", " ", "\t "]))
+@given(
+    word=st.sampled_from(ACCEPTED),
+    flips=st.lists(st.booleans(), max_size=9),
+    left=st.sampled_from(["", " ", "  ", "\t"]),
+    right=st.sampled_from(["", " ", "\t "]),
+)
 def test_accepted_words_parse_in_any_case_and_spacing(word, flips, left, right):
     assert parse_same(left + _mixed_case(word, flips) + right) is (word in SAME_WORDS)
 
@@ -64,8 +69,18 @@ def test_anything_else_is_an_error_naming_where_and_what(text):
 
 
 @settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(rows=st.lists(st.tuples(st.from_regex(r"[a-z0-9_]{1,8}\.jpg", fullmatch=True), st.from_regex(r"[a-z0-9_]{1,8}\.png", fullmatch=True),
-                               st.sampled_from(ACCEPTED), st.sampled_from(["", "lfw", "my photos"])), min_size=1, max_size=20))
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.from_regex(r"[a-z0-9_]{1,8}\.jpg", fullmatch=True),
+            st.from_regex(r"[a-z0-9_]{1,8}\.png", fullmatch=True),
+            st.sampled_from(ACCEPTED),
+            st.sampled_from(["", "lfw", "my photos"]),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
 def test_rows_come_back_as_written(tmp_path, rows):
     path = _write(tmp_path / "pairs.csv", [[a, b, s.upper(), src] for a, b, s, src in rows])
     assert read_pairs(path) == [PairRow(a, b, s in SAME_WORDS, src) for a, b, s, src in rows]
@@ -102,10 +117,9 @@ def test_header_spacing_and_byte_order_mark_are_tolerated(tmp_path):
 
 def test_every_tool_reads_the_shared_pairs_file_alike():
     """gfn-eval, export verification and the benchmark read the real pairs.csv to the same labels."""
+    from gfn_edge.benchmark.sanity import read_pairs as bench_read
     from gfn_edge.export.evaluation.pairs_csv import read_pairs as eval_read
     from gfn_edge.export.verify_data import read_pairs_csv as verify_read
-
-    from gfn_edge.benchmark.sanity import read_pairs as bench_read
 
     folder = shared_path("faces", "pairs")
     rows = read_pairs(folder / "pairs.csv")

@@ -4,16 +4,17 @@ One implementation each, used by gfn-eval (TAR@FAR, k-fold accuracy), the door's
 calibration and the benchmark; checked here on hand-computed cases and, with hypothesis, against
 brute-force definitions on arbitrary score sets (ties included).
 """
+
 from __future__ import annotations
 
 import math
 
 import numpy as np
 import pytest
-from gfn_edge.export.evaluation.verification import roc_curve, tar_at_far
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gfn_edge.export.evaluation.verification import roc_curve, tar_at_far
 from gfn_edge.metrics import (
     allowed_false_accepts,
     best_threshold,

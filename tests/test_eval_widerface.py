@@ -3,6 +3,7 @@
 The ground truth is written as the official .mat files (scipy.io.savemat) and read back with
 both scipy and the built-in MAT v5 reader.
 """
+
 from __future__ import annotations
 
 import json

@@ -3,6 +3,7 @@
 Problems found before any artifact exists (names, checkpoints, output folder, missing packages)
 raise from ``export_model`` and make the CLI exit with status 2 and one line on stderr.
 """
+
 from __future__ import annotations
 
 import logging

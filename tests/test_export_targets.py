@@ -7,6 +7,7 @@ describe itself. Architectures without released weights export with the fixtures
 seeded random weights. A damaged artifact, a wrong colour order and an unmeetable tolerance must
 each fail, naming the check: a verification that cannot fail proves nothing.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,11 +25,11 @@ from gfn_edge.registry import get_spec
 pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
-from gfn_edge.export.api import ExportResult, verify_artifact  # noqa: E402
-from gfn_edge.export.report import format_results  # noqa: E402
-from gfn_edge.export.targets import TARGETS  # noqa: E402
-from gfn_edge.export.tools import version  # noqa: E402
-from gfn_edge.export.verify import default_tolerances  # noqa: E402
+from gfn_edge.export.api import ExportResult, verify_artifact
+from gfn_edge.export.report import format_results
+from gfn_edge.export.targets import TARGETS
+from gfn_edge.export.tools import version
+from gfn_edge.export.verify import default_tolerances
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +76,7 @@ def _bundle(bundles, model: str, target: str) -> Path:
 def _meets_limits(metrics: dict, task: str, precision: str) -> None:
     for key, (op, limit) in LIMITS[(task, precision)].items():
         value = metrics[key]
-        assert (value >= limit if op == ">=" else value <= limit), f"{key} = {value} misses {op} {limit}"
+        assert value >= limit if op == ">=" else value <= limit, f"{key} = {value} misses {op} {limit}"
 
 
 # ----------------------------------------------------------------------------- real checkpoints

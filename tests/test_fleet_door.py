@@ -5,6 +5,7 @@ video (real photos from shared/faces/pairs, the real detector and recogniser) se
 replica, and ``door_access.py events`` reads both doors' decisions from the central log. The
 people and the calibrated threshold are those of test_apps_door's end-to-end test.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,13 +31,17 @@ pytest.importorskip("psycopg", reason="asset missing: psycopg (pip install 'gfn-
 def _config(models: dict, tmp: Path, name: str, url: str, threshold: float) -> Path:  # noqa: F811
     folder = tmp / name
     folder.mkdir()
-    return write_config(folder / "door.toml", base_config(
-        models, folder,
-        gallery={"url": url, "path": folder / "replica.db"},
-        fleet={"door_id": name, "max_stale": 60.0, "check_interval": 5.0, "ship_interval": 0.2},
-        recognition={"threshold": threshold, "consecutive": 3},
-        liveness={"enabled": False},  # photos of photos
-    ))
+    return write_config(
+        folder / "door.toml",
+        base_config(
+            models,
+            folder,
+            gallery={"url": url, "path": folder / "replica.db"},
+            fleet={"door_id": name, "max_stale": 60.0, "check_interval": 5.0, "ship_interval": 0.2},
+            recognition={"threshold": threshold, "consecutive": 3},
+            liveness={"enabled": False},  # photos of photos
+        ),
+    )
 
 
 def _events(cfg: Path, *args: str) -> list[dict]:

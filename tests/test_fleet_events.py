@@ -6,6 +6,7 @@ restarts it: the central table must end with exactly the 2,000 events, no duplic
 in its local order. The other tests cover the parts: checksums, damaged rows, idempotent
 re-shipping, pruning that keeps what is not yet shipped, and the schema 1 -> 2 migration.
 """
+
 from __future__ import annotations
 
 import signal
@@ -39,7 +40,9 @@ def test_fault_four_doors_server_restarted_twice_one_door_killed(pg_cluster, tmp
     def spawn(i: int) -> subprocess.Popen:
         return subprocess.Popen(
             [sys.executable, str(DOOR), str(tmp_path / f"door{i}.db"), dsn, f"door-{i}", str(per_door), "0.02"],
-            stdout=subprocess.PIPE, stderr=open(tmp_path / f"door{i}.log", "ab"), text=True,
+            stdout=subprocess.PIPE,
+            stderr=open(tmp_path / f"door{i}.log", "ab"),
+            text=True,
         )
 
     procs = {i: spawn(i) for i in range(doors)}
@@ -150,8 +153,7 @@ def test_shipper_waits_out_an_unreachable_server(tmp_path: Path):
     db = tmp_path / "events.db"
     with EventLog(db) as log:
         log.add(Event(time=1.0, decision="grant"))
-    shipper = EventShipper(db, f"postgresql://postgres@127.0.0.1:{free_port()}/none", "lost", interval=0.05, max_delay=0.2,
-                           connect_timeout=1).start()
+    shipper = EventShipper(db, f"postgresql://postgres@127.0.0.1:{free_port()}/none", "lost", interval=0.05, max_delay=0.2, connect_timeout=1).start()
     time.sleep(1.0)
     assert shipper.pending() == 1 and shipper._thread.is_alive()
     shipper.close(drain=0)

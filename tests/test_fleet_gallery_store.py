@@ -6,6 +6,7 @@ The tests imported from test_gallery.py run here with the ``gallery`` fixture be
 ``Gallery("postgresql://...")`` on a fresh database of the session's server (pgserver's build,
 or ``GFN_EDGE_TEST_PG_DSN``). Their assertions are those of the SQLite suite.
 """
+
 from __future__ import annotations
 
 import threading
@@ -17,7 +18,7 @@ import pytest
 
 pytest.importorskip("psycopg", reason="asset missing: psycopg (pip install 'gfn-edge[postgres]')")
 
-from test_gallery import (  # noqa: E402,F401  (collected here, run against PostgreSQL)
+from test_gallery import (  # noqa: F401  (collected here, run against PostgreSQL)
     DIM,
     OTHER_SIG,
     SIG,
@@ -40,8 +41,8 @@ from test_gallery import (  # noqa: E402,F401  (collected here, run against Post
     unit,
 )
 
-from gfn_edge import GalleryError  # noqa: E402
-from gfn_edge.gallery import Gallery, UnknownIdentityError  # noqa: E402
+from gfn_edge import GalleryError
+from gfn_edge.gallery import Gallery, UnknownIdentityError
 
 
 @pytest.fixture
@@ -158,8 +159,9 @@ def test_a_damaged_template_is_quarantined_never_matched(pg_dsn):
     with Gallery(pg_dsn, signature=SIG, dim=DIM) as g:
         g.enroll_many(people)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:  # bit rot in one stored template of person-004
-        tid = conn.execute("SELECT t.id FROM gfn_templates t JOIN gfn_identities i ON i.id = t.identity "
-                           "WHERE i.name = 'person-004' ORDER BY t.id LIMIT 1").fetchone()[0]
+        tid = conn.execute(
+            "SELECT t.id FROM gfn_templates t JOIN gfn_identities i ON i.id = t.identity WHERE i.name = 'person-004' ORDER BY t.id LIMIT 1"
+        ).fetchone()[0]
         conn.execute("UPDATE gfn_templates SET vector = set_byte(vector, 17, get_byte(vector, 17) # 16) WHERE id = %s", (tid,))
     with Gallery(pg_dsn, signature=SIG, dim=DIM) as g:
         hits = g.search(people["person-004"][0], k=1)

@@ -9,6 +9,7 @@ with the server down, doors keep granting from their replica until ``max_stale``
 back, they recognise again. The periodic check is set to 30 s, so the 5 s can only come from
 LISTEN/NOTIFY.
 """
+
 from __future__ import annotations
 
 import sys
@@ -23,12 +24,13 @@ sys.path.insert(0, str(ROOT / "apps"))
 
 pytest.importorskip("psycopg", reason="asset missing: psycopg (pip install 'gfn-edge[postgres]')")
 
-from door.fleet import FleetGallery  # noqa: E402
 from test_gallery import DIM, SIG, make_people, probe  # noqa: E402
 
 from gfn_edge import GalleryError  # noqa: E402
 from gfn_edge.gallery import Gallery  # noqa: E402
 from gfn_edge.gallery.replica import GalleryReplica, ReplicaModelError  # noqa: E402
+
+from door.fleet import FleetGallery  # noqa: E402
 
 THRESHOLD = 0.5
 
@@ -56,8 +58,7 @@ def test_propagation_and_stale_policy(pg_cluster, tmp_path: Path, caplog):
         central.enroll_many({k: v for k, v in people.items() if k not in ("person-000", "person-001")})
         max_stale = 4.0
         doors = [
-            FleetGallery(GalleryReplica(url, tmp_path / f"door-{i}.db", SIG, DIM, check_interval=30.0).start(), max_stale,
-                         "keep" if i == 2 else "deny")
+            FleetGallery(GalleryReplica(url, tmp_path / f"door-{i}.db", SIG, DIM, check_interval=30.0).start(), max_stale, "keep" if i == 2 else "deny")
             for i in range(3)
         ]
         try:
@@ -84,8 +85,10 @@ def test_propagation_and_stale_policy(pg_cluster, tmp_path: Path, caplog):
             for d in doors[:2]:
                 _until(lambda d=d: not _grants(d, bob, "person-001"), max_stale + 5)
                 denied_after.append(time.monotonic() - t_stop)
-            print(f"server down: doors granted from their replica, then denied {', '.join(f'{t:.1f}' for t in denied_after)} s "
-                  f"after the server stopped (max_stale {max_stale:g} s, heartbeat 1 s)")
+            print(
+                f"server down: doors granted from their replica, then denied {', '.join(f'{t:.1f}' for t in denied_after)} s "
+                f"after the server stopped (max_stale {max_stale:g} s, heartbeat 1 s)"
+            )
             assert all(max_stale - 1.5 <= t <= max_stale + 0.5 for t in denied_after)
             assert _grants(doors[2], bob, "person-001")  # on_stale = "keep"
             assert any("DENYING EVERYONE" in r.getMessage() for r in caplog.records)

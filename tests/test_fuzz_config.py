@@ -3,6 +3,7 @@
 Whatever a TOML file or a flag holds, loading ends in a Config or a ConfigError, and no Config
 that loads can open the door for a stranger or turn liveness off silently.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,16 +18,21 @@ from hypothesis import strategies as st
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "apps"))
 
-from door import config as door_config  # noqa: E402
-
 from gfn_edge import GfnEdgeError, InvalidArgumentError  # noqa: E402
 from gfn_edge.checks import check_number, clamp_threads, usable_cores  # noqa: E402
+
+from door import config as door_config  # noqa: E402
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=12), st.lists(st.integers(-3, 3), max_size=3), st.lists(st.text(max_size=4), max_size=3),
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.lists(st.integers(-3, 3), max_size=3),
+    st.lists(st.text(max_size=4), max_size=3),
 )
 KEYS = [(name, f.name) for name, cls in door_config.SECTIONS.items() for f in dataclasses.fields(cls)]
 
@@ -106,8 +112,13 @@ def test_any_text_file_loads_or_is_a_config_error(tmp_path_factory, text: str):
 
 
 @FUZZ
-@given(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10, 10), st.text(max_size=3), st.none(), st.booleans()),
-       st.floats(-2, 0), st.floats(0, 2), st.booleans(), st.booleans())
+@given(
+    st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10, 10), st.text(max_size=3), st.none(), st.booleans()),
+    st.floats(-2, 0),
+    st.floats(0, 2),
+    st.booleans(),
+    st.booleans(),
+)
 def test_check_number_accepts_only_finite_numbers_in_range(value, lo, hi, lo_open, hi_open):
     try:
         out = check_number(value, "x", lo, hi, lo_open, hi_open)

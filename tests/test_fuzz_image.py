@@ -3,6 +3,7 @@
 Hypothesis generates arrays of every dtype and shape, real encoded pictures of random sizes
 and formats, headers of random sizes, and real photo files with random bytes damaged.
 """
+
 from __future__ import annotations
 
 import time
@@ -61,8 +62,7 @@ def test_header_reader_never_raises(data: bytes):
 
 
 @FUZZ
-@given(st.sampled_from([png, jpeg_header, bmp_header, webp_vp8x, webp_vp8l, gif_header, tiff_header]),
-       st.integers(1, 16383), st.integers(1, 16383))
+@given(st.sampled_from([png, jpeg_header, bmp_header, webp_vp8x, webp_vp8l, gif_header, tiff_header]), st.integers(1, 16383), st.integers(1, 16383))
 def test_declared_size_reads_each_crafted_header(make, width: int, height: int):
     assert declared_size(make(width, height)) == (width, height)
 
@@ -105,8 +105,11 @@ def photo_bytes() -> dict[str, bytes]:
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.sampled_from([".jpg", ".png", ".webp", ".bmp"]), st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=8),
-       st.integers(0, 100))
+@given(
+    st.sampled_from([".jpg", ".png", ".webp", ".bmp"]),
+    st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=8),
+    st.integers(0, 100),
+)
 def test_damaged_photo_files_read_or_fail_with_an_image_error(tmp_path: Path, photo_bytes, suffix: str, flips, cut_percent: int):
     data = bytearray(photo_bytes[suffix])
     for pos, value in flips:

@@ -6,6 +6,7 @@ in them. Parsing must either refuse with the SDK's ManifestError naming a key, o
 Manifest whose typed views (preprocess, anchors, model spec, tensors) all work: never a bare
 KeyError/TypeError from deep inside, never a manifest that fails later when a board opens it.
 """
+
 from __future__ import annotations
 
 import copy
@@ -25,11 +26,7 @@ DET = "retinaface-mnet025"
 REC = "ghostfacenet-dsitweed-w0.5-e16"
 
 JSON_VALUES = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=12),
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
     max_leaves=8,
 )
@@ -66,9 +63,9 @@ def _use(manifest: Manifest) -> None:
     """What a backend and the pipeline read from a manifest: each view must work or raise the SDK's error."""
     pre = manifest.preprocess
     assert all(math.isfinite(v) for v in (*pre.mean, *pre.std)) and all(v != 0 for v in pre.std)
-    manifest.anchors
-    manifest.model_spec
-    manifest.signature
+    assert manifest.anchors is None or len(manifest.anchors.steps) > 0
+    assert manifest.model_spec.name == manifest.model
+    assert isinstance(manifest.signature, str) and manifest.signature
     for tensor in (*manifest.inputs, *manifest.outputs):
         assert tensor.name and isinstance(tensor.shape, list)
 

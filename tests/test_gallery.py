@@ -4,6 +4,7 @@ files (untouched), surviving SIGKILL mid-write, other processes' writes, 1:N sea
 Identities are synthetic 512-d clusters (no model needed): templates and probes are a unit
 centre plus noise, giving genuine cosines around 0.6-0.8 and impostors around 0.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -600,9 +601,7 @@ def test_killed_inside_a_transaction_leaves_earlier_identities(sample_gallery, t
     src, people = sample_gallery
     path = tmp_path / "gallery.db"
     shutil.copy(src, path)
-    done = subprocess.run(
-        [sys.executable, str(HELPER), "die-in-transaction", str(path), SIG, "doomed"], capture_output=True, text=True, timeout=60
-    )
+    done = subprocess.run([sys.executable, str(HELPER), "die-in-transaction", str(path), SIG, "doomed"], capture_output=True, text=True, timeout=60)
     assert done.returncode == -signal.SIGKILL, done.stderr
     wal_at_death = int(done.stdout.split()[2])
     assert wal_at_death > 200 * DIM * 4  # the 200 templates' pages were in the WAL, uncommitted
@@ -687,8 +686,11 @@ def test_enroll_images_takes_the_sdk_face_type(gallery: Gallery):
 
     def face(size: float, embedding: np.ndarray, reasons: list[str]):
         return analyzer_module.Face(
-            box=np.array([0, 0, size, size], np.float32), score=0.9, landmarks=np.zeros((5, 2), np.float32),
-            embedding=embedding, rejected_reasons=reasons,
+            box=np.array([0, 0, size, size], np.float32),
+            score=0.9,
+            landmarks=np.zeros((5, 2), np.float32),
+            embedding=embedding,
+            rejected_reasons=reasons,
         )
 
     analyzer = SimpleNamespace(

@@ -6,6 +6,7 @@ Every stored template carries a CRC-32 over its vector and its identity's name; 
 byte-flip sweep below flips one bit at a time in a copy of a small real gallery file and opens
 it the way the door does.
 """
+
 from __future__ import annotations
 
 import collections
@@ -175,8 +176,9 @@ def test_a_bit_flip_never_grants_a_stranger(small_gallery, scratch: Path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("GFN_EDGE_FLIP_GAP_STRIDE"),
-                    reason="exhaustive sweep (~230k opens, ~15 CPU minutes): set GFN_EDGE_FLIP_GAP_STRIDE=1 to run it")
+@pytest.mark.skipif(
+    not os.environ.get("GFN_EDGE_FLIP_GAP_STRIDE"), reason="exhaustive sweep (~230k opens, ~15 CPU minutes): set GFN_EDGE_FLIP_GAP_STRIDE=1 to run it"
+)
 def test_a_bit_flip_at_every_byte_position_never_grants_a_stranger(small_gallery, scratch: Path):
     """The same over every byte of the file, unallocated space included (~230k opens, ~15 CPU
     minutes), run on demand: ``GFN_EDGE_FLIP_GAP_STRIDE=1`` for every byte, ``N`` for every Nth
@@ -453,7 +455,9 @@ def test_gallery_check_command(tmp_path: Path, capsys):
     assert cli_main(["gallery", "check", str(missing)]) == 1
     assert "does not exist" in capsys.readouterr().err and not missing.exists()
     # the installed entry point, as an operator runs it
-    done = subprocess.run([sys.executable, "-m", "gfn_edge.cli", "gallery", "check", "--json", str(bad)], capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "gfn_edge.cli", "gallery", "check", "--json", str(bad)], capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == 1, done.stderr
     report = json.loads(done.stdout)
     assert report["ok"] is False and [d["identity"] for d in report["damaged"]] == ["person-1", "person-3"]

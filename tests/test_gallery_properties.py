@@ -1,6 +1,7 @@
 """Property tests (hypothesis) of what the gallery stores: vector checks, the stored encoding,
 the template checksum and argument validation. Each property holds for every input hypothesis
 can think of, not just the hand-picked ones in test_gallery.py."""
+
 from __future__ import annotations
 
 import math

@@ -5,6 +5,7 @@ with registry entries' URLs pointed at it, so the real download code runs end to
 bar, temporary file, hash check, rename into the cache. Checkpoint loading is checked never to
 unpickle: the pickled objects used here would create a marker file if they were ever executed.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,7 +50,7 @@ class LocalServer:
         routes = self.routes
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 route = routes.get(self.path)
                 if route is None:
                     self.send_error(404)

@@ -1,4 +1,5 @@
 """The layers hold: import-linter's contracts in pyproject.toml pass, and they do catch a violation."""
+
 from __future__ import annotations
 
 import os
@@ -17,9 +18,7 @@ import lint_imports  # noqa: E402
 def _lint(cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     lint = shutil.which("lint-imports")
     assert lint, "lint-imports is missing: pip install import-linter (a dev dependency)"
-    return subprocess.run(
-        [lint, str(ROOT / "pyproject.toml"), "--no-cache", "--no-logo"], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
+    return subprocess.run([lint, str(ROOT / "pyproject.toml"), "--no-cache", "--no-logo"], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_import_contracts_are_kept():

@@ -4,6 +4,7 @@ The export tests quantise the real RetinaFace mnet0.25 and GhostFaceNets w0.5 ep
 calibrating on the portraits and a third of the crowd scenes and verifying on the remaining
 pictures of ../shared/faces (calibration pictures never verify).
 """
+
 from __future__ import annotations
 
 import json
@@ -233,7 +234,12 @@ def test_tflite_int8_io_carries_scale_and_zero_point(calib_photos: Path, faces_d
     from gfn_edge.export.api import export_model
 
     (result,) = export_model(
-        RECOGNISER, ["tflite-int8"], tmp_path, mirror=mirror, verify_images=faces_dir, calib=calib_photos,
+        RECOGNISER,
+        ["tflite-int8"],
+        tmp_path,
+        mirror=mirror,
+        verify_images=faces_dir,
+        calib=calib_photos,
         options={"calib_augment": True, "int8_io": True},
     )
     assert result.passed, result.failures
@@ -244,6 +250,7 @@ def test_tflite_int8_io_carries_scale_and_zero_point(calib_photos: Path, faces_d
     assert m.export["notes"]["io"] == "int8"
     # a face embeds alike through int8 and float I/O (only the rounding at the edges differs)
     import cv2
+
     from gfn_edge import Embedder
 
     image = read_image(sorted((faces_dir / "portraits").glob("*.jpg"))[-1])

@@ -6,6 +6,7 @@ aligned by the reference RetinaFace in shared/faces), for the three real checkpo
 official-layout V1 (w1.3, stem stride 1 and 2) and V2 files built in tf-keras. ``pytest -s``
 prints the parity figures.
 """
+
 from __future__ import annotations
 
 import logging

@@ -5,6 +5,7 @@ face and image_F1 / image_F2 fakes (its published result images print 0.99 real,
 fake). Here the face box comes from our RetinaFace reference instead of upstream's Caffe
 detector; the verdicts must not change. Scores are printed (run with -s to see them).
 """
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from conftest import shared_path
+
 from gfn_edge.errors import CheckpointError, ImageError, ManifestError
 from gfn_edge.liveness import Liveness, crop_box, crop_face, liveness_crop, liveness_input, softmax
 from gfn_edge.registry import get_spec
@@ -110,9 +111,7 @@ def test_mismatching_checkpoint_names_the_tensors():
         load_strict(build_minifasnet("MiniFASNetV2", (112, 112)), v2, "V2 weights")
 
 
-@pytest.mark.parametrize(
-    "variant, params", [("MiniFASNetV1", 414_354), ("MiniFASNetV2", 434_560), ("MiniFASNetV1SE", 433_586), ("MiniFASNetV2SE", 453_792)]
-)
+@pytest.mark.parametrize("variant, params", [("MiniFASNetV1", 414_354), ("MiniFASNetV2", 434_560), ("MiniFASNetV1SE", 433_586), ("MiniFASNetV2SE", 453_792)])
 def test_parameter_counts(variant, params):
     from gfn_edge.export.models.minifasnet import build_minifasnet
 
@@ -230,7 +229,9 @@ def test_device_verdicts(bundles, photos, reference_scores, target, backend):
         image, box = photos[name]
         result = live.predict(image, box)
         ref_score, ref_label, ref_per_model = reference_scores[name]
-        print(f"  {name}: real={result.score:.4f} (reference {ref_score:.4f}) label={result.label} live={result.live} per-model={ {m: round(p, 4) for m, p in result.per_model.items()} }")
+        print(
+            f"  {name}: real={result.score:.4f} (reference {ref_score:.4f}) label={result.label} live={result.live} per-model={ {m: round(p, 4) for m, p in result.per_model.items()} }"
+        )
         assert result.live == expected and live.is_live(image, box) == expected
         assert (result.label == 1) == expected and result.label == ref_label
         assert abs(result.score - ref_score) <= tol

@@ -3,6 +3,7 @@
 Every case starts from a real exported bundle and damages one key of its manifest.json (updating
 the recorded hashes where a case swaps files, so only the case's own damage is under test).
 """
+
 from __future__ import annotations
 
 import copy

@@ -4,6 +4,7 @@ Checks: decisions arrive as JSON on the door's own topic at QoS 1; only the deci
 are published; a broker that is down is logged and never stalls or stops the door, and what was
 decided meanwhile is delivered once the broker is back; the TOML block is validated.
 """
+
 from __future__ import annotations
 
 import json

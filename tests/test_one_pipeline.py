@@ -7,6 +7,7 @@ DoorLoop, and gfn-eval's bundle and reference runners, and through the fixed-siz
 calibration-set building and export verification: every path must build the same tensor and find
 the same faces.
 """
+
 from __future__ import annotations
 
 import ast
@@ -32,9 +33,9 @@ from gfn_edge.tracker import IoUTracker
 
 sys.path.insert(0, str(ROOT / "apps"))
 
-from door.decision import DecisionEngine  # noqa: E402
-from door.pipeline import DoorLoop  # noqa: E402
-from door.sources import Frame  # noqa: E402
+from door.decision import DecisionEngine
+from door.pipeline import DoorLoop
+from door.sources import Frame
 
 DET = "retinaface-mnet025"
 REC = "ghostfacenet-dsitweed-w0.5-e16"

@@ -6,6 +6,7 @@ pyproject's list would be left out of the wheel while the editable install still
 the wheel is built, installed with ``--no-deps`` (plus numpy and OpenCV, the device side's only
 dependencies) into a fresh venv without site packages, and inspected there.
 """
+
 from __future__ import annotations
 
 import json

@@ -6,6 +6,7 @@ real MobileNet-0.25 checkpoint must also find the six faces of insightface's t1.
 project's own decoder and NMS. ResNet-50 is checked against torchvision's parameter names (the
 names Pytorch_Retinaface's Resnet50_Final.pth uses) without torchvision being installed.
 """
+
 from __future__ import annotations
 
 import json

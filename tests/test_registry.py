@@ -4,6 +4,7 @@ A wrong mean, colour order, anchor set or template here silently degrades every 
 artifact, so each field is checked against what its model family's original code uses, and the
 parameter counts against the architecture fixtures made from the original definitions.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,6 +1,7 @@
 """What a user sees when a bundle, a picture or a backend is wrong: the right exception and a message
 that says what to do. Bundles are copied to tmp_path before being damaged; the originals are
 checked byte for byte afterwards."""
+
 from __future__ import annotations
 
 import hashlib

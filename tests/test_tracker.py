@@ -1,5 +1,6 @@
 """IoUTracker: ids that follow moving faces, survive short gaps and crossings, end after long
 ones; and the recognition bookkeeping (observe, vote, settle, needs_recognition)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -98,9 +99,7 @@ def test_min_hits_keeps_one_frame_blips_out():
 
 
 def test_accepts_detections_and_validates_input():
-    dets = Detections(
-        np.array([box(100, 100), box(300, 100)], np.float32), np.array([0.9, 0.7], np.float32), np.zeros((2, 5, 2), np.float32)
-    )
+    dets = Detections(np.array([box(100, 100), box(300, 100)], np.float32), np.array([0.9, 0.7], np.float32), np.zeros((2, 5, 2), np.float32))
     tracks = IoUTracker().update(dets)
     assert [t.score for t in tracks] == pytest.approx([0.9, 0.7])
     assert IoUTracker().update(np.zeros((0, 4))) == []

@@ -9,6 +9,7 @@ Commands get the decision in environment variables (``GFN_DOOR_DECISION``, ``GFN
 identity called ``$(reboot)`` is just text. Nothing is substituted into the arguments either,
 so a name can never become an option of the program.
 """
+
 from __future__ import annotations
 
 import logging
@@ -88,9 +89,7 @@ class CommandAction:
         env = dict(os.environ)
         env.update(decision_env(decision, snapshot))
         try:
-            proc = subprocess.run(
-                self.argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=self.timeout, shell=False
-            )
+            proc = subprocess.run(self.argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=self.timeout, shell=False)
         except subprocess.TimeoutExpired:
             log.error("command %s did not finish within %g s; it was killed", self.argv[0], self.timeout)
             return
@@ -114,8 +113,9 @@ class GpioAction:
     reported before the first person arrives, not when the door should open.
     """
 
-    def __init__(self, pin: int, pulse: float = 1.0, active_high: bool = True, on: Sequence[str] = ("grant",),
-                 device_factory: Callable[..., Any] | None = None):
+    def __init__(
+        self, pin: int, pulse: float = 1.0, active_high: bool = True, on: Sequence[str] = ("grant",), device_factory: Callable[..., Any] | None = None
+    ):
         self.pin = int(pin)
         self.pulse = float(pulse)
         self.on = list(on)
@@ -157,8 +157,7 @@ class GpioAction:
         return f"gpio pin {self.pin} ({self.pulse:g} s) on {'/'.join(self.on)}"
 
 
-def build_actions(configs: Sequence[ActionConfig], gpio_factory: Callable[..., Any] | None = None,
-                  door_id: str | None = None) -> list[Action]:
+def build_actions(configs: Sequence[ActionConfig], gpio_factory: Callable[..., Any] | None = None, door_id: str | None = None) -> list[Action]:
     """Actions from the config; a relay that cannot be driven raises unless marked optional.
 
     ``door_id`` names this door in MQTT topics and payloads (default: the host name).
@@ -168,10 +167,21 @@ def build_actions(configs: Sequence[ActionConfig], gpio_factory: Callable[..., A
         if cfg.type == "mqtt":
             from .mqtt import MqttAction, default_door_id
 
-            actions.append(MqttAction(
-                door_id or default_door_id(), cfg.host, cfg.port, cfg.topic, on=cfg.on, qos=cfg.qos, retain=cfg.retain,
-                username=cfg.username, password=cfg.password, tls=cfg.tls, keepalive=cfg.keepalive,
-            ))
+            actions.append(
+                MqttAction(
+                    door_id or default_door_id(),
+                    cfg.host,
+                    cfg.port,
+                    cfg.topic,
+                    on=cfg.on,
+                    qos=cfg.qos,
+                    retain=cfg.retain,
+                    username=cfg.username,
+                    password=cfg.password,
+                    tls=cfg.tls,
+                    keepalive=cfg.keepalive,
+                )
+            )
         elif cfg.type == "log":
             actions.append(LogAction(on=cfg.on))
         elif cfg.type == "command":

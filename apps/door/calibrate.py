@@ -16,6 +16,7 @@ measured (the "rule of three": zero false accepts in n only says FAR < 3/n with 
 and the output says so. FAR is per comparison: with N people enrolled a stranger is compared
 with all N, so the chance they match someone is up to N times higher.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -165,10 +166,19 @@ def calibrate(scores: Scores, target_far: float = 0.01) -> Calibration:
         fa, fr = far_frr(g, imp, t + dt)
         table.append([round(t + dt, 4), round(fa, 4), round(fr, 4)])
     return Calibration(
-        genuine_pairs=int(len(g)), impostor_pairs=int(len(imp)), target_far=float(target_far), threshold=round(t, 6),
-        far=far, frr=frr, eer_threshold=round(eer_t, 6), eer=eer, accuracy_threshold=round(acc_t, 6),
-        accuracy=float(accuracy_at(all_scores, labels, acc_t)), rule=rule,
-        warnings=warnings, table=table,
+        genuine_pairs=int(len(g)),
+        impostor_pairs=int(len(imp)),
+        target_far=float(target_far),
+        threshold=round(t, 6),
+        far=far,
+        frr=frr,
+        eer_threshold=round(eer_t, 6),
+        eer=eer,
+        accuracy_threshold=round(acc_t, 6),
+        accuracy=float(accuracy_at(all_scores, labels, acc_t)),
+        rule=rule,
+        warnings=warnings,
+        table=table,
     )
 
 

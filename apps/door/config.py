@@ -6,6 +6,7 @@ a message naming the file, the section and the key. Relative paths in the file a
 against the file's folder (so a config and its bundles can move together); paths given as flags
 are relative to the working directory, as a shell user expects.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -432,4 +433,3 @@ def describe(cfg: Config) -> str:
         f"config{where}: source {redact(cfg.source.uri)}, gallery {cfg.gallery.path}, events {cfg.events.db}, "
         f"{cfg.recognition.consecutive} consecutive observations, cooldown {cfg.decision.cooldown:g} s"
     )
-

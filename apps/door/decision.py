@@ -19,6 +19,7 @@ shows, or another person stepped into the same box) gets a new decision.
 Fail closed: :meth:`DecisionEngine.fail` records an error on a track as a ``deny`` and breaks
 its run, so no grant can span a frame where something went wrong.
 """
+
 from __future__ import annotations
 
 import time
@@ -69,8 +70,7 @@ class _TrackState:
 class DecisionEngine:
     """Turns observations into decisions; see the module docstring for the rule."""
 
-    def __init__(self, consecutive: int = 3, cooldown: float = 10.0, threshold: float | None = None,
-                 liveness_threshold: float | None = None):
+    def __init__(self, consecutive: int = 3, cooldown: float = 10.0, threshold: float | None = None, liveness_threshold: float | None = None):
         if consecutive < 1:
             raise ValueError("consecutive must be >= 1")
         self.consecutive = int(consecutive)
@@ -155,7 +155,15 @@ class DecisionEngine:
         ident = last.identity
         if last.live is False:
             thr = f" < {self.liveness_threshold:.2f}" if self.liveness_threshold is not None else ""
-            return Decision("deny", track, last.time, ident, score, liveness, f"liveness: not a live face ({liveness:.3f}{thr})" if liveness is not None else "liveness: not a live face")
+            return Decision(
+                "deny",
+                track,
+                last.time,
+                ident,
+                score,
+                liveness,
+                f"liveness: not a live face ({liveness:.3f}{thr})" if liveness is not None else "liveness: not a live face",
+            )
         previous = self._last_grant.get(ident)
         if previous is not None and 0 <= last.time - previous < self.cooldown:
             return Decision("cooldown", track, last.time, ident, score, liveness, f"granted {last.time - previous:.1f} s ago (cooldown {self.cooldown:g} s)")

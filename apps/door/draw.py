@@ -3,6 +3,7 @@
 Sizes scale with the picture so labels stay readable on a 4K photo and do not cover a 320x240
 frame. Drawing is in place on BGR uint8 pictures.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -11,6 +11,7 @@ Nothing is written until every template is ready, then all in one gallery transa
 the process at any moment leaves either the whole enrolment or none of it, and never touches
 identities enrolled before.
 """
+
 from __future__ import annotations
 
 import logging
@@ -172,9 +173,7 @@ def enroll_camera(
         source.close()
     if len(vectors) < frames:
         why = "timed out" if time.monotonic() > deadline else "the source ended"
-        raise EnrollError(
-            f"{why} after {seen} frames with {len(vectors)} of {frames} good frames of {name!r}; nothing was enrolled"
-        )
+        raise EnrollError(f"{why} after {seen} frames with {len(vectors)} of {frames} good frames of {name!r}; nothing was enrolled")
     metadata = {"source": "camera", "camera": source.description, "frames": len(vectors), "enrolled": _now_iso()}
     total = gallery.enroll(name, np.stack(vectors), replace=replace, metadata=metadata)
     return EnrollResult(name, len(vectors), total, [source.description])

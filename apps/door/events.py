@@ -13,6 +13,7 @@ sequence (AUTOINCREMENT: never reused, even after pruning): a fleet door ships i
 central log keyed by (door id, sequence) (apps/door/shipper.py), and ``shipping`` remembers how
 far each central log has acknowledged, so pruning never deletes an event not yet shipped.
 """
+
 from __future__ import annotations
 
 import json
@@ -148,10 +149,7 @@ class EventLog:
         app = self._conn.execute("PRAGMA application_id").fetchone()[0]
         if app != APPLICATION_ID:
             self._conn.close()
-            raise EventLogError(
-                f"{self.path} is not a door event log (a gallery or another database?); it was left untouched. "
-                f"Give the event log its own file"
-            )
+            raise EventLogError(f"{self.path} is not a door event log (a gallery or another database?); it was left untouched. Give the event log its own file")
 
     def _migrate(self) -> None:
         """Schema 1 -> 2 in one transaction: checksums for the existing rows, the shipping table."""
@@ -264,9 +262,7 @@ class EventLog:
     def after(self, seq: int, limit: int = 500) -> list[tuple[Event, int]]:
         """Up to ``limit`` events with a sequence above ``seq``, in order, with their stored checksum."""
         with self._lock:
-            rows = self._conn.execute(
-                f"SELECT {', '.join(COLUMNS)}, checksum FROM events WHERE id > ? ORDER BY id LIMIT ?", (int(seq), int(limit))
-            ).fetchall()
+            rows = self._conn.execute(f"SELECT {', '.join(COLUMNS)}, checksum FROM events WHERE id > ? ORDER BY id LIMIT ?", (int(seq), int(limit))).fetchall()
         return [(_event(r[:-1], r[-1], self.path), r[-1]) for r in rows]
 
     def last_seq(self) -> int:
@@ -277,7 +273,7 @@ class EventLog:
         with self._lock:
             self._conn.close()
 
-    def __enter__(self) -> "EventLog":
+    def __enter__(self) -> EventLog:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -12,6 +12,7 @@ because a cable was cut); ``on_stale = "keep"`` keeps searching the last replica
 prefers its doors open over a fresh revocation list). Either way it is logged, once per outage,
 and again when the server is back.
 """
+
 from __future__ import annotations
 
 import logging
@@ -51,8 +52,7 @@ class FleetGallery:
                 self._blocked = blocked
                 if blocked:
                     since = "never reached" if stale == float("inf") else f"unreachable for {stale:.0f} s"
-                    log.error("gallery server %s (max_stale %g s): DENYING EVERYONE until it is back ([fleet] on_stale = \"deny\")",
-                              since, self.max_stale)
+                    log.error("gallery server %s (max_stale %g s): DENYING EVERYONE until it is back ([fleet] on_stale = \"deny\")", since, self.max_stale)
                 else:
                     log.warning("gallery server reachable again: the door recognises enrolled people again")
         if not blocked and self.on_stale == "keep" and stale > self.max_stale:
@@ -75,7 +75,7 @@ class FleetGallery:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.replica.gallery, name)
 
-    def __enter__(self) -> "FleetGallery":
+    def __enter__(self) -> FleetGallery:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -90,11 +90,18 @@ def open_fleet_gallery(cfg: Config, signature: Optional[str], dim: Optional[int]
     """The replica of ``[gallery] url`` at ``[gallery] path``, started, behind the stale policy."""
     f = cfg.fleet
     if f.max_stale < 2 * f.check_interval:
-        log.warning("[fleet] max_stale (%g s) is less than twice check_interval (%g s): a healthy door may briefly count as stale",
-                    f.max_stale, f.check_interval)
+        log.warning(
+            "[fleet] max_stale (%g s) is less than twice check_interval (%g s): a healthy door may briefly count as stale", f.max_stale, f.check_interval
+        )
     replica = GalleryReplica(cfg.gallery.url, cfg.gallery.path, signature, dim, check_interval=f.check_interval).start()
-    log.info("fleet door %s: central gallery %s, local replica %s, max_stale %g s, on_stale %s",
-             door_id(cfg), replica_location(cfg), cfg.gallery.path, f.max_stale, f.on_stale)
+    log.info(
+        "fleet door %s: central gallery %s, local replica %s, max_stale %g s, on_stale %s",
+        door_id(cfg),
+        replica_location(cfg),
+        cfg.gallery.path,
+        f.max_stale,
+        f.on_stale,
+    )
     return FleetGallery(replica, f.max_stale, f.on_stale)
 
 

@@ -3,6 +3,7 @@
 This is the one place the app touches bundles, so the start-up messages about them (which
 backend, liveness on or off, an empty gallery, where the threshold came from) are all here.
 """
+
 from __future__ import annotations
 
 import logging
@@ -86,12 +87,12 @@ def open_liveness(models: ModelsConfig, live: LivenessConfig) -> Optional[Livene
     return checker
 
 
-def gallery_location(cfg: Config) -> "Path | str":
+def gallery_location(cfg: Config) -> Path | str:
     """Where admin commands read and write the gallery: the central server of a fleet, else the file."""
     return cfg.gallery.url if cfg.gallery.url is not None else cfg.gallery.path
 
 
-def open_gallery(path: "Path | str", embedder: Optional[Embedder], create: bool, readonly: bool = False) -> Gallery:
+def open_gallery(path: Path | str, embedder: Optional[Embedder], create: bool, readonly: bool = False) -> Gallery:
     """The gallery for ``embedder``'s model (any model when None: admin commands, never creating it).
 
     ``path`` may be a fleet's ``postgresql://`` URL (gfn_edge.Gallery opens the server store).
@@ -136,7 +137,8 @@ def resolve_threshold(cfg: Config, gallery: Gallery, embedder: Embedder) -> floa
         log.warning(
             "UNCALIBRATED THRESHOLD: matching at %.4f, a value never calibrated for a false-accept rate on %s; "
             "strangers may be granted. Run door_access.py calibrate --pairs PAIRS.csv --save, then drop --uncalibrated-threshold",
-            rec.uncalibrated_threshold, embedder.signature,
+            rec.uncalibrated_threshold,
+            embedder.signature,
         )
         return float(rec.uncalibrated_threshold)
     try:
@@ -152,8 +154,7 @@ def resolve_threshold(cfg: Config, gallery: Gallery, embedder: Embedder) -> floa
             why = f"the stored threshold {bare:.4f} has no record of its false-accept rate or recogniser"
         else:
             why = "none is stored"
-        tighten = (f"; [recognition] threshold = {rec.threshold:g} can only tighten a calibrated threshold"
-                   if rec.threshold is not None else "")
+        tighten = f"; [recognition] threshold = {rec.threshold:g} can only tighten a calibrated threshold" if rec.threshold is not None else ""
         raise SetupError(
             f"no match threshold calibrated on recogniser {signature} in {gallery.path} ({why}){tighten}: run "
             f"door_access.py calibrate --pairs PAIRS.csv --save (stores the threshold for a target false-accept rate), "

@@ -7,13 +7,15 @@ published while the broker is away in a bounded queue, delivered once it is back
 a consumer may see a duplicate after a reconnection, and can tell by ``door`` + ``event``). A
 broken broker is logged, once per outage, and the door goes on deciding.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import socket
 import threading
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 from .decision import Decision
 

@@ -8,6 +8,7 @@ On a Raspberry Pi this is what keeps the frame rate up when someone stands at th
 Everything that can fail on a frame is caught here: an error while recognising or checking
 liveness becomes a ``deny`` for that track (fail closed) and the loop goes on with the next frame.
 """
+
 from __future__ import annotations
 
 import logging

@@ -6,6 +6,7 @@ clear message (and a non-zero exit systemd reports), while a missing camera is w
 SIGTERM (``systemctl stop``) and Ctrl-C end the loop cleanly: queued actions finish, the event
 log and recording are closed.
 """
+
 from __future__ import annotations
 
 import logging
@@ -59,7 +60,7 @@ class _Stopper:
         self.stopping = False
         self._old: dict[int, Any] = {}
 
-    def __enter__(self) -> "_Stopper":
+    def __enter__(self) -> _Stopper:
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 self._old[sig] = signal.signal(sig, self._handle)
@@ -113,14 +114,23 @@ def run(cfg: Config) -> int:
     runner = ActionRunner(actions)
     try:
         events.prune(cfg.events.keep_days)
-        engine = DecisionEngine(cfg.recognition.consecutive, cfg.decision.cooldown, threshold,
-                                liveness.threshold if liveness is not None else None)
+        engine = DecisionEngine(cfg.recognition.consecutive, cfg.decision.cooldown, threshold, liveness.threshold if liveness is not None else None)
         tracker = IoUTracker(cfg.tracking.iou_threshold, cfg.tracking.max_missed, cfg.tracking.min_hits)
         loop = DoorLoop(
-            analyzer, gallery, threshold, engine, tracker,
-            liveness=liveness, margin=cfg.recognition.margin, recheck_every=cfg.recognition.recheck_every,
-            events=events, actions=runner, snapshots=snapshots, snapshot_on=snapshot_on,
-            source_name=source.description, annotate=display.enabled or recorder is not None,
+            analyzer,
+            gallery,
+            threshold,
+            engine,
+            tracker,
+            liveness=liveness,
+            margin=cfg.recognition.margin,
+            recheck_every=cfg.recognition.recheck_every,
+            events=events,
+            actions=runner,
+            snapshots=snapshots,
+            snapshot_on=snapshot_on,
+            source_name=source.description,
+            annotate=display.enabled or recorder is not None,
         )
         log.info("watching %s", source.description)
         last_stats = last_prune = time.monotonic()
@@ -147,7 +157,10 @@ def run(cfg: Config) -> int:
         runner.close()  # the last decisions' actions (and their log lines) before the summary
         log.info(
             "%s: %d frames, %d recognitions, decisions %s",
-            "stopped" if stopped else "source ended", loop.frames, loop.recognitions, loop.decisions or "none",
+            "stopped" if stopped else "source ended",
+            loop.frames,
+            loop.recognitions,
+            loop.decisions or "none",
         )
         return 0
     finally:

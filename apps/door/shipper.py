@@ -17,6 +17,7 @@ A row whose checksum fails locally is shipped flagged ``damaged`` (its fields ar
 investigation) and logged: never shipped as if it were valid, and never silently dropped, so the
 central sequence of a door has no unexplained gap.
 """
+
 from __future__ import annotations
 
 import logging
@@ -69,8 +70,9 @@ def ensure_central_table(conn: Any) -> None:
 class EventShipper:
     """Forwards ``events_db`` to the central log at ``url`` on a background thread."""
 
-    def __init__(self, events_db: str | Path, url: str, door_id: str, interval: float = 1.0, max_delay: float = 60.0,
-                 batch: int = 500, connect_timeout: float = 5.0):
+    def __init__(
+        self, events_db: str | Path, url: str, door_id: str, interval: float = 1.0, max_delay: float = 60.0, batch: int = 500, connect_timeout: float = 5.0
+    ):
         self.events_db = Path(events_db)
         self.url = url
         self.door_id = door_id
@@ -124,7 +126,7 @@ class EventShipper:
         return self._log.last_seq() - self._log.shipped_upto(self.central)
 
     # --- background ------------------------------------------------------------------------
-    def start(self) -> "EventShipper":
+    def start(self) -> EventShipper:
         self._thread = threading.Thread(target=self._run, name="door-event-shipper", daemon=True)
         self._thread.start()
         return self
@@ -142,8 +144,11 @@ class EventShipper:
                 self._close_conn()
                 if self._outage_since is None:
                     self._outage_since = time.monotonic()
-                    log.warning("event shipping to %s failed (%s); events stay in the local log and are retried",
-                                _host(self.url), str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+                    log.warning(
+                        "event shipping to %s failed (%s); events stay in the local log and are retried",
+                        _host(self.url),
+                        str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                    )
                 self._stop.wait(delay)
                 delay = min(delay * 2, self.max_delay)
                 continue
@@ -176,8 +181,15 @@ class EventShipper:
         self._log.close()
 
 
-def query_central(url: str, since: Optional[float] = None, until: Optional[float] = None, identity: Optional[str] = None,
-                  decisions: Optional[list] = None, limit: Optional[int] = None, door: Optional[str] = None) -> list[Event]:
+def query_central(
+    url: str,
+    since: Optional[float] = None,
+    until: Optional[float] = None,
+    identity: Optional[str] = None,
+    decisions: Optional[list] = None,
+    limit: Optional[int] = None,
+    door: Optional[str] = None,
+) -> list[Event]:
     """The fleet's events (``door_access.py events`` on a fleet), oldest first; checksums verified again.
 
     A row flagged damaged by its door, or whose checksum fails here, comes back ``damaged``.

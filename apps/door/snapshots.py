@@ -4,6 +4,7 @@ A snapshot is the whole frame with the face boxed: who was at the door and what 
 is what an operator wants when reviewing "unknown at 02:14". Files are written to a temporary
 name and renamed, so a power cut leaves no half-written JPEG behind a logged path.
 """
+
 from __future__ import annotations
 
 import logging

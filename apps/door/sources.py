@@ -11,6 +11,7 @@ frames from seconds ago.
 Files and folders are for testing and offline runs: every frame is processed in order, they end
 normally, and one that cannot be read is an error (there is nothing to wait for).
 """
+
 from __future__ import annotations
 
 import logging
@@ -86,8 +87,7 @@ class Backoff:
 CaptureFactory = Callable[[str, str], Any]  # (spec, kind) -> an object with isOpened/read/release/get
 
 
-def open_capture(spec: str, kind: str, width: int | None = None, height: int | None = None, fps: float | None = None,
-                 timeout: float = 10.0) -> Any:
+def open_capture(spec: str, kind: str, width: int | None = None, height: int | None = None, fps: float | None = None, timeout: float = 10.0) -> Any:
     """A ``cv2.VideoCapture`` for the source (possibly not opened: check ``isOpened``)."""
     if kind == "camera":
         index_or_path: Any = int(spec) if spec.isdigit() else spec
@@ -192,9 +192,7 @@ class FrameSource:
         self.backoff = backoff or Backoff()
         self.read_timeout = float(read_timeout)
         self.latest_only = latest_only
-        self._factory = capture_factory or (
-            lambda s, k: open_capture(s, k, self.width, self.height, self.requested_fps, self.read_timeout)
-        )
+        self._factory = capture_factory or (lambda s, k: open_capture(s, k, self.width, self.height, self.requested_fps, self.read_timeout))
         self._stop = threading.Event()
         self._sleep = sleep or self._stop.wait  # interruptible by close()
         self.fps: float | None = fps if self.kind == "folder" else None  # known once opened
@@ -266,10 +264,7 @@ class FrameSource:
         """Log the failure; raise once the reconnection budget is spent, else wait the backoff."""
         limit = self.max_reconnects
         if limit is not None and failures > limit:
-            raise SourceError(
-                f"{self.description}: {what}; giving up after {failures} attempt{'s' if failures != 1 else ''} "
-                f"(max_reconnects = {limit})"
-            )
+            raise SourceError(f"{self.description}: {what}; giving up after {failures} attempt{'s' if failures != 1 else ''} (max_reconnects = {limit})")
         delay = self.backoff.next()
         budget = "" if limit is None else f" of {limit + 1}"
         log.warning("%s: %s (attempt %d%s); retrying in %.1f s", self.description, what, failures, budget, delay)

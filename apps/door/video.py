@@ -5,6 +5,7 @@ door carries on headless, instead of dying at the first frame. The check looks a
 WAYLAND_DISPLAY before touching the GUI, because some OpenCV builds (Qt) abort the whole
 process when they cannot reach a display.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,8 +42,7 @@ class Display:
         except cv2.error as exc:
             first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             log.warning(
-                "--show: this OpenCV cannot open windows (%s; opencv-python-headless has no GUI, install opencv-python "
-                "for one); continuing headless", first
+                "--show: this OpenCV cannot open windows (%s; opencv-python-headless has no GUI, install opencv-python for one); continuing headless", first
             )
             return
         self.enabled = True

@@ -14,6 +14,7 @@ protocol code of our own that the tests check against hand-computed cases:
 - :mod:`.suites` - the evaluations end to end; :mod:`.report`, :mod:`.roc_plot` - Markdown
   tables and curves; :mod:`.cli` - the ``gfn-eval`` command.
 """
+
 from __future__ import annotations
 
 from .verification import Roc, TarAtFar, auc, kfold_accuracy, pair_scores, roc_curve, summarize, tar_at_far

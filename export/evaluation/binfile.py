@@ -6,6 +6,7 @@ lists, tuples, bools and numpy bool/uint8 arrays and scalars; anything else is r
 is constructed. Images are decoded lazily, batch by batch, so a 12,000-image set never sits in
 memory as pixels.
 """
+
 from __future__ import annotations
 
 import io
@@ -124,7 +125,7 @@ def _decode_with_pillow(data: bytes) -> np.ndarray | None:
     try:
         with Image.open(io.BytesIO(data)) as im:
             rgb = np.asarray(im.convert("RGB"))
-    except Exception:  # noqa: BLE001 - any decoder failure is just "not readable"
+    except Exception:
         return None
     return np.ascontiguousarray(rgb[..., ::-1])
 

@@ -8,6 +8,7 @@
 Tables are printed as Markdown; OUT/<command>.json holds every number, OUT/<command>.md the
 tables, and OUT/*.png the ROC / PR curves.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -12,6 +12,7 @@ is its embedding (plus the mirrored crop's, with flip) times its face-detection 
 template's feature is the sum over its medias of the mean feature within each media, then
 L2-normalised; a pair's score is the cosine of its two templates.
 """
+
 from __future__ import annotations
 
 import logging

@@ -6,6 +6,7 @@ covers exactly those classes, with scipy's default return conventions (numeric a
 the stored type, char rows become 1-element str arrays, cells become object arrays), so callers
 need not care which reader ran. Structs, sparse matrices and v7.3 (HDF5) files are refused.
 """
+
 from __future__ import annotations
 
 import logging

@@ -6,6 +6,7 @@ the reference RetinaFace (PyTorch, the default) or a detection bundle the user n
 it is recorded in the results. Each photo contributes its largest face. The CSV is read by
 :func:`gfn_edge.pairs.read_pairs`, the reader (and ``same`` rule) every tool shares.
 """
+
 from __future__ import annotations
 
 import logging
@@ -80,7 +81,7 @@ def load_csv_pairs(
         detector_desc = f"bundle {finder.detector.name} ({finder.detector.runs_on}, {finder.detector.input_label}), score >= {finder.score_threshold}"
     crops, faces, skipped = find_faces([base / n for n in present], base, min_size=min_size, finder=finder, mirror=mirror)
     largest = largest_face_index(faces)
-    reasons = {n: "missing file" for n in missing}
+    reasons = dict.fromkeys(missing, "missing file")
     reasons.update({n: why for n, why in skipped})
     used: dict[int, int] = {}  # face index -> crop row in the compact array
     a, b, same, dropped = [], [], [], []

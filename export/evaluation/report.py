@@ -1,10 +1,12 @@
 """Markdown tables of evaluation results (what gfn-eval prints and saves next to the JSON)."""
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -124,7 +126,7 @@ def format_detect(result: dict[str, Any]) -> str:
     inputs = {m["name"]: m.get("input", "-") for m in result["models"]}
     out = []
     for d in result["datasets"]:
-        if "results" in d and d["results"]:
+        if d.get("results"):
             info = d["info"]
             out.append(f"## WIDER FACE val AP (%): {info['images']} pictures, official protocol")
             out.append("")

@@ -4,19 +4,31 @@ Plain but readable: axes with ticks and grid, one coloured curve per model, a le
 model's AUC or AP. The ROC's FAR axis is logarithmic (as in the insightface/GhostFaceNets plots),
 starting at the decade of 1/negatives, the smallest FAR a set can measure.
 """
+
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
 
 # tab10 in BGR
-PALETTE = [(180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148), (75, 86, 140), (194, 119, 227), (127, 127, 127), (34, 189, 188), (207, 190, 23)]
+PALETTE = [
+    (180, 119, 31),
+    (14, 127, 255),
+    (44, 160, 44),
+    (40, 39, 214),
+    (189, 103, 148),
+    (75, 86, 140),
+    (194, 119, 227),
+    (127, 127, 127),
+    (34, 189, 188),
+    (207, 190, 23),
+]
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -61,7 +73,9 @@ def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float = 0.45,
 
 def _ticks(lo: float, hi: float, log: bool) -> list[tuple[float, str]]:
     if log:
-        return [(10.0**e, f"1e{e}" if e < 0 else "1") for e in range(int(math.floor(math.log10(lo))), int(math.ceil(math.log10(hi))) + 1) if lo <= 10.0**e <= hi]
+        return [
+            (10.0**e, f"1e{e}" if e < 0 else "1") for e in range(int(math.floor(math.log10(lo))), int(math.ceil(math.log10(hi))) + 1) if lo <= 10.0**e <= hi
+        ]
     return [(v, f"{v:.1f}") for v in np.linspace(lo, hi, 11)]
 
 

@@ -9,14 +9,16 @@ difference between models, never between pipelines. Data is streamed batch by ba
 every model at once: each picture is read, decoded and aligned once per run, whatever the
 number of models.
 """
+
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol
 
 import cv2
 import numpy as np
@@ -177,9 +179,7 @@ class Detector:
         return postprocess(out["loc"], out["conf"], out["landms"], self.anchors, (box.width, box.height), box.scale, score_threshold, nms_threshold)
 
 
-def reference_detector(
-    model: str | os.PathLike[str], size: str | tuple[int, int] = "model", arch: str | None = None, mirror: str | None = None
-) -> Detector:
+def reference_detector(model: str | os.PathLike[str], size: str | tuple[int, int] = "model", arch: str | None = None, mirror: str | None = None) -> Detector:
     """``size``: "model" (the registry input size), "original", or (w, h)."""
     from gfn_edge.export.reference import load_reference
 
@@ -196,8 +196,15 @@ def bundle_detector(path: str | os.PathLike[str] | Any, backend: str = "auto", t
     device = DeviceDetector(path, backend=backend, threads=threads)
     m = device.manifest
     return Detector(
-        Path(device.model.path).name, "bundle", _bundle_label(device.model), device.model.run, device.preprocess, device.anchors, device.input_size,
-        {"bundle": str(path), "model": m.model, "target": m.target}, device,
+        Path(device.model.path).name,
+        "bundle",
+        _bundle_label(device.model),
+        device.model.run,
+        device.preprocess,
+        device.anchors,
+        device.input_size,
+        {"bundle": str(path), "model": m.model, "target": m.target},
+        device,
     )
 
 

@@ -3,12 +3,14 @@
 Results are plain dicts (fractions in 0..1; the tables print percentages) so the CLI can print
 and save them, and so can a notebook.
 """
+
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +32,9 @@ AGREEMENT = {"score_threshold": 0.5, "score_margin": 0.05, "iou_match": 0.5}  # 
 
 
 def _models(items: Sequence[Any]) -> list[dict[str, Any]]:
-    return [{"name": m.name, "kind": m.kind, "runs_on": m.runs_on, **({"input": m.input_label} if isinstance(m, Detector) else {}), "info": m.info} for m in items]
+    return [
+        {"name": m.name, "kind": m.kind, "runs_on": m.runs_on, **({"input": m.input_label} if isinstance(m, Detector) else {}), "info": m.info} for m in items
+    ]
 
 
 def _safe_name(text: str) -> str:
@@ -127,7 +131,13 @@ def evaluate_ijb(
     info["unusable_crops"] = len(crops.failed)
     result: dict[str, Any] = {
         "task": "ijb",
-        "settings": {"flip": flip, "detector_score": detector_score, "pooling": "mean within media, sum over medias, L2", "fars": list(fars), "min_negatives_factor": min_negatives_factor},
+        "settings": {
+            "flip": flip,
+            "detector_score": detector_score,
+            "pooling": "mean within media, sum over medias, L2",
+            "fars": list(fars),
+            "min_negatives_factor": min_negatives_factor,
+        },
         "models": _models(embedders),
         "datasets": [],
     }
@@ -140,7 +150,9 @@ def evaluate_ijb(
         entry["results"][e.name] = summary
         curves.append(Curve(f"{e.name} (AUC {100 * summary['auc']:.2f}%)", roc.fpr, roc.tpr))
     if out_dir is not None and curves:
-        entry["roc_png"] = str(plot_roc(Path(out_dir) / f"roc-{meta.subset.lower()}.png", curves, int((~meta.label).sum()), f"ROC: {meta.subset} 1:1 verification"))
+        entry["roc_png"] = str(
+            plot_roc(Path(out_dir) / f"roc-{meta.subset.lower()}.png", curves, int((~meta.label).sum()), f"ROC: {meta.subset} 1:1 verification")
+        )
     result["datasets"].append(entry)
     return result
 
@@ -234,12 +246,15 @@ def evaluate_widerface(
         entry["pr_png"] = {s: str(plot_pr(Path(out_dir) / f"pr-widerface-{s}.png", c, f"WIDER FACE val, {s}: precision-recall")) for s, c in curves.items()}
     if reference is not None and len(dets) > 1:
         entry["agreement"] = agreement(reference, dets)
-    return {"task": "detect", "settings": {**AGREEMENT, "protocol": "WIDER FACE official (global score normalisation, IoU 0.5, 1000 thresholds, VOC AP)"}, "models": labels, "datasets": [entry]}
+    return {
+        "task": "detect",
+        "settings": {**AGREEMENT, "protocol": "WIDER FACE official (global score normalisation, IoU 0.5, 1000 thresholds, VOC AP)"},
+        "models": labels,
+        "datasets": [entry],
+    }
 
 
-def evaluate_agreement(
-    folder: str | os.PathLike[str], reference: Detector, detectors: Sequence[Detector], max_images: int | None = None
-) -> dict[str, Any]:
+def evaluate_agreement(folder: str | os.PathLike[str], reference: Detector, detectors: Sequence[Detector], max_images: int | None = None) -> dict[str, Any]:
     """Agreement of each detector with the reference on any folder of pictures (no ground truth)."""
     folder = Path(folder)
     files = _spread(list_images(folder), max_images)
@@ -248,5 +263,9 @@ def evaluate_agreement(
     items = [(str(p.relative_to(folder)), p) for p in files]
     low = AGREEMENT["score_threshold"] - AGREEMENT["score_margin"]
     dets, unreadable = run_detectors([reference, *detectors], items, low, 0.4, "agreement")
-    entry = {"name": folder.name, "info": {"folder": str(folder), "images": len(items), "unreadable_images": len(unreadable)}, "agreement": agreement(reference.name, dets)}
+    entry = {
+        "name": folder.name,
+        "info": {"folder": str(folder), "images": len(items), "unreadable_images": len(unreadable)},
+        "agreement": agreement(reference.name, dets),
+    }
     return {"task": "detect-agreement", "settings": dict(AGREEMENT), "models": _models([reference, *detectors]), "datasets": [entry]}

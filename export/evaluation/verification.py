@@ -5,6 +5,7 @@ tests/test_eval_metrics.py does. The threshold rules themselves (best accuracy, 
 live in :mod:`gfn_edge.metrics`, shared with the door and the benchmark. Scores are
 similarities: a pair is called "same person" when its score is >= the threshold. Rates are fractions in 0..1 here; tables print percentages.
 """
+
 from __future__ import annotations
 
 import math
@@ -119,7 +120,9 @@ def tar_at_far(roc: Roc, far: float, min_negatives_factor: float = MIN_NEGATIVES
     if min_negatives_factor > 0 and roc.negatives < needed:
         need = "infinitely many" if math.isinf(needed) else f"at least {needed:,}"
         if not always:
-            return TarAtFar(far, None, reason=f"FAR={far:.0e} needs {need} different-person pairs ({min_negatives_factor:g}/FAR); this set has {roc.negatives:,}")
+            return TarAtFar(
+                far, None, reason=f"FAR={far:.0e} needs {need} different-person pairs ({min_negatives_factor:g}/FAR); this set has {roc.negatives:,}"
+            )
         result.reason = (
             f"FAR={far:.0e} on only {roc.negatives:,} different-person pairs: the threshold lets {allowed} impostor pair(s) through; "
             f"{need} pairs ({min_negatives_factor:g}/FAR) make it a reliable number"
@@ -208,8 +211,6 @@ def summarize(
                 "folds": {"k": folds, "assignment": assignment, "accuracy": k.folds, "threshold": k.thresholds},
             }
         )
-    out["tar_at_far"] = {
-        f"{far:.0e}": tar_at_far(roc, far, min_negatives_factor, any(math.isclose(far, a) for a in always_report)).to_dict() for far in fars
-    }
+    out["tar_at_far"] = {f"{far:.0e}": tar_at_far(roc, far, min_negatives_factor, any(math.isclose(far, a) for a in always_report)).to_dict() for far in fars}
     out["roc"] = compact_roc(roc)
     return out, roc

@@ -19,13 +19,15 @@ Pytorch_Retinaface ``widerface_evaluate``), reproduced here with our own vectori
 Predictions are ``{"event/name": (K, 5) array of x, y, w, h, score}``; detectors' corner boxes
 become ``w = x2 - x1 + 1`` as Pytorch_Retinaface's ``test_widerface.py`` writes them.
 """
+
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -57,7 +59,7 @@ class WiderGroundTruth:
     images: list[WiderImage]
     settings: tuple[str, ...] = SETTINGS
 
-    def subset(self, keys: set[str]) -> "WiderGroundTruth":
+    def subset(self, keys: set[str]) -> WiderGroundTruth:
         return WiderGroundTruth([im for im in self.images if im.key in keys], self.settings)
 
 

@@ -12,6 +12,7 @@ union-find), measures every tensor's per-channel range on calibration inputs, an
 free channel's factor so that, in every tensor it appears in, it reaches (up to ``max_boost``) the
 range of that tensor's strongest channel. One int8 scale per tensor then resolves every channel.
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,8 +32,32 @@ log = logging.getLogger(__name__)
 
 FIXED = 0  # the variable of channels whose scale must stay 1
 
-_SAME_MODULES = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.ZeroPad2d, nn.ConstantPad2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Dropout, nn.Identity, nn.Upsample)
-_SAME_FUNCTIONS = {F.relu, torch.relu, F.leaky_relu, F.pad, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.interpolate, nearest_resize, F.dropout, torch.nn.functional.prelu}
+_SAME_MODULES = (
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ZeroPad2d,
+    nn.ConstantPad2d,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.Dropout,
+    nn.Identity,
+    nn.Upsample,
+)
+_SAME_FUNCTIONS = {
+    F.relu,
+    torch.relu,
+    F.leaky_relu,
+    F.pad,
+    F.max_pool2d,
+    F.avg_pool2d,
+    F.adaptive_avg_pool2d,
+    F.interpolate,
+    nearest_resize,
+    F.dropout,
+    torch.nn.functional.prelu,
+}
 _SAME_METHODS = {"relu", "contiguous", "clone", "mean"}
 _GATE_FUNCTIONS = {F.relu6, torch.clamp, torch.sigmoid, F.sigmoid, F.hardsigmoid, F.hardswish, F.softmax, torch.softmax, torch.tanh, F.hardtanh}
 _GATE_METHODS = {"clamp", "sigmoid", "softmax", "tanh"}

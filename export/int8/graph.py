@@ -1,4 +1,5 @@
 """Trace a reference model into a torch.fx graph with BatchNorms folded into their convolutions."""
+
 from __future__ import annotations
 
 import copy

@@ -12,6 +12,7 @@ Steps, each exact in FP32 (checked against the original model on the calibration
 The result also carries a per-group sensitivity ranking from the int8 simulation, used when an
 artifact misses its tolerance: the most sensitive groups are kept in float first.
 """
+
 from __future__ import annotations
 
 import copy
@@ -210,9 +211,7 @@ def prepare_for_int8(
     return prep
 
 
-def rank_groups(
-    model: nn.Module, calibration: np.ndarray, score, batch: int = 32, samples: int = 32
-) -> tuple[list[tuple[str, float]], dict[str, float]]:
+def rank_groups(model: nn.Module, calibration: np.ndarray, score, batch: int = 32, samples: int = 32) -> tuple[list[tuple[str, float]], dict[str, float]]:
     """Module groups by simulated int8 damage (worst first), and the simulated all-int8 score."""
     x_all = torch.from_numpy(np.ascontiguousarray(calibration.transpose(0, 3, 1, 2), dtype=np.float32))
     batches = [x_all[i : i + batch] for i in range(0, len(x_all), batch)]

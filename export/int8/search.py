@@ -9,6 +9,7 @@ Order of attempts (each one verified on the real verification data with the devi
 The first attempt within tolerance wins; otherwise the one closest to its tolerances is returned
 marked failed. Every attempt is recorded in the manifest (method, float groups, metrics).
 """
+
 from __future__ import annotations
 
 import logging

@@ -6,6 +6,7 @@ min/max from calibration), which is how QDQ backends place them. It is close eno
 layers by the damage int8 does to them in a second per layer, where a backend round trip per
 candidate takes minutes; the backends' real numbers still decide (verification).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -115,9 +116,7 @@ def run_fake_quant(gm: fx.GraphModule, x: torch.Tensor, ranges, only=None, skip=
     return [o.numpy() for o in out]
 
 
-def sensitivity(
-    gm: fx.GraphModule, x: torch.Tensor, ranges, score, candidates: list[fx.Node] | None = None
-) -> list[tuple[str, float]]:
+def sensitivity(gm: fx.GraphModule, x: torch.Tensor, ranges, score, candidates: list[fx.Node] | None = None) -> list[tuple[str, float]]:
     """Damage of quantising each layer alone: ``score(outputs) -> float`` (higher is better) per layer,
     reported as (layer name, drop from float), worst first."""
     with torch.no_grad():

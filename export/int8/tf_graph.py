@@ -12,6 +12,7 @@ resizing, flatten, Linear, permute/view/reshape, softmax, channel slicing. Anyth
 with the node's name. Each op is created under the name scope of the module it came from, so
 layers can be kept in float by name.
 """
+
 from __future__ import annotations
 
 from typing import Any

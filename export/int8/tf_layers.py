@@ -3,6 +3,7 @@
 Conv2d of any groups/stride/dilation/padding, ZeroPad2d, BatchNorm, ReLU/ReLU6/LeakyReLU/PReLU,
 sigmoid/hard-sigmoid/hard-swish, Linear, global average pooling, max/average pooling.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable

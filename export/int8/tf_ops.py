@@ -6,6 +6,7 @@ small registered function (in :mod:`.tf_layers` for modules, :mod:`.tf_tensor_op
 and tensor methods) instead of another branch in a long chain. Every emitter creates its TF ops in
 a fixed order, so the graph (and the op names the float fallback matches) is the same on every run.
 """
+
 from __future__ import annotations
 
 import math

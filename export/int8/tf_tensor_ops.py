@@ -4,6 +4,7 @@ Shapes and indexing (size, getattr shape, getitem, permute, view/reshape, flatte
 arithmetic, activations (relu, relu6, leaky_relu, sigmoid, hard-sigmoid, clamp, softmax),
 mean, pooling and nearest/bilinear resizing.
 """
+
 from __future__ import annotations
 
 import operator

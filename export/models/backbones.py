@@ -8,6 +8,7 @@
 Each backbone stops at its last returned stage, like torchvision's IntermediateLayerGetter
 does, so the state_dict holds exactly the keys the original ``body`` had.
 """
+
 from __future__ import annotations
 
 import math
@@ -108,9 +109,7 @@ class GhostBottleneck(nn.Module):
         self.stride = stride
         self.ghost1 = GhostModule(in_chs, mid_chs, relu=True)
         if stride > 1:
-            self.conv_dw = nn.Conv2d(
-                mid_chs, mid_chs, dw_kernel_size, stride=stride, padding=(dw_kernel_size - 1) // 2, groups=mid_chs, bias=False
-            )
+            self.conv_dw = nn.Conv2d(mid_chs, mid_chs, dw_kernel_size, stride=stride, padding=(dw_kernel_size - 1) // 2, groups=mid_chs, bias=False)
             self.bn_dw = nn.BatchNorm2d(mid_chs)
         self.se = SqueezeExcite(mid_chs, se_ratio=se_ratio) if se_ratio and se_ratio > 0 else None
         self.ghost2 = GhostModule(mid_chs, out_chs, relu=False)
@@ -327,9 +326,7 @@ class ResNet50(nn.Module):
     def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
         downsample = None
         if stride != 1 or self._inplanes != planes * 4:
-            downsample = nn.Sequential(
-                nn.Conv2d(self._inplanes, planes * 4, 1, stride=stride, bias=False), nn.BatchNorm2d(planes * 4)
-            )
+            downsample = nn.Sequential(nn.Conv2d(self._inplanes, planes * 4, 1, stride=stride, bias=False), nn.BatchNorm2d(planes * 4))
         layers = [Bottleneck(self._inplanes, planes, stride, downsample)]
         self._inplanes = planes * 4
         layers += [Bottleneck(self._inplanes, planes) for _ in range(1, blocks)]

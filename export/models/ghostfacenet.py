@@ -15,6 +15,7 @@ The architecture is described by :class:`GhostFaceNetConfig`; ``GhostFaceNetConf
 ``.v2()`` give the published layouts for any width and stem stride, and the Keras port builds
 one from a checkpoint's graph (which is how truncated student models load).
 """
+
 from __future__ import annotations
 
 import math
@@ -186,9 +187,7 @@ class GhostFaceNetConfig:
                 )
             )
             prev = out
-        return GhostFaceNetConfig(
-            stem=stem, stem_stride=stride, stem_act=act, blocks=blocks, last=make_divisible(exps[-1] * width, 4), last_act=act, version=1
-        )
+        return GhostFaceNetConfig(stem=stem, stem_stride=stride, stem_act=act, blocks=blocks, last=make_divisible(exps[-1] * width, 4), last_act=act, version=1)
 
     @staticmethod
     def v2(width: float = 1.3, stride: int = 2, act: str = "prelu", v1_stacks: int = 2) -> GhostFaceNetConfig:

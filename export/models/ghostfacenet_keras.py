@@ -7,6 +7,7 @@ mirrors the published code: GhostNet V1 (``backbones/ghost_model.py``) with its 
 PReLU, GhostNetV2 with DFC attention (keras_cv_attention_models style names and
 ``tf.image.resize``), and the ``buildin_models`` GDC head with BatchNorm on the embedding.
 """
+
 from __future__ import annotations
 
 import math

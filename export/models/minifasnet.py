@@ -6,6 +6,7 @@ classifier. The pruned widths are facts of the released checkpoints, so they are
 variant below; module attribute names (``conv1``, ``conv_23``, ``conv_3.model.N.conv_dw``,
 ``se_module.fc1`` ...) are chosen so that the upstream ``.pth`` files load with ``strict=True``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -153,7 +154,18 @@ class MiniFASNet(nn.Module):
         self.prob = nn.Linear(embedding_size, num_classes, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in (self.conv1, self.conv2_dw, self.conv_23, self.conv_3, self.conv_34, self.conv_4, self.conv_45, self.conv_5, self.conv_6_sep, self.conv_6_dw):
+        for layer in (
+            self.conv1,
+            self.conv2_dw,
+            self.conv_23,
+            self.conv_3,
+            self.conv_34,
+            self.conv_4,
+            self.conv_45,
+            self.conv_5,
+            self.conv_6_sep,
+            self.conv_6_dw,
+        ):
             x = layer(x)
         x = torch.flatten(x, 1)
         if self.use_linear:

@@ -4,6 +4,7 @@
 Retinaface_Ghost model of that backbone, so their ``.pth`` files load with ``strict=True``.
 In test phase the forward returns ``(loc, conf, landms)`` with ``conf`` softmaxed.
 """
+
 from __future__ import annotations
 
 import torch

@@ -3,6 +3,7 @@
 Module and attribute names follow Pytorch_Retinaface (``models/net.py``,
 ``models/retinaface.py``) exactly, because checkpoint keys are derived from them.
 """
+
 from __future__ import annotations
 
 import warnings

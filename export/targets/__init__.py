@@ -3,6 +3,7 @@
 A target turns the reference's PyTorch module into files in a bundle folder and describes the
 artifact's tensors; verification and the manifest are the pipeline's job (:mod:`..api`).
 """
+
 from __future__ import annotations
 
 import importlib

@@ -1,4 +1,5 @@
 """Old import path of :class:`gfn_edge.export.context.ExportContext`."""
+
 from __future__ import annotations
 
 from ..context import ExportContext

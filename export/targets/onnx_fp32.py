@@ -4,6 +4,7 @@ The TorchScript exporter (``dynamo=False``) gives the most portable graph for th
 recognisers get a dynamic batch axis, detectors are fixed at the requested input size (the
 anchor count follows it).
 """
+
 from __future__ import annotations
 
 import logging

@@ -3,6 +3,7 @@
 The graph quantised is the INT8-prepared one (BatchNorm folded, channels equalised), exported
 the same way as the FP32 target; calibration reads the calibration set, never verification data.
 """
+
 from __future__ import annotations
 
 import logging

@@ -9,6 +9,7 @@
   (quantile 1e-4), entropy (histogram, quantisation-error minimising);
 - layer groups kept in float go to NNCF's ignored scope by node name.
 """
+
 from __future__ import annotations
 
 import logging
@@ -125,4 +126,3 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
         )
 
     return run_search(ctx, info, build, ["minmax", "percentile", "entropy"], lambda folder: _fp32_ir_files(ctx, folder))
-

@@ -1,4 +1,5 @@
 """OpenVINO IR (FP32, or FP16-compressed weights) converted from the FP32 ONNX."""
+
 from __future__ import annotations
 
 from gfn_edge.errors import MissingDependencyError

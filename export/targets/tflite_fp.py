@@ -5,6 +5,7 @@ the NCHW transposes and the graph runs as plain NHWC convolutions on XNNPACK. FP
 conv/FC weights as float16 with DEQUANTIZE ops (ai-edge-quantizer's float casting), the usual
 TFLite "float16 quantisation": half the size, float32 arithmetic.
 """
+
 from __future__ import annotations
 
 import logging
@@ -75,8 +76,7 @@ def tensor_specs(path: Path, canonical: list[str]) -> tuple[list[TensorSpec], li
 
     inputs = [TensorSpec("input", ind["name"], [int(v) for v in ind["shape"]], dtype(ind), layout="NHWC", quantization=quant(ind))]
     outputs = [
-        TensorSpec(name, outs[j]["name"], [int(v) for v in outs[j]["shape"]], dtype(outs[j]), quantization=quant(outs[j]))
-        for name, j in zip(canonical, order)
+        TensorSpec(name, outs[j]["name"], [int(v) for v in outs[j]["shape"]], dtype(outs[j]), quantization=quant(outs[j])) for name, j in zip(canonical, order)
     ]
     return inputs, outputs
 

@@ -8,6 +8,7 @@ int8 RELU: with them every block left the delegate and INT8 ran 2x slower than F
 them the whole graph is one XNNPACK partition. Layer groups kept in float use the converter's
 selective quantisation (QuantizationDebugger denylist).
 """
+
 from __future__ import annotations
 
 import logging

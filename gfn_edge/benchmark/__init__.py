@@ -12,6 +12,7 @@ naive baseline), :mod:`.suite` (model matrix), :mod:`.probe` (fresh-process impo
 RSS), :mod:`.sanity`, :mod:`.report`, :mod:`.plot`, :mod:`.system`, :mod:`.cli` (``gfn-bench``),
 :mod:`.device` (the board's printed table).
 """
+
 from __future__ import annotations
 
 from gfn_edge.errors import GfnEdgeError

@@ -11,13 +11,15 @@ also measures the end-to-end frame (detect + align + embed) and the naive ONNX R
 baseline; ``--no-pipeline`` skips that. Thread counts are fixed per row and read back from
 each runtime; medians (and p90) are over ``--runs`` timed runs after ``--warmup``.
 """
+
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..cli_errors import run_cli
 from ..errors import UsageError
@@ -64,8 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gallery-sizes", type=_ints, default=[10_000, 100_000], help="synthetic gallery sizes (default 10000,100000)")
     p.add_argument("--target-ms", type=float, default=8.0, help="frame target for the verdict (default 8 ms)")
     p.add_argument("--import-repeats", type=int, default=5, help="fresh interpreters per import-time figure (0 skips; default 5)")
-    p.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
-                   help="before each row wait up to S seconds for other processes to leave the CPUs (default 0: just record how busy)")
+    p.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="before each row wait up to S seconds for other processes to leave the CPUs (default 0: just record how busy)",
+    )
     p.add_argument("--wait-budget", type=float, default=1200.0, metavar="S", help="total waiting allowed in a run (default 1200)")
     p.add_argument("--shared", metavar="DIR", help="shared/ folder with photos and peers (default: auto)")
     p.add_argument("--work", metavar="DIR", help="scratch folder for galleries and cleaned peer graphs")
@@ -78,14 +85,33 @@ def request_from_args(args: argparse.Namespace) -> BenchmarkRequest:
     """The engine's request for parsed gfn-bench options."""
     progress = (lambda msg: print(f"[gfn-bench] {msg}", file=sys.stderr, flush=True)) if args.verbose else None
     return BenchmarkRequest(
-        bundles=list(args.bundles), peers=args.peers, peer_names=list(args.peer), no_peers=args.no_peers,
+        bundles=list(args.bundles),
+        peers=args.peers,
+        peer_names=list(args.peer),
+        no_peers=args.no_peers,
         peer_backends=[b.strip() for b in args.peer_backends.split(",") if b.strip()],
         openvino_hints=[h.strip() for h in args.openvino_hints.split(",") if h.strip()],
-        tasks={t.strip() for t in args.task.split(",") if t.strip()}, threads=args.threads, runs=args.runs, warmup=args.warmup,
-        batch_sizes=args.batch_sizes, memory=not args.no_memory, sanity=not args.no_sanity, sanity_pairs=args.sanity_pairs,
-        pipeline=not args.no_pipeline, models=not args.no_models, frame=args.frame, pipeline_runs=args.pipeline_runs,
-        gallery_sizes=args.gallery_sizes, target_ms=args.target_ms, import_repeats=args.import_repeats, wait_quiet=args.wait_quiet,
-        wait_budget=args.wait_budget, shared=args.shared, work=args.work, out=args.out, progress=progress,
+        tasks={t.strip() for t in args.task.split(",") if t.strip()},
+        threads=args.threads,
+        runs=args.runs,
+        warmup=args.warmup,
+        batch_sizes=args.batch_sizes,
+        memory=not args.no_memory,
+        sanity=not args.no_sanity,
+        sanity_pairs=args.sanity_pairs,
+        pipeline=not args.no_pipeline,
+        models=not args.no_models,
+        frame=args.frame,
+        pipeline_runs=args.pipeline_runs,
+        gallery_sizes=args.gallery_sizes,
+        target_ms=args.target_ms,
+        import_repeats=args.import_repeats,
+        wait_quiet=args.wait_quiet,
+        wait_budget=args.wait_budget,
+        shared=args.shared,
+        work=args.work,
+        out=args.out,
+        progress=progress,
     )
 
 

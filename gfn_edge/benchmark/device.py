@@ -3,6 +3,7 @@
 The measuring is :func:`gfn_edge.benchmark.engine.run_device_benchmark` (re-exported here), the
 same engine as gfn-bench's tables; this module only renders its result for a terminal.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -25,15 +26,21 @@ def table(result: dict[str, Any]) -> str:
     rows.append(["FPS (from whole-frame median)", f"{result['fps']:.1f}", ""])
     m = result["models"]
     head = [
-        (f"detector:   {m['detector']['model']} {m['detector']['target']} on {m['detector']['backend']}, input {m['detector']['input']}, "
-         f"threads {m['detector']['threads_runtime']}, {_gflops(m['detector'])}"),
-        (f"recogniser: {m['recognizer']['model']} {m['recognizer']['target']} on {m['recognizer']['backend']}, "
-         f"threads {m['recognizer']['threads_runtime']}, {_gflops(m['recognizer'])}"),
+        (
+            f"detector:   {m['detector']['model']} {m['detector']['target']} on {m['detector']['backend']}, input {m['detector']['input']}, "
+            f"threads {m['detector']['threads_runtime']}, {_gflops(m['detector'])}"
+        ),
+        (
+            f"recogniser: {m['recognizer']['model']} {m['recognizer']['target']} on {m['recognizer']['backend']}, "
+            f"threads {m['recognizer']['threads_runtime']}, {_gflops(m['recognizer'])}"
+        ),
     ]
     head += [f"liveness:   {x['model']} {x['target']} on {x['backend']}" for x in m["liveness"]]
     s = result["settings"]
-    head.append(f"{s['runs']} runs after {s['warmup']} warm-up, {s['threads']} threads; faces in frame: {result['faces']}; "
-                f"load average {result['load_average']['before']} -> {result['load_average']['after']}; peak RSS {result['peak_rss_mb']} MiB")
+    head.append(
+        f"{s['runs']} runs after {s['warmup']} warm-up, {s['threads']} threads; faces in frame: {result['faces']}; "
+        f"load average {result['load_average']['before']} -> {result['load_average']['after']}; peak RSS {result['peak_rss_mb']} MiB"
+    )
     return "\n".join(head) + "\n\n" + md_table(["stage", "median ms", "p90 ms"], rows)
 
 

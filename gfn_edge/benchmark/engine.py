@@ -12,6 +12,7 @@ Both time frames with :func:`.stages.measure_frame`, so a board's numbers and gf
 tables come from the same code. Device side: imports numpy, OpenCV and the inference runtimes
 only; FLOPs come from the bundles' manifests (counted at export), never from ``onnx`` here.
 """
+
 from __future__ import annotations
 
 import json
@@ -117,9 +118,18 @@ def run_benchmark(req: BenchmarkRequest, skipped: list[dict[str, Any]] | None = 
     faces = shared / "faces" if shared else None
     gate = QuietGate(req.wait_quiet, req.wait_budget if req.wait_quiet > 0 else 0.0)
     cfg = SuiteConfig(
-        gate=gate, threads=req.threads, runs=req.runs, warmup=req.warmup, batch_sizes=req.batch_sizes, memory=req.memory, cache=work / "peers",
-        scene=faces / "scenes" / "insightface_t1.jpg" if faces else None, portraits=faces / "portraits" if faces else None,
-        pairs=faces / "pairs" if faces else None, sanity=req.sanity and faces is not None, sanity_pairs=req.sanity_pairs,
+        gate=gate,
+        threads=req.threads,
+        runs=req.runs,
+        warmup=req.warmup,
+        batch_sizes=req.batch_sizes,
+        memory=req.memory,
+        cache=work / "peers",
+        scene=faces / "scenes" / "insightface_t1.jpg" if faces else None,
+        portraits=faces / "portraits" if faces else None,
+        pairs=faces / "pairs" if faces else None,
+        sanity=req.sanity and faces is not None,
+        sanity_pairs=req.sanity_pairs,
     )
     if req.pipeline:
         frame_path = Path(req.frame) if req.frame else (shared.joinpath(*FRAME_PICTURE) if shared else None)
@@ -130,14 +140,20 @@ def run_benchmark(req: BenchmarkRequest, skipped: list[dict[str, Any]] | None = 
         elif not dets or not recs:
             result["skipped"].append({"name": "pipeline", "reason": "needs detector and recogniser bundles"})
         else:
-            pcfg = PipelineConfig(threads=req.threads, runs=req.pipeline_runs, warmup=req.warmup, gallery_sizes=req.gallery_sizes,
-                                  work=work, target_ms=req.target_ms, gate=gate)
+            pcfg = PipelineConfig(
+                threads=req.threads, runs=req.pipeline_runs, warmup=req.warmup, gallery_sizes=req.gallery_sizes, work=work, target_ms=req.target_ms, gate=gate
+            )
             frame = vga_frame(read_image(frame_path))
             result["pipeline"] = run_pipeline(dets, recs, frame, pcfg, req.progress)
             result["pipeline"]["frame"] = {"source": str(frame_path), "size": [int(frame.shape[1]), int(frame.shape[0])]}
     suite = run_suite(cands if req.models else [], cfg, req.progress)
-    result.update(models=suite["models"], complexity=suite["complexity"], sanity=suite["sanity"], failures=suite["failures"],
-                  settings=dict(suite["settings"], pipeline_runs=req.pipeline_runs))
+    result.update(
+        models=suite["models"],
+        complexity=suite["complexity"],
+        sanity=suite["sanity"],
+        failures=suite["failures"],
+        settings=dict(suite["settings"], pipeline_runs=req.pipeline_runs),
+    )
     if req.import_repeats > 0:
         result["import_time"] = import_times(sorted({c.backend for c in cands}) or ["onnxruntime"], req.import_repeats)
     result["load_after"] = load_average()
@@ -166,8 +182,9 @@ def write_results(result: dict[str, Any], out: Path, top_threads: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(result, indent=2, default=json_default) + "\n")
     (out / "bench.md").write_text(report.render(result) + "\n")
-    plot.draw(result["models"], top_threads, out / "latency_fidelity.png",
-              f"gfn-bench: latency vs fidelity, {top_threads} thread(s), {result['system']['cpu']}")
+    plot.draw(
+        result["models"], top_threads, out / "latency_fidelity.png", f"gfn-bench: latency vs fidelity, {top_threads} thread(s), {result['system']['cpu']}"
+    )
 
 
 def json_default(value: Any) -> Any:
@@ -244,5 +261,12 @@ def run_device_benchmark(
 
 def _describe(model: Any) -> dict[str, Any]:
     m = model.manifest
-    return {"model": m.model, "target": m.target, "precision": m.precision, "backend": model.backend, "threads": model.threads,
-            "path": str(model.path), "complexity": (m.export or {}).get("flops") or {"note": "FLOPs unknown"}}
+    return {
+        "model": m.model,
+        "target": m.target,
+        "precision": m.precision,
+        "backend": model.backend,
+        "threads": model.threads,
+        "path": str(model.path),
+        "complexity": (m.export or {}).get("flops") or {"note": "FLOPs unknown"},
+    }

@@ -5,12 +5,14 @@ input size, files, fidelity from its manifest) so every table row carries the sa
 counts are passed to the runtime through ``open_model(..., threads=N)`` and read back from the
 runtime itself (:func:`runtime_threads`), so a table never claims a setting the runtime ignored.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 

@@ -5,6 +5,7 @@ are at equal threads), FP32 ONNX, numpy preprocessing as the reference writes it
 else the baseline does (alignment, search) is gfn-edge's own, so the table shows what the
 runtime layer and the pipeline's choices buy.
 """
+
 from __future__ import annotations
 
 import os

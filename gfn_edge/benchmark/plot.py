@@ -6,11 +6,13 @@ the median single-input latency at the chosen thread count. Peers have no refere
 faithful to, so they appear as labelled vertical lines at their latency: the point of the chart
 is "how much speed does each precision/backend buy, at what fidelity, next to the peers".
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -50,8 +52,9 @@ def _marker(img: np.ndarray, p: tuple[int, int], precision: str, colour: tuple[i
         cv2.circle(img, (x, y), 6, colour, fill, cv2.LINE_AA)
 
 
-def _panel(img: np.ndarray, origin: tuple[int, int], size: tuple[int, int], title: str, ylabel: str,
-           points: Sequence[dict[str, Any]], peers: Sequence[dict[str, Any]]) -> None:
+def _panel(
+    img: np.ndarray, origin: tuple[int, int], size: tuple[int, int], title: str, ylabel: str, points: Sequence[dict[str, Any]], peers: Sequence[dict[str, Any]]
+) -> None:
     ox, oy = origin
     w, h = size
     left, right, top, bottom = 70, 20, 40, 50
@@ -123,8 +126,16 @@ def chart_points(models: Sequence[dict[str, Any]], threads: int) -> dict[str, tu
         if r["kind"] == "peer":
             out[r["task"]][1].append({"x": x, "label": f"{r['name']} ({r['backend']})"})
         elif "value" in (r.get("fidelity") or {}):
-            out[r["task"]][0].append({"x": x, "y": float(r["fidelity"]["value"]), "backend": r["backend"], "precision": r["precision"],
-                                      "verified": r.get("verified", True), "label": f"{r['target']}{size}"})
+            out[r["task"]][0].append(
+                {
+                    "x": x,
+                    "y": float(r["fidelity"]["value"]),
+                    "backend": r["backend"],
+                    "precision": r["precision"],
+                    "verified": r.get("verified", True),
+                    "label": f"{r['target']}{size}",
+                }
+            )
     return out
 
 

@@ -8,6 +8,7 @@ model on one backend, so each configuration is measured in its own ``python`` pr
 
 prints one JSON object. Peak RSS is the process's high-water mark (:func:`peak_rss_mb`).
 """
+
 from __future__ import annotations
 
 import json

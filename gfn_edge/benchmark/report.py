@@ -3,9 +3,11 @@
 Tables quote medians with p90 beside them, the thread count of every row, and the load
 average the run saw, so a reader can tell a slow model from a busy machine.
 """
+
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
@@ -117,20 +119,22 @@ def pipeline_table(pipe: dict[str, Any]) -> str:
     rows = []
     for r in sorted(pipe.get("rows", []), key=lambda r: (r["threads"], r["frame_ms"])):
         st = r["stages"]
-        rows.append([
-            r["label"],
-            r["detector"]["input"],
-            f"{r['threads']}{_noisy(r)}",
-            _ms(st.get("detect")),
-            _ms(st.get("detect_inference")),
-            _ms(st.get("detect_preprocess")),
-            _ms(st.get("detect_decode")),
-            _ms(st.get("align")),
-            _ms(st.get("embed")),
-            _ms(st.get("frame")),
-            _ms(st.get("frame"), "p90_ms"),
-            f"{1000.0 / st['frame']['median_ms']:.0f}",
-        ])
+        rows.append(
+            [
+                r["label"],
+                r["detector"]["input"],
+                f"{r['threads']}{_noisy(r)}",
+                _ms(st.get("detect")),
+                _ms(st.get("detect_inference")),
+                _ms(st.get("detect_preprocess")),
+                _ms(st.get("detect_decode")),
+                _ms(st.get("align")),
+                _ms(st.get("embed")),
+                _ms(st.get("frame")),
+                _ms(st.get("frame"), "p90_ms"),
+                f"{1000.0 / st['frame']['median_ms']:.0f}",
+            ]
+        )
     headers = ["pipeline", "det input", "threads", "detect", "det infer", "det pre", "det decode", "align", "embed", "frame median", "frame p90", "FPS"]
     return table(headers, rows)
 
@@ -146,30 +150,39 @@ def import_table(items: list[dict[str, Any]]) -> str:
         if "error" in i:
             rows.append([i["backend"], "", "", "", i["error"]])
         else:
-            rows.append([i["backend"], f"{i['gfn_edge_s'] * 1000:.0f}", f"{i['backend_s'] * 1000:.0f}", f"{i['total_s'] * 1000:.0f}", f"median of {i['repeats']}"])
+            rows.append(
+                [i["backend"], f"{i['gfn_edge_s'] * 1000:.0f}", f"{i['backend_s'] * 1000:.0f}", f"{i['total_s'] * 1000:.0f}", f"median of {i['repeats']}"]
+            )
     return table(["backend", "import gfn_edge ms", "+ backend ms", "total ms", "note"], rows)
 
 
 def render(result: dict[str, Any]) -> str:
     """The whole report as Markdown."""
     sys_ = result.get("system", {})
-    out = ["# gfn-bench results\n",
-           f"- machine: {sys_.get('cpu', '?')}, {sys_.get('usable_cores', '?')} usable cores "
-           f"({sys_.get('physical_cores', '?')} physical), {sys_.get('os', '')}, Python {sys_.get('python', '')}",
-           f"- CPU features: {', '.join(sys_.get('cpu_flags', [])) or 'n/a'}",
-           f"- load average (1/5/15 min): before {result.get('load_before')}, after {result.get('load_after')}",
-           "- runtimes: " + ", ".join(f"{k} {v}" for k, v in sys_.get("packages", {}).items()),
-           f"- settings: {result.get('settings', {})}",
-           f"- date: {sys_.get('date', '')}\n"]
+    out = [
+        "# gfn-bench results\n",
+        f"- machine: {sys_.get('cpu', '?')}, {sys_.get('usable_cores', '?')} usable cores "
+        f"({sys_.get('physical_cores', '?')} physical), {sys_.get('os', '')}, Python {sys_.get('python', '')}",
+        f"- CPU features: {', '.join(sys_.get('cpu_flags', [])) or 'n/a'}",
+        f"- load average (1/5/15 min): before {result.get('load_before')}, after {result.get('load_after')}",
+        "- runtimes: " + ", ".join(f"{k} {v}" for k, v in sys_.get("packages", {}).items()),
+        f"- settings: {result.get('settings', {})}",
+        f"- date: {sys_.get('date', '')}\n",
+    ]
     if result.get("warnings"):
         out += ["**Warnings:**", *[f"- {w}" for w in result["warnings"]], ""]
     pipe = result.get("pipeline")
     if pipe:
         v = pipe.get("verdict", {})
-        out += ["## End to end: one VGA frame, one face (detect + align + embed)\n", f"**{v.get('text', '')}**\n", pipeline_table(pipe), "",
-                "Stage columns are medians in ms, each timed alone; `frame` is the whole pipeline timed as one call. "
-                "`*`: other processes took over 15% of the CPUs while the row was measured, even after retries (inflated). Unverified rows (`+bf16`) "
-                "were not checked for accuracy at export.\n"]
+        out += [
+            "## End to end: one VGA frame, one face (detect + align + embed)\n",
+            f"**{v.get('text', '')}**\n",
+            pipeline_table(pipe),
+            "",
+            "Stage columns are medians in ms, each timed alone; `frame` is the whole pipeline timed as one call. "
+            "`*`: other processes took over 15% of the CPUs while the row was measured, even after retries (inflated). Unverified rows (`+bf16`) "
+            "were not checked for accuracy at export.\n",
+        ]
         out += ["## 1:N search (synthetic normalised 512-d templates)\n", search_table(pipe), ""]
     if result.get("models"):
         out += ["## Detectors (single-input inference latency)\n", models_table(result, "detect"), ""]

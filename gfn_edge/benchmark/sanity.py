@@ -5,6 +5,7 @@ is worthless, so every detector is run on a group photo with a known face count 
 person portraits, and every recogniser on labelled same/different pairs. These are sanity
 checks, not accuracy evaluations (gfn-eval does those).
 """
+
 from __future__ import annotations
 
 import logging

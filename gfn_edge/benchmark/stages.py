@@ -13,14 +13,16 @@ Thread counts: inference threads are set on each runtime (``open_model(..., thre
 OpenCV's and the BLAS library's pools (letterbox, warpAffine, the gallery's matrix product) are
 pinned to the same N for the duration of a measurement (:func:`pinned_threads`).
 """
+
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import cv2
 import numpy as np
@@ -35,8 +37,20 @@ from .naive import NaiveOrtDetector, NaiveOrtEmbedder
 from .timing import Timing, measure
 
 __all__ = [
-    "VGA", "AnalyzerFrame", "BenchmarkError", "NaiveFrame", "NaiveOrtDetector", "NaiveOrtEmbedder", "default_work_dir",
-    "detector_breakdown", "frame_pipeline", "measure_frame", "measure_search", "pinned_threads", "synthetic_gallery", "vga_frame",
+    "VGA",
+    "AnalyzerFrame",
+    "BenchmarkError",
+    "NaiveFrame",
+    "NaiveOrtDetector",
+    "NaiveOrtEmbedder",
+    "default_work_dir",
+    "detector_breakdown",
+    "frame_pipeline",
+    "measure_frame",
+    "measure_search",
+    "pinned_threads",
+    "synthetic_gallery",
+    "vga_frame",
 ]
 
 log = logging.getLogger(__name__)
@@ -197,8 +211,9 @@ def detector_breakdown(detector: Any, frame: np.ndarray, runs: int, warmup: int,
     out = detector.model.run(x)
 
     def decode() -> Detections:
-        return postprocess(out["loc"], out["conf"], out["landms"], detector.anchors, (box.width, box.height), box.scale,
-                           detector.score_threshold, detector.nms_threshold)
+        return postprocess(
+            out["loc"], out["conf"], out["landms"], detector.anchors, (box.width, box.height), box.scale, detector.score_threshold, detector.nms_threshold
+        )
 
     return {
         "detect_preprocess": measure(lambda: detector.tensor(frame), runs, warmup, guard),
@@ -272,4 +287,3 @@ def measure_search(galleries: dict[str, Any], dim: int, threads: int, runs: int,
 
 def default_work_dir() -> Path:
     return Path(os.environ.get("GFN_BENCH_WORK") or Path(tempfile.gettempdir()) / "gfn-bench")
-

@@ -6,6 +6,7 @@ for recognisers, and peak RSS in a fresh process. Per model: file size, paramete
 counted from its graph at export (read from its manifest), fidelity from its manifest's
 verification, and a sanity check on real photos. Everything lands in one JSON-able dict that :mod:`.report` and :mod:`.plot` render.
 """
+
 from __future__ import annotations
 
 import logging
@@ -97,9 +98,16 @@ def measure_candidate(c: Candidate, threads: int, cfg: SuiteConfig) -> dict[str,
         row["throughput"] = _throughput(model, cfg.batch_sizes, cfg.runs, cfg.warmup, cfg.gate)
     row["others_busy_max"] = max([row["latency"].get("others_busy") or 0.0] + [t["latency"].get("others_busy") or 0.0 for t in row.get("throughput", [])])
     if cfg.memory:
-        conf = {"kind": c.kind, "path": str(c.path if c.kind == "bundle" else c.model_file), "backend": c.backend,
-                "threads": threads, "runs": cfg.memory_runs, "name": c.name, "cache": str(cfg.cache) if cfg.cache else None,
-                "options": c.options}
+        conf = {
+            "kind": c.kind,
+            "path": str(c.path if c.kind == "bundle" else c.model_file),
+            "backend": c.backend,
+            "threads": threads,
+            "runs": cfg.memory_runs,
+            "name": c.name,
+            "cache": str(cfg.cache) if cfg.cache else None,
+            "options": c.options,
+        }
         row["memory"] = probe.memory(conf)
     row["load_after"] = load_average()
     return row

@@ -4,6 +4,7 @@ Numbers without this context cannot be compared: the same model is twice as fast
 machine as on one whose cores are busy with someone else's job, so the load average is recorded
 before and after every section and a busy machine is flagged.
 """
+
 from __future__ import annotations
 
 import datetime as _dt

@@ -4,12 +4,14 @@ Why medians: on a shared or thermally throttled board the mean is dragged by a f
 (another process, a page fault), while the median tracks what the model costs. p90 is kept
 beside it so jitter stays visible instead of being averaged away.
 """
+
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class Timing:
     def to_dict(self) -> dict[str, Any]:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
-    def with_noise(self, others_busy: float | None, attempts: int) -> "Timing":
+    def with_noise(self, others_busy: float | None, attempts: int) -> Timing:
         return replace(self, others_busy=others_busy, attempts=attempts)
 
 

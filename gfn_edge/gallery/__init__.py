@@ -10,6 +10,7 @@ Modules, one job each:
 * ``enrolment`` which face of which picture becomes a template;
 * ``portable`` .npz export/import; ``integrity`` the template check behind ``gfn-edge gallery check``.
 """
+
 from __future__ import annotations
 
 from ..errors import GalleryError

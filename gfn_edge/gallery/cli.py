@@ -9,6 +9,7 @@ thorough structural check and verifies every template's checksum and vector. It 
 per damaged template naming the identity to re-enrol (or one line saying why the gallery was
 refused as a whole), and a final ok line per intact gallery; ``--json`` prints the reports.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,11 @@ def add_gallery_commands(sub: Any) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     p.set_defaults(func=_info)
 
-    p = commands.add_parser("copy", help="copy a gallery to a new or empty one (SQLite file <-> postgresql:// URL)",
-                            description="Copy every intact template, the metadata and the threshold, in one transaction.")
+    p = commands.add_parser(
+        "copy",
+        help="copy a gallery to a new or empty one (SQLite file <-> postgresql:// URL)",
+        description="Copy every intact template, the metadata and the threshold, in one transaction.",
+    )
     p.add_argument("src", metavar="SRC", help="gallery file or postgresql:// URL")
     p.add_argument("dst", metavar="DST", help="new or empty gallery file or postgresql:// URL")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")

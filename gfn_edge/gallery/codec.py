@@ -10,6 +10,7 @@ CRC-32 is the checksum on purpose: it detects every single-bit error and every b
 bits with certainty (what bit rot on an SD card does), costs ~1 GB/s in zlib, and is defined
 exactly enough (ISO-HDLC CRC-32, ``zlib.crc32``) for a second store to reproduce.
 """
+
 from __future__ import annotations
 
 import json

@@ -5,6 +5,7 @@ threshold record, in one write transaction on the destination (all or nothing). 
 must be empty (or new): merging two galleries silently is how a revoked identity comes back.
 Templates that fail their checksum in the source are reported and not copied.
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,7 +30,7 @@ def _batch(store: GalleryStore) -> tuple[list[NewTemplates], int]:
             log.error("%s: %r has no intact template; not copied (re-enrol it)", store.location, name)
             continue
         meta = store.metadata(name)
-        vectors = np.ascontiguousarray(loaded.vectors[order[bounds[i]:bounds[i + 1]]], codec.DTYPE)
+        vectors = np.ascontiguousarray(loaded.vectors[order[bounds[i] : bounds[i + 1]]], codec.DTYPE)
         batch.append(NewTemplates(name, vectors, codec.dump_metadata(meta) if meta else None))
     return batch, len(loaded.damaged)
 
@@ -52,6 +53,7 @@ def copy_gallery(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> in
     finally:
         target.close()
     copied = sum(len(item.vectors) for item in batch)
-    log.info("copied %d identities (%d templates) from %s to %s%s", len(batch), copied, src, dst,
-             f"; {damaged} damaged templates left behind" if damaged else "")
+    log.info(
+        "copied %d identities (%d templates) from %s to %s%s", len(batch), copied, src, dst, f"; {damaged} damaged templates left behind" if damaged else ""
+    )
     return copied

@@ -5,6 +5,7 @@ passer-by enrolled under someone's name would be granted as them. With ``require
 face that failed the analyzer's quality gates is not enrolled either: a blurred template costs
 recall for as long as it is stored.
 """
+
 from __future__ import annotations
 
 import logging
@@ -65,8 +66,7 @@ def harvest(
     other = getattr(source, "signature", None)
     if isinstance(other, str) and other != gallery_signature:
         raise GalleryError(
-            f"gallery {location} was built with model {gallery_signature!r} but the recogniser given is {other!r}; "
-            f"enrol with the same model the gallery uses"
+            f"gallery {location} was built with model {gallery_signature!r} but the recogniser given is {other!r}; enrol with the same model the gallery uses"
         )
     if analyzer is None:
         embeddings = np.asarray(embedder.embed(images))
@@ -96,7 +96,6 @@ def _from_analyzer(identity: str, images: list[Any], analyzer: Any, require_qual
         log.warning("enrolment of %r: no face in images %s; failed quality gates: %s", identity, skipped, rejected)
     if not vectors:
         raise GalleryValueError(
-            f"no usable face in the {len(images)} images of {identity!r} (no face: {skipped}, failed quality "
-            f"gates: {rejected}); nothing was enrolled"
+            f"no usable face in the {len(images)} images of {identity!r} (no face: {skipped}, failed quality gates: {rejected}); nothing was enrolled"
         )
     return Harvest(np.stack(vectors), skipped, rejected)

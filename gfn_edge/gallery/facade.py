@@ -8,6 +8,7 @@ the data lives is the store's job (``open_store``: a path is an SQLite file, a
 Concurrency: every call takes the instance's lock, so an instance may be shared between threads
 (calls run one at a time). Other processes' writes are seen by the next search.
 """
+
 from __future__ import annotations
 
 import logging
@@ -72,9 +73,7 @@ class Gallery:
         self._index: TemplateIndex | None = None
         self._damaged: list[DamagedTemplate] = []
         self._store: GalleryStore | None = None
-        self._store = store if store is not None else open_store(
-            path, signature, dim, create=create, readonly=readonly, check=check, timeout=timeout
-        )
+        self._store = store if store is not None else open_store(path, signature, dim, create=create, readonly=readonly, check=check, timeout=timeout)
         try:
             info = self._store.info()
         except BaseException:

@@ -4,6 +4,7 @@
 mean) cosine over its templates. The index is rebuilt from ``GalleryStore.load`` and patched in
 place after this process's own writes, so enrolling one person never reloads a large gallery.
 """
+
 from __future__ import annotations
 
 import math

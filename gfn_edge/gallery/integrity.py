@@ -7,6 +7,7 @@ identity, and its vector is finite and of unit length. Anything else is quaranti
 the matrix, logged at ERROR level naming the identity to re-enrol, kept in storage untouched.
 Every store calls ``verify_rows`` so the rule is the same for all of them.
 """
+
 from __future__ import annotations
 
 import logging

@@ -4,6 +4,7 @@ For moving a gallery between stores, machines or gfn-edge versions without SQLit
 backup of the file itself is ``Gallery.backup``. Only intact templates are exported (damaged
 ones are logged by the store and left out: re-enrol them).
 """
+
 from __future__ import annotations
 
 import json

@@ -5,6 +5,7 @@ their CRC-32, and the generation); ``gfn_identities`` and ``gfn_templates`` hold
 Each template is kept twice: the exact bytes its checksum covers, and a pgvector column for
 server-side search.
 """
+
 from __future__ import annotations
 
 import json

@@ -4,6 +4,7 @@ Doors never search here (they search a local replica, gfn_edge/gallery/replica.p
 central tools, very large galleries and the benchmark (benchmarks/gallery_stores.py measures its
 latency and the HNSW index's recall@1 against the exact scan). A mixin of ``PostgresStore``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,8 +51,10 @@ class ServerSearch:
             conn = self._connection()  # autocommit: CREATE INDEX CONCURRENTLY cannot run in a transaction
             try:
                 conn.execute("SET lock_timeout = 0")  # it waits for running transactions to end, by design
-                conn.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {_INDEX} ON gfn_templates "
-                             "USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)")
+                conn.execute(
+                    f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {_INDEX} ON gfn_templates "
+                    "USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
+                )
                 conn.execute(f"SET lock_timeout = {int(self._timeout * 1000)}")
             except psycopg.Error as exc:
                 raise GalleryError(f"could not build the search index of gallery {self.location}: {str(exc).strip().splitlines()[0]}") from None
@@ -73,7 +76,7 @@ class ServerSearch:
             else:
                 conn.execute(f"SET LOCAL hnsw.ef_search = {max(int(ef_search), int(k))}")
             rows = conn.execute(
-                "SELECT i.name, 1 - (t.embedding <=> %s) FROM gfn_templates t JOIN gfn_identities i ON i.id = t.identity "
-                "ORDER BY t.embedding <=> %s LIMIT %s", (q[0], q[0], int(k))
+                "SELECT i.name, 1 - (t.embedding <=> %s) FROM gfn_templates t JOIN gfn_identities i ON i.id = t.identity ORDER BY t.embedding <=> %s LIMIT %s",
+                (q[0], q[0], int(k)),
             ).fetchall()
         return [(name, float(score)) for name, score in rows]

@@ -17,6 +17,7 @@ One database holds one gallery (tables ``gfn_gallery``, ``gfn_identities``, ``gf
 beside anything else (the fleet's event log lives there too). The connection is re-opened
 after the server went away, so a long-lived store survives a server restart.
 """
+
 from __future__ import annotations
 
 import json
@@ -226,8 +227,7 @@ class PostgresStore(ServerSearch, GalleryStore):
         """(template id, identity name, vector bytes, checksum) of the templates matching ``where``, in id order."""
         cur = conn.cursor(binary=True)
         cur.execute(
-            "SELECT t.id, i.name, t.vector, t.checksum FROM gfn_templates t LEFT JOIN gfn_identities i ON i.id = t.identity "
-            f"{where} ORDER BY t.id", args
+            f"SELECT t.id, i.name, t.vector, t.checksum FROM gfn_templates t LEFT JOIN gfn_identities i ON i.id = t.identity {where} ORDER BY t.id", args
         )
         return [(int(tid), name, bytes(blob), int(crc)) for tid, name, blob, crc in cur]
 
@@ -306,13 +306,15 @@ class PostgresStore(ServerSearch, GalleryStore):
         names = list(metadata)
         with self._write("enrol") as (conn, state):
             after = state[1] = state[0] + 1
-            ids = dict(conn.execute(
-                "INSERT INTO gfn_identities(name, metadata, created, updated, changed) "
-                "SELECT n, m, %s, %s, %s FROM unnest(%s::text[], %s::text[]) AS u(n, m) "
-                "ON CONFLICT (name) DO UPDATE SET updated = EXCLUDED.updated, changed = EXCLUDED.changed, "
-                "metadata = COALESCE(EXCLUDED.metadata, gfn_identities.metadata) RETURNING name, id",
-                (now, now, after, names, [metadata[n] for n in names]),
-            ).fetchall())
+            ids = dict(
+                conn.execute(
+                    "INSERT INTO gfn_identities(name, metadata, created, updated, changed) "
+                    "SELECT n, m, %s, %s, %s FROM unnest(%s::text[], %s::text[]) AS u(n, m) "
+                    "ON CONFLICT (name) DO UPDATE SET updated = EXCLUDED.updated, changed = EXCLUDED.changed, "
+                    "metadata = COALESCE(EXCLUDED.metadata, gfn_identities.metadata) RETURNING name, id",
+                    (now, now, after, names, [metadata[n] for n in names]),
+                ).fetchall()
+            )
             if replace:
                 conn.execute("DELETE FROM gfn_templates WHERE identity = ANY(%s)", (list(ids.values()),))
             with conn.cursor() as cur:  # one binary COPY for every template of the batch
@@ -323,9 +325,9 @@ class PostgresStore(ServerSearch, GalleryStore):
                         for v in item.vectors:
                             blob = codec.encode(v)
                             copy.write_row((ident, blob, codec.template_checksum(item.identity, blob), v, now))
-            counts = dict(conn.execute(
-                "SELECT identity, count(*) FROM gfn_templates WHERE identity = ANY(%s) GROUP BY identity", (list(ids.values()),)
-            ).fetchall())
+            counts = dict(
+                conn.execute("SELECT identity, count(*) FROM gfn_templates WHERE identity = ANY(%s) GROUP BY identity", (list(ids.values()),)).fetchall()
+            )
         totals = {name: int(counts.get(ident, 0)) for name, ident in ids.items()}
         return WriteResult(state[0], state[1], totals=totals)
 
@@ -357,7 +359,7 @@ class PostgresStore(ServerSearch, GalleryStore):
                 order = np.argsort(loaded.owners, kind="stable")
                 bounds = np.searchsorted(loaded.owners[order], np.arange(len(loaded.names) + 1))
                 batch = [
-                    NewTemplates(name, np.ascontiguousarray(loaded.vectors[order[bounds[i]:bounds[i + 1]]], codec.DTYPE), meta.get(name))
+                    NewTemplates(name, np.ascontiguousarray(loaded.vectors[order[bounds[i] : bounds[i + 1]]], codec.DTYPE), meta.get(name))
                     for i, name in enumerate(loaded.names)
                     if bounds[i + 1] > bounds[i]
                 ]

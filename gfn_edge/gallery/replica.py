@@ -19,6 +19,7 @@ this module keeps that file in step with the central PostgreSQL gallery:
 small JSON file beside the replica, so a door restarted while the server is away still knows how
 old its replica is.
 """
+
 from __future__ import annotations
 
 import json
@@ -55,8 +56,15 @@ class GalleryReplica:
     are checked against the central gallery; a mismatch is an error, never a silent copy.
     """
 
-    def __init__(self, url: str, local_path: str | os.PathLike[str], signature: str | None = None, dim: int | None = None,
-                 check_interval: float = 10.0, timeout: float = 5.0):
+    def __init__(
+        self,
+        url: str,
+        local_path: str | os.PathLike[str],
+        signature: str | None = None,
+        dim: int | None = None,
+        check_interval: float = 10.0,
+        timeout: float = 5.0,
+    ):
         self.url = url
         self.local_path = Path(local_path)
         self.signature, self.dim = signature, dim
@@ -157,8 +165,14 @@ class GalleryReplica:
             self._contact()
             self._save_state()
         if gone or batch:
-            log.info("gallery replica %s: generation %d (%d updated, %d removed) in %.3f s",
-                     self.local_path.name, current, len(batch), len(gone), self.last_sync_seconds)
+            log.info(
+                "gallery replica %s: generation %d (%d updated, %d removed) in %.3f s",
+                self.local_path.name,
+                current,
+                len(batch),
+                len(gone),
+                self.last_sync_seconds,
+            )
         return bool(gone or batch)
 
     @staticmethod
@@ -169,8 +183,7 @@ class GalleryReplica:
         for name in gone:  # revocations first
             door.remove(name)
         for item in batch:
-            door.enroll(item.identity, item.vectors, replace=True,
-                        metadata=json.loads(item.metadata_json) if item.metadata_json else None)
+            door.enroll(item.identity, item.vectors, replace=True, metadata=json.loads(item.metadata_json) if item.metadata_json else None)
         return gone
 
     def _apply_in_one_transaction(self, info: Any, names: list[str], batch: list[NewTemplates]) -> list[str]:
@@ -203,7 +216,7 @@ class GalleryReplica:
             self._central = None
 
     # --- background ---------------------------------------------------------------------------
-    def start(self) -> "GalleryReplica":
+    def start(self) -> GalleryReplica:
         self._thread = threading.Thread(target=self._run, name="gallery-replica", daemon=True)
         self._thread.start()
         return self
@@ -237,9 +250,12 @@ class GalleryReplica:
                     log.error("%s", exc)
                 if not self._outage:
                     self._outage = True
-                    log.warning("gallery server %s unreachable (%s); searching the local replica (last contact %.0f s ago)",
-                                _short(self.url), str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
-                                self.stale_for())
+                    log.warning(
+                        "gallery server %s unreachable (%s); searching the local replica (last contact %.0f s ago)",
+                        _short(self.url),
+                        str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                        self.stale_for(),
+                    )
                 self._stop.wait(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
 

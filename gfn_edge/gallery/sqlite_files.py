@@ -1,5 +1,6 @@
 """File-level care of an SQLite gallery: errors worded for people, backups linked into place,
 no -wal/-shm left behind by a read-only reader, fsync of files and folders."""
+
 from __future__ import annotations
 
 import logging
@@ -24,10 +25,7 @@ def storage_error(path: Path, exc: Exception, action: str, timeout: float) -> Ga
     if isinstance(exc, sqlite3.OperationalError) and ("readonly" in text or "read-only" in text):
         return GalleryError(f"gallery {path} is read-only (could not {action}): {text}")
     if "malformed" in text or "not a database" in text or "corrupt" in text:
-        return GalleryError(
-            f"gallery {path} is damaged ({text}); it was left untouched. "
-            f"Restore it from a backup, or re-enrol into a new file"
-        )
+        return GalleryError(f"gallery {path} is damaged ({text}); it was left untouched. Restore it from a backup, or re-enrol into a new file")
     if "full" in text:
         return GalleryError(f"could not {action} gallery {path}: {text}; free some disk space")
     return GalleryError(f"could not {action} gallery {path}: {text}. Nothing was changed; if this repeats the file may be damaged (restore a backup)")

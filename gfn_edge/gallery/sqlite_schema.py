@@ -17,6 +17,7 @@ gallery is recognised (and anything else refused) before a single table is read.
 Version 1 (gfn-edge before template checksums) had no ``checksum`` column, a bare float as
 ``threshold`` and no ``header_crc``; ``migrate_v1`` upgrades it in one transaction.
 """
+
 from __future__ import annotations
 
 import json
@@ -152,8 +153,7 @@ def check_file_header(path: Path) -> None:
         raise GalleryError(f"cannot read gallery {path}: {exc}") from exc
     if size == 0:
         raise GalleryError(
-            f"gallery {path} is empty (0 bytes): it holds no gallery, possibly a failed copy; "
-            f"restore it from a backup, or delete it to start a new gallery"
+            f"gallery {path} is empty (0 bytes): it holds no gallery, possibly a failed copy; restore it from a backup, or delete it to start a new gallery"
         )
     if not (head.startswith(SQLITE_MAGIC) or (len(head) < 16 and SQLITE_MAGIC.startswith(head))):
         raise GalleryError(f"{path} is not a gallery: it is not an SQLite database; it was left untouched")
@@ -190,8 +190,6 @@ def migrate_v1(conn: sqlite3.Connection, path: Path, meta: dict[str, Any]) -> No
         record = json.dumps({"value": float(threshold), "target_far": None, "signature": signature, "calibrated_at": None, "details": {"migrated_from": 1}})
     conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('threshold', ?)", (record,))
     conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,))
-    conn.execute(
-        "INSERT OR REPLACE INTO meta(key, value) VALUES ('header_crc', ?)", (header_checksum(signature, dim, SCHEMA_VERSION, record),)
-    )
+    conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('header_crc', ?)", (header_checksum(signature, dim, SCHEMA_VERSION, record),))
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     log.warning("gallery %s: migrated from schema version 1 to %d (%d templates checksummed)", path, SCHEMA_VERSION, len(rows) - len(bad_ids))

@@ -13,6 +13,7 @@ serialise on SQLite's lock (``BEGIN IMMEDIATE`` + busy timeout), readers never b
 ``generation`` counter tells a reader its matrix is stale. Open stores after ``fork()``, not
 before. WAL needs a local filesystem (not NFS/SMB). The file layout is in ``sqlite_schema``.
 """
+
 from __future__ import annotations
 
 import json
@@ -135,10 +136,7 @@ class SQLiteStore(GalleryStore):
                 f"it was left untouched. Give the gallery its own file name"
             )
         if version > schema.SCHEMA_VERSION:
-            raise GalleryError(
-                f"gallery {self.path} has schema version {version}, newer than this gfn-edge reads "
-                f"({schema.SCHEMA_VERSION}); upgrade gfn-edge"
-            )
+            raise GalleryError(f"gallery {self.path} has schema version {version}, newer than this gfn-edge reads ({schema.SCHEMA_VERSION}); upgrade gfn-edge")
         if version < 1:
             raise GalleryError(f"gallery {self.path} has no valid schema version ({version}) in its header; it is damaged. Restore it from a backup")
         return int(version)
@@ -149,8 +147,7 @@ class SQLiteStore(GalleryStore):
         if rows != ["ok"]:
             detail = "; ".join(" ".join(str(r).split()) for r in rows)[:300]
             raise GalleryError(
-                f"gallery {self.path} is damaged ({pragma}: {detail}); it was left untouched. "
-                f"Restore it from a backup, or re-enrol into a new file"
+                f"gallery {self.path} is damaged ({pragma}: {detail}); it was left untouched. Restore it from a backup, or re-enrol into a new file"
             )
 
     def _read_meta(self, version: int | None = None) -> dict[str, Any]:
@@ -169,7 +166,9 @@ class SQLiteStore(GalleryStore):
                     f"it is damaged and was left untouched. Restore it from a backup"
                 )
         if meta["schema_version"] != version:
-            raise GalleryError(f"gallery {self.path}: schema version {meta['schema_version']!r} in meta disagrees with the file header ({version}); it is damaged")
+            raise GalleryError(
+                f"gallery {self.path}: schema version {meta['schema_version']!r} in meta disagrees with the file header ({version}); it is damaged"
+            )
         signature, dim = meta["signature"], meta["dim"]
         if not isinstance(signature, str) or not signature or isinstance(dim, bool) or not isinstance(dim, int) or not 0 < dim <= 65536:
             raise GalleryError(f"gallery {self.path} has an invalid signature or dim ({signature!r}, {dim!r}); it is damaged. Restore it from a backup")
@@ -394,4 +393,3 @@ class SQLiteStore(GalleryStore):
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.location!r})"
-

@@ -23,6 +23,7 @@ Terms:
   re-enrol. It stays in storage, untouched (evidence, and a backup
   restore is the repair), until its identity is re-enrolled with ``replace=True`` or removed.
 """
+
 from __future__ import annotations
 
 import abc

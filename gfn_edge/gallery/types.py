@@ -1,4 +1,5 @@
 """The gallery's value types and errors, shared by the facade, the index and every store."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

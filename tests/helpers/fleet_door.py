@@ -6,6 +6,7 @@ Event i (0-based) has frame = i, so the central order can be checked against the
 Restarted after a SIGKILL it carries on from the events already in its log (as a door would:
 what is logged is logged). Prints "done" once every event is written and acknowledged.
 """
+
 import logging
 import sys
 import time
@@ -13,8 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "apps"))
 
-from door.events import Event, EventLog  # noqa: E402
-from door.shipper import EventShipper  # noqa: E402
+from door.events import Event, EventLog
+from door.shipper import EventShipper
 
 
 def main() -> int:
@@ -24,8 +25,18 @@ def main() -> int:
     shipper = EventShipper(db, url, door, interval=0.2, max_delay=2.0).start()
     start = events.last_seq()  # sequences start at 1: this many events were written before a restart
     for i in range(start, total):
-        events.add(Event(time=time.time(), decision=("grant", "deny", "unknown")[i % 3], frame=i, track=i // 5,
-                         identity=f"person-{i % 7}", score=0.5 + (i % 50) / 100, reason=f"event {i}", source=door))
+        events.add(
+            Event(
+                time=time.time(),
+                decision=("grant", "deny", "unknown")[i % 3],
+                frame=i,
+                track=i // 5,
+                identity=f"person-{i % 7}",
+                score=0.5 + (i % 50) / 100,
+                reason=f"event {i}",
+                source=door,
+            )
+        )
         shipper.notify()
         time.sleep(interval)
     deadline = time.monotonic() + 120

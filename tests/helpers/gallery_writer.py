@@ -16,6 +16,7 @@ version laid the file out, for the migration test (``write_v1`` does the same in
 
 Vectors are a pure function of (name, version): ``vectors_for``, imported by the test too.
 """
+
 from __future__ import annotations
 
 import os
