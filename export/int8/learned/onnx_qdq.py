@@ -104,3 +104,46 @@ def write_calibration_cache(onnx_path: Path, learned: LearnedQuantisation, calib
     stats = {"tensors": len(data.keys()), "learned_ranges": written, "matched": len(mapping)}
     log.info("learned INT8 -> ONNX: %d of %d calibrated tensors take a learned range (%d tensors matched to the twin)", written, stats["tensors"], len(mapping))
     return stats
+
+
+class CalibrationReader:
+    """Feeds NHWC calibration samples one at a time as NCHW, as onnxruntime's calibrators expect."""
+
+    def __init__(self, x_nhwc: np.ndarray, input_name: str):
+        self.x = np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2), dtype=np.float32)
+        self.name = input_name
+        self.i = 0
+
+    def get_next(self):
+        if self.i >= len(self.x):
+            return None
+        self.i += 1
+        return {self.name: self.x[self.i - 1 : self.i]}
+
+    def rewind(self) -> None:
+        self.i = 0
+
+
+def emit_qdq(fp32_onnx: Path, learned: LearnedQuantisation, calibration: np.ndarray, dst: Path, nodes_to_exclude: list[str] | None = None) -> dict[str, int]:
+    """Write ``dst``: the QDQ graph of ``fp32_onnx`` (exported from :func:`model_with_learned_weights`,
+    shape-inferred) with the learned weights and ranges. Returns counts for the manifest."""
+    import onnx
+    from onnxruntime import quantization as q
+
+    input_name = onnx.load(str(fp32_onnx), load_external_data=False).graph.input[0].name
+    cache = dst.with_name(dst.stem + "-learned-ranges.json")
+    stats = write_calibration_cache(fp32_onnx, learned, calibration, cache, lambda: CalibrationReader(calibration, input_name))
+    q.quantize_static(
+        str(fp32_onnx),
+        str(dst),
+        None,
+        quant_format=q.QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=q.QuantType.QUInt8,
+        weight_type=q.QuantType.QInt8,
+        calibrate_method=q.CalibrationMethod.MinMax,
+        nodes_to_exclude=nodes_to_exclude or [],
+        calibration_cache_path=str(cache),
+    )
+    cache.unlink(missing_ok=True)
+    return stats

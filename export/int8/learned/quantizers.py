@@ -40,14 +40,20 @@ class AdaRoundWeight(nn.Module):
         self.register_buffer("scale", per_channel_scale(w))
         scaled = w / self.scale
         self.register_buffer("floor", torch.floor(scaled))
+        # each channel's largest weight keeps its level (+-127): the backend derives the channel's
+        # scale from it, so moving it would move every other weight of the channel to another grid
+        self.register_buffer("pinned", scaled.abs() >= WEIGHT_QMAX - 1e-3)
+        self.register_buffer("pinned_offset", torch.round(scaled) - self.floor)
         rest = (scaled - self.floor).clamp(0.01, 0.99)  # start at the float value itself
         self.v = nn.Parameter(-torch.log((_ZETA - _GAMMA) / (rest - _GAMMA) - 1))
         self.hard = False
 
     def offset(self) -> torch.Tensor:
         if self.hard:
-            return (self.v >= 0).to(self.v.dtype)
-        return (torch.sigmoid(self.v) * (_ZETA - _GAMMA) + _GAMMA).clamp(0, 1)
+            h = (self.v >= 0).to(self.v.dtype)
+        else:
+            h = (torch.sigmoid(self.v) * (_ZETA - _GAMMA) + _GAMMA).clamp(0, 1)
+        return torch.where(self.pinned, self.pinned_offset, h)
 
     def integers(self) -> torch.Tensor:
         return (self.floor + self.offset()).clamp(-WEIGHT_QMAX, WEIGHT_QMAX)

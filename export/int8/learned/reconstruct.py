@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.fx as fx
+from torch import fx
 
 from ..graph import trace_folded
 from ..simulate import ActivationRange, calibrate_ranges, run_fake_quant

@@ -12,8 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.fx as fx
-from torch import nn
+from torch import fx, nn
 from torch.fx.node import map_arg
 
 from ..prepare import module_group
