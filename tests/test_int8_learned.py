@@ -61,16 +61,14 @@ def test_learned_weights_stay_on_the_backend_grid(learned):
         assert torch.allclose(ints, torch.round(ints), atol=1e-3) and float(ints.abs().max()) <= 127 + 1e-3
 
 
-def test_learning_moves_rounding_and_ranges(learned):
-    """The fit really changed something: some weights round away from nearest, some ranges moved."""
+def test_learning_moves_the_rounding(learned):
+    """The fit really changed something: some weights round away from nearest."""
     moved_rounding = 0
     for t, q in zip(learned.twin.weight_targets, learned.twin.weights):
         original = learned.gm.get_submodule(t).weight.detach()
         nearest = torch.round(original / q.scale).clamp(-127, 127)
         moved_rounding += int((q.integers() != nearest).sum())
-    moved_ranges = sum(abs(float(a.g_lo) - 1) + abs(float(a.g_hi) - 1) > 1e-3 for a in learned.twin.acts)
     assert moved_rounding > 100, f"only {moved_rounding} weights rounded away from nearest"
-    assert moved_ranges > 10, f"only {moved_ranges} activation ranges moved"
     assert learned.report["steps"] >= 5 and learned.report["augmentation"] is not None  # 38 faces: small set
 
 
@@ -81,7 +79,7 @@ def test_learned_beats_minmax_ptq_on_the_calibration_faces(learned):
     assert cal["learned"]["mean"] > cal["plain_minmax"]["mean"], cal
 
 
-@pytest.mark.xfail(strict=True, reason="measured 2026-12-01: held-out cos_min does not improve yet (min/max 0.898, learned 0.879-0.888 after 40-120 s on 38 faces)")
+@pytest.mark.xfail(strict=True, reason="measured 2026-12-01 on 38 calibration faces: held-out cos_min min/max PTQ 0.898; learned 0.878 (60 s), 0.901 (90 s, rounding only), 0.879 (120 s, rounding + ranges): not reliably better yet")
 def test_learned_beats_minmax_ptq_on_held_out_faces(student, learned):
     from gfn_edge.export.int8.simulate import calibrate_ranges, run_fake_quant
 
