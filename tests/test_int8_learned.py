@@ -1,0 +1,114 @@
+"""Learned INT8 (AdaRound rounding + learned ranges) on the real w0.5 epoch-16 student and real faces.
+
+Calibration faces come from ../shared/faces/portraits, held-out faces from ../shared/faces/pairs
+(calibration pictures excluded), the FP32 targets from the INT8-prepared model itself.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import shared_path
+
+CHECKPOINT = ("models", "ghostfacenets", "ghostnetv1_w0.5_s2_basic_vn_big_epoch_16_0.711309.h5")
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return (a * b).sum(1)
+
+
+@pytest.fixture(scope="module")
+def student(mirror: Path):
+    """(prepared FP32 model, calibration NHWC inputs, held-out NHWC inputs, FP32 held-out embeddings)."""
+    from gfn_edge.calib import resolve_calibration
+    from gfn_edge.export.int8.prepare import prepare_for_int8
+    from gfn_edge.export.reference import reference_for, resolve_spec
+    from gfn_edge.export.verify_data import build_verification_set
+
+    checkpoint = shared_path(*CHECKPOINT)
+    spec, ck = resolve_spec(str(checkpoint), None, None, False, str(mirror))
+    calib = resolve_calibration(str(shared_path("faces", "portraits")), spec, mirror=str(mirror))
+    vset = build_verification_set(spec, shared_path("faces", "pairs"), mirror=str(mirror), exclude=set(calib.source_images), max_images=24)
+    ref = reference_for(spec, ck, seed=0)
+    x = calib.inputs()
+    prep = prepare_for_int8(ref.torch_model, x)
+    with torch.no_grad():
+        held_ref = prep.model(torch.from_numpy(np.ascontiguousarray(vset.inputs.transpose(0, 3, 1, 2)))).numpy()
+    return prep.model, x, vset.inputs, held_ref
+
+
+@pytest.fixture(scope="module")
+def learned(student):
+    from gfn_edge.export.int8.learned import learn_quantisation
+
+    model, x, _, _ = student
+    return learn_quantisation(model, x, budget_s=60)
+
+
+def test_learned_weights_stay_on_the_backend_grid(learned):
+    """Each channel keeps a weight on +-127, so a backend re-deriving scale = max|w|/127 from the
+    learned weights finds the learned scale and the learned integers exactly."""
+    assert learned.twin.weights[0].hard, "rounding must be hard after learning"
+    for quantiser, w in zip(learned.twin.weights, learned.weights().values()):
+        scale = w.abs().amax(dim=tuple(range(1, w.dim())), keepdim=True) / 127
+        live = quantiser.scale.flatten() > 1e-10
+        assert torch.allclose(scale.flatten()[live], quantiser.scale.flatten()[live], rtol=1e-5)
+        ints = w / quantiser.scale
+        assert torch.allclose(ints, torch.round(ints), atol=1e-3) and float(ints.abs().max()) <= 127 + 1e-3
+
+
+def test_learning_moves_the_rounding(learned):
+    """The fit really changed something: some weights round away from nearest."""
+    moved_rounding = 0
+    for t, q in zip(learned.twin.weight_targets, learned.twin.weights):
+        original = learned.gm.get_submodule(t).weight.detach()
+        nearest = torch.round(original / q.scale).clamp(-127, 127)
+        moved_rounding += int((q.integers() != nearest).sum())
+    assert moved_rounding > 100, f"only {moved_rounding} weights rounded away from nearest"
+    assert learned.report["steps"] >= 5 and learned.report["augmentation"] is not None  # 38 faces: small set
+
+
+def test_learned_beats_minmax_ptq_on_the_calibration_faces(learned):
+    """Fitted cosine to the FP32 embedding (simulated int8) improves on plain min/max PTQ's worst face."""
+    cal = learned.report["calibration_cos"]
+    assert cal["learned"]["min"] > cal["plain_minmax"]["min"] + 0.005, cal
+    assert cal["learned"]["mean"] > cal["plain_minmax"]["mean"], cal
+
+
+@pytest.mark.xfail(strict=True, reason="measured 2026-12-01 on 38 calibration faces: held-out cos_min min/max PTQ 0.898; learned 0.878 (60 s), 0.901 (90 s, rounding only), 0.879 (120 s, rounding + ranges): not reliably better yet")
+def test_learned_beats_minmax_ptq_on_held_out_faces(student, learned):
+    from gfn_edge.export.int8.simulate import calibrate_ranges, run_fake_quant
+
+    _, x, held, held_ref = student
+    xs = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    ranges = calibrate_ranges(learned.gm, [xs])
+    plain = _cos(run_fake_quant(learned.gm, torch.from_numpy(np.ascontiguousarray(held.transpose(0, 3, 1, 2))), ranges)[0], held_ref)
+    ours = _cos(learned.run(held)[0], held_ref)
+    assert ours.min() > plain.min() and ours.mean() > plain.mean()
+
+
+@pytest.mark.xfail(strict=True, reason="measured 2026-12-01: onnxruntime's QDQ integer arithmetic diverges from the float twin (embedding cos 0.92 mean); exact carry not reached yet")
+def test_qdq_emission_reproduces_the_twin_on_onnxruntime(student, learned, tmp_path: Path):
+    import onnxruntime as ort
+    from gfn_edge.export.int8.learned.onnx_qdq import (
+        emit_qdq,
+        model_with_learned_weights,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    model, x, held, _ = student
+    raw, pre, dst = tmp_path / "raw.onnx", tmp_path / "pre.onnx", tmp_path / "qdq.onnx"
+    sample = torch.from_numpy(np.ascontiguousarray(x[:2].transpose(0, 3, 1, 2)))
+    torch.onnx.export(model_with_learned_weights(model, learned), (sample,), str(raw), opset_version=17, dynamo=False,
+                      input_names=["input"], output_names=["embedding"], dynamic_axes={"input": {0: "b"}, "embedding": {0: "b"}})
+    quant_pre_process(str(raw), str(pre), skip_symbolic_shape=True)
+    stats = emit_qdq(pre, learned, x, dst)
+    assert stats["learned_ranges"] > 0.9 * stats["tensors"]
+    session = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
+    out = session.run(None, {"input": np.ascontiguousarray(held.transpose(0, 3, 1, 2))})[0]
+    agree = _cos(out, learned.run(held)[0])
+    assert agree.mean() >= 0.999 and agree.min() >= 0.995, (agree.mean(), agree.min())
