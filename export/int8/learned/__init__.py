@@ -13,6 +13,7 @@ carry does not yet reproduce the twin on onnxruntime; it is not wired into the e
 them, :mod:`.reconstruct` fits them under a time budget, :mod:`.augment` enlarges small
 calibration sets, and :mod:`.onnx_qdq` carries the result into an ONNX QDQ graph.
 """
+
 from .reconstruct import LearnedQuantisation, learn_quantisation
 
 __all__ = ["LearnedQuantisation", "learn_quantisation"]

@@ -6,6 +6,7 @@ shifts of a few pixels (a small crop re-padded by reflection) and brightness/con
 Applied in the model's normalised NCHW space; ``pixel_scale`` is how much one 8-bit step is worth
 there (1 / preprocessing std).
 """
+
 from __future__ import annotations
 
 import torch

@@ -10,6 +10,7 @@
    matched tensor, the learned (lo, hi) range; unmatched tensors (reshapes and the like) keep
    their min/max over the calibration inputs.
 """
+
 from __future__ import annotations
 
 import copy

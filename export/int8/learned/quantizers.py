@@ -6,6 +6,7 @@ OpenVINO's per-channel rule, so the backend re-derives the same scale from the r
 activations per tensor, asymmetric uint8, scale (hi - lo)/255 and zero point round(-lo/scale)
 with the range widened to contain 0 (ONNX Runtime's rule for a (lo, hi) calibration range).
 """
+
 from __future__ import annotations
 
 import torch

@@ -6,6 +6,7 @@ does fewer steps rather than running late): the first 20% learn with free soft r
 the rounding regulariser's exponent anneals from 20 to 2, pushing every weight to a definite
 up/down choice, which is finally made hard.
 """
+
 from __future__ import annotations
 
 import logging
@@ -163,7 +164,12 @@ def _learn(model, calibration, budget_s, batch, reg_weight, lr_rounding, lr_rang
     }
     log.info(
         "learned INT8: %d steps in %.0f s; simulated cos on calibration mean/min %.4f/%.4f (plain min/max PTQ %.4f/%.4f)",
-        steps, result.report["seconds"], learned.mean(), learned.min(), plain.mean(), plain.min(),
+        steps,
+        result.report["seconds"],
+        learned.mean(),
+        learned.min(),
+        plain.mean(),
+        plain.min(),
     )
     return result
 

@@ -7,6 +7,7 @@ grouped into blocks (``blocks.3``, ``stem`` ...; :func:`..prepare.module_group`)
 reproduce its own FP32 outputs from the quantised outputs of the blocks before it (block-wise
 reconstruction, all blocks in one pass).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -52,8 +53,10 @@ class QuantTwin(nn.Module):
         self._act_index = {name: i for i, name in enumerate(self.act_names)}
         # block outputs: values a later block (or the model output) reads
         self.block_outputs = [
-            n for n in self.nodes
-            if n.op not in ("placeholder", "get_attr", "output") and n.name in self._act_index
+            n
+            for n in self.nodes
+            if n.op not in ("placeholder", "get_attr", "output")
+            and n.name in self._act_index
             and any(u.op == "output" or self.groups[u] != self.groups[n] for u in n.users)
         ]
 
