@@ -191,6 +191,7 @@ def _common_int8_checks(result, faces_dir: Path) -> dict:
     return m.verification["metrics"]
 
 
+@pytest.mark.int8_export
 @pytest.mark.slow
 @pytest.mark.parametrize("target", INT8_TARGETS)
 def test_detector_int8_within_tolerance(detector_int8, target: str, faces_dir: Path):
@@ -200,6 +201,7 @@ def test_detector_int8_within_tolerance(detector_int8, target: str, faces_dir: P
     assert metrics["landmark_nme"] <= DETECTOR_LIMITS["landmark_nme"], metrics
 
 
+@pytest.mark.int8_export
 @pytest.mark.slow
 @pytest.mark.parametrize("target", INT8_TARGETS)
 def test_recogniser_int8_within_tolerance(recogniser_int8, target: str, faces_dir: Path):
@@ -211,6 +213,7 @@ def test_recogniser_int8_within_tolerance(recogniser_int8, target: str, faces_di
     assert metrics["pairs"] >= 300
 
 
+@pytest.mark.int8_export
 @pytest.mark.slow
 def test_int8_artifacts_run_on_the_device_runtime(recogniser_int8, detector_int8, faces_dir: Path):
     """The INT8 bundles load through gfn_edge alone and agree with each other on a real face."""
@@ -228,6 +231,7 @@ def test_int8_artifacts_run_on_the_device_runtime(recogniser_int8, detector_int8
     assert min(sims) > 0.95, sims
 
 
+@pytest.mark.int8_export
 @pytest.mark.slow
 def test_tflite_int8_io_carries_scale_and_zero_point(calib_photos: Path, faces_dir: Path, mirror: Path, tmp_path: Path, recogniser_int8):
     """--int8-io: int8 tensors at the edges, quantised by the runtime from the manifest's numbers."""

@@ -13,6 +13,8 @@ import pytest
 import torch
 from conftest import shared_path
 
+pytestmark = [pytest.mark.slow, pytest.mark.int8_export]  # minutes of learned quantisation on 2 cores
+
 CHECKPOINT = ("models", "ghostfacenets", "ghostnetv1_w0.5_s2_basic_vn_big_epoch_16_0.711309.h5")
 
 
