@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from gfn_edge.errors import GfnEdgeError
+from gfn_edge.model_spec import ModelSpec
 from gfn_edge.preprocess import Letterbox
-from gfn_edge.registry import Anchors, ModelSpec, Preprocess
 
 from .verify import Tolerances, preprocess_mismatch, verify_outputs
 from .verify_data import VerificationSet
@@ -49,21 +49,6 @@ _ARM_PARTS = {
 }
 
 
-def spec_from_dict(data: dict[str, Any]) -> ModelSpec:
-    """The parts of a manifest-style spec dict that verification reads (task, preprocessing, anchors)."""
-    return ModelSpec(
-        name=data["name"],
-        task=data["task"],
-        family=data.get("family", ""),
-        description=data.get("description", ""),
-        arch=dict(data.get("arch") or {}),
-        preprocess=Preprocess.from_dict(data["preprocess"]),
-        outputs=(),
-        weights=None,
-        anchors=Anchors.from_dict(data["anchors"]) if data.get("anchors") else None,
-    )
-
-
 def load_case(case_dir: Path) -> tuple[VerificationSet, dict[str, np.ndarray], ModelSpec, Tolerances, dict[str, Any]]:
     """The verification case the host wrote: pictures, reference outputs, spec, tolerances."""
     try:
@@ -84,7 +69,7 @@ def load_case(case_dir: Path) -> tuple[VerificationSet, dict[str, np.ndarray], M
         judged=None if meta.get("judged") is None else np.asarray(meta["judged"], bool),
     )
     tolerances = {k: (op, float(v)) for k, (op, v) in meta["tolerances"].items()}
-    return vset, ref_out, spec_from_dict(meta["spec"]), tolerances, meta
+    return vset, ref_out, ModelSpec.from_dict(meta["spec"]), tolerances, meta
 
 
 def cpu_model() -> str:

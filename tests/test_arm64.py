@@ -35,9 +35,7 @@ def detector_case(bundles, tmp_path_factory):
     bundle = bundles.get(DET, "onnx")
     manifest = read_manifest(bundle)
     spec_dict = manifest.spec
-    from gfn_edge.export.verify_device import spec_from_dict
-
-    spec = spec_from_dict(spec_dict)
+    spec = manifest.model_spec
     vset = detection_set(spec, shared_path("faces", "scenes"), max_images=3)
     ref_out = open_model(bundle).run(vset.inputs)
     folder = write_case(tmp_path_factory.mktemp("case"), vset, ref_out, spec_dict, default_tolerances("detect", "fp32"))
