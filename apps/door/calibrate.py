@@ -28,11 +28,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from gfn_edge import FaceAnalyzer, GfnEdgeError, read_image
-from gfn_edge.image import IMAGE_SUFFIXES
+from gfn_edge import IMAGE_SUFFIXES, FaceAnalyzer, GfnEdgeError, PairsFileError, read_image, read_pairs
 from gfn_edge.metrics import accuracy_at, best_threshold, far_frr, threshold_at_far
 from gfn_edge.metrics import equal_error_rate as equal_error
-from gfn_edge.pairs import PairsFileError, read_pairs
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,7 @@ from typing import Any, Optional
 import cv2
 import numpy as np
 
-from gfn_edge import GfnEdgeError, read_image
-from gfn_edge.image import IMAGE_SUFFIXES
+from gfn_edge import IMAGE_SUFFIXES, GfnEdgeError, read_image
 
 from .config import redact
 
