@@ -7,8 +7,8 @@
 INPUT is a picture, a folder of pictures or a video file. Each gets an annotated copy in --out
 (``NAME.annotated.jpg``, videos ``NAME.annotated.mp4``); the inputs are never modified. With a
 gallery every face is labelled with its best identity and similarity (or ``unknown``), using the
-same threshold rules as the door (``--threshold``, the config, the gallery's calibrated value,
-the model's default). ``--json`` also prints one JSON object per picture or video frame.
+threshold given with ``--threshold`` (labels open no door), else the door's rules (the gallery's
+calibrated value, which the config may only tighten). ``--json`` also prints one JSON object per picture or video frame.
 
 Useful to check a camera's view and the quality gates before deploying, and to see why the door
 did not recognise someone. Exit status: 0 all inputs done; 1 some input could not be read (the
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the door/ package be
 import cv2
 import numpy as np
 
-from gfn_edge import FaceAnalyzer, GfnEdgeError, read_image
+from gfn_edge import FaceAnalyzer, GfnEdgeError, check_threshold, read_image
 
 from door import draw
 from door.config import ConfigError, default_config_path, load_config
@@ -202,7 +202,10 @@ def setup(args: argparse.Namespace) -> Annotator:
         if analyzer.recognizer is None:
             raise SetupError("labelling identities needs a recogniser: pass --recognizer (or set [models] recognizer)")
         gallery = open_gallery(cfg.gallery.path, analyzer.recognizer, create=False)
-        threshold = resolve_threshold(cfg, gallery, analyzer.recognizer)
+        if args.threshold is not None:  # a label on a picture opens no door: the threshold asked for is used
+            threshold = check_threshold(args.threshold, "--threshold")
+        else:
+            threshold = resolve_threshold(cfg, gallery, analyzer.recognizer)
     return Annotator(analyzer, gallery, threshold, liveness)
 
 
