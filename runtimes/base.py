@@ -106,6 +106,8 @@ class InferenceModel(ABC):
             raise ManifestError(f"{self.path}: the manifest lists {len(self.outputs)} outputs, the model file has {len(model_outputs)}")
         pairs += [(f"outputs[{i}] ({spec.name})", spec, shape) for i, (spec, shape) in enumerate(zip(self.outputs, model_outputs))]
         for key, spec, actual in pairs:
+            if not spec.shape:  # no shape declared (a peer's or a lone file's manifest): nothing to contradict
+                continue
             declared = [d if isinstance(d, int) and d > 0 else None for d in spec.shape]
             real = [d if isinstance(d, int) and not isinstance(d, bool) and d > 0 else None for d in actual]
             if len(declared) != len(real) or any(a is not None and b is not None and a != b for a, b in zip(declared, real)):
