@@ -195,8 +195,10 @@ def bundle_detector(path: str | os.PathLike[str] | Any, backend: str = "auto", t
     """A detection bundle (folder, or an opened model) in the device :class:`gfn_edge.detector.Detector`, at its own input size."""
     device = DeviceDetector(path, backend=backend, threads=threads)
     m = device.manifest
+    # results are keyed by the bundle folder's name, as for recognisers
+    name = Path(path).name if isinstance(path, (str, os.PathLike)) else (m.path.name if m.path else Path(device.model.path).name)
     return Detector(
-        Path(device.model.path).name,
+        name,
         "bundle",
         _bundle_label(device.model),
         device.model.run,
