@@ -10,11 +10,10 @@ import logging
 import shutil
 from pathlib import Path
 
-import numpy as np
-
 from gfn_edge.errors import MissingDependencyError
 
 from ..context import ExportContext
+from ..int8.ort_calibration import CalibrationReader
 from ..int8.prepare import onnx_name_patterns
 from ..int8.search import Attempt, preparation, run_search
 from ..target_info import Artifact, TargetInfo
@@ -82,29 +81,11 @@ def calibration_cache(ctx: ExportContext, src: Path, method: str) -> Path | None
             calibrate_method=getattr(q.CalibrationMethod, _METHODS[method]),
             extra_options=_CALIB_OPTIONS[method],
         )
-        calibrator.collect_data(_Reader(ctx.calibration.inputs(), "input"))
+        calibrator.collect_data(CalibrationReader(ctx.calibration.inputs(), "input"))
         calibrate.save_tensors_data(calibrator.compute_data(), path)
         del calibrator
         augmented.unlink(missing_ok=True)
     return path
-
-
-class _Reader:
-    """Feeds calibration samples one at a time (NCHW), as ONNX Runtime's calibrators expect."""
-
-    def __init__(self, x_nhwc: np.ndarray, input_name: str):
-        self.x = np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2), dtype=np.float32)
-        self.name = input_name
-        self.i = 0
-
-    def get_next(self):
-        if self.i >= len(self.x):
-            return None
-        self.i += 1
-        return {self.name: self.x[self.i - 1 : self.i]}
-
-    def rewind(self) -> None:
-        self.i = 0
 
 
 def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
@@ -123,7 +104,7 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
         q.quantize_static(
             str(src),
             str(dst),
-            None if cache else _Reader(calib, "input"),
+            None if cache else CalibrationReader(calib, "input"),
             quant_format=q.QuantFormat.QDQ,
             per_channel=True,
             activation_type=q.QuantType.QUInt8,

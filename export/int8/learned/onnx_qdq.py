@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..ort_calibration import CalibrationReader
 from .reconstruct import LearnedQuantisation
 
 log = logging.getLogger(__name__)
@@ -105,24 +106,6 @@ def write_calibration_cache(onnx_path: Path, learned: LearnedQuantisation, calib
     stats = {"tensors": len(data.keys()), "learned_ranges": written, "matched": len(mapping)}
     log.info("learned INT8 -> ONNX: %d of %d calibrated tensors take a learned range (%d tensors matched to the twin)", written, stats["tensors"], len(mapping))
     return stats
-
-
-class CalibrationReader:
-    """Feeds NHWC calibration samples one at a time as NCHW, as onnxruntime's calibrators expect."""
-
-    def __init__(self, x_nhwc: np.ndarray, input_name: str):
-        self.x = np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2), dtype=np.float32)
-        self.name = input_name
-        self.i = 0
-
-    def get_next(self):
-        if self.i >= len(self.x):
-            return None
-        self.i += 1
-        return {self.name: self.x[self.i - 1 : self.i]}
-
-    def rewind(self) -> None:
-        self.i = 0
 
 
 def emit_qdq(fp32_onnx: Path, learned: LearnedQuantisation, calibration: np.ndarray, dst: Path, nodes_to_exclude: list[str] | None = None) -> dict[str, int]:
