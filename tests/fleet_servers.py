@@ -48,7 +48,8 @@ def _wait_port(port: int, timeout: float) -> bool:
 class PgCluster:
     """A throw-away PostgreSQL cluster (pgserver's binaries) listening on 127.0.0.1:port."""
 
-    def __init__(self, root: Optional[Path] = None):
+    def __init__(self, root: Optional[Path] = None, settings: Optional[dict[str, str]] = None):
+        """``settings``: extra postgresql.conf lines (name -> value), after the defaults so they win."""
         with warnings.catch_warnings():  # pgserver's import warns about XDG_RUNTIME_DIR, which it does not need here
             warnings.simplefilter("ignore")
             from pgserver._commands import (
@@ -56,7 +57,8 @@ class PgCluster:
             )
 
         self.bin = Path(POSTGRES_BIN_PATH)
-        self.root = Path(root or tempfile.mkdtemp(prefix="gfn-pg-"))
+        self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="gfn-pg-"))
+        self.root.mkdir(parents=True, exist_ok=True)
         self.data = self.root / "data"
         self.port = free_port()
         self._user: Optional[str] = None
@@ -77,6 +79,7 @@ class PgCluster:
                 "fsync = off\nfull_page_writes = off\nmax_connections = 200\n"  # fsync off: an OS crash only; commits stay durable
                 "shared_buffers = 256MB\nmaintenance_work_mem = 512MB\n"
             )
+            conf.writelines(f"{name} = {value}\n" for name, value in (settings or {}).items())
         self.start()
 
     def _run(self, exe: str, *args: str, timeout: float = 60.0) -> None:

@@ -75,8 +75,11 @@ class ServerSearch:
                 conn.execute("SET LOCAL enable_indexscan = off")
             else:
                 conn.execute(f"SET LOCAL hnsw.ef_search = {max(int(ef_search), int(k))}")
+            # the k nearest first (a top-k, in parallel when it scans), then their names: joining
+            # first would hash every identity and sort every template on each query
             rows = conn.execute(
-                "SELECT i.name, 1 - (t.embedding <=> %s) FROM gfn_templates t JOIN gfn_identities i ON i.id = t.identity ORDER BY t.embedding <=> %s LIMIT %s",
-                (q[0], q[0], int(k)),
+                "SELECT i.name, 1 - t.d FROM (SELECT identity, embedding <=> %(q)s AS d FROM gfn_templates ORDER BY d LIMIT %(k)s) t "
+                "JOIN gfn_identities i ON i.id = t.identity ORDER BY t.d",
+                {"q": q[0], "k": int(k)},
             ).fetchall()
         return [(name, float(score)) for name, score in rows]
