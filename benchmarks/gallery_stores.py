@@ -311,8 +311,10 @@ def table(rows: list[dict[str, Any]]) -> str:
     ]
     for r in rows:
         loc, pg = r.get("local") or {}, r.get("postgres") or {}
-        recall = "-" if pg.get("hnsw_recall_at_1") is None else (
-            f"{pg['hnsw_recall_at_1']:.3f} ({pg['hnsw_recall_at_1_members']:.3f} / {pg['hnsw_recall_at_1_strangers']:.3f})"
+        recall = (
+            "-"
+            if pg.get("hnsw_recall_at_1") is None
+            else (f"{pg['hnsw_recall_at_1']:.3f} ({pg['hnsw_recall_at_1_members']:.3f} / {pg['hnsw_recall_at_1_strangers']:.3f})")
         )
         lines.append(
             f"| {r['n']:,} | {fmt(loc.get('p50_ms'), '.1f')} / {fmt(loc.get('p95_ms'), '.1f')} "

@@ -222,3 +222,22 @@ def mqtt_broker(tmp_path):
     broker = Mosquitto(tmp_path / "mosquitto")
     yield broker
     broker.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def gallery_store(request, tmp_path):
+    """Fresh gallery locations on each store in turn: the gallery suite's one source of locations.
+
+    ``gallery_store.new()`` is an SQLite path or a PostgreSQL DSN (a schema of its own on the
+    session's real server: pgserver's build, or $GFN_EDGE_TEST_PG_DSN), so a test of Gallery
+    semantics runs unchanged against both, its id naming the store (``test_x[postgres]``).
+    """
+    from gallery_locations import GalleryLocations
+
+    admin = None
+    if request.param == "postgres":
+        pytest.importorskip("psycopg", reason=f"{ASSET_MISSING} psycopg (pip install 'gfn-edge[postgres]')")
+        admin = request.getfixturevalue("pg_admin_dsn")
+    locations = GalleryLocations(request.param, tmp_path, admin)
+    yield locations
+    locations.close()

@@ -1,6 +1,12 @@
 """Gallery: enrolment round trips, ranking and thresholds, refusing other models' and damaged
 files (untouched), surviving SIGKILL mid-write, other processes' writes, 1:N search at 100k.
 
+Every test of ``Gallery`` semantics takes its locations from the ``gallery_store`` fixture
+(tests/conftest.py), parametrised over ``sqlite`` and ``postgres`` (a real PostgreSQL +
+pgvector server, each test in a schema of its own), so the same assertions hold for both stores.
+The few tests about SQLite files themselves (damaged pages, WAL, folders) take ``tmp_path`` and
+say why in their docstring.
+
 Identities are synthetic 512-d clusters (no model needed): templates and probes are a unit
 centre plus noise, giving genuine cosines around 0.6-0.8 and impostors around 0.
 """
@@ -84,25 +90,38 @@ def assert_matches(got: list[Match], expected: list[tuple[str, float, int]], tol
 
 
 @pytest.fixture
-def gallery(tmp_path: Path):
-    with Gallery(tmp_path / "gallery.db", signature=SIG, dim=DIM) as g:
+def gallery(gallery_store):
+    """An empty gallery on each store in turn."""
+    with Gallery(gallery_store.new(), signature=SIG, dim=DIM) as g:
         yield g
+
+
+def fill_sample(location) -> dict[str, np.ndarray]:
+    """60 people x 4 templates enrolled at ``location``, closed afterwards; returns them."""
+    _, people = make_people(60, templates=4, seed=7)
+    with Gallery(location, signature=SIG, dim=DIM) as g:
+        g.enroll_many(people)
+    return people
+
+
+@pytest.fixture
+def sample(gallery_store) -> tuple[object, dict[str, np.ndarray]]:
+    """(location, people) of a closed 240-template gallery on each store in turn."""
+    location = gallery_store.new()
+    return location, fill_sample(location)
 
 
 @pytest.fixture(scope="module")
 def sample_gallery(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np.ndarray]]:
-    """A closed gallery file of 60 people x 4 templates, for copying and damaging."""
+    """A closed gallery *file* of 60 people x 4 templates, for the SQLite file-damage tests."""
     path = tmp_path_factory.mktemp("sample") / "gallery.db"
-    _, people = make_people(60, templates=4, seed=7)
-    with Gallery(path, signature=SIG, dim=DIM) as g:
-        g.enroll_many(people)
-    return path, people
+    return path, fill_sample(path)
 
 
 # --- round trips ------------------------------------------------------------------------------
-def test_enroll_list_embeddings_remove_round_trip(tmp_path: Path):
+def test_enroll_list_embeddings_remove_round_trip(gallery_store):
     _, people = make_people(20, templates=3)
-    path = tmp_path / "gallery.db"
+    path = gallery_store.new()
     with Gallery(path, signature=SIG, dim=DIM) as g:
         for name, vecs in people.items():
             assert g.enroll(name, vecs) == 3
@@ -170,10 +189,10 @@ def test_empty_gallery_searches_to_nothing(gallery: Gallery):
     assert gallery.best(q, threshold=0.0) is None
 
 
-def test_threshold_and_best(tmp_path: Path):
+def test_threshold_and_best(gallery_store):
     centres, people = make_people(25, templates=3, seed=5)
     rng = np.random.default_rng(6)
-    path = tmp_path / "gallery.db"
+    path = gallery_store.new()
     with Gallery(path, signature=SIG, dim=DIM) as g:
         g.enroll_many(people)
         stranger = unit(rng.standard_normal(DIM))
@@ -325,24 +344,22 @@ def test_normalises_defensively_without_touching_input(gallery: Gallery):
 
 
 # --- refusing files -----------------------------------------------------------------------------
-def test_refuses_a_gallery_of_another_model(sample_gallery, tmp_path: Path):
-    src, people = sample_gallery
-    path = tmp_path / "gallery.db"
-    shutil.copy(src, path)
-    before = folder_bytes(tmp_path)
+def test_refuses_a_gallery_of_another_model(sample, gallery_store):
+    path, people = sample
+    before = gallery_store.snapshot(path)
     with pytest.raises(GalleryError) as err:
         Gallery(path, signature=OTHER_SIG, dim=DIM)
     text = str(err.value)
     assert SIG in text and OTHER_SIG in text and "re-enrol" in text.lower() and str(path) in text
     with pytest.raises(GalleryError, match="128-d"):
         Gallery(path, signature=SIG, dim=128)
-    assert folder_bytes(tmp_path) == before
+    assert gallery_store.snapshot(path) == before  # refused, untouched
     with Gallery(path) as g:  # no signature given: opens, says which model it is for
         assert g.signature == SIG and g.dim == DIM and g.count() == len(people)
 
 
-def test_creating_needs_signature_and_dim(tmp_path: Path):
-    path = tmp_path / "new.db"
+def test_creating_needs_signature_and_dim(gallery_store):
+    path = gallery_store.new()
     with pytest.raises(GalleryError, match="signature"):
         Gallery(path)
     with pytest.raises(GalleryError, match="dim"):
@@ -351,11 +368,23 @@ def test_creating_needs_signature_and_dim(tmp_path: Path):
         Gallery(path, signature=SIG, dim=DIM, create=False)
     with pytest.raises(GalleryError, match="does not exist"):
         Gallery(path, signature=SIG, dim=DIM, readonly=True)
+    with Gallery(path, signature=SIG, dim=DIM) as g:
+        assert g.count() == 0 and g.schema_version == 2  # schema 2: template checksums (issue 14)
+    with Gallery(path, signature=SIG, dim=DIM, create=False, readonly=True) as g:  # it exists now
+        assert g.count() == 0 and g.signature == SIG
+
+
+def test_creating_a_gallery_file_leaves_nothing_half_made(tmp_path: Path):
+    """SQLite only: what creating a *file* leaves in its folder (a server has no folder)."""
+    path = tmp_path / "new.db"
+    for kwargs in ({}, {"signature": SIG}, {"signature": SIG, "dim": DIM, "create": False}, {"signature": SIG, "dim": DIM, "readonly": True}):
+        with pytest.raises(GalleryError):
+            Gallery(path, **kwargs)
     with pytest.raises(GalleryError, match="folder"):
         Gallery(tmp_path / "missing" / "g.db", signature=SIG, dim=DIM)
     assert list(tmp_path.iterdir()) == []  # nothing half-made left behind
     with Gallery(path, signature=SIG, dim=DIM) as g:
-        assert g.count() == 0 and g.schema_version == 2  # schema 2: template checksums (issue 14)
+        assert g.count() == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new.db"]  # temp file linked and gone
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -397,6 +426,7 @@ def _damage(kind: str, data: bytes) -> bytes:
 )
 @pytest.mark.parametrize("check", ["quick", "full"])
 def test_refuses_damaged_file_and_leaves_it_untouched(sample_gallery, tmp_path: Path, kind: str, says: str, check: str):
+    """SQLite only: damage to the file's pages (a server's storage is the server's to check)."""
     src, _ = sample_gallery
     path = tmp_path / "gallery.db"
     path.write_bytes(_damage(kind, src.read_bytes()))
@@ -408,6 +438,7 @@ def test_refuses_damaged_file_and_leaves_it_untouched(sample_gallery, tmp_path: 
 
 
 def test_refuses_an_sqlite_file_that_is_not_a_gallery(tmp_path: Path):
+    """SQLite only: another application's database file at the gallery's path."""
     path = tmp_path / "app.db"
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE TABLE users(name TEXT)")
@@ -419,10 +450,8 @@ def test_refuses_an_sqlite_file_that_is_not_a_gallery(tmp_path: Path):
     assert folder_bytes(tmp_path) == before
 
 
-def test_readonly_searches_but_never_writes(sample_gallery, tmp_path: Path):
-    src, people = sample_gallery
-    path = tmp_path / "gallery.db"
-    shutil.copy(src, path)
+def test_readonly_searches_but_never_writes(sample):
+    path, people = sample
     name, vecs = next(iter(people.items()))
     with Gallery(path, signature=SIG, readonly=True) as g:
         assert g.search(vecs[0], k=1)[0].identity == name
@@ -441,10 +470,8 @@ def _run_helper(*args: str) -> str:
     return done.stdout
 
 
-def test_another_process_enrolment_is_seen(sample_gallery, tmp_path: Path):
-    src, people = sample_gallery
-    path = tmp_path / "gallery.db"
-    shutil.copy(src, path)
+def test_another_process_enrolment_is_seen(sample):
+    path, people = sample
     writer = _writer_module()
     carol = writer.vectors_for("carol", 0)
     with Gallery(path, signature=SIG, dim=DIM) as g:
@@ -459,9 +486,9 @@ def test_another_process_enrolment_is_seen(sample_gallery, tmp_path: Path):
         assert first not in [m.identity for m in g.search(people[first][0], k=60)]
 
 
-def test_two_handles_stay_coherent_through_random_writes(tmp_path: Path):
+def test_two_handles_stay_coherent_through_random_writes(gallery_store):
     """Each handle patches its own matrix after its writes and reloads after the other's."""
-    path = tmp_path / "gallery.db"
+    path = gallery_store.new()
     rng = np.random.default_rng(15)
     pick = random.Random(15)
     truth: dict[str, np.ndarray] = {}
@@ -483,8 +510,8 @@ def test_two_handles_stay_coherent_through_random_writes(tmp_path: Path):
         assert sorted(truth) == a.identities() == b.identities()
 
 
-def test_threads_share_a_gallery(tmp_path: Path):
-    path = tmp_path / "gallery.db"
+def test_threads_share_a_gallery(gallery_store):
+    path = gallery_store.new()
     shared = Gallery(path, signature=SIG, dim=DIM)
     errors: list[BaseException] = []
     written: dict[str, np.ndarray] = {}
@@ -515,21 +542,16 @@ def test_threads_share_a_gallery(tmp_path: Path):
     shared.close()
 
 
-def test_a_writer_holding_the_lock_times_out_cleanly(tmp_path: Path):
-    path = tmp_path / "gallery.db"
+def test_a_writer_holding_the_lock_times_out_cleanly(gallery_store):
+    path = gallery_store.new()
     v = unit(np.random.default_rng(21).standard_normal((1, DIM)))
     with Gallery(path, signature=SIG, dim=DIM, timeout=0.2) as g:
-        other = sqlite3.connect(path, isolation_level=None)
-        other.execute("BEGIN IMMEDIATE")  # another process mid-enrolment
-        try:
+        with gallery_store.writer_holding_the_lock(path):  # another process mid-enrolment
             t0 = time.monotonic()
             with pytest.raises(GalleryError, match="locked"):
                 g.enroll("alice", v)
             assert time.monotonic() - t0 < 5
             assert g.search(v[0]) == []  # readers are not blocked
-        finally:
-            other.execute("ROLLBACK")
-            other.close()
         assert "alice" not in g
         assert g.enroll("alice", v) == 1
 
@@ -545,9 +567,9 @@ def _read_committed(proc: subprocess.Popen, lines: list[str], want: int, deadlin
             lines.append(line.strip())
 
 
-def test_survives_sigkill_mid_enrolment(tmp_path: Path):
+def test_survives_sigkill_mid_enrolment(gallery_store):
     """Kill a writer repeatedly mid-enrolment; everything it reported as done must be intact."""
-    path = tmp_path / "gallery.db"
+    path = gallery_store.new()
     writer = _writer_module()
     pick = random.Random(16)
     printed: dict[str, int] = {}  # name -> latest version the writer reported committed
@@ -577,9 +599,10 @@ def test_survives_sigkill_mid_enrolment(tmp_path: Path):
             last = max(last, int(name[len("person") :]))
         start = last + 2  # one more enrolment may have committed unreported; never reuse its name
 
-    with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-    conn.close()
+    if gallery_store.kind == "sqlite":  # the file's own structure too (a server checks its own)
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        conn.close()
     with Gallery(path, signature=SIG, dim=DIM, check="full") as g:
         present = set(g.identities())
         assert set(printed) <= present
@@ -598,6 +621,8 @@ def test_survives_sigkill_mid_enrolment(tmp_path: Path):
 
 
 def test_killed_inside_a_transaction_leaves_earlier_identities(sample_gallery, tmp_path: Path):
+    """SQLite only: the writer dies with its uncommitted pages already in the WAL file (the
+    server's counterpart, a client killed mid-transaction, is the SIGKILL test above)."""
     src, people = sample_gallery
     path = tmp_path / "gallery.db"
     shutil.copy(src, path)
@@ -613,9 +638,9 @@ def test_killed_inside_a_transaction_leaves_earlier_identities(sample_gallery, t
 
 
 # --- backup, export, enrolment from images ---------------------------------------------------
-def test_backup_and_npz_round_trip(sample_gallery, tmp_path: Path):
-    src, people = sample_gallery
-    with Gallery(src, signature=SIG) as g:
+def test_backup_and_npz_round_trip(sample, gallery_store, tmp_path: Path):
+    src, people = sample
+    with Gallery(src, signature=SIG) as g:  # a backup is a portable SQLite file from either store
         dest = g.backup(tmp_path / "backup.db")
         with pytest.raises(GalleryError, match="exists"):
             g.backup(dest)
@@ -624,11 +649,11 @@ def test_backup_and_npz_round_trip(sample_gallery, tmp_path: Path):
         assert b.identities() == sorted(people)
         for name, vecs in people.items():
             np.testing.assert_array_equal(b.embeddings(name), vecs)
-    with Gallery(tmp_path / "imported.db", signature=SIG, dim=DIM) as c:
+    with Gallery(gallery_store.new(), signature=SIG, dim=DIM) as c:
         assert c.import_npz(npz) == 240
         for name, vecs in people.items():
             np.testing.assert_array_equal(c.embeddings(name), vecs)
-    with Gallery(tmp_path / "other.db", signature=OTHER_SIG, dim=DIM) as d:
+    with Gallery(gallery_store.new(), signature=OTHER_SIG, dim=DIM) as d:
         with pytest.raises(GalleryError, match=SIG):
             d.import_npz(npz)
         assert d.count() == 0
@@ -718,7 +743,7 @@ def test_enroll_images_with_an_embedder_of_crops(gallery: Gallery):
 
 
 # --- scale ---------------------------------------------------------------------------------------
-def test_search_100k_templates_matches_brute_force(tmp_path: Path):
+def test_search_100k_templates_matches_brute_force(gallery_store):
     people, per = 10_000, 10
     rng = np.random.default_rng(19)
     centres = rng.standard_normal((people, DIM), dtype=np.float32)
@@ -728,7 +753,8 @@ def test_search_100k_templates_matches_brute_force(tmp_path: Path):
     vectors.reshape(people, per, DIM)[...] += centres[:, None, :]
     vectors /= np.sqrt(np.einsum("ij,ij->i", vectors, vectors))[:, None]
     names = [f"p{i:05d}" for i in range(people)]
-    with Gallery(tmp_path / "big.db", signature=SIG, dim=DIM) as g:
+    location = gallery_store.new()
+    with Gallery(location, signature=SIG, dim=DIM) as g:
         assert g.enroll_many((names[i], vectors[i * per : (i + 1) * per]) for i in range(people)) == people * per
         rows = rng.choice(people, 8, replace=False)
         noise = pool[:8] / np.linalg.norm(pool[:8], axis=1, keepdims=True)
@@ -756,5 +782,5 @@ def test_search_100k_templates_matches_brute_force(tmp_path: Path):
             g.remove(names[r])
             alive[r] = False
         check(g.search(queries, k=5), alive)
-    with Gallery(tmp_path / "big.db", signature=SIG, check="none") as fresh:
+    with Gallery(location, signature=SIG, check="none") as fresh:
         check(fresh.search(queries, k=5), alive)

@@ -5,6 +5,13 @@ Every stored template carries a CRC-32 over its vector and its identity's name; 
 (never searched) and reported by ``gfn-edge gallery check``; a damaged header is refused. The
 byte-flip sweep below flips one bit at a time in a copy of a small real gallery file and opens
 it the way the door does.
+
+The tests of Gallery semantics (quarantine of a damaged template, threshold and margin checks,
+the stored threshold record) take their locations from the ``gallery_store`` fixture and run
+against both stores (``[sqlite]`` / ``[postgres]``, a real server); the damage is done beneath
+the API the way each store lays its rows out (tests/gallery_locations.py). The byte-flip sweep,
+header rows, read-only WAL files, the schema-1 migration and ``gallery check`` on files are
+about SQLite files and say so.
 """
 
 from __future__ import annotations
@@ -171,7 +178,7 @@ def _sweep(small_gallery, tmp_path: Path, gap_stride: int) -> collections.Counte
 
 
 def test_a_bit_flip_never_grants_a_stranger(small_gallery, scratch: Path):
-    """Every byte SQLite reads (headers, cell pointers, cells) and a sample of unallocated space."""
+    """SQLite only (it flips bits of the file). Every byte SQLite reads (headers, cell pointers, cells) and a sample of unallocated space."""
     _sweep(small_gallery, scratch, gap_stride=211)
 
 
@@ -204,15 +211,15 @@ def _flip_template_bit(path: Path, template_id: int, byte: int, bit: int) -> Non
     conn.close()
 
 
-def test_a_template_turned_nan_by_one_bit_is_quarantined_not_matched(tmp_path: Path, caplog):
+def test_a_template_turned_nan_by_one_bit_is_quarantined_not_matched(gallery_store, caplog):
     """Issue 14's case: an exponent bit makes a template Inf (NaN after normalising); it matched
     89 of 200 strangers. Now it is never searched, and the log names who to re-enrol."""
-    path = tmp_path / "gallery.db"
+    path = gallery_store.new()
     people = _people()
     with Gallery(path, signature=SIG, dim=DIM) as g:
         g.enroll_many(people)
         g.threshold = 0.5
-    _flip_template_bit(path, template_id=2, byte=3, bit=6)  # person-0's second template, exponent bit
+    gallery_store.flip_template_bit(path, template_id=2, byte=3, bit=6)  # person-0's second template, exponent bit
     strangers = unit(np.random.default_rng(9).standard_normal((200, DIM)))
     with caplog.at_level(logging.ERROR, logger="gfn_edge.gallery"), Gallery(path, signature=SIG, dim=DIM) as g:
         assert [m for m in (g.best(s) for s in strangers) if m is not None] == []
@@ -225,7 +232,10 @@ def test_a_template_turned_nan_by_one_bit_is_quarantined_not_matched(tmp_path: P
 
 
 def test_a_template_moved_to_another_identity_is_quarantined(tmp_path: Path):
-    """The checksum covers whose template it is: a flipped identity reference grants nobody."""
+    """The checksum covers whose template it is: a flipped identity reference grants nobody.
+
+    SQLite only: a file's pages can point a template anywhere; PostgreSQL's foreign key refuses
+    a reference to no identity, and a moved one is the checksum case of the test below."""
     path = tmp_path / "gallery.db"
     people = _people()
     with Gallery(path, signature=SIG, dim=DIM) as g:
@@ -245,20 +255,18 @@ def test_a_template_moved_to_another_identity_is_quarantined(tmp_path: Path):
         assert g.best(people["person-0"][1], threshold=0.9).identity == "person-0"
 
 
-def test_renamed_identity_is_quarantined(tmp_path: Path):
-    path = tmp_path / "gallery.db"
+def test_renamed_identity_is_quarantined(gallery_store):
+    path = gallery_store.new()
     with Gallery(path, signature=SIG, dim=DIM) as g:
         g.enroll_many(_people())
-    with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE identities SET name = 'person-7' WHERE name = 'person-2'")
-    conn.close()
+    gallery_store.rename_identity(path, "person-2", "person-7")
     with Gallery(path, signature=SIG, dim=DIM) as g:
         assert {d.identity for d in g.damaged} == {"person-7"} and len(g.damaged) == 3
         assert "person-7" not in {m.identity for m in g.search(np.ones(DIM), k=10)}
 
 
-def test_non_unit_and_non_finite_vectors_refused_at_write_and_load(tmp_path: Path):
-    path = tmp_path / "gallery.db"
+def test_non_unit_and_non_finite_vectors_refused_at_write_and_load(gallery_store):
+    path = gallery_store.new()
     people = _people(n=2)
     store = open_store(path, SIG, DIM)
     try:
@@ -273,9 +281,7 @@ def test_non_unit_and_non_finite_vectors_refused_at_write_and_load(tmp_path: Pat
     from gfn_edge.gallery.codec import template_checksum
 
     blob = (people["person-1"][0] * 3).astype("<f4").tobytes()
-    with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE templates SET vector = ?, checksum = ? WHERE id = 4", (blob, template_checksum("person-1", blob)))
-    conn.close()
+    gallery_store.store_damage(path, template_id=4, blob=blob, checksum=template_checksum("person-1", blob))
     with Gallery(path, signature=SIG, dim=DIM) as g:
         assert [(d.identity, d.reason) for d in g.damaged] == [("person-1", "not a finite unit vector")]
 
@@ -294,6 +300,7 @@ def test_non_unit_and_non_finite_vectors_refused_at_write_and_load(tmp_path: Pat
     ],
 )
 def test_a_damaged_header_is_refused_never_fixed(tmp_path: Path, sql: str):
+    """SQLite only: the header as the file's ``meta`` rows (checked byte for byte afterwards)."""
     path = tmp_path / "gallery.db"
     with Gallery(path, signature=SIG, dim=DIM) as g:
         g.enroll_many(_people(n=1))
@@ -309,8 +316,8 @@ def test_a_damaged_header_is_refused_never_fixed(tmp_path: Path, sql: str):
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), 1.5, -1.01, "0.5", True, [0.5]])
-def test_thresholds_are_validated_everywhere(tmp_path: Path, value):
-    with Gallery(tmp_path / "g.db", signature=SIG, dim=DIM) as g:
+def test_thresholds_are_validated_everywhere(gallery_store, value):
+    with Gallery(gallery_store.new(), signature=SIG, dim=DIM) as g:
         g.enroll_many(_people(n=2))
         q = g.embeddings("person-0")[0]
         with pytest.raises(GalleryValueError, match="threshold"):
@@ -323,15 +330,15 @@ def test_thresholds_are_validated_everywhere(tmp_path: Path, value):
 
 
 @pytest.mark.parametrize("margin", [float("nan"), -0.1, 2.5, float("inf"), "0.1"])
-def test_margins_are_validated(tmp_path: Path, margin):
-    with Gallery(tmp_path / "g.db", signature=SIG, dim=DIM) as g:
+def test_margins_are_validated(gallery_store, margin):
+    with Gallery(gallery_store.new(), signature=SIG, dim=DIM) as g:
         g.enroll_many(_people(n=2))
         with pytest.raises(GalleryValueError, match="margin"):
             g.best(g.embeddings("person-0")[0], threshold=0.5, margin=margin)
 
 
-def test_calibrated_threshold_is_stored_with_its_target_far(tmp_path: Path):
-    path = tmp_path / "g.db"
+def test_calibrated_threshold_is_stored_with_its_target_far(gallery_store):
+    path = gallery_store.new()
     with Gallery(path, signature=SIG, dim=DIM) as g:
         assert g.threshold is None and g.threshold_info is None
         g.set_threshold(0.7471, target_far=0.001, details={"impostor_pairs": 3000})
@@ -351,6 +358,7 @@ def test_calibrated_threshold_is_stored_with_its_target_far(tmp_path: Path):
 
 # --- read-only leaves nothing behind ------------------------------------------------------------
 def test_readonly_leaves_no_wal_or_shm_files(tmp_path: Path):
+    """SQLite only: the files beside the gallery file."""
     path = tmp_path / "gallery.db"
     people = _people(n=2)
     with Gallery(path, signature=SIG, dim=DIM) as g:
@@ -372,6 +380,7 @@ def test_readonly_leaves_no_wal_or_shm_files(tmp_path: Path):
 
 # --- migration from schema version 1 -------------------------------------------------------------
 def test_version_1_gallery_migrates_without_loss(tmp_path: Path):
+    """SQLite only: schema version 1 existed only as files (the server store began at 2)."""
     writer = _writer()
     path = tmp_path / "v1.db"
     people = {name: writer.vectors_for(name, 0) for name in ("ann", "ben", "cat")}
@@ -434,6 +443,7 @@ def test_migration_is_all_or_nothing(tmp_path: Path, monkeypatch):
 
 # --- gfn-edge gallery check -----------------------------------------------------------------------
 def test_gallery_check_command(tmp_path: Path, capsys):
+    """On files (their folder is checked to be untouched); on a server: test_fleet_gallery_store.py."""
     good, bad = tmp_path / "good.db", tmp_path / "bad.db"
     for path in (good, bad):
         with Gallery(path, signature=SIG, dim=DIM) as g:
@@ -464,6 +474,7 @@ def test_gallery_check_command(tmp_path: Path, capsys):
 
 
 def test_gallery_check_refuses_a_damaged_structure(sample_file: Path, tmp_path: Path, capsys):
+    """SQLite only: a wiped b-tree page."""
     data = bytearray(sample_file.read_bytes())
     page = int.from_bytes(data[16:18], "big")
     data[5 * page : 5 * page + 64] = bytes(64)  # a b-tree page header wiped

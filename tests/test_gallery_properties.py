@@ -1,6 +1,7 @@
 """Property tests (hypothesis) of what the gallery stores: vector checks, the stored encoding,
 the template checksum and argument validation. Each property holds for every input hypothesis
-can think of, not just the hand-picked ones in test_gallery.py."""
+can think of, not just the hand-picked ones in test_gallery.py. Most are about the codec alone;
+the round trip through a gallery runs against both stores (``gallery_store``: SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -149,10 +150,10 @@ def test_names_are_accepted_or_refused_with_a_gallery_error(text):
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(names, arrays(np.float32, st.floats(-100, 100, width=32)))
-def test_what_is_enrolled_is_what_is_read_back(tmp_path_factory, name, arr):
+def test_what_is_enrolled_is_what_is_read_back(gallery_store, name, arr):
     assume((np.linalg.norm(arr.astype(np.float64), axis=1) > 1e-3).all())
     dim = arr.shape[1]
-    path = tmp_path_factory.mktemp("prop") / "g.db"
+    path = gallery_store.new()  # a fresh gallery per example
     with Gallery(path, signature="sig", dim=dim) as g:
         g.enroll(name, arr)
     with Gallery(path, signature="sig", dim=dim) as g:
