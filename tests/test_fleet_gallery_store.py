@@ -99,3 +99,25 @@ def test_gallery_cli_copy_check_and_info_on_the_server(pg_dsn, tmp_path: Path, c
             np.testing.assert_array_equal(g.embeddings(name), vecs)
     assert main(["gallery", "copy", str(src), pg_dsn]) == 1  # not empty: refused with one line
     assert "not empty" in capsys.readouterr().err
+
+
+def test_a_long_lived_handle_survives_a_server_restart(pg_cluster):
+    """PostgreSQL only: the server goes away under an open Gallery and comes back on the same port.
+
+    While it is down a write fails with a clear GalleryError naming the unreachable server and
+    nothing is half-done; once it is back the same handle reconnects by itself.
+    """
+    from fleet_servers import create_database
+
+    dsn = create_database(pg_cluster.dsn())
+    _, people = make_people(6, templates=2, seed=61)
+    with Gallery(dsn, signature=SIG, dim=DIM, timeout=2.0) as g:
+        g.enroll_many(people)
+        pg_cluster.stop()
+        with pytest.raises(GalleryError, match="unreachable|cannot reach"):
+            g.enroll("during-the-outage", unit(np.ones((1, DIM))))
+        pg_cluster.start()
+        assert g.enroll("after-the-outage", unit(np.ones((1, DIM)))) == 1
+        assert g.count() == 7 and "during-the-outage" not in g
+        for name, vecs in people.items():
+            np.testing.assert_array_equal(g.embeddings(name), vecs)
