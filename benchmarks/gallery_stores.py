@@ -198,15 +198,19 @@ def relation_mb(store: Any, name: str, total: bool = False) -> float:
         return int(conn.execute(f"SELECT {fn}(%s::regclass)", (name,)).fetchone()[0]) / 2**20
 
 
-def bench_postgres(n: int, queries: np.ndarray, truth: list[str | None], dsn: str, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+def bench_postgres(
+    n: int, queries: np.ndarray, truth: list[str | None], dsn: str, args: argparse.Namespace, folder: Path, out: dict[str, Any], save: Any
+) -> None:
+    """Fills ``out`` phase by phase, calling ``save()`` after each (a run stopped early keeps them)."""
+    from gfn_edge import GalleryError
     from gfn_edge.gallery import Gallery
     from gfn_edge.gallery.postgres_store import PostgresStore
 
-    out: dict[str, Any] = {}
     store = PostgresStore(dsn, SIG, DIM, hnsw_min_templates=0, timeout=30.0)
     with Gallery(dsn, store=store) as g:
         out["copy_load_s"] = bulk_load(store, n)
         out["copy_rows_per_s"] = n / out["copy_load_s"]
+        log(f"{n:,} templates: COPY done in {out['copy_load_s']:.0f} s")
         assert store.count_templates() == n, "the bulk load lost rows"
         store.embeddings(truth[0] or "id0000000")  # the loaded rows pass the store's own checksum check
         extra = list(chunks(EXTRA_ENROL, seed=3))
@@ -224,25 +228,52 @@ def bench_postgres(n: int, queries: np.ndarray, truth: list[str | None], dsn: st
                 {"q": queries[0]},
             ).fetchall()
         out["exact_plan"] = [re.sub(r"'\[[^]]*\]'", "'[query]'", r[0]) for r in plan]
-        out["exact_p50_ms"], out["exact_p95_ms"], exact = latency(lambda q: store.nearest(q, k=1, exact=True)[0][0], queries)
+        save()
+        # the HNSW build first (the long pole), within --hnsw-budget-s; the exact scan's queries after it
         conn = store._connection()  # the build's own session: memory for the whole graph, and parallel workers
         conn.execute(f"SET maintenance_work_mem = '{args.maintenance_work_mem}'")
         conn.execute(f"SET max_parallel_maintenance_workers = {int(args.maintenance_workers)}")
+        conn.execute(f"SET statement_timeout = {int(args.hnsw_budget_s * 1000)}")
+        log(f"{n:,} templates: HNSW build started (budget {args.hnsw_budget_s:.0f} s)")
         t0 = time.perf_counter()
-        store.ensure_index(force=True)
-        out["hnsw_build_s"] = time.perf_counter() - t0
-        out["hnsw_index_mb"] = relation_mb(store, "gfn_templates_hnsw")
-        out["hnsw_p50_ms"], out["hnsw_p95_ms"], approx = latency(lambda q: store.nearest(q, k=1, ef_search=args.ef_search)[0][0], queries)
+        try:
+            store.ensure_index(force=True)
+            out["hnsw_build_s"] = time.perf_counter() - t0
+        except GalleryError as exc:
+            out["hnsw_build_unfinished_after_s"] = time.perf_counter() - t0
+            log(f"{n:,} templates: HNSW build stopped: {exc}")
+        conn.execute("SET statement_timeout = 0")
+        save()
+        approx: dict[int, list[Any]] = {}
+        if "hnsw_build_s" in out:
+            log(f"{n:,} templates: HNSW built in {out['hnsw_build_s']:.0f} s")
+            out["hnsw_index_mb"] = relation_mb(store, "gfn_templates_hnsw")
+            out["hnsw_by_ef_search"] = {}
+            for ef in sorted({args.ef_search, *args.ef_sweep}):
+                p50, p95, approx[ef] = latency(lambda q, ef=ef: store.nearest(q, k=1, ef_search=ef)[0][0], queries)
+                out["hnsw_by_ef_search"][ef] = {"p50_ms": p50, "p95_ms": p95}
+            out["hnsw_p50_ms"], out["hnsw_p95_ms"] = (out["hnsw_by_ef_search"][args.ef_search][k] for k in ("p50_ms", "p95_ms"))
+        out["exact_p50_ms"], out["exact_p95_ms"], exact = latency(lambda q: store.nearest(q, k=1, exact=True)[0][0], queries)
         members = [t is not None for t in truth]
-        out["hnsw_recall_at_1"] = agreement(approx, exact)
-        out["hnsw_recall_at_1_members"] = agreement(approx, exact, members)
-        out["hnsw_recall_at_1_strangers"] = agreement(approx, exact, [not m for m in members])
+        for ef, found in approx.items():
+            out["hnsw_by_ef_search"][ef].update(
+                recall_at_1=agreement(found, exact),
+                members=agreement(found, exact, members),
+                strangers=agreement(found, exact, [not m for m in members]),
+            )
+        if approx:
+            chosen = out["hnsw_by_ef_search"][args.ef_search]
+            out["hnsw_recall_at_1"], out["hnsw_recall_at_1_members"], out["hnsw_recall_at_1_strangers"] = (
+                chosen["recall_at_1"],
+                chosen["members"],
+                chosen["strangers"],
+            )
         out["exact_finds_the_member"] = agreement(exact, truth, members)
         out["exact_top1"] = exact
+        save()
         if n <= args.replica_max:
             out.update(bench_replica(n, dsn, g, store, queries, folder))
     store.close()
-    return out
 
 
 def bench_replica(n: int, dsn: str, g: Any, store: Any, queries: np.ndarray, folder: Path) -> dict[str, Any]:
@@ -316,16 +347,31 @@ def table(rows: list[dict[str, Any]]) -> str:
             if pg.get("hnsw_recall_at_1") is None
             else (f"{pg['hnsw_recall_at_1']:.3f} ({pg['hnsw_recall_at_1_members']:.3f} / {pg['hnsw_recall_at_1_strangers']:.3f})")
         )
+        build = fmt(pg.get("hnsw_build_s"), ".0f")
+        if "hnsw_build_unfinished_after_s" in pg:
+            build = f"unfinished after {pg['hnsw_build_unfinished_after_s']:.0f}"
         lines.append(
             f"| {r['n']:,} | {fmt(loc.get('p50_ms'), '.1f')} / {fmt(loc.get('p95_ms'), '.1f')} "
             f"| {fmt(pg.get('exact_p50_ms'), '.1f')} / {fmt(pg.get('exact_p95_ms'), '.1f')} "
             f"| {fmt(pg.get('hnsw_p50_ms'), '.2f')} / {fmt(pg.get('hnsw_p95_ms'), '.2f')} | {recall} "
-            f"| {fmt(pg.get('hnsw_build_s'), '.0f')} | {fmt(pg.get('hnsw_index_mb'), ',.0f')} | {fmt(pg.get('table_total_mb'), ',.0f')} "
+            f"| {build} | {fmt(pg.get('hnsw_index_mb'), ',.0f')} | {fmt(pg.get('table_total_mb'), ',.0f')} "
             f"| {fmt(pg.get('copy_load_s'), '.1f')} | {fmt(loc.get('enrol_per_s'), ',.0f')} | {fmt(pg.get('enrol_per_s'), ',.0f')} "
             f"| {fmt(loc.get('load_s'), '.2f')} | {fmt(pg.get('replica_full_s'), '.1f')} | {fmt(pg.get('replica_incremental_s'), '.3f')} "
             f"| {fmt(pg.get('replica_propagation_s'), '.3f')} |"
         )
     return "\n".join(lines)
+
+
+def sweep_table(rows: list[dict[str, Any]]) -> str:
+    """HNSW recall@1 against latency, per hnsw.ef_search (the rows that measured several)."""
+    lines = ["| templates | ef_search | HNSW p50 / p95 ms | recall@1 (members / strangers) |", "|---:|---:|---:|---:|"]
+    for r in rows:
+        for ef, m in sorted(((r.get("postgres") or {}).get("hnsw_by_ef_search") or {}).items(), key=lambda kv: int(kv[0])):
+            if "recall_at_1" in m:
+                lines.append(
+                    f"| {r['n']:,} | {ef} | {m['p50_ms']:.2f} / {m['p95_ms']:.2f} | {m['recall_at_1']:.3f} ({m['members']:.3f} / {m['strangers']:.3f}) |"
+                )
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -334,7 +380,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pg-max", type=int, default=1_000_000, help="largest size also loaded into PostgreSQL")
     p.add_argument("--replica-max", type=int, default=100_000, help="largest size whose replica copy is timed")
     p.add_argument("--queries", type=int, default=100, help="probes per measurement, the same for every store (a fifth are strangers)")
-    p.add_argument("--ef-search", type=int, default=100, help="hnsw.ef_search for the HNSW queries")
+    p.add_argument("--ef-search", type=int, default=100, help="hnsw.ef_search of the table's HNSW columns")
+    p.add_argument("--ef-sweep", default="40,200,400", help="more hnsw.ef_search values measured (recall against latency; JSON and a second table)")
+    p.add_argument("--hnsw-budget-s", type=float, default=4 * 3600, help="stop an HNSW build after this long (statement_timeout) and go on")
+    p.add_argument("--merge-from", type=Path, help="a previous run's gallery_stores.json: its rows of sizes not measured now are kept")
     p.add_argument("--maintenance-work-mem", default="6GB", help="for the HNSW build: the whole graph must fit (~3 GB at 1M x 512-d)")
     p.add_argument("--maintenance-workers", type=int, default=1, help="parallel workers for the HNSW build (besides the leader)")
     p.add_argument("--gather-workers", type=int, default=2, help="max_parallel_workers_per_gather for the exact scan (own server only)")
@@ -343,33 +392,41 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", type=Path, default=Path("/work/cache/pg-bench"), help="data of the server and the SQLite galleries (GBs at 1M)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="folder for gallery_stores.{md,json}")
     args = p.parse_args(argv)
+    args.ef_sweep = [int(v) for v in args.ef_sweep.split(",") if v]
     sizes = [int(s) for s in args.sizes.split(",")]
     args.workdir.mkdir(parents=True, exist_ok=True)
     sampler = LoadSampler()
     dsn, cluster = server(args) if any(n <= args.pg_max for n in sizes) else (None, None)
     rows: list[dict[str, Any]] = []
+    if args.merge_from:
+        earlier = json.loads(args.merge_from.read_text())
+        rows = [dict(r, run=earlier["machine"]) for r in earlier["rows"] if r["n"] not in sizes]
     folder = args.workdir / "sqlite"
     folder.mkdir(exist_ok=True)
     try:
         for n in sizes:
             queries, truth = probes(n, min(args.queries, n), seed=2)
             row: dict[str, Any] = {"n": n}
+            rows.append(row)
+            rows.sort(key=lambda r: r["n"])
+            exact = None
+            if dsn is not None and n <= args.pg_max:  # first: its HNSW build is the long pole
+                t0 = time.perf_counter()
+                row["postgres"] = {}
+                try:
+                    bench_postgres(n, queries, truth, dsn, args, folder, row["postgres"], lambda: write(rows, args, sampler))
+                finally:
+                    drop_gallery(dsn)
+                exact = row["postgres"].pop("exact_top1", None)
+                log(f"{n:,} templates: PostgreSQL done in {time.perf_counter() - t0:.0f} s")
             t0 = time.perf_counter()
             row["local"] = bench_local(n, queries, folder)
             row["local"]["finds_the_member"] = agreement(row["local"]["top1"], truth, [t is not None for t in truth])
-            log(f"{n:,} templates: local matrix done in {time.perf_counter() - t0:.0f} s")
-            if dsn is not None and n <= args.pg_max:
-                t0 = time.perf_counter()
-                try:
-                    row["postgres"] = bench_postgres(n, queries, truth, dsn, args, folder)
-                finally:
-                    drop_gallery(dsn)
-                exact = row["postgres"].pop("exact_top1")
+            if exact is not None:
                 row["postgres"]["exact_agrees_with_local"] = agreement(row["local"]["top1"], exact)
-                log(f"{n:,} templates: PostgreSQL done in {time.perf_counter() - t0:.0f} s")
             row["local"].pop("top1")
-            rows.append(row)
-            write(rows, args, sampler)  # after every size: a long run stopped early keeps what it measured
+            log(f"{n:,} templates: local matrix done in {time.perf_counter() - t0:.0f} s")
+            write(rows, args, sampler)  # after every size and phase: a long run stopped early keeps what it measured
     finally:
         if cluster is not None:
             cluster.close()
@@ -390,7 +447,12 @@ def write(rows: list[dict[str, Any]], args: argparse.Namespace, sampler: LoadSam
         f"{args.maintenance_workers} parallel worker(s) + leader; {args.queries} probes per size (a fifth strangers)"
     )
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gallery_stores.md").write_text(f"Machine: {machine}\n\nParameters: {params}\n\n{table(rows)}\n")
+    runs = sorted({r["run"] for r in rows if "run" in r})
+    earlier = "".join(f"\nRows of sizes not measured in this run come from an earlier run: {run}\n" for run in runs)
+    sweep = sweep_table(rows)
+    (args.out / "gallery_stores.md").write_text(
+        f"Machine: {machine}\n{earlier}\nParameters: {params}\n\n{table(rows)}\n" + (f"\nHNSW by ef_search:\n\n{sweep}\n" if sweep else "")
+    )
     (args.out / "gallery_stores.json").write_text(json.dumps({"machine": machine, "parameters": params, "rows": rows}, indent=2))
 
 
