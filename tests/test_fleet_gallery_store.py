@@ -5,8 +5,8 @@ The gallery suite itself (tests/test_gallery*.py) runs unchanged against both st
 ``GFN_EDGE_TEST_PG_DSN``), so round trips, other models, read-only, concurrent handles and
 processes, the write lock, damaged templates and thresholds are tested there. Here: copying a
 gallery between the stores (both ways, and its portable SQLite backup), server-side search
-(exact scan and the HNSW index), and the ``gfn-edge gallery`` commands against a server URL.
-Reconnection after a server restart and LISTEN/NOTIFY are in test_fleet_replica.py.
+(exact scan and the HNSW index), the ``gfn-edge gallery`` commands against a server URL, and a
+long-lived handle reconnecting after a server restart. LISTEN/NOTIFY: test_fleet_replica.py.
 """
 
 from __future__ import annotations
