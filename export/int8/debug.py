@@ -128,7 +128,13 @@ def _session(path: Path, optimised: bool):
 
 def debug_onnx(fp32_onnx: Path, qdq_onnx: Path, inputs: np.ndarray, work_dir: Path, kernel_check: bool = True) -> list[dict[str, Any]]:
     """Per-tensor error rows of ``qdq_onnx`` against ``fp32_onnx`` on ``inputs`` (the model's
-    own layout and normalisation). ``kernel_check`` adds the fused-kernel-vs-exact-QDQ column."""
+    own layout and normalisation). ``kernel_check`` adds the fused-kernel-vs-exact-QDQ columns.
+
+    The model outputs' rows come from the unmodified QDQ model (what a device runs); their
+    ``instrumented_db`` says how close the run with tensors exposed came to it. onnxruntime can
+    pick other kernels once a tensor is exposed (on x86 it turns S8S8 into U8S8 only where the
+    int8 tensor stays internal), so a low value means the inner rows describe a different run.
+    """
     points, read = onnx_points(fp32_onnx, qdq_onnx)
     if not points:
         raise GfnEdgeError(f"{qdq_onnx}: no quantised tensor found to compare (is it a QDQ model from {fp32_onnx}?)")
@@ -137,16 +143,28 @@ def debug_onnx(fp32_onnx: Path, qdq_onnx: Path, inputs: np.ndarray, work_dir: Pa
     q_path = _with_outputs(qdq_onnx, [read[p.name] for p in points], work_dir / "debug-int8.onnx")
     q_sess = _session(q_path, True)
     exact_sess = _session(q_path, False) if kernel_check else None
+    deployed = _session(qdq_onnx, True)
+    outputs = [o.name for o in deployed.get_outputs()]
     input_name = fp_sess.get_inputs()[0].name
     stats = ErrorStats(points)
+    agreement = ErrorStats([p for p in points if p.name in outputs])
     fp_names, q_names = [p.name for p in points], [read[p.name] for p in points]
     for x in _batches(inputs):
         fp_out = fp_sess.run(fp_names, {input_name: x})
-        q_out = q_sess.run(q_names, {q_sess.get_inputs()[0].name: x})
+        q_out = q_sess.run(q_names, {input_name: x})
         ex_out = exact_sess.run(q_names, {input_name: x}) if exact_sess is not None else [None] * len(points)
+        dep_out = dict(zip(outputs, deployed.run(outputs, {input_name: x})))
         for p, a, b, e in zip(points, fp_out, q_out, ex_out):
-            stats.add(p, a, _dequantise(p, b), None if e is None or p.scale is None else _dequantise(p, e))
-    return stats.rows()
+            b = _dequantise(p, b)
+            if p.name in dep_out:
+                agreement.add(p, dep_out[p.name], b)
+                b = dep_out[p.name]
+            stats.add(p, a, b, None if e is None else _dequantise(p, e))
+    rows = stats.rows()
+    instrumented = {r["tensor"]: r["sqnr_db"] for r in agreement.rows()}
+    for r in rows:
+        r["instrumented_db"] = instrumented.get(r["tensor"])
+    return rows
 
 
 def _dequantise(p: TensorPoint, values: np.ndarray) -> np.ndarray:

@@ -33,6 +33,7 @@ JUMP_DB = 3.0  # error added at one tensor that flags it: the noise power at lea
 CLIP_SHARE = 1e-3  # more FP32 values than this outside the quantiser's range flags clipping
 FEW_LEVELS = 16  # the central 99.8 % of values on fewer int8 levels than this flags a stretched range
 KERNEL_LOSS_DB = 3.0  # fused kernels this much below exact QDQ arithmetic flag the kernel
+INSTRUMENTED_DB = 40.0  # the run with tensors exposed must match the deployed run at least this well
 _SAMPLE_VALUES = 20000  # FP32 values kept per tensor and batch for the percentiles
 
 
@@ -284,6 +285,11 @@ def summarise(rows: list[dict[str, Any]], **facts: Any) -> dict[str, Any]:
         last = rows[-1]
         summary.update(output=last["tensor"], output_cosine=round(last["cosine"], 6), output_cosine_min=round(last["cosine_min"], 6))
         summary["tensors_compared"] = len(rows)
+        if last.get("instrumented_db") is not None and last["instrumented_db"] < INSTRUMENTED_DB:
+            summary["warning"] = (
+                f"with tensors exposed the runtime ran other kernels: its output is {last['instrumented_db']:.1f} dB SQNR from the "
+                "deployed model's, so the inner rows describe that run (the last row is the deployed model)"
+            )
         summary["flagged"] = {f: sum(f in r["flags"].split(",") for r in rows) for f in ("jump", "clip", "few-levels", "kernel")}
     summary["worst"] = [{**{k: r[k] for k in ("index", "layer", "tensor", "op", "added_noise", "added_db", "sqnr_db", "cosine")}, "cause": likely_cause(r)} for r in worst_rows(rows)]
     return summary
