@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import shared_path
 
 from gfn_edge.export.int8.debug_report import ErrorStats, TensorPoint, rows_from_csv, worst_rows
-
-from conftest import shared_path
 
 CHECKPOINT = ("models", "ghostfacenets", "ghostnetv1_w0.5_s2_basic_vn_big_epoch_16_0.711309.h5")
 

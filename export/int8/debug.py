@@ -215,7 +215,9 @@ def tflite_points(fp32_content: bytes, int8_content: bytes) -> tuple[list[Tensor
             kind = np.dtype(d["dtype"])
             if scale and kind.kind in "iu":
                 info = np.iinfo(kind)
-                point = TensorPoint(d["name"], op["op_name"], _tflite_layer(d["name"]), tuple(sorted(upstream)), float(scale), int(zp), int(info.min), int(info.max))
+                point = TensorPoint(
+                    d["name"], op["op_name"], _tflite_layer(d["name"]), tuple(sorted(upstream)), float(scale), int(zp), int(info.min), int(info.max)
+                )
             else:
                 point = TensorPoint(d["name"], op["op_name"], _tflite_layer(d["name"]), tuple(sorted(upstream)))
             points.append(point)

@@ -62,7 +62,16 @@ def plot_error_vs_depth(rows: list[dict[str, Any]], path: Path, title: str = "",
         name = str(rows[i]["layer"])[-28:]
         cv2.putText(img, f"{rows[i]['index']} {name}", (min(px(i) + 4, x1 - 230), y1 + 16 + 16 * rank), cv2.FONT_HERSHEY_SIMPLEX, 0.4, _RED, 1, cv2.LINE_AA)
     cv2.putText(img, (title or "INT8 vs FP32")[:90], (x0, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.55, _BLACK, 1, cv2.LINE_AA)
-    cv2.putText(img, "blue: SQNR dB so far (left)   red: noise added at the tensor, % of its signal (right)", (x0, _H - 30), cv2.FONT_HERSHEY_SIMPLEX, 0.45, _BLACK, 1, cv2.LINE_AA)
+    cv2.putText(
+        img,
+        "blue: SQNR dB so far (left)   red: noise added at the tensor, % of its signal (right)",
+        (x0, _H - 30),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.45,
+        _BLACK,
+        1,
+        cv2.LINE_AA,
+    )
     cv2.putText(img, "tensor index (graph order) ->", (x1 - 230, _H - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.45, _BLACK, 1, cv2.LINE_AA)
     if not cv2.imwrite(str(path), img):
         log.warning("INT8 debug: could not write %s", path)

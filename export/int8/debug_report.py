@@ -23,7 +23,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -200,7 +200,7 @@ def likely_cause(row: dict[str, Any]) -> str:
     if row.get("levels_used") is not None and row["levels_used"] < FEW_LEVELS:
         causes.append(f"central 99.8 % of values on {row['levels_used']:.1f} levels (range stretched by outliers)")
     if not causes and row["quantised"]:
-        causes.append(f"rounding at step {row['scale']:.3g} ({row['levels_used']:.0f} levels used)")
+        causes.append(f"no clipping or kernel loss: weight rounding, or activation rounding at step {row['scale']:.3g} ({row['levels_used']:.0f} levels used)")
     if not causes:
         causes.append("float tensor: error carried in from quantised inputs")
     return "; ".join(causes)
@@ -247,7 +247,13 @@ def _cell(row: dict[str, Any], header: str, key: str | None, fmt: str) -> str:
 def markdown(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     lines = [f"# INT8 debug: {summary['artifact']}", ""]
     lines += [f"- {k}: {v}" for k, v in summary.items() if k not in ("artifact", "worst")]
-    lines += ["", "## Worst layers (error added there)", "", "| # | layer | op | added noise % | added dB | SQNR dB | cos | likely cause |", "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Worst layers (error added there)",
+        "",
+        "| # | layer | op | added noise % | added dB | SQNR dB | cos | likely cause |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in summary["worst"]:
         added_db = "" if r["added_db"] is None else f"{r['added_db']:.1f}"
         lines.append(
@@ -291,7 +297,10 @@ def summarise(rows: list[dict[str, Any]], **facts: Any) -> dict[str, Any]:
                 "deployed model's, so the inner rows describe that run (the last row is the deployed model)"
             )
         summary["flagged"] = {f: sum(f in r["flags"].split(",") for r in rows) for f in ("jump", "clip", "few-levels", "kernel")}
-    summary["worst"] = [{**{k: r[k] for k in ("index", "layer", "tensor", "op", "added_noise", "added_db", "sqnr_db", "cosine")}, "cause": likely_cause(r)} for r in worst_rows(rows)]
+    summary["worst"] = [
+        {**{k: r[k] for k in ("index", "layer", "tensor", "op", "added_noise", "added_db", "sqnr_db", "cosine")}, "cause": likely_cause(r)}
+        for r in worst_rows(rows)
+    ]
     return summary
 
 
@@ -308,4 +317,4 @@ def _number(text: str) -> Any:
         return text
 
 
-__all__ = ["ErrorStats", "TensorPoint", "likely_cause", "markdown", "quantiser_range", "rows_from_csv", "summarise", "worst_rows", "write_report", "asdict"]
+__all__ = ["ErrorStats", "TensorPoint", "likely_cause", "markdown", "quantiser_range", "rows_from_csv", "summarise", "worst_rows", "write_report"]
