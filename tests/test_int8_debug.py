@@ -152,3 +152,13 @@ def _faces(count: int) -> np.ndarray:
 
     vset = build_verification_set(get_spec("ghostfacenet-dsitweed-w0.5-e16"), shared_path("faces", "pairs"), max_images=count)
     return np.ascontiguousarray(vset.inputs[:count].transpose(0, 3, 1, 2))
+
+
+@pytest.mark.int8_export
+@pytest.mark.slow
+def test_openvino_table_ends_at_the_verified_cosine(tmp_path: Path):
+    result, folder = _export(tmp_path, "openvino-int8")
+    rows = rows_from_csv(folder / "int8-debug.csv")
+    assert len(rows) > 50 and rows[-1]["op"] == "Output"
+    assert abs(rows[-1]["cosine"] - result.metrics["cos_mean"]) < 1e-4, (rows[-1]["cosine"], result.metrics["cos_mean"])
+    assert all(r["range_lo"] < r["range_hi"] for r in rows if r["quantised"] == "True")

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 _W, _H = 1200, 520
 _LEFT, _RIGHT, _TOP, _BOTTOM = 70, 70, 40, 60
-_BLUE, _RED, _GREY, _BLACK = (180, 90, 20), (40, 40, 220), (200, 200, 200), (30, 30, 30)
+_BLUE, _RED, _GREY, _BLACK, _GREEN = (180, 90, 20), (40, 40, 220), (200, 200, 200), (30, 30, 30), (60, 160, 60)
 
 
 def plot_error_vs_depth(rows: list[dict[str, Any]], path: Path, title: str = "", label_worst: int = 5) -> bool:
@@ -54,17 +54,22 @@ def plot_error_vs_depth(rows: list[dict[str, Any]], path: Path, title: str = "",
     for i, a in enumerate(added):  # bars: noise added at each tensor
         if a > 0:
             cv2.line(img, (px(i), y0), (px(i), py(a, top_added)), _RED, 2)
+    exact = [(i, min(r["exact_sqnr_db"], 80.0)) for i, r in enumerate(rows) if r.get("exact_sqnr_db") is not None]
+    if exact:  # onnx-int8: the same model under exact QDQ arithmetic (the gap is the kernels' own error)
+        cv2.polylines(img, [np.array([[px(i), py(v, top_db)] for i, v in exact], np.int32)], False, _GREEN, 1, cv2.LINE_AA)
     points = np.array([[px(i), py(v, top_db)] for i, v in enumerate(sqnr)], np.int32)
     cv2.polylines(img, [points], False, _BLUE, 2, cv2.LINE_AA)
     for rank, i in enumerate(np.argsort(-added)[:label_worst]):
         if added[i] <= 0:
             break
-        name = str(rows[i]["layer"])[-28:]
-        cv2.putText(img, f"{rows[i]['index']} {name}", (min(px(i) + 4, x1 - 230), y1 + 16 + 16 * rank), cv2.FONT_HERSHEY_SIMPLEX, 0.4, _RED, 1, cv2.LINE_AA)
+        name = str(rows[i]["layer"]).lstrip("/").replace("blocks/blocks.", "blocks.")[-34:]
+        cv2.putText(
+            img, f"{int(rows[i]['index'])} {name}", (min(px(i) + 4, x1 - 230), y1 + 16 + 16 * rank), cv2.FONT_HERSHEY_SIMPLEX, 0.4, _RED, 1, cv2.LINE_AA
+        )
     cv2.putText(img, (title or "INT8 vs FP32")[:90], (x0, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.55, _BLACK, 1, cv2.LINE_AA)
     cv2.putText(
         img,
-        "blue: SQNR dB so far (left)   red: noise added at the tensor, % of its signal (right)",
+        "blue: SQNR dB so far (left)   green: the same under exact QDQ arithmetic   red: noise added at the tensor, % of its signal (right)",
         (x0, _H - 30),
         cv2.FONT_HERSHEY_SIMPLEX,
         0.45,

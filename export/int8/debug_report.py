@@ -311,6 +311,8 @@ def rows_from_csv(path: Path) -> list[dict[str, Any]]:
 
 
 def _number(text: str) -> Any:
+    if text == "":
+        return None
     try:
         return float(text)
     except ValueError:
