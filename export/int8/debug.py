@@ -232,8 +232,12 @@ def _tflite_layer(tensor: str) -> str:
 
 def debug_tflite(fp32_content: bytes, int8_content: bytes, inputs: np.ndarray) -> list[dict[str, Any]]:
     """Per-tensor error rows of a full-integer TFLite model against its float twin on ``inputs``
-    (NHWC, normalised; int8 model inputs are quantised here as a device would). The model's
-    outputs, as a caller reads them (dequantised), close the table."""
+    (NHWC, normalised; int8 model inputs are quantised here as a device would).
+
+    Inner tensors come from LiteRT runs that preserve every tensor (which keeps them off the
+    XNNPACK delegate); the model's outputs, which close the table, from an ordinary run as the
+    device makes it (dequantised), and their ``instrumented_db`` says how close the two came.
+    """
     from ai_edge_litert.interpreter import Interpreter
 
     inner, fp_idx, q_idx = tflite_points(fp32_content, int8_content)
@@ -241,25 +245,33 @@ def debug_tflite(fp32_content: bytes, int8_content: bytes, inputs: np.ndarray) -
         raise GfnEdgeError("no tensor of the INT8 TFLite model matches one of its float twin by name: nothing to compare")
     fp = Interpreter(model_content=fp32_content, experimental_preserve_all_tensors=True)
     q = Interpreter(model_content=int8_content, experimental_preserve_all_tensors=True)
+    deployed = Interpreter(model_content=int8_content)
     outputs = _tflite_output_points(Interpreter(model_content=int8_content), inner)  # before allocation: XNNPACK rewrites the op list
-    fp.allocate_tensors()
-    q.allocate_tensors()
+    for it in (fp, q, deployed):
+        it.allocate_tensors()
     fp_in, q_in = fp.get_input_details()[0], q.get_input_details()[0]
     stats = ErrorStats(inner + [p for p, _, _ in outputs])
+    agreement = ErrorStats([p for p, _, _ in outputs])
     fp_outs = fp.get_output_details()
     for x in _batches(inputs, 1):
         fp.set_tensor(fp_in["index"], x)
         q.set_tensor(q_in["index"], _quantise_input(x, q_in))
-        fp.invoke()
-        q.invoke()
+        deployed.set_tensor(q_in["index"], _quantise_input(x, q_in))
+        for it in (fp, q, deployed):
+            it.invoke()
         for p in inner:
             stats.add(p, fp.get_tensor(fp_idx[p.name]), _dequantise(p, q.get_tensor(q_idx[p.name])))
         for (p, q_index, quant), fd in zip(outputs, fp_outs):
-            out = q.get_tensor(q_index).astype(np.float32)
+            preserved, out = (it.get_tensor(q_index).astype(np.float32) for it in (q, deployed))
             if quant is not None:
-                out = (out - quant[1]) * quant[0]
+                preserved, out = ((v - quant[1]) * quant[0] for v in (preserved, out))
+            agreement.add(p, out, preserved)
             stats.add(p, fp.get_tensor(fd["index"]), out)
-    return stats.rows()
+    rows = stats.rows()
+    instrumented = {r["tensor"]: r["sqnr_db"] for r in agreement.rows()}
+    for r in rows:
+        r["instrumented_db"] = instrumented.get(r["tensor"])
+    return rows
 
 
 def _quantise_input(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
