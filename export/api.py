@@ -243,6 +243,9 @@ def _build_bundle(run: _Run, name: str, info: Any, staging: Path, work_dir: Path
     )
     with t.stage(f"{name}: export"):
         artifact = run_target(name, ctx)
+    if run.options.get("int8_debug") and info.precision == "int8":
+        with t.stage(f"{name}: int8 debug"):
+            artifact.notes["int8_debug"] = _int8_debug(run, name, ctx, staging)
     result.notes = artifact.notes
     manifest = build_manifest(
         metadata,
@@ -255,6 +258,20 @@ def _build_bundle(run: _Run, name: str, info: Any, staging: Path, work_dir: Path
     manifest.write(staging)
     result.size_bytes = sum((staging / f).stat().st_size for f in artifact.files.values())
     return manifest
+
+
+def _int8_debug(run: _Run, name: str, ctx: ExportContext, staging: Path) -> dict[str, Any]:
+    """``--int8-debug``: per-layer error of the chosen INT8 artifact on the judged verification
+    faces, written to ``<out>/<model>-<target>-int8-debug/`` (kept whether the artifact passes or
+    not: a failing one is what it is for). A debugger error is logged, never fails the export."""
+    from .int8.debug import debug_export
+
+    judged = run.vset.judged if run.vset.judged is not None and run.vset.judged.any() else np.ones(len(run.vset), bool)
+    try:
+        return debug_export(name, ctx, staging, run.vset.inputs[judged], run.out / f"{run.spec.name}-{name}-int8-debug")
+    except Exception as exc:  # the artifact is still verified and reported
+        log.exception("%s %s: the INT8 debugger failed", run.spec.name, name)
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def _verify_bundle(run: _Run, name: str, info: Any, staging: Path, work_dir: Path, manifest: Any, result: ExportResult, t: Timer) -> None:

@@ -73,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="GROUP",
         help="INT8: keep this layer group in float in the first attempt (repeatable; names as in the manifest's sensitivity list)",
     )
+    p.add_argument(
+        "--int8-debug",
+        action="store_true",
+        help="INT8: per-layer error of the chosen artifact against FP32 on the verification faces (table, plot) in OUT/<model>-<target>-int8-debug/",
+    )
     p.add_argument("--max-float-groups", type=int, help="INT8 remedy: most layer groups that may be kept in float (default: half)")
     p.add_argument(
         "--verify-on",
@@ -117,6 +122,7 @@ def _main(argv: list[str] | None = None) -> int:
         "calib_augment": args.calib_augment,
         "max_float_groups": args.max_float_groups,
         "float_groups": args.int8_float,
+        "int8_debug": args.int8_debug,
     }
     calib = None
     try:

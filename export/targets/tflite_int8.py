@@ -67,17 +67,25 @@ def _converter(ctx: ExportContext, fn, calib: np.ndarray, int8_io: bool):
     return conv
 
 
+def float_twin(ctx: ExportContext) -> bytes:
+    """The float TFLite conversion of the function the INT8 model is converted from (same tensor
+    names): the INT8 debugger's reference. Made once per run."""
+    key = "tflite-int8-float-twin"
+    if key not in ctx.shared:
+        fn = _tf_function(ctx)
+        ctx.shared[key] = _tf().lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn).convert()
+    return ctx.shared[key]
+
+
 def _float_tensor_names(ctx: ExportContext, fn, groups: list[str]) -> list[str]:
     """Names of the converted model's tensors that belong to ``groups`` (for the denylist)."""
     if not groups:
         return []
     key = "tflite-int8-float-names"
     if key not in ctx.shared:
-        tf = _tf()
-        conv = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn)
         from ai_edge_litert.interpreter import Interpreter
 
-        it = Interpreter(model_content=conv.convert())
+        it = Interpreter(model_content=float_twin(ctx))
         ctx.shared[key] = [d["name"] for d in it.get_tensor_details()]
     patterns = tf_name_patterns(groups)
     return [n for n in ctx.shared[key] if any(p.search(n) for p in patterns)]

@@ -1,0 +1,164 @@
+"""The float-vs-INT8 debugger (``gfn-export --int8-debug``) on a real checkpoint.
+
+The exports quantise the GhostFaceNets w0.5 epoch-16 checkpoint given as a file (no registry
+recipe), calibrated on ../shared/faces/portraits and verified on ../shared/faces/pairs, with one
+plain min/max attempt (no remedy search) so the debugged artifact is the raw PTQ one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import shared_path
+
+from gfn_edge.export.int8.debug_report import ErrorStats, TensorPoint, rows_from_csv, worst_rows
+
+CHECKPOINT = ("models", "ghostfacenets", "ghostnetv1_w0.5_s2_basic_vn_big_epoch_16_0.711309.h5")
+
+
+# --- the statistics, on known noise --------------------------------------------------------------------
+
+
+def test_rows_measure_and_localise_known_noise():
+    """Three tensors in a chain; noise enters at the first (SQNR 20 dB) and a larger one at the
+    third (total 10 dB): the table's SQNRs match and the third is named the worst layer."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 4000))
+    first = x + 0.1 * rng.standard_normal(x.shape)  # noise power 1 % of the signal: 20 dB
+    extra = math.sqrt(0.1 - 0.01) * rng.standard_normal(x.shape)  # brings the total to 10 % (10 dB)
+    points = [
+        TensorPoint("a", "Conv", "a", (), scale=8 / 255, zero_point=128),
+        TensorPoint("b", "Relu", "b", ("a",)),
+        TensorPoint("c", "Conv", "c", ("b",), scale=8 / 255, zero_point=128),
+    ]
+    stats = ErrorStats(points)
+    for sl in (slice(0, 32), slice(32, 64)):  # two batches add up as one
+        stats.add(points[0], x[sl], first[sl])
+        stats.add(points[1], x[sl], first[sl])
+        stats.add(points[2], x[sl], (first + extra)[sl])
+    rows = stats.rows()
+    assert [r["tensor"] for r in rows] == ["a", "b", "c"]
+    assert rows[0]["sqnr_db"] == pytest.approx(20, abs=0.1)
+    assert rows[1]["added_noise"] == pytest.approx(0, abs=1e-9)
+    assert rows[2]["sqnr_db"] == pytest.approx(10, abs=0.1)
+    assert rows[2]["added_noise"] == pytest.approx(0.09, abs=0.003)
+    assert rows[2]["added_db"] == pytest.approx(10, abs=0.15) and "jump" in rows[2]["flags"]
+    assert [r["tensor"] for r in worst_rows(rows)] == ["c", "a"]
+    # range [-4.3, 4.3]: about 0.01 % of standard normal values fall outside; levels from the percentiles
+    assert rows[0]["clipped"] < 1e-3 and rows[0]["levels_used"] == pytest.approx(6.2 / (8 / 255), rel=0.05)
+    cos = (x * first).sum(1) / np.linalg.norm(x, axis=1) / np.linalg.norm(first, axis=1)
+    assert rows[0]["cosine"] == pytest.approx(cos.mean(), abs=1e-9) and rows[0]["cosine_min"] == pytest.approx(cos.min(), abs=1e-9)
+
+
+def test_mismatched_shapes_are_refused():
+    stats = ErrorStats([TensorPoint("a", "Conv", "a")])
+    with pytest.raises(ValueError, match="shape"):
+        stats.add(stats.points[0], np.zeros((2, 3)), np.zeros((2, 4)))
+
+
+# --- real checkpoint -------------------------------------------------------------------------------------
+
+
+def _export(tmp: Path, target: str):
+    from gfn_edge.export.api import export_model
+
+    checkpoint = shared_path(*CHECKPOINT)
+    (result,) = export_model(
+        checkpoint,
+        target,
+        tmp,
+        calib=str(shared_path("faces", "portraits")),
+        verify_images=shared_path("faces", "pairs"),
+        force=True,
+        options={"calib_method": "minmax", "max_float_groups": 0, "int8_debug": True},
+    )
+    folder = tmp / f"{result.model}-{target}-int8-debug"
+    return result, folder
+
+
+@pytest.fixture(scope="module")
+def onnx_debugged(tmp_path_factory: pytest.TempPathFactory):
+    return _export(tmp_path_factory.mktemp("int8-debug-onnx"), "onnx-int8")
+
+
+@pytest.mark.int8_export
+@pytest.mark.slow
+def test_onnx_table_ends_at_the_verified_cosine(onnx_debugged):
+    import cv2
+
+    result, folder = onnx_debugged
+    rows = rows_from_csv(folder / "int8-debug.csv")
+    assert len(rows) > 100 and rows[0]["op"] == "Input"
+    assert rows[-1]["tensor"] == "embedding"
+    assert abs(rows[-1]["cosine"] - result.metrics["cos_mean"]) < 1e-4, (rows[-1]["cosine"], result.metrics["cos_mean"])
+    quantised = [r for r in rows if r["quantised"] == "True"]
+    assert len(quantised) > 100 and all(r["scale"] > 0 and r["range_lo"] < r["range_hi"] for r in quantised)
+    # SQNR, relative L2 and cosine agree with each other on every row
+    for r in rows:
+        assert r["rel_l2"] == pytest.approx(10 ** (-r["sqnr_db"] / 20), rel=1e-3, abs=1e-6)
+    summary = json.loads((folder / "int8-debug.json").read_text())
+    assert len(summary["worst"]) == 10 and summary["data"].startswith("verification faces")
+    assert summary["worst"][0]["layer"] in (folder / "int8-debug.md").read_text()
+    assert cv2.imread(str(folder / "int8-debug.png")).shape[:2] == (520, 1200)
+    assert result.notes["int8_debug"]["folder"] == str(folder)
+    assert (result.bundle / "manifest.json").is_file()
+
+
+@pytest.mark.int8_export
+@pytest.mark.slow
+def test_a_damaged_scale_is_named_the_worst_layer(onnx_debugged, tmp_path: Path):
+    """One mid-network activation's scale multiplied by 100: the debugger names that tensor worst."""
+    import onnx
+    from onnx import numpy_helper
+
+    from gfn_edge.export.int8.debug import FP32_TWIN_ONNX, debug_onnx
+
+    result, folder = onnx_debugged
+    model = onnx.load(str(result.bundle / "model.onnx"))
+    quantizers = [n for n in model.graph.node if n.op_type == "QuantizeLinear" and "blocks.8/" in n.input[0] and n.input[0].endswith("Conv_output_0")]
+    assert quantizers, "no quantised convolution output in block 8"
+    victim = quantizers[0]
+    inits = {i.name: i for i in model.graph.initializer}
+    scale = inits[victim.input[1]]
+    scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale) * 100, scale.name))
+    damaged = tmp_path / "damaged.onnx"
+    onnx.save(model, str(damaged))
+    rows = debug_onnx(folder / FP32_TWIN_ONNX, damaged, _faces(32), tmp_path / "work", kernel_check=False)
+    worst = worst_rows(rows)
+    assert worst[0]["tensor"] == victim.input[0], [(w["tensor"], w["added_noise"]) for w in worst[:3]]
+    before = next(r for r in rows_from_csv(folder / "int8-debug.csv") if r["tensor"] == victim.input[0])
+    assert worst[0]["added_noise"] > 10 * before["added_noise"] + 0.05, (worst[0]["added_noise"], before["added_noise"])
+
+
+@pytest.mark.int8_export
+@pytest.mark.slow
+def test_tflite_table_ends_at_the_verified_cosine(tmp_path: Path):
+    result, folder = _export(tmp_path, "tflite-int8")
+    rows = rows_from_csv(folder / "int8-debug.csv")
+    assert len(rows) > 100 and rows[-1]["op"] == "Output"
+    assert abs(rows[-1]["cosine"] - result.metrics["cos_mean"]) < 1e-4, (rows[-1]["cosine"], result.metrics["cos_mean"])
+    assert any(r["quantised"] == "True" and r["op"] == "CONV_2D" for r in rows)
+    assert rows[-1]["added_noise"] == pytest.approx(0, abs=1e-6)  # dequantising the output adds nothing
+
+
+def _faces(count: int) -> np.ndarray:
+    """Aligned verification faces of the pairs folder, NCHW as the ONNX model takes them."""
+    from gfn_edge.export.verify_data import build_verification_set
+    from gfn_edge.registry import get_spec
+
+    vset = build_verification_set(get_spec("ghostfacenet-dsitweed-w0.5-e16"), shared_path("faces", "pairs"), max_images=count)
+    return np.ascontiguousarray(vset.inputs[:count].transpose(0, 3, 1, 2))
+
+
+@pytest.mark.int8_export
+@pytest.mark.slow
+def test_openvino_table_ends_at_the_verified_cosine(tmp_path: Path):
+    result, folder = _export(tmp_path, "openvino-int8")
+    rows = rows_from_csv(folder / "int8-debug.csv")
+    assert len(rows) > 50 and rows[-1]["op"] == "Output"
+    assert abs(rows[-1]["cosine"] - result.metrics["cos_mean"]) < 1e-4, (rows[-1]["cosine"], result.metrics["cos_mean"])
+    assert all(r["range_lo"] < r["range_hi"] for r in rows if r["quantised"] == "True")
