@@ -264,7 +264,7 @@ def _int8_debug(run: _Run, name: str, ctx: ExportContext, staging: Path) -> dict
     """``--int8-debug``: per-layer error of the chosen INT8 artifact on the judged verification
     faces, written to ``<out>/<model>-<target>-int8-debug/`` (kept whether the artifact passes or
     not: a failing one is what it is for). A debugger error is logged, never fails the export."""
-    from .int8.debug import debug_export
+    from .int8_debug import debug_export
 
     judged = run.vset.judged if run.vset.judged is not None and run.vset.judged.any() else np.ones(len(run.vset), bool)
     try:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import shared_path
 
-from gfn_edge.export.int8.debug_report import ErrorStats, TensorPoint, rows_from_csv, worst_rows
+from gfn_edge.export.int8_debug.report import ErrorStats, TensorPoint, rows_from_csv, worst_rows
 
 CHECKPOINT = ("models", "ghostfacenets", "ghostnetv1_w0.5_s2_basic_vn_big_epoch_16_0.711309.h5")
 
@@ -115,7 +115,7 @@ def test_a_damaged_scale_is_named_the_worst_layer(onnx_debugged, tmp_path: Path)
     import onnx
     from onnx import numpy_helper
 
-    from gfn_edge.export.int8.debug import FP32_TWIN_ONNX, debug_onnx
+    from gfn_edge.export.int8_debug.debugger import FP32_TWIN_ONNX, debug_onnx
 
     result, folder = onnx_debugged
     model = onnx.load(str(result.bundle / "model.onnx"))

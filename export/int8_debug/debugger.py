@@ -3,7 +3,7 @@
 ``gfn-export ... --target onnx-int8|tflite-int8|openvino-int8 --int8-debug`` runs the chosen INT8
 artifact and its FP32 twin (the same graph before quantisation) on the verification faces (never
 the calibration faces) with every quantised tensor exposed, and writes a table, a summary and a
-plot (:mod:`.debug_report`) to ``OUT/<model>-<target>-int8-debug/``.
+plot (:mod:`.report`) to ``OUT/<model>-<target>-int8-debug/``.
 
 - ONNX QDQ: the FP32 model gets its tensors as outputs; the QDQ model gets the integer outputs of
   its QuantizeLinear nodes (exposing those keeps onnxruntime's fused integer kernels, exposing a
@@ -13,7 +13,7 @@ plot (:mod:`.debug_report`) to ``OUT/<model>-<target>-int8-debug/``.
 - TFLite: the float and the full-integer conversion of the same TensorFlow function, run with
   LiteRT's ``experimental_preserve_all_tensors``; tensors are matched by name.
 - OpenVINO: the NNCF model's FakeQuantize outputs against the FP32 IR's tensors at the same place
-  (:mod:`.debug_openvino`).
+  (:mod:`.openvino_points`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 
 from gfn_edge.errors import GfnEdgeError
 
-from .debug_report import ErrorStats, TensorPoint, summarise, write_report
+from .report import ErrorStats, TensorPoint, summarise, write_report
 
 log = logging.getLogger(__name__)
 
@@ -323,7 +323,7 @@ def debug_export(target: str, ctx: Any, bundle: Path, inputs: np.ndarray, out_di
         rows = debug_tflite(float_twin(ctx), (bundle / "model.tflite").read_bytes(), inputs)
         twin = "the float TFLite conversion of the same TensorFlow function"
     elif target == "openvino-int8":
-        from .debug_openvino import debug_openvino
+        from .openvino_points import debug_openvino
 
         rows, twin = debug_openvino(ctx, bundle, inputs)
     else:

@@ -17,7 +17,7 @@ import numpy as np
 
 from gfn_edge.errors import GfnEdgeError
 
-from .debug_report import ErrorStats, TensorPoint
+from .report import ErrorStats, TensorPoint
 
 log = logging.getLogger(__name__)
 

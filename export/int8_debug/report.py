@@ -277,7 +277,7 @@ def write_report(rows: list[dict[str, Any]], summary: dict[str, Any], folder: Pa
         writer.writeheader()
         writer.writerows(rows)
     paths["json"].write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    from .debug_plot import plot_error_vs_depth
+    from .plot import plot_error_vs_depth
 
     if not plot_error_vs_depth(rows, paths["png"], title=str(summary["artifact"])):
         del paths["png"]
