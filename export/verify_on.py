@@ -94,7 +94,9 @@ def run_on_platform(case: Path, bundle: Path, cpu: str, suite: str | None = None
     suite = suite or os.environ.get(ENV_SUITE) or "bookworm"
     with tempfile.TemporaryDirectory(prefix="gfn-verify-on-") as tmp:
         out = Path(tmp) / "result.json"
-        cmd = ["bash", str(script), "--suite", suite, "--cpu", cpu, "--", "python", "-m", "gfn_edge.export.verify_device", str(case), str(bundle), str(out)]
+        # absolute paths: the emulated verifier runs in the temporary folder, not the caller's directory
+        args = [str(Path(case).resolve()), str(Path(bundle).resolve()), str(out)]
+        cmd = ["bash", str(script), "--suite", suite, "--cpu", cpu, "--", "python", "-m", "gfn_edge.export.verify_device", *args]
         log.info("verifying %s on emulated %s (%s)", bundle.name, cpu, suite)
         try:
             proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=TIMEOUT_S, cwd=tmp)

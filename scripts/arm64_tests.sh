@@ -63,7 +63,9 @@ else
 fi
 
 # Build (or reuse) the emulated environment once before the parallel runs share it.
-ARM64_QUIET=1 bash scripts/arm64.sh --suite "$SUITE" --cpu "${CPUS%%,*}" --print-env >"$WORK/arm64-env.txt"
+t0=$(date +%s)
+bash scripts/arm64.sh --suite "$SUITE" --cpu "${CPUS%%,*}" --print-env >"$WORK/arm64-env-$SUITE.txt"
+stamp "$SUITE arm64 environment" $(( $(date +%s) - t0 )) "rootfs, wheel, aarch64 packages (cached: seconds)"
 
 IFS=, read -r -a cpu_list <<<"$CPUS"
 pids=()
