@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -93,7 +94,9 @@ def run_on_platform(case: Path, bundle: Path, cpu: str, suite: str | None = None
     suite = suite or os.environ.get(ENV_SUITE) or "bookworm"
     with tempfile.TemporaryDirectory(prefix="gfn-verify-on-") as tmp:
         out = Path(tmp) / "result.json"
-        cmd = ["bash", str(script), "--suite", suite, "--cpu", cpu, "--", "python", "-m", "gfn_edge.export.verify_device", str(case), str(bundle), str(out)]
+        # absolute paths: the emulated verifier runs in the temporary folder, not the caller's directory
+        args = [str(Path(case).resolve()), str(Path(bundle).resolve()), str(out)]
+        cmd = ["bash", str(script), "--suite", suite, "--cpu", cpu, "--", "python", "-m", "gfn_edge.export.verify_device", *args]
         log.info("verifying %s on emulated %s (%s)", bundle.name, cpu, suite)
         try:
             proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=TIMEOUT_S, cwd=tmp)
@@ -110,16 +113,22 @@ def run_on_platform(case: Path, bundle: Path, cpu: str, suite: str | None = None
     return result
 
 
+def run_on_platforms(case: Path, bundle: Path, platforms: list[str]) -> list[dict[str, Any]]:
+    """``run_on_platform`` for each CPU at once (each is one emulated process), results in ``platforms``' order."""
+    if len(platforms) < 2:
+        return [run_on_platform(case, bundle, cpu) for cpu in platforms]
+    with ThreadPoolExecutor(max_workers=len(platforms)) as pool:
+        return list(pool.map(lambda cpu: run_on_platform(case, bundle, cpu), platforms))
+
+
 def verify_on_platforms(
     bundle: Path, vset: VerificationSet, ref_out: dict[str, np.ndarray], spec: dict[str, Any], tolerances: Tolerances, platforms: list[str], work_dir: Path
 ) -> list[dict[str, Any]]:
     """Each platform's verification of ``bundle``, in order; logged as it goes."""
     case = write_case(Path(tempfile.mkdtemp(prefix="verify-on-case-", dir=work_dir)), vset, ref_out, spec, tolerances)
     try:
-        results = []
-        for cpu in platforms:
-            entry = run_on_platform(case, bundle, cpu)
-            results.append(entry)
+        results = run_on_platforms(case, bundle, platforms)
+        for cpu, entry in zip(platforms, results):
             if entry["passed"]:
                 log.info("%s verified on %s (%s, %s)", bundle.name, cpu, entry.get("runtime"), entry.get("inference_precision"))
             else:
@@ -200,7 +209,7 @@ def verify_existing(
                 tol = default_tolerances(spec.task, m.precision)
                 case = write_case(Path(tempfile.mkdtemp(dir=work)), vset, ref_out, spec.to_dict(), tol)
                 host = {**host_platform_entry(m), **verify_here(case, m.path), "platform": "host"}
-                emulated = [run_on_platform(case, m.path, cpu) for cpu in platforms]
+                emulated = run_on_platforms(case, m.path, platforms)
                 shutil.rmtree(case, ignore_errors=True)
                 rows.append(
                     {

@@ -122,8 +122,11 @@ PYTAG=cp${PYVER/./}
 PLATFORMS=(--platform manylinux2014_aarch64)
 for ((m = 17; m <= ${GLIBC#*.}; m++)); do PLATFORMS+=(--platform "manylinux_2_${m}_aarch64"); done
 PIP_TARGET_ARGS=("${PLATFORMS[@]}" --python-version "$PYVER" --implementation cp --abi "$PYTAG" --only-binary=:all:)
-# pytest and psutil: what the device tests need beside the package itself
+# pytest and psutil: what the device tests need beside the package itself. pip --target judges
+# environment markers by the host's Python, so the backports older Pythons need (pytest's
+# exceptiongroup and tomli; tomli also reads the door app's TOML) are named here.
 TEST_REQS=${ARM64_TEST_REQUIREMENTS:-pytest psutil}
+[ "${PYVER#3.}" -ge 11 ] || TEST_REQS="$TEST_REQS exceptiongroup tomli"
 DEPS_KEY=$(printf '%s|%s|%s|%s' "$PYVER" "$GLIBC" "$EXTRAS" "$TEST_REQS" | sha1sum | cut -c1-12)
 SITE=$CACHE/site-$DEPS_KEY
 if [ ! -f "$SITE/.deps-done" ]; then

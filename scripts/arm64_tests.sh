@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # The device test suite on emulated aarch64: bundles and reference outputs from the host, tests on ARM.
 #
-#   scripts/arm64_tests.sh [--cpus cortex-a72,cortex-a76] [--suite bookworm] [--work DIR] [--jobs N] [PYTEST ARGS...]
+#   scripts/arm64_tests.sh [--cpus cortex-a72,cortex-a76] [--suite bookworm] [--extras onnx,tflite,openvino]
+#                          [--work DIR] [--jobs N] [--skip-host] [PYTEST ARGS...]
 #
 # 1. host (x86, training side installed): the same tests run once with GFN_EDGE_TEST_ARTIFACTS=DIR/bundles
 #    and GFN_EDGE_TEST_CACHE=DIR/cache, which exports every bundle they open and caches every reference
 #    output the training side computes for them. This is also the x86 baseline of the same assertions.
 # 2. each CPU: scripts/arm64.sh runs them again in the emulated aarch64 Python (the built wheel, no
 #    torch/tensorflow there) with GFN_EDGE_TEST_BUNDLES=DIR/bundles (read only) and the same cache.
-# PYTEST ARGS choose the tests (default: -m device tests/); CPUs run in parallel, --jobs at a time.
-# Writes DIR/junit-<cpu>.xml and DIR/timings.txt; fails when any run fails.
+# --skip-host: step 1 already ran, e.g. CI's main pytest with GFN_EDGE_TEST_ARTIFACTS=DIR/bundles and
+# GFN_EDGE_TEST_CACHE=DIR/cache (.ci/run sets both), so the emulated runs start at once.
+# PYTEST ARGS choose the tests (default: -m device and the tests/ files that hold device tests);
+# CPUs run in parallel, --jobs at a time. Writes DIR/junit-<suite>-<cpu>.xml, DIR/pytest-<suite>-<cpu>.log
+# and DIR/timings.txt; fails when any run fails, collects nothing, or skips a test for a missing asset.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -21,22 +25,33 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --cpus) CPUS=$2; shift 2 ;;
         --suite) SUITE=$2; shift 2 ;;
+        --extras) export ARM64_EXTRAS=$2; shift 2 ;;
         --work) WORK=$2; shift 2 ;;
         --jobs) JOBS=$2; shift 2 ;;
         --skip-host) SKIP_HOST=1; shift ;;
-        -h|--help) sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) break ;;
     esac
 done
-[ $# -gt 0 ] || set -- -m device tests/
+if [ $# -eq 0 ]; then
+    # the files that hold device tests: a whole tests/ folder would also import the training-side
+    # test modules, which fail to import where there is no torch or TensorFlow
+    mapfile -t device_files < <(cd "$ROOT" && grep -l -E '^pytestmark = pytest\.mark\.device|@pytest\.mark\.device' tests/test_*.py)
+    set -- -m device "${device_files[@]}"
+fi
 mkdir -p "$WORK/bundles" "$WORK/cache"
 WORK=$(cd "$WORK" && pwd)
-TIMINGS=$WORK/timings.txt
-: >"$TIMINGS"
+TIMINGS=$WORK/timings.txt  # appended to: one line per step of every invocation
 stamp() { printf '%-28s %5ds  %s\n' "$1" "$2" "$3" | tee -a "$TIMINGS" >&2; }
 
 cd "$ROOT"
-if [ -z "${SKIP_HOST:-}" ]; then
+if [ -n "${SKIP_HOST:-}" ]; then
+    [ -n "$(ls -A "$WORK/bundles" 2>/dev/null)" ] || {
+        echo "arm64_tests.sh: --skip-host, but $WORK/bundles is empty: run the tests on the host first with" \
+            "GFN_EDGE_TEST_ARTIFACTS=$WORK/bundles GFN_EDGE_TEST_CACHE=$WORK/cache (or drop --skip-host)" >&2
+        exit 2
+    }
+else
     t0=$(date +%s)
     set +e
     GFN_EDGE_TEST_ARTIFACTS=$WORK/bundles GFN_EDGE_TEST_CACHE=$WORK/cache \
@@ -48,7 +63,9 @@ if [ -z "${SKIP_HOST:-}" ]; then
 fi
 
 # Build (or reuse) the emulated environment once before the parallel runs share it.
-ARM64_QUIET=1 bash scripts/arm64.sh --suite "$SUITE" --cpu "${CPUS%%,*}" --print-env >"$WORK/arm64-env.txt"
+t0=$(date +%s)
+bash scripts/arm64.sh --suite "$SUITE" --cpu "${CPUS%%,*}" --print-env >"$WORK/arm64-env-$SUITE.txt"
+stamp "$SUITE arm64 environment" $(( $(date +%s) - t0 )) "rootfs, wheel, aarch64 packages (cached: seconds)"
 
 IFS=, read -r -a cpu_list <<<"$CPUS"
 pids=()
@@ -59,10 +76,13 @@ for cpu in "${cpu_list[@]}"; do
         set +e
         GFN_EDGE_TEST_BUNDLES=$WORK/bundles GFN_EDGE_TEST_CACHE=$WORK/cache \
             bash scripts/arm64.sh --suite "$SUITE" --cpu "$cpu" -- \
-            python -m pytest -q -p no:cacheprovider --junitxml="$WORK/junit-$cpu.xml" "$@" >"$WORK/pytest-$cpu.log" 2>&1
+            python -m pytest -q -p no:cacheprovider --junitxml="$WORK/junit-$SUITE-$cpu.xml" "$@" >"$WORK/pytest-$SUITE-$cpu.log" 2>&1
         code=$?
         set -e
-        stamp "$SUITE aarch64 $cpu" $(( $(date +%s) - t0 )) "exit $code ($(tail -1 "$WORK/pytest-$cpu.log"))"
+        if [ "$code" = 0 ]; then
+            python3 "$ROOT/scripts/arm64_junit_check.py" "$WORK/junit-$SUITE-$cpu.xml" >>"$WORK/pytest-$SUITE-$cpu.log" 2>&1 || code=1
+        fi
+        stamp "$SUITE aarch64 $cpu" $(( $(date +%s) - t0 )) "exit $code ($(tail -1 "$WORK/pytest-$SUITE-$cpu.log"))"
         exit "$code"
     ) &
     pids+=($!)
@@ -71,8 +91,8 @@ status=0
 for i in "${!pids[@]}"; do
     if ! wait "${pids[$i]}"; then
         status=1
-        echo "arm64_tests.sh: ${cpu_list[$i]} failed; last lines of $WORK/pytest-${cpu_list[$i]}.log:" >&2
-        tail -40 "$WORK/pytest-${cpu_list[$i]}.log" >&2
+        echo "arm64_tests.sh: ${cpu_list[$i]} failed; last lines of $WORK/pytest-$SUITE-${cpu_list[$i]}.log:" >&2
+        tail -40 "$WORK/pytest-$SUITE-${cpu_list[$i]}.log" >&2
     fi
 done
 cat "$TIMINGS" >&2

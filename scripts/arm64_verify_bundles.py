@@ -32,9 +32,18 @@ METRICS = {
 def _cell(entry: dict) -> str:
     m = entry.get("metrics") or {}
     task = "embed" if "cos_min" in m else "detect" if "recall" in m else "liveness"
-    values = ", ".join(f"{k} {m[k]:.4g}" if isinstance(m[k], float) else f"{k} {m[k]}" for k in METRICS[task] if k in m)
+    values = ", ".join(f"{k} {_number(k, m[k])}" for k in METRICS[task] if k in m)
     verdict = "PASS" if entry.get("passed") else "FAIL: " + "; ".join(entry.get("failures") or [])
     return f"{verdict} ({values})" if values else verdict
+
+
+def _number(key: str, value: object) -> str:
+    """Cosines near 1 as 1-x (they all start 0.9999...), other floats to 4 significant digits."""
+    if not isinstance(value, float):
+        return str(value)
+    if key.startswith("cos") and value > 0.999:
+        return f"1-{1 - value:.1e}"
+    return f"{value:.4g}"
 
 
 def table(rows: list[dict]) -> str:
