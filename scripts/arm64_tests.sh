@@ -80,7 +80,7 @@ for cpu in "${cpu_list[@]}"; do
         code=$?
         set -e
         if [ "$code" = 0 ]; then
-            python3 "$ROOT/scripts/arm64_junit_check.py" "$WORK/junit-$SUITE-$cpu.xml" >>"$WORK/pytest-$SUITE-$cpu.log" 2>&1 || code=1
+            python3 "$ROOT/scripts/junit_check.py" "$WORK/junit-$SUITE-$cpu.xml" >>"$WORK/pytest-$SUITE-$cpu.log" 2>&1 || code=1
         fi
         stamp "$SUITE aarch64 $cpu" $(( $(date +%s) - t0 )) "exit $code ($(tail -1 "$WORK/pytest-$SUITE-$cpu.log"))"
         exit "$code"

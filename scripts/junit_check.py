@@ -1,9 +1,10 @@
-"""Fail an emulated test run whose JUnit report shows no tests, or a test skipped for a missing asset.
+"""Fail a test run whose JUnit report shows no tests, or a test skipped for a missing asset.
 
-    python3 scripts/arm64_junit_check.py JUNIT.xml
+    python3 scripts/junit_check.py JUNIT.xml
 
 pytest's exit status already says whether a test failed; a skip does not change it, and a test
-skipped with "asset missing: ..." checked nothing on the emulated board (scripts/arm64_tests.sh).
+skipped with "asset missing: ..." checked nothing. Used by .ci/run (the suite) and by
+scripts/arm64_tests.sh (each emulated CPU).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ def main(path: str) -> int:
     try:
         cases = list(ET.parse(path).getroot().iter("testcase"))
     except (OSError, ET.ParseError) as exc:
-        print(f"arm64_junit_check: no readable JUnit report {path}: {exc}", file=sys.stderr)
+        print(f"junit_check: no readable JUnit report {path}: {exc}", file=sys.stderr)
         return 1
     missing = []
     for case in cases:
@@ -28,13 +29,13 @@ def main(path: str) -> int:
     seconds = sum(float(c.get("time") or 0) for c in cases)
     print(f"pytest report: {len(cases)} tests, {skipped} skipped, {len(missing)} for missing assets, {seconds:.0f}s in tests")
     if not cases:
-        print("arm64_junit_check: the run collected no tests", file=sys.stderr)
+        print("junit_check: the run collected no tests", file=sys.stderr)
         return 1
     if missing:
-        print("arm64_junit_check: skipped for a missing asset:\n  " + "\n  ".join(missing), file=sys.stderr)
+        print("junit_check: skipped for a missing asset:\n  " + "\n  ".join(missing), file=sys.stderr)
         return 1
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]) if len(sys.argv) == 2 else "usage: arm64_junit_check.py JUNIT.xml")
+    sys.exit(main(sys.argv[1]) if len(sys.argv) == 2 else "usage: junit_check.py JUNIT.xml")
