@@ -42,6 +42,16 @@ def configure_logging(verbose: bool = False) -> None:
             logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"{text} seconds is outside 0 .. 86400")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gfn-export",
@@ -77,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--int8-debug",
         action="store_true",
         help="INT8: per-layer error of the chosen artifact against FP32 on the verification faces (table, plot) in OUT/<model>-<target>-int8-debug/",
+    )
+    p.add_argument(
+        "--int8-distill-seconds",
+        type=_seconds,
+        metavar="S",
+        help="INT8 remedy after plain calibration fails: label-free distillation QAT for S seconds (default 150; 0 skips it)",
     )
     p.add_argument("--max-float-groups", type=int, help="INT8 remedy: most layer groups that may be kept in float (default: half)")
     p.add_argument(
@@ -123,6 +139,7 @@ def _main(argv: list[str] | None = None) -> int:
         "max_float_groups": args.max_float_groups,
         "float_groups": args.int8_float,
         "int8_debug": args.int8_debug,
+        "distill_seconds": args.int8_distill_seconds,
     }
     calib = None
     try:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The device test suite on emulated aarch64: bundles and reference outputs from the host, tests on ARM.
 #
-#   scripts/arm64_tests.sh [--cpus cortex-a72,cortex-a76] [--suite bookworm] [--extras onnx,tflite,openvino]
+#   scripts/arm64_tests.sh [--cpus cortex-a72,cortex-a76] [--suite bookworm] [--extras onnx,tflite,openvino,postgres]
 #                          [--work DIR] [--jobs N] [--skip-host] [PYTEST ARGS...]
 #
 # 1. host (x86, training side installed): the same tests run once with GFN_EDGE_TEST_ARTIFACTS=DIR/bundles
@@ -20,6 +20,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CPUS=cortex-a72,cortex-a76
 SUITE=bookworm
 WORK=${GFN_EDGE_ARM64_TESTS:-$ROOT/.arm64-tests}
+# postgres: psycopg for the gallery tests against the host's PostgreSQL (below)
+export ARM64_EXTRAS=${ARM64_EXTRAS:-onnx,tflite,openvino,postgres}
 JOBS=2
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -66,6 +68,24 @@ fi
 t0=$(date +%s)
 bash scripts/arm64.sh --suite "$SUITE" --cpu "${CPUS%%,*}" --print-env >"$WORK/arm64-env-$SUITE.txt"
 stamp "$SUITE arm64 environment" $(( $(date +%s) - t0 )) "rootfs, wheel, aarch64 packages (cached: seconds)"
+
+# The gallery tests' PostgreSQL (test_gallery's [postgres] cases): a real server on the host, which
+# the emulated Python reaches over loopback as a door unit reaches its site's server. Started here
+# unless $GFN_EDGE_TEST_PG_DSN names one; needs the host's test dependencies (pgserver).
+if [ -z "${GFN_EDGE_TEST_PG_DSN:-}" ] && [[ ",$ARM64_EXTRAS," == *,postgres,* ]]; then
+    rm -f "$WORK/pg-dsn"
+    python tests/fleet_servers.py postgres "$WORK/pg-dsn" >"$WORK/pg.log" 2>&1 &
+    PG_PID=$!
+    trap 'kill "$PG_PID" 2>/dev/null || true; wait "$PG_PID" 2>/dev/null || true' EXIT
+    for _ in $(seq 240); do
+        [ -s "$WORK/pg-dsn" ] && break
+        kill -0 "$PG_PID" 2>/dev/null || break
+        sleep 0.5
+    done
+    [ -s "$WORK/pg-dsn" ] || { cat "$WORK/pg.log" >&2; echo "arm64_tests.sh: the host PostgreSQL for the gallery tests did not start (log above)" >&2; exit 2; }
+    GFN_EDGE_TEST_PG_DSN=$(cat "$WORK/pg-dsn")
+    export GFN_EDGE_TEST_PG_DSN
+fi
 
 IFS=, read -r -a cpu_list <<<"$CPUS"
 pids=()

@@ -26,6 +26,14 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("GFN_EDGE_SHARED") or ROOT.parent / "shared")
 ASSET_MISSING = "asset missing:"
 PREPARED_BUNDLES = os.environ.get("GFN_EDGE_TEST_BUNDLES", "")
+# scripts/arm64.sh sets GFN_EDGE_ARM64_CPU in the emulated aarch64 Python, where everything runs
+# 10-30x slower than on the host (qemu-user translating every instruction).
+EMULATED_CPU = os.environ.get("GFN_EDGE_ARM64_CPU", "")
+
+
+def hang_guard(seconds: float) -> float:
+    """A subprocess's time limit: it catches a hang, it does not time anything, so it widens under emulation."""
+    return seconds * (20 if EMULATED_CPU else 1)
 
 
 def shared_path(*parts: str) -> Path:

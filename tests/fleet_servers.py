@@ -18,6 +18,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 import warnings
@@ -167,3 +168,32 @@ class Mosquitto:
                 self.proc.wait(5)
         self.proc = None
         self._log.close()
+
+
+def serve_postgres(dsn_file: Path) -> None:
+    """Run a PgCluster until SIGTERM/SIGINT, its DSN written to ``dsn_file`` once it listens.
+
+    For test runs that cannot start one themselves: the emulated aarch64 device tests
+    (scripts/arm64_tests.sh) reach the host's server over loopback, as a door unit reaches a site's.
+    """
+    import signal
+
+    cluster = PgCluster()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        tmp = Path(str(dsn_file) + ".tmp")
+        tmp.write_text(cluster.dsn())
+        tmp.replace(dsn_file)
+        stop.wait()
+    finally:
+        cluster.close()
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] != "postgres":
+        sys.exit("usage: python tests/fleet_servers.py postgres DSN_FILE")
+    serve_postgres(Path(sys.argv[2]))

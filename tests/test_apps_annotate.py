@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import shared_path
+from conftest import hang_guard, shared_path
 
 pytestmark = pytest.mark.device
 
@@ -40,7 +40,7 @@ def annotate(*args, timeout: float = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env.pop("GFN_DOOR_CONFIG", None)
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, str(ANNOTATE), *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env)
+    proc = subprocess.run([sys.executable, str(ANNOTATE), *map(str, args)], capture_output=True, text=True, timeout=hang_guard(timeout), env=env)
     print(f"\n$ annotate.py {' '.join(map(str, args))}   # rc {proc.returncode}, {time.monotonic() - t0:.1f} s")
     print(proc.stderr, end="")
     return proc
@@ -166,6 +166,6 @@ def test_annotate_imports_no_training_framework(models, tmp_path: Path):
         bad = sorted(m for m in sys.modules if m.split(".")[0] in heavy or m.startswith(("gfn_edge.export", "gfn_edge.calib")))
         print(json.dumps({{"code": code, "bad": bad}}))
     """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=hang_guard(300))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"code": 0, "bad": []}

@@ -27,7 +27,7 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
-from conftest import shared_path
+from conftest import hang_guard, shared_path
 
 pytestmark = pytest.mark.device
 
@@ -83,7 +83,7 @@ def door(*args, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run door_access.py; its output is printed (visible with -s)."""
     argv = [sys.executable, str(DOOR), *map(str, args)]
     t0 = time.monotonic()
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=app_env())
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=hang_guard(timeout), env=app_env())
     print(f"\n$ door_access.py {' '.join(map(str, args))}   # rc {proc.returncode}, {time.monotonic() - t0:.1f} s")
     print(proc.stdout + proc.stderr, end="")
     return proc
@@ -961,7 +961,7 @@ def test_app_imports_no_training_framework_in_a_fresh_interpreter(models, tmp_pa
         bad = sorted(m for m in sys.modules if m.split(".")[0] in heavy or m.startswith(("gfn_edge.export", "gfn_edge.calib")))
         print(json.dumps({{"codes": codes, "bad": bad, "ort": "onnxruntime" in sys.modules}}))
     """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=app_env())
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=hang_guard(300), env=app_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result == {"codes": [0, 0, 0, 0], "bad": [], "ort": True}

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import shared_path
+from conftest import hang_guard, shared_path
 
 from gfn_edge.analyzer import FaceAnalyzer, largest_face
 from gfn_edge.image import read_image
@@ -34,7 +34,7 @@ def _command() -> list[str]:
 
 def gfn_edge(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run(_command() + [str(a) for a in args], capture_output=True, text=True, timeout=300, env=env)
+    return subprocess.run(_command() + [str(a) for a in args], capture_output=True, text=True, timeout=hang_guard(300), env=env)
 
 
 def _lines(proc: subprocess.CompletedProcess) -> list[dict]:

@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 
 from gfn_edge.export.api import export_model  # noqa: E402
 from gfn_edge.export.checkpoints import load_state_dict, load_strict  # noqa: E402
-from gfn_edge.export.cli import main  # noqa: E402
+from gfn_edge.export.cli import build_parser, main  # noqa: E402
 from gfn_edge.export.reference import build_torch_model  # noqa: E402
 from gfn_edge.registry import get_spec  # noqa: E402
 
@@ -61,6 +61,16 @@ def test_unknown_target_suggests_the_closest(tmp_path, capsys):
     assert _nothing_written(tmp_path / "out"), "targets are checked before anything is written"
     code, err = _cli(["--model", MNET, "--target", "openvino-f16", "--out", str(tmp_path / "cli")], capsys)
     assert code == 2 and "did you mean openvino-fp16" in err
+
+
+@pytest.mark.parametrize(
+    "value, says", [("-5", "outside 0 .. 86400"), ("1e9", "outside 0 .. 86400"), ("soon", "is not a number of seconds"), ("nan", "outside 0 .. 86400")]
+)
+def test_absurd_distillation_time_is_refused(tmp_path, capsys, value, says):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["--model", MNET, "--target", "tflite-int8", "--int8-distill-seconds", value, "--out", str(tmp_path / "cli")])
+    assert exc.value.code == 2 and says in capsys.readouterr().err
+    assert _nothing_written(tmp_path / "cli")
 
 
 # ----------------------------------------------------------------------------- checkpoints

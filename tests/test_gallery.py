@@ -27,6 +27,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import hang_guard
 
 from gfn_edge import GalleryError, GfnEdgeError
 from gfn_edge.gallery import (
@@ -465,7 +466,7 @@ def test_readonly_searches_but_never_writes(sample):
 
 # --- processes, threads, crashes ---------------------------------------------------------------
 def _run_helper(*args: str) -> str:
-    done = subprocess.run([sys.executable, str(HELPER), *args], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, str(HELPER), *args], capture_output=True, text=True, timeout=hang_guard(60))
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -583,11 +584,11 @@ def test_survives_sigkill_mid_enrolment(gallery_store):
         )
         lines: list[str] = []
         try:
-            _read_committed(proc, lines, pick.randint(3, 12), time.monotonic() + 60)
+            _read_committed(proc, lines, pick.randint(3, 12), time.monotonic() + hang_guard(60))
             time.sleep(pick.random() * 0.01)
         finally:
             proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
+            proc.wait(timeout=hang_guard(30))
         assert proc.returncode == -signal.SIGKILL
         lines += [ln.strip() for ln in proc.stdout.read().splitlines(keepends=True) if ln.endswith("\n")]
         proc.stdout.close()
@@ -626,7 +627,7 @@ def test_killed_inside_a_transaction_leaves_earlier_identities(sample_gallery, t
     src, people = sample_gallery
     path = tmp_path / "gallery.db"
     shutil.copy(src, path)
-    done = subprocess.run([sys.executable, str(HELPER), "die-in-transaction", str(path), SIG, "doomed"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, str(HELPER), "die-in-transaction", str(path), SIG, "doomed"], capture_output=True, text=True, timeout=hang_guard(60))
     assert done.returncode == -signal.SIGKILL, done.stderr
     wal_at_death = int(done.stdout.split()[2])
     assert wal_at_death > 200 * DIM * 4  # the 200 templates' pages were in the WAL, uncommitted

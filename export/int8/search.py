@@ -3,8 +3,11 @@
 Order of attempts (each one verified on the real verification data with the device runtime):
 
 1. every calibration method the backend offers (``--calib-method`` pins one);
-2. with the best method, the module groups the int8 simulation ranked most sensitive kept in
-   float, 1, 2, 3, 4, 6, 8 ... groups, up to ``max_float_groups`` (default: half the model).
+2. with the best method, the model tuned by label-free distillation QAT
+   (:mod:`.learned.distill`; ``--int8-distill-seconds``, 0 skips it), quantised by the same backend;
+3. with the best method and the better of the plain and the tuned model, the module groups the
+   int8 simulation ranked most sensitive kept in float, 1, 2, 3, 4, 6, 8 ... groups, up to
+   ``max_float_groups`` (default: half the model).
 
 The first attempt within tolerance wins; otherwise the one closest to its tolerances is returned
 marked failed. Every attempt is recorded in the manifest (method, float groups, metrics).
@@ -34,9 +37,10 @@ log = logging.getLogger(__name__)
 class Attempt:
     method: str
     float_groups: tuple[str, ...] = ()
+    distilled: bool = False  # the model tuned by distillation QAT instead of the prepared one
 
     def label(self) -> str:
-        return self.method + (f" + float {', '.join(self.float_groups)}" if self.float_groups else "")
+        return self.method + (" + distillation QAT" if self.distilled else "") + (f" + float {', '.join(self.float_groups)}" if self.float_groups else "")
 
 
 @dataclass
@@ -55,6 +59,7 @@ class Outcome:
         keys = ("cos_mean", "cos_min", "pair_acc_delta", "recall", "precision", "landmark_nme", "output_rel_err", "prob_err", "decision_agree")
         return {
             "method": self.attempt.method,
+            "distilled": self.attempt.distilled,
             "float_groups": list(self.attempt.float_groups),
             "passed": self.passed,
             "metrics": {k: self.metrics[k] for k in keys if k in self.metrics},
@@ -88,6 +93,30 @@ def preparation(ctx: ExportContext) -> Int8Preparation:
         log.info("INT8: preparing %s on %d calibration samples", ctx.spec.name, len(x))
         ctx.shared[key] = prepare_for_int8(ctx.ref.torch_model, x)
     return ctx.shared[key]
+
+
+DEFAULT_DISTILL_SECONDS = 150.0
+
+
+def distill_seconds(ctx: ExportContext) -> float:
+    value = ctx.options.get("distill_seconds")
+    return DEFAULT_DISTILL_SECONDS if value is None else float(value)
+
+
+def distillation(ctx: ExportContext, weight_qmax: int):
+    """The prepared model tuned for int8 on this backend's weight grid, computed once per run and grid."""
+    key = f"int8_distilled:{weight_qmax}"
+    if key not in ctx.shared:
+        from .learned.distill import distill_for_int8
+
+        log.info("INT8: distillation QAT of %s (%.0f s budget, weights to %d levels a side)", ctx.spec.name, distill_seconds(ctx), weight_qmax)
+        ctx.shared[key] = distill_for_int8(preparation(ctx).model, ctx.calibration.inputs(), ctx.spec.task, weight_qmax, budget_s=distill_seconds(ctx))
+    return ctx.shared[key]
+
+
+def int8_model(ctx: ExportContext, attempt: Attempt, weight_qmax: int = 127):
+    """The FP32 model an attempt quantises: the prepared one, or its distillation-tuned copy."""
+    return distillation(ctx, weight_qmax).model if attempt.distilled else preparation(ctx).model
 
 
 def sensitivity(ctx: ExportContext) -> list[tuple[str, float]]:
@@ -143,11 +172,14 @@ def run_search(
     build: Callable[[Attempt, Path], Artifact],
     methods: list[str],
     build_fp32: Callable[[Path], Artifact],
+    weight_qmax: int = 127,
 ) -> Artifact:
     """Try attempts until one verifies; copy the winner (or the best failure) into the bundle.
 
-    ``build(attempt, folder)`` writes one INT8 candidate; ``build_fp32(folder)`` writes the FP32
-    model of the same backend, timed beside the winner for the manifest's comparison.
+    ``build(attempt, folder)`` writes one INT8 candidate (of :func:`int8_model`'s model for the
+    attempt); ``build_fp32(folder)`` writes the FP32 model of the same backend, timed beside the
+    winner for the manifest's comparison. ``weight_qmax``: the backend's weight grid, which the
+    distillation trains for.
     """
     prep = preparation(ctx)
     first, _ = plan(ctx, methods, [])
@@ -184,14 +216,23 @@ def run_search(
             if a != recipe and attempt(a).passed:
                 winner = outcomes[-1]
                 break
+    if winner is None and distill_seconds(ctx) > 0:
+        best_method = max(outcomes, key=lambda o: o.margin).attempt.method
+        start = time.perf_counter()
+        distillation(ctx, weight_qmax)
+        tuned = attempt(Attempt(best_method, (), distilled=True))
+        tuned.seconds += time.perf_counter() - start  # the distillation's time belongs to its attempt
+        if tuned.passed:
+            winner = tuned
     if winner is None:
         groups = [g for g, damage in sensitivity(ctx) if damage > 0]
         _, fallbacks = plan(ctx, methods, groups)
-        best_method = max(outcomes, key=lambda o: o.margin).attempt.method
+        best = max(outcomes, key=lambda o: o.margin).attempt
         for fl in fallbacks:
-            if Attempt(best_method, tuple(fl)) == recipe:
+            candidate = Attempt(best.method, tuple(fl), best.distilled)
+            if candidate == recipe:
                 continue
-            if attempt(Attempt(best_method, tuple(fl))).passed:
+            if attempt(candidate).passed:
                 winner = outcomes[-1]
                 break
     built = [o for o in outcomes if o.artifact is not None]
@@ -207,6 +248,7 @@ def run_search(
             "preparation": prep.report(),
             "float_groups": list(chosen.attempt.float_groups),
             "per_channel_weights": True,
+            **({"distillation": ctx.shared[f"int8_distilled:{weight_qmax}"].report} if chosen.attempt.distilled else {}),
             "attempts": [o.record() for o in outcomes],
             "remedies": _remedies(chosen, outcomes, recipe),
         }
@@ -234,7 +276,9 @@ def _remedies(chosen: Outcome, outcomes: list[Outcome], recipe: Attempt | None =
         done.append(f"calibration methods tried: {', '.join(dict.fromkeys(o.attempt.method for o in outcomes))}")
     if recipe is not None and chosen.attempt == recipe:
         done.append(f"known INT8 recipe (the user's float groups, or the registry's from an earlier sensitivity search on these weights): {recipe.label()}")
-    elif chosen.attempt.float_groups:
+    if chosen.attempt.distilled:
+        done.append("label-free distillation QAT of the FP32 weights against the FP32 model (int8 simulation of this backend)")
+    if chosen.attempt.float_groups and not (recipe is not None and chosen.attempt == recipe):
         done.append(f"kept in float (most sensitive first): {', '.join(chosen.attempt.float_groups)}")
     return done
 

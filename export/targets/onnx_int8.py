@@ -25,7 +25,7 @@ from gfn_edge.errors import MissingDependencyError
 from ..context import ExportContext
 from ..int8.ort_calibration import CalibrationReader
 from ..int8.prepare import onnx_name_patterns
-from ..int8.search import Attempt, preparation, run_search
+from ..int8.search import Attempt, int8_model, run_search
 from ..target_info import Artifact, TargetInfo
 from ..tools import versions
 from .onnx_fp32 import OPSET, embed_metadata, export_onnx, fp32_onnx, tensor_specs
@@ -33,6 +33,7 @@ from .onnx_fp32 import OPSET, embed_metadata, export_onnx, fp32_onnx, tensor_spe
 log = logging.getLogger(__name__)
 
 REDUCE_RANGE = True  # 7-bit weights: see the module docstring
+WEIGHT_QMAX = 63 if REDUCE_RANGE else 127
 _METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
 # Histogram settings per method. quantize_static cannot pass bin counts through, and with its
 # default of 128 bins quantised to 128 the entropy threshold is the full range (= minmax).
@@ -51,12 +52,15 @@ def _ort_quant():
     return quantization
 
 
-def prepared_onnx(ctx: ExportContext) -> Path:
-    """The INT8-prepared model as ONNX, shape-inferred for the quantiser (made once per run)."""
-    path = ctx.work_dir / "int8-prepared.onnx"
+def prepared_onnx(ctx: ExportContext, attempt: Attempt | None = None, weight_qmax: int = WEIGHT_QMAX) -> Path:
+    """The model ``attempt`` quantises (the INT8-prepared one by default, or its distillation-tuned
+    copy for ``weight_qmax``) as ONNX, shape-inferred for the quantiser (made once per run)."""
+    attempt = attempt or Attempt("minmax")
+    stem = f"int8-distilled{weight_qmax}" if attempt.distilled else "int8-prepared"
+    path = ctx.work_dir / f"{stem}.onnx"
     if not path.is_file():
-        raw = ctx.work_dir / "int8-prepared-raw.onnx"
-        export_onnx(preparation(ctx).model, ctx, raw)
+        raw = ctx.work_dir / f"{stem}-raw.onnx"
+        export_onnx(int8_model(ctx, attempt, weight_qmax), ctx, raw)
         q = _ort_quant()
         q.shape_inference.quant_pre_process(str(raw), str(path), skip_symbolic_shape=True)
     return path
@@ -82,9 +86,9 @@ def calibration_cache(ctx: ExportContext, src: Path, method: str) -> Path | None
         return None
     from onnxruntime.quantization import calibrate
 
-    path = ctx.work_dir / f"ort-ranges-{method}.json"
+    path = ctx.work_dir / f"ort-ranges-{src.stem}-{method}.json"
     if not path.is_file():
-        augmented = ctx.work_dir / f"ort-augmented-{method}.onnx"
+        augmented = ctx.work_dir / f"ort-augmented-{src.stem}-{method}.onnx"
         calibrator = calibrate.create_calibrator(
             src,
             None,
@@ -103,11 +107,11 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
     import onnx
 
     q = _ort_quant()
-    src = prepared_onnx(ctx)
-    node_names = [n.name for n in onnx.load(str(src), load_external_data=False).graph.node]
+    node_names = [n.name for n in onnx.load(str(prepared_onnx(ctx)), load_external_data=False).graph.node]
     calib = ctx.calibration.inputs()
 
     def build(attempt: Attempt, folder: Path) -> Artifact:
+        src = prepared_onnx(ctx, attempt)
         patterns = onnx_name_patterns(list(attempt.float_groups))
         exclude = [n for n in node_names if any(p.search(n) for p in patterns)]
         dst = folder / "model.onnx"
@@ -138,7 +142,8 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
                 "activations": "uint8 per tensor",
                 "weights": "int8 per channel, 7-bit range (no u8s8 saturation on x86 without VNNI)" if REDUCE_RANGE else "int8 per channel",
                 "nodes_in_float": len(exclude),
+                "distilled": attempt.distilled,
             },
         )
 
-    return run_search(ctx, info, build, ["minmax", "percentile", "entropy"], lambda folder: _fp32_onnx_files(ctx, folder))
+    return run_search(ctx, info, build, ["minmax", "percentile", "entropy"], lambda folder: _fp32_onnx_files(ctx, folder), weight_qmax=WEIGHT_QMAX)

@@ -22,7 +22,7 @@ from gfn_edge.manifest import TensorSpec
 
 from ..context import ExportContext
 from ..int8.prepare import tf_name_patterns
-from ..int8.search import Attempt, preparation, run_search
+from ..int8.search import Attempt, int8_model, run_search
 from ..target_info import Artifact, TargetInfo
 from ..tools import versions
 from .tflite_fp import embed_metadata, fp32_tflite
@@ -38,8 +38,13 @@ def _tf():
     return tf
 
 
-def _tf_function(ctx: ExportContext):
-    key = "tflite-int8-function"
+WEIGHT_QMAX = 127  # int8 per-channel symmetric weights
+
+
+def _tf_function(ctx: ExportContext, attempt: Attempt | None = None):
+    """The NHWC TensorFlow function of the model ``attempt`` quantises (the prepared one by default)."""
+    attempt = attempt or Attempt("minmax")
+    key = "tflite-int8-function" + ("-distilled" if attempt.distilled else "")
     if key not in ctx.shared:
         import torch
         from torch.fx.passes.shape_prop import ShapeProp
@@ -47,9 +52,8 @@ def _tf_function(ctx: ExportContext):
         from ..int8.graph import symbolic_trace
         from ..int8.tf_graph import tf_function_for
 
-        prep = preparation(ctx)
         w, h = ctx.spec.preprocess.input_size
-        gm = symbolic_trace(prep.model.eval())
+        gm = symbolic_trace(int8_model(ctx, attempt, WEIGHT_QMAX).eval())
         ShapeProp(gm).propagate(torch.zeros(1, 3, h, w))
         ctx.shared[key] = tf_function_for(gm, (h, w), prelu="decompose")
     return ctx.shared[key]
@@ -149,7 +153,7 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
 
     def build(attempt: Attempt, folder: Path) -> Artifact:
         denylist = _float_tensor_names(ctx, fn, list(attempt.float_groups))
-        conv = _converter(ctx, fn, calib, int8_io)
+        conv = _converter(ctx, _tf_function(ctx, attempt), calib, int8_io)
         if denylist:
             options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=denylist, fully_quantize=int8_io)
             debugger = tf.lite.experimental.QuantizationDebugger(
@@ -172,10 +176,11 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
                 "io": "int8" if int8_io else "float32",
                 "prelu": "relu(x) - a*relu(-x) as ReLU-fused 1x1 depthwise convs (XNNPACK int8)",
                 "tensors_in_float": len(denylist),
+                "distilled": attempt.distilled,
             },
         )
 
-    return run_search(ctx, info, build, ["minmax"], lambda folder: _fp32_tflite_files(ctx, folder))
+    return run_search(ctx, info, build, ["minmax"], lambda folder: _fp32_tflite_files(ctx, folder), weight_qmax=WEIGHT_QMAX)
 
 
 __all__ = ["export"]

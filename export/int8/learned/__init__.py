@@ -8,6 +8,8 @@ block by block against the FP32 model's own block outputs on the calibration pic
 Status (w0.5 epoch-16 student, 38 calibration faces): the fit improves the simulated cosine on the
 calibration faces (worst face 0.953 -> 0.972) but not reliably on held-out faces, and the ONNX QDQ
 carry does not yet reproduce the twin on onnxruntime; it is not wired into the export search.
+:mod:`.distill` is: it tunes the FP32 weights themselves (distillation QAT) and leaves the
+quantising to each backend, so nothing has to be carried exactly.
 
 :mod:`.quantizers` holds the two learnable quantisers, :mod:`.twin` runs the traced model with
 them, :mod:`.reconstruct` fits them under a time budget, :mod:`.augment` enlarges small

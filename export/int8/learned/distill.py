@@ -1,0 +1,298 @@
+"""Label-free distillation QAT: fine-tune the INT8-prepared FP32 model so that its int8 simulation
+matches the FP32 model, then hand the tuned FP32 weights to each backend's own quantiser.
+
+Why this carries to every backend: the simulation quantises exactly where and how the backends'
+post-training quantisers do (per-output-channel symmetric weights with scale max|w|/qmax, per-tensor
+uint8 activations with min/max ranges measured on the same calibration pictures, an activation
+fused into the convolution before it), with rounding passed straight through in the backward
+pass. Training moves the weights to values whose rounding hurts the output least and shrinks the
+outliers that stretch a tensor's range. The backend then re-derives the same scales from the tuned
+weights and the same ranges from the same pictures, so what it computes is what was trained for;
+each artifact is still verified on its own runtime against the original model.
+
+The only targets are the original FP32 model's outputs on (augmented) calibration inputs: no
+labels, and never the verification pictures. Convolution and linear weights and biases are
+trained; everything else (PReLU slopes, normalisation left unfolded) stays as it is.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.fx as fx
+from torch import nn
+
+from ..graph import trace_folded
+from ..prepare import _write_back
+from ..simulate import ActivationRange, calibrate_ranges, quantisable_nodes
+from .augment import augment_batch, describe
+from .quantizers import ACT_LEVELS, round_ste
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BUDGET_S = 150.0
+_FUSED_ACTIVATIONS = (nn.ReLU, nn.ReLU6)
+
+
+@dataclass
+class Distilled:
+    """The tuned FP32 model (same module tree as the prepared one) and what the tuning did."""
+
+    model: nn.Module
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def _fake_weight(w: torch.Tensor, qmax: int) -> torch.Tensor:
+    dims = tuple(range(1, w.dim()))
+    scale = w.detach().abs().amax(dim=dims, keepdim=True).clamp(min=1e-12) / qmax
+    return torch.clamp(round_ste(w / scale), -qmax, qmax) * scale
+
+
+def _fake_act(x: torch.Tensor, r: ActivationRange) -> torch.Tensor:
+    lo, hi = min(r.lo, 0.0), max(r.hi, 0.0)
+    scale = max(hi - lo, 1e-12) / ACT_LEVELS
+    zero = round(-lo / scale)
+    return (torch.clamp(round_ste(x / scale) + zero, 0, ACT_LEVELS) - zero) * scale
+
+
+def _is_fused_activation(gm: fx.GraphModule, node: fx.Node) -> bool:
+    if node.op == "call_module":
+        return isinstance(gm.get_submodule(str(node.target)), _FUSED_ACTIVATIONS)
+    return node.op == "call_function" and node.target in (torch.relu, nn.functional.relu, nn.functional.relu6)
+
+
+def quantised_outputs(gm: fx.GraphModule) -> list[fx.Node]:
+    """Where a backend puts an activation quantiser: every tensor-producing node except one whose
+    only user is a ReLU (the backends fuse it into the layer and quantise after the ReLU)."""
+    return [n for n in quantisable_nodes(gm) if not (len(n.users) == 1 and _is_fused_activation(gm, next(iter(n.users))))]
+
+
+class _Tuned(nn.Module):
+    """A convolution's or linear layer's weight and bias as FP32 value + learned offset.
+
+    The weight offset is counted in quantisation steps of its output channel (the per-channel int8
+    scale of the starting weights) and the bias offset in hundredths of the channel's bias, so one
+    learning rate moves every channel alike, however equalisation scaled it.
+    """
+
+    def __init__(self, module: nn.Module, qmax: int):
+        super().__init__()
+        w = module.weight.detach()
+        dims = tuple(range(1, w.dim()))
+        self.register_buffer("w0", w.clone())
+        self.register_buffer("w_step", w.abs().amax(dim=dims, keepdim=True).clamp(min=1e-12) / qmax)
+        self.dw = nn.Parameter(torch.zeros_like(w))
+        b = module.bias.detach() if module.bias is not None else None
+        self.register_buffer("b0", b.clone() if b is not None else None)
+        self.register_buffer("b_step", (b.abs() * 0.01).clamp(min=float(b.abs().mean()) * 1e-3 + 1e-8) if b is not None else None)
+        self.db = nn.Parameter(torch.zeros_like(b)) if b is not None else None
+
+    def weight(self) -> torch.Tensor:
+        return self.w0 + self.w_step * self.dw
+
+    def bias(self) -> torch.Tensor | None:
+        return None if self.b0 is None else self.b0 + self.b_step * self.db
+
+
+class _Int8Simulation(fx.Interpreter):
+    """Runs ``gm`` with fake-quantised weights and activations, differentiably (straight-through)."""
+
+    def __init__(self, gm: fx.GraphModule, tuned: dict[str, _Tuned], ranges: dict[fx.Node, ActivationRange], input_range: ActivationRange, qmax: int):
+        super().__init__(gm)
+        self.tuned = tuned
+        self.ranges = ranges
+        self.input_range = input_range
+        self.qmax = qmax
+
+    def run_node(self, n: fx.Node):
+        out = super().run_node(n)
+        if n.op == "placeholder":
+            return _fake_act(out, self.input_range)
+        r = self.ranges.get(n)
+        if r is not None and isinstance(out, torch.Tensor):
+            out = _fake_act(out, r)
+        return out
+
+    def call_module(self, target, args, kwargs):
+        mod = self.module.get_submodule(target)
+        t = self.tuned.get(target)
+        if t is not None and isinstance(mod, nn.Conv2d):
+            return mod._conv_forward(args[0], _fake_weight(t.weight(), self.qmax), t.bias())
+        if t is not None and isinstance(mod, nn.Linear):
+            return nn.functional.linear(args[0], _fake_weight(t.weight(), self.qmax), t.bias())
+        return super().call_module(target, args, kwargs)
+
+
+def _offsets(layers: dict[str, _Tuned]) -> dict[str, torch.Tensor]:
+    return {f"{name}.{k}": v.detach().clone() for name, t in layers.items() for k, v in t.named_parameters()}
+
+
+def _restore(layers: dict[str, _Tuned], state: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for name, t in layers.items():
+            for k, v in t.named_parameters():
+                v.copy_(state[f"{name}.{k}"])
+
+
+def _nchw(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32))
+
+
+def _outputs(out) -> list[torch.Tensor]:
+    return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
+def _loss(task: str, got: list[torch.Tensor], want: list[torch.Tensor]) -> torch.Tensor:
+    """Embeddings: 1 - cosine (what verification judges); other outputs: error relative to the output's size."""
+    if task == "embed":
+        a, b = got[0].flatten(1), want[0].flatten(1)
+        return (1 - nn.functional.cosine_similarity(a, b, dim=1)).mean()
+    terms = [((g - w) ** 2).mean() / ((w**2).mean() + 1e-8) for g, w in zip(got, want)]
+    return torch.stack(terms).sum()
+
+
+def _agreement(task: str, got: list[torch.Tensor], want: list[torch.Tensor]) -> dict[str, float]:
+    if task == "embed":
+        cos = nn.functional.cosine_similarity(got[0].flatten(1), want[0].flatten(1), dim=1)
+        return {"cos_mean": round(float(cos.mean()), 5), "cos_min": round(float(cos.min()), 5)}
+    return {"rel_err": round(float(_loss(task, got, want)), 6)}
+
+
+def distill_for_int8(
+    model: nn.Module,
+    calibration: np.ndarray,
+    task: str,
+    weight_qmax: int = 127,
+    budget_s: float = DEFAULT_BUDGET_S,
+    batch: int = 16,
+    lr: float = 0.05,
+    range_every: int = 20,
+    pixel_scale: float = 1 / 128,
+    seed: int = 0,
+    threads: int | None = 1,
+) -> Distilled:
+    """Tune ``model`` (the INT8-prepared FP32 model) for int8 from NHWC calibration inputs.
+
+    ``weight_qmax``: the backend's weight grid (127 for int8, 63 for onnxruntime's 7-bit weights).
+    ``lr``: Adam's step in quantisation steps of each weight's channel (see :class:`_Tuned`).
+    ``threads``: torch threads while tuning (None: torch's default). One, because the tensors are
+    small: on this project's 2-core machine with another job running, two threads made a step ten
+    times slower (5 steps in 60 s against 40). The schedule is a fraction of ``budget_s``, so a
+    slower machine takes fewer steps rather than running late.
+    """
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _distill(model, calibration, task, weight_qmax, budget_s, batch, lr, range_every, pixel_scale, seed)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _distill(model, calibration, task, weight_qmax, budget_s, batch, lr, range_every, pixel_scale, seed) -> Distilled:
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    x_all = _nchw(calibration)
+    teacher = copy.deepcopy(model).float().eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    gm = trace_folded(copy.deepcopy(teacher), x_all[:2])
+    gm.train(False)
+    for p in gm.parameters():
+        p.requires_grad_(False)
+    tuned_layers = {name: _Tuned(mod, weight_qmax) for name, mod in gm.named_modules() if isinstance(mod, (nn.Conv2d, nn.Linear))}
+    opt = torch.optim.Adam([p for t in tuned_layers.values() for p in t.parameters()], lr=lr)
+
+    def sync() -> None:
+        """The tuned values into the graph's own modules (for range calibration and the result)."""
+        with torch.no_grad():
+            for name, t in tuned_layers.items():
+                mod = gm.get_submodule(name)
+                mod.weight.copy_(t.weight())
+                if mod.bias is not None:
+                    mod.bias.copy_(t.bias())
+
+    chunks = [x_all[i : i + 64] for i in range(0, len(x_all), 64)]
+    wanted = set(quantised_outputs(gm))
+    input_range = ActivationRange(float(x_all.min()), float(x_all.max()))
+
+    def ranges_now() -> dict[fx.Node, ActivationRange]:
+        sync()
+        return {n: r for n, r in calibrate_ranges(gm, chunks).items() if n in wanted}
+
+    def simulate(x: torch.Tensor, ranges) -> list[torch.Tensor]:
+        return _outputs(_Int8Simulation(gm, tuned_layers, ranges, input_range, weight_qmax).run(x))
+
+    ranges = ranges_now()
+    eval_x = x_all[: min(len(x_all), 64)]
+    with torch.no_grad():
+        ref = _outputs(teacher(eval_x))
+        before = _agreement(task, simulate(eval_x, ranges), ref)
+        best_loss = float(_loss(task, simulate(eval_x, ranges), ref))
+    best_state = _offsets(tuned_layers)
+    first_loss, best_step = best_loss, 0
+    setup_s = time.perf_counter() - start
+    learn_s = max(budget_s - setup_s, 1.0)
+    steps, loss_value, last_log = 0, float("nan"), 0.0
+    t0 = time.perf_counter()
+    while True:
+        frac = (time.perf_counter() - t0) / learn_s
+        if frac >= 1.0:
+            break
+        if steps and steps % range_every == 0:
+            ranges = ranges_now()
+            with torch.no_grad():
+                now = float(_loss(task, simulate(eval_x, ranges), ref))
+            if now < best_loss:
+                best_loss, best_step, best_state = now, steps, _offsets(tuned_layers)
+        for g in opt.param_groups:
+            g["lr"] = lr * 0.5 * (1 + np.cos(np.pi * frac))
+        idx = torch.randint(0, len(x_all), (min(batch, len(x_all)),), generator=gen)
+        x = augment_batch(x_all[idx], gen, pixel_scale=pixel_scale)
+        with torch.no_grad():
+            want = _outputs(teacher(x))
+        loss = _loss(task, simulate(x, ranges), want)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        steps += 1
+        loss_value = float(loss.detach())
+        if frac - last_log >= 0.1:
+            last_log = frac
+            log.info("INT8 distillation: %3.0f%% of %.0f s, step %d, loss %.4g", 100 * frac, learn_s, steps, loss_value)
+    ranges = ranges_now()
+    with torch.no_grad():
+        if float(_loss(task, simulate(eval_x, ranges), ref)) >= best_loss:
+            _restore(tuned_layers, best_state)  # an earlier state fitted the calibration inputs better
+            ranges = ranges_now()
+        else:
+            best_step = steps
+        after = _agreement(task, simulate(eval_x, ranges), ref)
+        fp32_change = _agreement(task, _outputs(gm(eval_x)), ref)
+    tuned = copy.deepcopy(teacher)
+    _write_back(tuned, gm)
+    tuned.eval()
+    report = {
+        "method": "label-free distillation QAT (int8 simulation vs the FP32 model, straight-through rounding)",
+        "budget_s": budget_s,
+        "seconds": round(time.perf_counter() - start, 1),
+        "steps": steps,
+        "batch": batch,
+        "lr_quantisation_steps": lr,
+        "weight_qmax": weight_qmax,
+        "samples": len(x_all),
+        "augmentation": describe(),
+        "final_loss": round(loss_value, 6),
+        "kept_step": best_step,
+        "calibration_loss": {"before": round(first_loss, 6), "after": round(min(best_loss, first_loss), 6)},
+        "simulated_on_calibration": {"before": before, "after": after, "tuned_fp32_vs_original": fp32_change},
+    }
+    log.info("INT8 distillation: %d steps in %.0f s; simulated int8 on calibration %s -> %s", steps, report["seconds"], before, after)
+    return Distilled(tuned, report)

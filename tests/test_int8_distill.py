@@ -1,0 +1,128 @@
+"""Distillation QAT for INT8 (export/int8/learned/distill.py): what it simulates and what it returns.
+
+A small network with random weights is enough for the mechanics (where quantisers sit, that the
+original is untouched, that the tuned module tree loads the way the backends read it); whether it
+helps a real checkpoint is measured on the real student in test_int8_learned.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="asset missing: torch (the training side: pip install 'gfn-edge[export]')")
+from torch import nn  # noqa: E402
+
+from gfn_edge.export.int8.graph import trace_folded  # noqa: E402
+from gfn_edge.export.int8.learned.distill import _fake_weight, distill_for_int8, quantised_outputs  # noqa: E402
+
+
+class Tiny(nn.Module):
+    """conv-BN-ReLU, conv-BN-PReLU, a residual add, global pooling and a linear embedding."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.prelu = nn.PReLU(8, init=0.2)
+        self.fc = nn.Linear(8, 16)
+
+    def forward(self, x):
+        a = self.relu(self.bn1(self.conv1(x)))
+        b = self.prelu(self.bn2(self.conv2(a))) + a
+        return self.fc(b.mean(dim=(2, 3)))
+
+
+def _tiny(outlier: float = 1.0) -> nn.Module:
+    """``outlier``: channel 0 of the first block's output this many times larger (and read back that
+    many times smaller, the same FP32 function), the range spread that costs per-tensor int8 most."""
+    torch.manual_seed(0)
+    model = Tiny()
+    with torch.no_grad():  # BatchNorm statistics that are not the identity, so folding matters
+        for bn in (model.bn1, model.bn2):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.uniform_(0.5, 1.5)
+        model.bn1.weight[0] *= outlier
+        model.bn1.bias[0] *= outlier
+        model.conv2.weight[:, 0] /= outlier
+    return model.eval()
+
+
+def _calibration(n: int = 24) -> np.ndarray:
+    return np.random.default_rng(0).uniform(-1, 1, (n, 16, 16, 3)).astype(np.float32)
+
+
+def test_quantisers_sit_where_backends_put_them():
+    """A convolution followed only by a ReLU is fused (one quantiser after the ReLU); the PReLU,
+    the residual add, the pooling and the embedding each get one."""
+    gm = trace_folded(_tiny(), torch.zeros(2, 3, 16, 16))
+    names = {n.name for n in quantised_outputs(gm)}
+    conv1 = next(n for n in gm.graph.nodes if n.op == "call_module" and n.target == "conv1")
+    relu = next(iter(conv1.users))
+    assert conv1.name not in names and relu.name in names
+    assert any("prelu" in n for n in names) and any("add" in n for n in names) and any("fc" in n for n in names)
+
+
+def test_weight_simulation_is_the_backends_per_channel_rule():
+    w = torch.randn(4, 3, 3, 3)
+    q = _fake_weight(w, 127)
+    scale = w.abs().amax(dim=(1, 2, 3), keepdim=True) / 127
+    assert torch.allclose(q / scale, torch.round(w / scale), atol=1e-4)
+    assert torch.allclose(q.abs().amax(dim=(1, 2, 3)), w.abs().amax(dim=(1, 2, 3)), rtol=1e-6)  # each channel's largest weight keeps its level
+    assert len(torch.unique(torch.round(_fake_weight(w, 63) / (scale * 127 / 63)))) <= 127
+
+
+def test_distillation_lowers_its_loss_and_leaves_the_original_alone():
+    model = _tiny(outlier=1000.0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = _calibration()
+    result = distill_for_int8(model, x, "embed", budget_s=4.0, batch=8, seed=1)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "the prepared model must not change"
+    report = result.report
+    assert report["steps"] >= 5
+    sim = report["simulated_on_calibration"]
+    assert sim["before"]["cos_mean"] < 0.999, f"the outlier should cost plain int8 something: {sim}"
+    assert sim["after"]["cos_mean"] > sim["before"]["cos_mean"], sim
+    # the tuned model is the same module tree (BatchNorms folded away), so every backend exports it as before
+    tuned = result.model
+    assert isinstance(tuned.bn1, nn.Identity) and isinstance(tuned.bn2, nn.Identity)
+    assert [type(m).__name__ for m in tuned.children()] == ["Conv2d", "Identity", "ReLU", "Conv2d", "Identity", "PReLU", "Linear"]
+    with torch.no_grad():
+        a = tuned(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()))
+        b = model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()))
+    cos = nn.functional.cosine_similarity(a, b, dim=1)
+    assert a.shape == b.shape and float(cos.min()) > 0.9, "the tuned FP32 model must stay close to the original"
+    assert not torch.allclose(a, b), "distillation changed nothing"
+    assert torch.equal(tuned.prelu.weight, model.prelu.weight), "only convolution and linear weights and biases are trained"
+
+
+def test_detector_outputs_use_a_relative_error_loss():
+    """Tasks other than embeddings (boxes, scores, landmarks; the live probability) are matched by
+    relative squared error over every output, so a multi-output model distils too."""
+
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Conv2d(3, 4, 3, padding=1)
+            self.a = nn.Conv2d(4, 2, 1)
+            self.b = nn.Conv2d(4, 8, 1)
+
+        def forward(self, x):
+            y = torch.relu(self.body(x))
+            return self.a(y), self.b(y)
+
+    torch.manual_seed(0)
+    model = TwoHeads().eval()
+    with torch.no_grad():  # one body channel 1000x larger, read back 1000x smaller: the same FP32 function
+        model.body.weight[0] *= 1000
+        model.body.bias[0] *= 1000
+        model.a.weight[:, 0] /= 1000
+        model.b.weight[:, 0] /= 1000
+    result = distill_for_int8(model, _calibration(16), "detect", budget_s=3.0, batch=4)
+    sim = result.report["simulated_on_calibration"]
+    assert sim["before"]["rel_err"] > 1e-3, sim
+    assert sim["after"]["rel_err"] < sim["before"]["rel_err"], sim
