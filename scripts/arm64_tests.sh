@@ -2,7 +2,7 @@
 # The device test suite on emulated aarch64: bundles and reference outputs from the host, tests on ARM.
 #
 #   scripts/arm64_tests.sh [--cpus cortex-a72,cortex-a76] [--suite bookworm] [--extras onnx,tflite,openvino,postgres]
-#                          [--work DIR] [--jobs N] [--skip-host] [PYTEST ARGS...]
+#                          [--work DIR] [--jobs N] [--skip-host] [--shard] [PYTEST ARGS...]
 #
 # 1. host (x86, training side installed): the same tests run once with GFN_EDGE_TEST_ARTIFACTS=DIR/bundles
 #    and GFN_EDGE_TEST_CACHE=DIR/cache, which exports every bundle they open and caches every reference
@@ -11,8 +11,12 @@
 #    torch/tensorflow there) with GFN_EDGE_TEST_BUNDLES=DIR/bundles (read only) and the same cache.
 # --skip-host: step 1 already ran, e.g. CI's main pytest with GFN_EDGE_TEST_ARTIFACTS=DIR/bundles and
 # GFN_EDGE_TEST_CACHE=DIR/cache (.ci/run sets both), so the emulated runs start at once.
-# PYTEST ARGS choose the tests (default: -m device and the tests/ files that hold device tests);
-# CPUs run in parallel, --jobs at a time. Writes DIR/junit-<suite>-<cpu>.xml, DIR/pytest-<suite>-<cpu>.log
+# PYTEST ARGS choose the tests (default: -m "device and not int8_export", as CI's host run prepares
+# bundles for, and the tests/ files that hold device tests);
+# CPUs run in parallel, --jobs at a time. --shard: the selected tests are split between the CPUs
+# (collected on the host, dealt round-robin) instead of each CPU running all of them: for tests whose
+# code paths do not depend on the ISA (the gallery's SQL and locking), where a second CPU adds time,
+# not coverage. Writes DIR/junit-<suite>-<cpu>.xml, DIR/pytest-<suite>-<cpu>.log
 # and DIR/timings.txt; fails when any run fails, collects nothing, or skips a test for a missing asset.
 set -euo pipefail
 
@@ -31,6 +35,7 @@ while [ $# -gt 0 ]; do
         --work) WORK=$2; shift 2 ;;
         --jobs) JOBS=$2; shift 2 ;;
         --skip-host) SKIP_HOST=1; shift ;;
+        --shard) SHARD=1; shift ;;
         -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) break ;;
     esac
@@ -39,7 +44,7 @@ if [ $# -eq 0 ]; then
     # the files that hold device tests: a whole tests/ folder would also import the training-side
     # test modules, which fail to import where there is no torch or TensorFlow
     mapfile -t device_files < <(cd "$ROOT" && grep -l -E '^pytestmark = pytest\.mark\.device|@pytest\.mark\.device' tests/test_*.py)
-    set -- -m device "${device_files[@]}"
+    set -- -m "device and not int8_export" "${device_files[@]}"
 fi
 mkdir -p "$WORK/bundles" "$WORK/cache"
 WORK=$(cd "$WORK" && pwd)
@@ -89,14 +94,34 @@ fi
 
 IFS=, read -r -a cpu_list <<<"$CPUS"
 pids=()
-for cpu in "${cpu_list[@]}"; do
-    while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 2; done
+pid_cpus=()
+# test runs still going (not `jobs`: the PostgreSQL server above is a background job too)
+running() {
+    local n=0 p
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && n=$((n + 1)); done
+    echo "$n"
+}
+if [ -n "${SHARD:-}" ]; then
+    mapfile -t shard_ids < <(python -m pytest --collect-only -q -p no:cacheprovider "$@" 2>/dev/null | grep '::' || true)
+    [ "${#shard_ids[@]}" -gt 0 ] || { echo "arm64_tests.sh: --shard: the host collected no tests for: $*" >&2; exit 2; }
+fi
+for k in "${!cpu_list[@]}"; do
+    cpu=${cpu_list[$k]}
+    args=("$@")
+    if [ -n "${SHARD:-}" ]; then
+        args=()
+        for j in "${!shard_ids[@]}"; do
+            [ $((j % ${#cpu_list[@]})) = "$k" ] && args+=("${shard_ids[$j]}")
+        done
+        [ "${#args[@]}" -gt 0 ] || continue
+    fi
+    while [ "$(running)" -ge "$JOBS" ]; do sleep 2; done
     (
         t0=$(date +%s)
         set +e
         GFN_EDGE_TEST_BUNDLES=$WORK/bundles GFN_EDGE_TEST_CACHE=$WORK/cache \
             bash scripts/arm64.sh --suite "$SUITE" --cpu "$cpu" -- \
-            python -m pytest -q -p no:cacheprovider --junitxml="$WORK/junit-$SUITE-$cpu.xml" "$@" >"$WORK/pytest-$SUITE-$cpu.log" 2>&1
+            python -m pytest -q -p no:cacheprovider --junitxml="$WORK/junit-$SUITE-$cpu.xml" "${args[@]}" >"$WORK/pytest-$SUITE-$cpu.log" 2>&1
         code=$?
         set -e
         if [ "$code" = 0 ]; then
@@ -106,13 +131,14 @@ for cpu in "${cpu_list[@]}"; do
         exit "$code"
     ) &
     pids+=($!)
+    pid_cpus+=("$cpu")
 done
 status=0
 for i in "${!pids[@]}"; do
     if ! wait "${pids[$i]}"; then
         status=1
-        echo "arm64_tests.sh: ${cpu_list[$i]} failed; last lines of $WORK/pytest-$SUITE-${cpu_list[$i]}.log:" >&2
-        tail -40 "$WORK/pytest-$SUITE-${cpu_list[$i]}.log" >&2
+        echo "arm64_tests.sh: ${pid_cpus[$i]} failed; last lines of $WORK/pytest-$SUITE-${pid_cpus[$i]}.log:" >&2
+        tail -40 "$WORK/pytest-$SUITE-${pid_cpus[$i]}.log" >&2
     fi
 done
 cat "$TIMINGS" >&2
