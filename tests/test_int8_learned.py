@@ -143,20 +143,11 @@ def distilled(student):
 
 def _tflite_int8(model, x: np.ndarray):
     """The tflite-int8 target's conversion of ``model`` (min/max ranges from ``x``) as a function of NHWC inputs."""
-    import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
-    from torch.fx.passes.shape_prop import ShapeProp
 
-    from gfn_edge.export.int8.graph import symbolic_trace
-    from gfn_edge.export.int8.tf_graph import tf_function_for
+    from gfn_edge.export.targets.tflite_int8 import int8_converter, tf_function_of
 
-    gm = symbolic_trace(model.eval())
-    ShapeProp(gm).propagate(torch.zeros(1, 3, 112, 112))
-    fn = tf_function_for(gm, (112, 112), prelu="decompose")
-    conv = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([x[i : i + 1].astype(np.float32)] for i in range(len(x)))
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv = int8_converter(tf_function_of(model, (112, 112)), x.astype(np.float32))
     it = Interpreter(model_content=conv.convert())
     it.allocate_tensors()
     i0, o0 = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]

@@ -248,7 +248,7 @@ def run_search(
             "preparation": prep.report(),
             "float_groups": list(chosen.attempt.float_groups),
             "per_channel_weights": True,
-            **({"distillation": ctx.shared[f"int8_distilled:{weight_qmax}"].report} if chosen.attempt.distilled else {}),
+            **({"distillation": distillation(ctx, weight_qmax).report} if chosen.attempt.distilled else {}),
             "attempts": [o.record() for o in outcomes],
             "remedies": _remedies(chosen, outcomes, recipe),
         }

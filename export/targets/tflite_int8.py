@@ -41,25 +41,31 @@ def _tf():
 WEIGHT_QMAX = 127  # int8 per-channel symmetric weights
 
 
+def tf_function_of(model, input_hw: tuple[int, int]):
+    """The NHWC TensorFlow function the TFLite converter quantises, for a PyTorch model (H, W input)."""
+    import torch
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    from ..int8.graph import symbolic_trace
+    from ..int8.tf_graph import tf_function_for
+
+    gm = symbolic_trace(model.eval())
+    ShapeProp(gm).propagate(torch.zeros(1, 3, *input_hw))
+    return tf_function_for(gm, input_hw, prelu="decompose")
+
+
 def _tf_function(ctx: ExportContext, attempt: Attempt | None = None):
-    """The NHWC TensorFlow function of the model ``attempt`` quantises (the prepared one by default)."""
+    """The TensorFlow function of the model ``attempt`` quantises (the prepared one by default), once per run."""
     attempt = attempt or Attempt("minmax")
     key = "tflite-int8-function" + ("-distilled" if attempt.distilled else "")
     if key not in ctx.shared:
-        import torch
-        from torch.fx.passes.shape_prop import ShapeProp
-
-        from ..int8.graph import symbolic_trace
-        from ..int8.tf_graph import tf_function_for
-
         w, h = ctx.spec.preprocess.input_size
-        gm = symbolic_trace(int8_model(ctx, attempt, WEIGHT_QMAX).eval())
-        ShapeProp(gm).propagate(torch.zeros(1, 3, h, w))
-        ctx.shared[key] = tf_function_for(gm, (h, w), prelu="decompose")
+        ctx.shared[key] = tf_function_of(int8_model(ctx, attempt, WEIGHT_QMAX), (h, w))
     return ctx.shared[key]
 
 
-def _converter(ctx: ExportContext, fn, calib: np.ndarray, int8_io: bool):
+def int8_converter(fn, calib: np.ndarray, int8_io: bool = False):
+    """The full-integer converter of ``fn``, its ranges from the NHWC ``calib`` inputs (min/max)."""
     tf = _tf()
     conv = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -153,7 +159,7 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
 
     def build(attempt: Attempt, folder: Path) -> Artifact:
         denylist = _float_tensor_names(ctx, fn, list(attempt.float_groups))
-        conv = _converter(ctx, _tf_function(ctx, attempt), calib, int8_io)
+        conv = int8_converter(_tf_function(ctx, attempt), calib, int8_io)
         if denylist:
             options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=denylist, fully_quantize=int8_io)
             debugger = tf.lite.experimental.QuantizationDebugger(

@@ -33,6 +33,7 @@ from ..prepare import _write_back
 from ..simulate import ActivationRange, calibrate_ranges, quantisable_nodes
 from .augment import augment_batch, describe
 from .quantizers import ACT_LEVELS, round_ste
+from .tensors import nchw, torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -140,10 +141,6 @@ def _restore(layers: dict[str, _Tuned], state: dict[str, torch.Tensor]) -> None:
                 v.copy_(state[f"{name}.{k}"])
 
 
-def _nchw(x: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32))
-
-
 def _outputs(out) -> list[torch.Tensor]:
     return list(out) if isinstance(out, (tuple, list)) else [out]
 
@@ -186,20 +183,15 @@ def distill_for_int8(
     times slower (5 steps in 60 s against 40). The schedule is a fraction of ``budget_s``, so a
     slower machine takes fewer steps rather than running late.
     """
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         return _distill(model, calibration, task, weight_qmax, budget_s, batch, lr, range_every, pixel_scale, seed)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _distill(model, calibration, task, weight_qmax, budget_s, batch, lr, range_every, pixel_scale, seed) -> Distilled:
     start = time.perf_counter()
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    x_all = _nchw(calibration)
+    x_all = nchw(calibration)
     teacher = copy.deepcopy(model).float().eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -234,8 +226,9 @@ def _distill(model, calibration, task, weight_qmax, budget_s, batch, lr, range_e
     eval_x = x_all[: min(len(x_all), 64)]
     with torch.no_grad():
         ref = _outputs(teacher(eval_x))
-        before = _agreement(task, simulate(eval_x, ranges), ref)
-        best_loss = float(_loss(task, simulate(eval_x, ranges), ref))
+        start_outputs = simulate(eval_x, ranges)
+        before = _agreement(task, start_outputs, ref)
+        best_loss = float(_loss(task, start_outputs, ref))
     best_state = _offsets(tuned_layers)
     first_loss, best_step = best_loss, 0
     setup_s = time.perf_counter() - start

@@ -21,6 +21,7 @@ from torch import fx
 from ..graph import trace_folded
 from ..simulate import ActivationRange, calibrate_ranges, run_fake_quant
 from .augment import SMALL_SET, augment_batch, describe
+from .tensors import nchw, torch_threads
 from .twin import QuantTwin
 
 log = logging.getLogger(__name__)
@@ -45,13 +46,9 @@ class LearnedQuantisation:
         outs: list[list[np.ndarray]] = []
         with torch.no_grad():
             for i in range(0, len(x_nhwc), batch):
-                out, _ = self.twin(_nchw(x_nhwc[i : i + batch]))
+                out, _ = self.twin(nchw(x_nhwc[i : i + batch]))
                 outs.append([o.numpy() for o in (out if isinstance(out, (tuple, list)) else (out,))])
         return [np.concatenate(parts) for parts in zip(*outs)]
-
-
-def _nchw(x: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32))
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -83,19 +80,15 @@ def learn_quantisation(
     ``threads``: torch threads while learning; the tensors are small, and one thread measured 20x
     faster than two on a busy 2-core machine (no oversubscription).
     """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         return _learn(model, calibration, budget_s, batch, reg_weight, lr_rounding, lr_ranges, pixel_scale, augment, seed)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _learn(model, calibration, budget_s, batch, reg_weight, lr_rounding, lr_ranges, pixel_scale, augment, seed) -> LearnedQuantisation:
     start = time.perf_counter()
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    x_all = _nchw(calibration)
+    x_all = nchw(calibration)
     gm = trace_folded(model, x_all[:2])
     ranges = calibrate_ranges(gm, [x_all[i : i + 64] for i in range(0, len(x_all), 64)])
     twin = QuantTwin(gm, ranges, ActivationRange(float(x_all.min()), float(x_all.max())))
