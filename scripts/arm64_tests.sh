@@ -2,7 +2,7 @@
 # The device test suite on emulated aarch64: bundles and reference outputs from the host, tests on ARM.
 #
 #   scripts/arm64_tests.sh [--cpus cortex-a72,cortex-a76] [--suite bookworm] [--extras onnx,tflite,openvino,postgres]
-#                          [--work DIR] [--jobs N] [--skip-host] [--shard] [PYTEST ARGS...]
+#                          [--work DIR] [--jobs N] [--skip-host] [--shard] [--plan] [PYTEST ARGS...]
 #
 # 1. host (x86, training side installed): the same tests run once with GFN_EDGE_TEST_ARTIFACTS=DIR/bundles
 #    and GFN_EDGE_TEST_CACHE=DIR/cache, which exports every bundle they open and caches every reference
@@ -14,9 +14,11 @@
 # PYTEST ARGS choose the tests (default: -m "device and not int8_export", as CI's host run prepares
 # bundles for, and the tests/ files that hold device tests);
 # CPUs run in parallel, --jobs at a time. --shard: the selected tests are split between the CPUs
-# (collected on the host, dealt round-robin) instead of each CPU running all of them: for tests whose
-# code paths do not depend on the ISA (the gallery's SQL and locking), where a second CPU adds time,
-# not coverage. Writes DIR/junit-<suite>-<cpu>.xml, DIR/pytest-<suite>-<cpu>.log
+# (collected on the host, dealt round-robin) instead of each CPU running all of them, except the tests
+# marked `numerics` (every artifact's kernels against a reference), which every CPU runs: the cores
+# differ in FP16 arithmetic and integer dot products, not in how the gallery locks or the door decides,
+# so for the other tests a second CPU adds time, not coverage. --plan: print what each CPU would run
+# (collected on the host) and stop. Writes DIR/junit-<suite>-<cpu>.xml, DIR/pytest-<suite>-<cpu>.log
 # and DIR/timings.txt; fails when any run fails, collects nothing, or skips a test for a missing asset.
 set -euo pipefail
 
@@ -36,7 +38,8 @@ while [ $# -gt 0 ]; do
         --jobs) JOBS=$2; shift 2 ;;
         --skip-host) SKIP_HOST=1; shift ;;
         --shard) SHARD=1; shift ;;
-        -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --plan) PLAN_ONLY=1; shift ;;
+        -h|--help) sed -n '2,/^set /p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) break ;;
     esac
 done
@@ -52,6 +55,36 @@ TIMINGS=$WORK/timings.txt  # appended to: one line per step of every invocation
 stamp() { printf '%-28s %5ds  %s\n' "$1" "$2" "$3" | tee -a "$TIMINGS" >&2; }
 
 cd "$ROOT"
+IFS=, read -r -a cpu_list <<<"$CPUS"
+# --shard: each CPU's test ids, DIR/plan-<k>.txt, collected on the host (the tests' files import on x86)
+if [ -n "${SHARD:-}" ]; then
+    collect() { python -m pytest --collect-only -q -p no:cacheprovider "$@" 2>/dev/null | grep '::' || true; }
+    mapfile -t all_ids < <(collect "$@")
+    [ "${#all_ids[@]}" -gt 0 ] || { echo "arm64_tests.sh: --shard: the host collected no tests for: $*" >&2; exit 2; }
+    # tests marked `numerics` (-k matches marker names; a -k of the caller's is overridden, hence the
+    # intersection) run each artifact's kernels: every CPU runs them; the others are dealt round-robin
+    declare -A is_numerics=()
+    while IFS= read -r id; do is_numerics[$id]=1; done < <(collect "$@" -k numerics)
+    for k in "${!cpu_list[@]}"; do : >"$WORK/plan-$k.txt"; done
+    j=0 n=0
+    for id in "${all_ids[@]}"; do
+        if [ -n "${is_numerics[$id]:-}" ]; then
+            n=$((n + 1))
+            for k in "${!cpu_list[@]}"; do printf '%s\n' "$id" >>"$WORK/plan-$k.txt"; done
+        else
+            printf '%s\n' "$id" >>"$WORK/plan-$((j % ${#cpu_list[@]})).txt"
+            j=$((j + 1))
+        fi
+    done
+    echo "arm64_tests.sh: --shard: $n numerics tests on every CPU, $j others split between ${CPUS//,/ and }" >&2
+fi
+if [ -n "${PLAN_ONLY:-}" ]; then
+    for k in "${!cpu_list[@]}"; do
+        echo "# ${cpu_list[$k]}"
+        if [ -n "${SHARD:-}" ]; then cat "$WORK/plan-$k.txt"; else printf '%s\n' "$*"; fi
+    done
+    exit 0
+fi
 if [ -n "${SKIP_HOST:-}" ]; then
     [ -n "$(ls -A "$WORK/bundles" 2>/dev/null)" ] || {
         echo "arm64_tests.sh: --skip-host, but $WORK/bundles is empty: run the tests on the host first with" \
@@ -92,7 +125,6 @@ if [ -z "${GFN_EDGE_TEST_PG_DSN:-}" ] && [[ ",$ARM64_EXTRAS," == *,postgres,* ]]
     export GFN_EDGE_TEST_PG_DSN
 fi
 
-IFS=, read -r -a cpu_list <<<"$CPUS"
 pids=()
 pid_cpus=()
 # test runs still going (not `jobs`: the PostgreSQL server above is a background job too)
@@ -101,18 +133,11 @@ running() {
     for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && n=$((n + 1)); done
     echo "$n"
 }
-if [ -n "${SHARD:-}" ]; then
-    mapfile -t shard_ids < <(python -m pytest --collect-only -q -p no:cacheprovider "$@" 2>/dev/null | grep '::' || true)
-    [ "${#shard_ids[@]}" -gt 0 ] || { echo "arm64_tests.sh: --shard: the host collected no tests for: $*" >&2; exit 2; }
-fi
 for k in "${!cpu_list[@]}"; do
     cpu=${cpu_list[$k]}
     args=("$@")
     if [ -n "${SHARD:-}" ]; then
-        args=()
-        for j in "${!shard_ids[@]}"; do
-            [ $((j % ${#cpu_list[@]})) = "$k" ] && args+=("${shard_ids[$j]}")
-        done
+        mapfile -t args <"$WORK/plan-$k.txt"
         [ "${#args[@]}" -gt 0 ] || continue
     fi
     while [ "$(running)" -ge "$JOBS" ]; do sleep 2; done

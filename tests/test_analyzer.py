@@ -306,6 +306,7 @@ def pair_data(mirror):
     return {"pairs": pairs, "same": same, "usable": usable, "sims": sims, "acc": acc, "thr": thr, "images": images}
 
 
+@pytest.mark.numerics
 @pytest.mark.slow
 @pytest.mark.parametrize("target,backend", PAIR_PARAMS)
 def test_identity_decisions_match_the_reference(bundles, pair_data, target, backend):

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -159,6 +160,41 @@ def test_arm64_sh_refuses_unknown_cpus_and_suites(tmp_path):
     for args, words in ((["--cpu", "cortex-a99"], "unknown CPU"), (["--suite", "jessie"], "unknown Debian suite")):
         proc = subprocess.run(["bash", str(SCRIPT), *args, "python", "-c", "1"], capture_output=True, text=True, timeout=60, check=False)
         assert proc.returncode == 2 and words in proc.stderr, proc.stderr
+
+
+def test_arm64_tests_shard_runs_numerics_on_every_cpu_and_splits_the_rest(tmp_path):
+    """CI's plan for the two emulated CPUs: every selected test runs, numerics ones on both, the others once."""
+    selection = ["-m", "device and not slow", "tests/test_embedder.py", "tests/test_tracker.py"]
+
+    def run(*args: str) -> str:
+        proc = subprocess.run(["bash", *args], capture_output=True, text=True, timeout=120, cwd=ROOT, check=False)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    plan: dict[str, list[str]] = {}
+    for line in run(str(ROOT / "scripts" / "arm64_tests.sh"), "--work", str(tmp_path), "--shard", "--plan", *selection).splitlines():
+        if line.startswith("# "):
+            cpu = line[2:]
+            plan[cpu] = []
+        else:
+            plan[cpu].append(line)
+    assert list(plan) == ["cortex-a72", "cortex-a76"]
+    collected = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *selection],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=False,
+    ).stdout
+    everything = [line for line in collected.splitlines() if "::" in line]
+    numerics = [t for t in everything if "test_unit_vectors_for_a_batch[" in t]
+    assert len(numerics) == 5 and len(everything) > 20
+    a72, a76 = plan["cortex-a72"], plan["cortex-a76"]
+    assert all(t in a72 and t in a76 for t in numerics)
+    others = [t for t in everything if t not in numerics]
+    assert sorted(t for t in a72 + a76 if t not in numerics) == sorted(others)  # each exactly once
+    assert abs(len(a72) - len(a76)) <= 1
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ from gfn_edge.image import list_images, read_image
 from gfn_edge.metrics import DetectionAgreement
 from gfn_edge.retinaface_decode import Detections, postprocess
 
-pytestmark = pytest.mark.device
+pytestmark = [pytest.mark.device, pytest.mark.numerics]
 
 DET = "retinaface-mnet025"
 REC = "ghostfacenet-dsitweed-w0.5-e16"

@@ -80,6 +80,7 @@ def _assert_same_places(ref: Detections, other: Detections) -> None:
     assert np.all(point_err < 0.1 * size), (point_err, size)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("target,backend", CASES, ids=IDS)
 def test_finds_the_six_faces_on_every_artifact(detectors, t1, t1_reference, target, backend):
     det = detectors(target, backend)

@@ -49,6 +49,7 @@ def embedders(bundles):
     return get
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("target", TARGETS)
 def test_unit_vectors_for_a_batch(embedders, crops, target):
     emb = embedders(target).embed(crops)
