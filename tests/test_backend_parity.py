@@ -18,7 +18,7 @@ from gfn_edge.image import list_images, read_image
 from gfn_edge.metrics import DetectionAgreement
 from gfn_edge.retinaface_decode import Detections, postprocess
 
-pytestmark = [pytest.mark.device, pytest.mark.numerics]
+pytestmark = pytest.mark.device
 
 DET = "retinaface-mnet025"
 REC = "ghostfacenet-dsitweed-w0.5-e16"
@@ -57,6 +57,7 @@ def base_detections(bundles, scene_inputs):
     return _run_all(Detector(bundles.get(DET, BASE[0]), backend=BASE[1]), scene_inputs)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("target,backend", OTHERS, ids=IDS)
 def test_detector_outputs_agree(bundles, scene_inputs, base_detections, target, backend):
     det = Detector(bundles.get(DET, target), backend=backend)
@@ -98,6 +99,7 @@ def base_embeddings(bundles, aligned_faces) -> np.ndarray:
     return Embedder(bundles.get(REC, BASE[0]), backend=BASE[1]).embed(aligned_faces)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("target,backend", OTHERS, ids=IDS)
 def test_recogniser_embeddings_agree(bundles, aligned_faces, base_embeddings, target, backend):
     emb = Embedder(bundles.get(REC, target), backend=backend)
