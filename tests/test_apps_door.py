@@ -485,6 +485,55 @@ def test_live_source_keeps_only_the_newest_frame_and_close_stops_it():
     assert len(got) == 5 and got == sorted(got) and got[-1] > 5
 
 
+class _BlockingCapture(FakeCapture):
+    """A camera that opens and then never delivers: each read blocks until ``release``."""
+
+    def __init__(self):
+        super().__init__(frames=1)
+        self._released = threading.Event()
+
+    def read(self):
+        self._released.wait(60)
+        return False, None
+
+    def release(self):
+        self._released.set()
+
+
+def _signal_from_another_thread(after: float) -> threading.Thread:
+    """SIGUSR1 delivered to a helper thread, as the kernel may deliver a process's SIGTERM (and
+    under qemu-user often does): CPython's handler then runs on the main thread only at its next
+    bytecode, so a main thread parked in one long lock wait would sleep through it."""
+
+    def fire():
+        time.sleep(after)
+        signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)
+
+    thread = threading.Thread(target=fire, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("waiting_in", ["backoff", "silent camera"])
+def test_a_signal_taken_by_another_thread_still_stops_a_waiting_source(waiting_in):
+    if waiting_in == "backoff":  # the camera does not open: a 30 s reconnection wait
+        source = FrameSource("0", backoff=Backoff(30.0, 30.0), capture_factory=lambda spec, kind: FakeCapture(None))
+    else:  # opened, then nothing for up to read_timeout = 30 s
+        source = FrameSource("0", read_timeout=30.0, latest_only=True, capture_factory=lambda spec, kind: _BlockingCapture())
+    previous = signal.signal(signal.SIGUSR1, lambda *_: source.close())
+    try:
+        helper = _signal_from_another_thread(after=0.5)
+        t0 = time.monotonic()
+        frames = list(source)
+        elapsed = time.monotonic() - t0
+        helper.join()
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert frames == [] and source.closed
+    # a few seconds at most (the silent camera's reader is abandoned after a 2 s join); 30 s before the fix
+    assert elapsed < 5.0, f"the source noticed the signal only after {elapsed:.1f} s"
+
+
 def test_folder_and_video_sources_end_normally(tmp_path: Path):
     folder = tmp_path / "pics"
     folder.mkdir()

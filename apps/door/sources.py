@@ -31,6 +31,11 @@ from .config import redact
 
 log = logging.getLogger(__name__)
 
+SIGNAL_POLL_S = 0.2
+"""Longest one wait on the main thread blocks before it looks again. CPython runs signal handlers
+on the main thread between bytecodes; when the kernel hands SIGTERM to another thread (it may;
+under qemu-user it often does), a main thread parked in one long lock wait sleeps through it."""
+
 DEFAULT_FILE_FPS = 25.0  # a video file that records no frame rate
 DEFAULT_FOLDER_FPS = 10.0
 
@@ -140,15 +145,15 @@ class _Grabber(threading.Thread):
                 self._seq += 1
                 self._cond.notify_all()
 
-    def latest(self, timeout: float) -> np.ndarray | None:
-        """The newest frame not yet handed out; None when the source failed or stayed silent."""
+    def latest(self, timeout: float, closed: threading.Event) -> np.ndarray | None:
+        """The newest frame not yet handed out; None when the source failed, stayed silent or was closed."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._seq == self._taken and not self.failed and not self._stopping:
+            while self._seq == self._taken and not self.failed and not self._stopping and not closed.is_set():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
-                self._cond.wait(left)
+                self._cond.wait(min(left, SIGNAL_POLL_S))
             if self._seq == self._taken:
                 return None
             self._taken = self._seq
@@ -193,7 +198,7 @@ class FrameSource:
         self.latest_only = latest_only
         self._factory = capture_factory or (lambda s, k: open_capture(s, k, self.width, self.height, self.requested_fps, self.read_timeout))
         self._stop = threading.Event()
-        self._sleep = sleep or self._stop.wait  # interruptible by close()
+        self._sleep = sleep or self._wait_unless_closed
         self.fps: float | None = fps if self.kind == "folder" else None  # known once opened
         self.description = {"camera": "camera", "stream": "stream", "file": "video file", "folder": "image folder"}[self.kind]
         self.description += f" {redact(self.spec)}"
@@ -205,6 +210,15 @@ class FrameSource:
     @property
     def closed(self) -> bool:
         return self._stop.is_set()
+
+    def _wait_unless_closed(self, delay: float) -> None:
+        """The backoff wait: ends at once on close(), in slices so a signal handler gets to call it."""
+        deadline = time.monotonic() + delay
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._stop.wait(min(left, SIGNAL_POLL_S))
 
     def __iter__(self) -> Iterator[Frame]:
         if self.kind == "folder":
@@ -328,7 +342,7 @@ class FrameSource:
         grabber.start()
         try:
             while not self.closed:
-                image = grabber.latest(self.read_timeout)
+                image = grabber.latest(self.read_timeout, self._stop)
                 if image is None:
                     if not grabber.failed and not self.closed:
                         log.warning("%s sent nothing for %.0f s", self.description, self.read_timeout)
