@@ -59,13 +59,73 @@ def _collect_files(images: str | os.PathLike[str] | list, exclude: set[str] | No
     return files, root
 
 
-def _augment(sample: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
-    """A mirrored copy and a brightness/contrast-jittered one: variations a door camera sees."""
-    flipped = np.ascontiguousarray(sample[:, ::-1])
-    alpha = rng.uniform(0.75, 1.25)
-    beta = rng.uniform(-25, 25)
-    jittered = cv2.convertScaleAbs(sample, alpha=alpha, beta=beta)
-    return [flipped, jittered]
+AUTO_AUGMENT_TARGET = 200
+"""Samples a small folder is augmented up to when the caller leaves ``augment`` unset. Ranges of
+tensors with one value per face (squeeze-excitation, the embedding) are maxima over as many values
+as there are samples: from 38 faces a new face exceeds them in ~1 value of 39 (clipped), so a
+small folder needs more, varied samples, not a warning."""
+
+MAX_COPIES = 8
+
+
+def _occlude(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A hand, a cup or a scarf in front of the face: a blurred, brighter or darker block of the
+    picture copied over another part (never a no-op, even on a letterbox's flat border)."""
+    h, w = image.shape[:2]
+    bh, bw = int(h * rng.uniform(0.2, 0.4)), int(w * rng.uniform(0.2, 0.4))
+    y, x = int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1))
+    sy, sx = int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1))
+    patch = cv2.GaussianBlur(image[sy : sy + bh, sx : sx + bw], (0, 0), 3.0).astype(np.int16) + int(rng.choice([-1, 1]) * rng.integers(20, 50))
+    out = image.copy()
+    out[y : y + bh, x : x + bw] = np.clip(patch, 0, 255).astype(np.uint8)
+    return out
+
+
+def _low_resolution(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A face far from the camera: fewer pixels, then JPEG-compressed as a camera stream is."""
+    h, w = image.shape[:2]
+    f = rng.uniform(0.35, 0.7)
+    small = cv2.resize(image, (max(8, int(w * f)), max(8, int(h * f))), interpolation=cv2.INTER_AREA)
+    ok, jpeg = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(35, 75))])
+    small = cv2.imdecode(jpeg, cv2.IMREAD_COLOR) if ok else small
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _augment(sample: np.ndarray, rng: np.random.Generator, copies: int = 2) -> list[np.ndarray]:
+    """``copies`` variations a door camera sees, in this order: mirrored, exposure (brightness and
+    contrast) jittered, partly occluded, low resolution and compressed, defocused, sensor noise,
+    gamma, mirrored and jittered; then jittered again."""
+    out = []
+    for k in range(copies):
+        kind = k if k < 8 else 1
+        image = np.ascontiguousarray(sample[:, ::-1]) if kind in (0, 7) else sample
+        if kind in (1, 7):
+            image = cv2.convertScaleAbs(image, alpha=rng.uniform(0.75, 1.25), beta=rng.uniform(-25, 25))
+        elif kind == 2:
+            image = _occlude(image, rng)
+        elif kind == 3:
+            image = _low_resolution(image, rng)
+        elif kind == 4:
+            image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.6, 1.2))
+        elif kind == 5:
+            image = np.clip(image.astype(np.float32) + rng.normal(0.0, 4.0, image.shape), 0, 255).astype(np.uint8)
+        elif kind == 6:
+            lut = np.clip(255.0 * (np.arange(256) / 255.0) ** rng.uniform(0.7, 1.4), 0, 255).astype(np.uint8)
+            image = cv2.LUT(image, lut)
+        out.append(np.ascontiguousarray(image))
+    return out
+
+
+def augment_copies(augment: bool | None, found: int, cap: int | None = None) -> int:
+    """Copies per sample: 2 when asked for, none when refused; left to this function (None), enough
+    to reach :data:`AUTO_AUGMENT_TARGET` (or the cap on samples) when the folder gives fewer than
+    :data:`RECOMMENDED_MINIMUM` samples and the cap leaves room for more."""
+    if augment is None:
+        target = AUTO_AUGMENT_TARGET if cap is None else min(AUTO_AUGMENT_TARGET, cap)
+        if found >= min(RECOMMENDED_MINIMUM, target):
+            return 0
+        return int(min(MAX_COPIES, max(2, -(-target // max(found, 1)) - 1)))
+    return 2 if augment else 0
 
 
 def _detector_samples(spec: ModelSpec, files: list[Path], root: Path) -> tuple[list[np.ndarray], list[dict], list[tuple[str, str]]]:
@@ -144,7 +204,7 @@ def build_calibration_set(
     images: str | os.PathLike[str] | list,
     num_samples: int | None = None,
     seed: int = 0,
-    augment: bool = False,
+    augment: bool | None = None,
     faces: CalibrationFaces | None = None,
     exclude: set[str] | None = None,
     min_face_size: float = 40.0,
@@ -153,7 +213,8 @@ def build_calibration_set(
     """A calibration set for ``spec`` from a folder (or list) of photos.
 
     ``num_samples`` caps the set (default: 100 for detectors, whose samples are whole pictures,
-    else 300); ``exclude`` names pictures to leave out (those used for verification); ``faces``
+    else 300); ``augment``: True adds two varied copies of each sample, False none, None (the
+    default) as many as a small folder needs to reach :data:`AUTO_AUGMENT_TARGET` (recorded); ``exclude`` names pictures to leave out (those used for verification); ``faces``
     finds the faces recogniser and liveness samples are cut around (e.g.
     ``gfn_edge.export.faces.ReferenceFaces(mirror)``); detectors need none.
     """
@@ -185,8 +246,12 @@ def build_calibration_set(
         what = "pictures" if spec.task == "detect" else "faces"
         raise CalibrationError(f"no usable {what} in {images}: {len(skipped)} skipped ({skipped[:3]}...)")
     rng = np.random.default_rng(seed)
-    if augment:
-        samples = samples + [a for s in samples for a in _augment(s, rng)]
+    cap = num_samples if num_samples is not None else (100 if spec.task == "detect" else 300)
+    copies = augment_copies(augment, len(samples), cap)
+    if copies:
+        if augment is None:
+            log.info("calibration: %d samples from a small folder; adding %d varied copies of each (see calib.build._augment)", len(samples), copies)
+        samples = samples + [a for s in samples for a in _augment(s, rng, copies)]
     seen: set[bytes] = set()
     deduped = []
     for s in samples:
@@ -196,13 +261,11 @@ def build_calibration_set(
             continue
         seen.add(key)
         deduped.append(s)
-    cap = num_samples if num_samples is not None else (100 if spec.task == "detect" else 300)
     order = rng.permutation(len(deduped))[:cap]
     chosen = np.stack([deduped[i] for i in sorted(order)])
     if len(chosen) < RECOMMENDED_MINIMUM:
         log.warning(
-            "calibration set for %s has only %d samples (fewer than %d recommended); INT8 ranges may not cover "
-            "what the device sees. Add pictures or use --calib-augment.",
+            "calibration set for %s has only %d samples (fewer than %d recommended); INT8 ranges may not cover what the device sees. Add pictures.",
             spec.name,
             len(chosen),
             RECOMMENDED_MINIMUM,
@@ -214,7 +277,9 @@ def build_calibration_set(
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "images": str(images) if not isinstance(images, (list, tuple)) else f"{len(files)} listed files",
         "seed": seed,
-        "augment": augment,
+        "augment": bool(copies),
+        "augment_copies": copies,
+        "augment_auto": augment is None,
         "quality_gates": quality_gates if spec.task == "embed" else None,
         "min_face_size": min_face_size if spec.task != "detect" else None,
         "candidates": len(deduped),
@@ -239,7 +304,7 @@ def resolve_calibration(
     faces: CalibrationFaces | None = None,
     exclude: set[str] | None = None,
     num_samples: int | None = None,
-    augment: bool = False,
+    augment: bool | None = None,
     seed: int = 0,
 ) -> CalibrationSet:
     """A CalibrationSet from a set object, a saved ``.npz``, a folder of photos, or GFN_EDGE_CALIB_IMAGES.

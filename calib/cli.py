@@ -16,7 +16,7 @@ from typing import Callable, Optional
 
 from gfn_edge.cli_errors import run_cli
 from gfn_edge.errors import GfnEdgeError
-from gfn_edge.registry import get_spec
+from gfn_edge.registry import ModelSpec, get_spec
 
 from .faces import CalibrationFaces
 
@@ -30,12 +30,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gfn-calib", description="Build and inspect INT8 calibration sets.")
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="make a calibration set for a model from a folder of photos")
-    b.add_argument("--model", required=True, help="registry name (the set records it)")
+    b.add_argument("--model", required=True, help="registry name, or (through gfn-calib) a checkpoint file as gfn-export takes it (the set records the name)")
     b.add_argument("--images", required=True, help="folder of ordinary photos (searched recursively)")
     b.add_argument("--out", required=True, help="output .npz (a readable .json is written beside it)")
     b.add_argument("--samples", type=int, help="cap on samples (default 100 detector pictures / 300 faces)")
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--augment", action="store_true", help="add mirrored and brightness/contrast-jittered copies")
+    b.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="varied copies of each sample: 2 with --augment, none with --no-augment; by default enough to bring a small folder to 200",
+    )
     b.add_argument("--input-size", type=_size, help="detector input WIDTHxHEIGHT (must match the export's)")
     b.add_argument("--min-face-size", type=float, default=40.0)
     b.add_argument("--no-quality-gates", action="store_true", help="keep faces the device's quality gates would reject")
@@ -50,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
 FacesFor = Callable[[Optional[str]], CalibrationFaces]  # weights mirror (or None) -> a face finder
 
 
-def _main(argv: list[str] | None = None, faces_for: FacesFor | None = None) -> int:
-    """Run gfn-calib; ``faces_for(mirror)`` supplies the face finder recogniser and liveness sets need."""
+def _main(argv: list[str] | None = None, faces_for: FacesFor | None = None, spec_for: Callable[[str], ModelSpec] = get_spec) -> int:
+    """Run gfn-calib; ``faces_for(mirror)`` supplies the face finder recogniser and liveness sets need,
+    ``spec_for(model)`` the model's spec (the export side also reads checkpoint files)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("gfn_edge").setLevel(logging.INFO)
@@ -60,7 +66,7 @@ def _main(argv: list[str] | None = None, faces_for: FacesFor | None = None) -> i
 
     try:
         if args.command == "build":
-            spec = get_spec(args.model)
+            spec = spec_for(args.model)
             if args.input_size:
                 spec = spec.with_input_size(args.input_size)
             cset = build_calibration_set(
@@ -92,9 +98,9 @@ def _main(argv: list[str] | None = None, faces_for: FacesFor | None = None) -> i
         return 2
 
 
-def main(argv: list[str] | None = None, faces_for: FacesFor | None = None) -> int:
+def main(argv: list[str] | None = None, faces_for: FacesFor | None = None, spec_for: Callable[[str], ModelSpec] = get_spec) -> int:
     """gfn-calib, with every error ending as one line ``gfn-calib: error: ...`` (``--debug``: and its traceback)."""
-    return run_cli("gfn-calib", lambda args: _main(args, faces_for), argv, error_status=2)
+    return run_cli("gfn-calib", lambda args: _main(args, faces_for, spec_for), argv, error_status=2)
 
 
 if __name__ == "__main__":

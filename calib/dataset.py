@@ -132,6 +132,8 @@ class CalibrationSet:
             "skipped": len(self.manifest.get("skipped", [])),
             "duplicates_dropped": self.manifest.get("duplicates_dropped", 0),
             "augment": self.manifest.get("augment", False),
+            "augment_copies": self.manifest.get("augment_copies", 2 if self.manifest.get("augment") else 0),
+            "augment_auto": self.manifest.get("augment_auto", False),
             "seed": self.manifest.get("seed"),
             "bgr_mean": s.mean(0).round(2).tolist() if len(s) else None,
             "bgr_std": s.std(0).round(2).tolist() if len(s) else None,

@@ -179,7 +179,7 @@ def _calibration(calib: Any, spec: Any, mirror: Any, options: dict[str, Any], se
             spec,
             faces=ReferenceFaces(mirror=mirror),
             num_samples=options.get("calib_samples"),
-            augment=bool(options.get("calib_augment")),
+            augment=options.get("calib_augment"),
             seed=seed,
         )
 

@@ -74,7 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib", help="INT8 calibration: a folder of photos or a saved set (.npz) from gfn-calib")
     p.add_argument("--calib-method", choices=["minmax", "percentile", "entropy"], help="INT8 calibration method (default: per backend)")
     p.add_argument("--calib-samples", type=int, default=None, help="calibration samples to use")
-    p.add_argument("--calib-augment", action="store_true", help="add mirrored and jittered copies when building the calibration set")
+    p.add_argument(
+        "--calib-augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="add varied copies (mirrored, exposure, blur, noise) of each calibration face: 2 with --calib-augment, none with "
+        "--no-calib-augment; by default as many as a folder of fewer than 100 faces needs to reach 200 (recorded)",
+    )
     p.add_argument("--int8-io", action="store_true", help="tflite-int8: int8 input/output tensors instead of float")
     p.add_argument(
         "--int8-float",

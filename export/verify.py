@@ -141,6 +141,8 @@ def embedding_metrics(ref: np.ndarray, art: np.ndarray, vset: VerificationSet) -
         "faces_all": int(len(cos_all)),
         "cos_mean_all": float(cos_all.mean()),
         "cos_min_all": float(cos_all.min()),
+        # which faces an artifact treats worst: a user whose export fails can look at them
+        "worst_faces": [[vset.names[i], round(float(cos_all[i]), 6)] for i in np.flatnonzero(judged)[np.argsort(cos)[:3]]],
     }
     if vset.pairs:
         a = np.asarray([p[0] for p in vset.pairs])

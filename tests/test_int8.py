@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import shared_path
 
 from gfn_edge.calib import RECOMMENDED_MINIMUM, CalibrationSet, build_calibration_set
 from gfn_edge.errors import CalibrationError
@@ -89,16 +90,31 @@ def test_augmentation_and_duplicates(faces_dir: Path, tmp_path: Path):
     portraits = sorted((faces_dir / "portraits").glob("*.jpg"))[:4]
     folder = _link_all(portraits, tmp_path / "photos")
     (folder / "copy_of_first.jpg").symlink_to(portraits[0])
-    plain = build_calibration_set(spec, folder)
+    plain = build_calibration_set(spec, folder, augment=False)
     assert len(plain) == 4 and plain.manifest["duplicates_dropped"] == 1
     augmented = build_calibration_set(spec, folder, augment=True)
-    assert len(augmented) == 12 and augmented.manifest["augment"] is True
+    assert len(augmented) == 12 and augmented.manifest["augment"] is True and augmented.manifest["augment_copies"] == 2
+    # left unset, a small folder is augmented up to 200 samples (at most 8 copies each), on record
+    auto = build_calibration_set(spec, folder)
+    assert len(auto) == 4 * 9 and auto.manifest["augment_auto"] is True and auto.manifest["augment_copies"] == 8
+    np.testing.assert_array_equal(auto.samples[:4], plain.samples)  # the pictures themselves come first
+    copies = auto.samples[4:].reshape(4, 8, *auto.samples.shape[1:]).astype(np.int16)
+    assert all(np.abs(c - o).mean() > 0.5 for o, group in zip(plain.samples.astype(np.int16), copies) for c in group)
+
+
+def test_automatic_augmentation_brings_a_small_folder_to_its_target():
+    from gfn_edge.calib.build import AUTO_AUGMENT_TARGET, augment_copies
+
+    assert augment_copies(None, 38) == 5 and AUTO_AUGMENT_TARGET <= 38 * 6  # the portraits folder
+    assert augment_copies(None, 99) == 2 and augment_copies(None, 100) == 0  # enough pictures: none
+    assert augment_copies(None, 1) == 8 and augment_copies(True, 500) == 2 and augment_copies(False, 3) == 0
+    assert augment_copies(None, 50, cap=8) == 0 and augment_copies(None, 30, cap=100) == 3  # a cap the folder fills: none
 
 
 def test_small_set_warns(faces_dir: Path, caplog: pytest.LogCaptureFixture):
     spec = get_spec(DETECTOR)
     with caplog.at_level(logging.WARNING, logger="gfn_edge"):
-        cset = build_calibration_set(spec, faces_dir / "liveness")
+        cset = build_calibration_set(spec, faces_dir / "liveness", augment=False)
     assert len(cset) < RECOMMENDED_MINIMUM
     assert any("recommended" in r.getMessage() for r in caplog.records)
 
@@ -156,6 +172,22 @@ def test_gfn_calib_cli_builds_and_inspects(faces_dir: Path, tmp_path: Path, caps
     assert json.loads(capsys.readouterr().out)["manifest"]["model"] == DETECTOR
     assert main(["inspect", str(tmp_path / "missing.npz")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_gfn_calib_takes_a_checkpoint_file_as_gfn_export_names_it(faces_dir: Path, mirror: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    """A user's own checkpoint: the set is named after the file, as the export of that file is, and is
+    accepted by it; a small folder is augmented automatically (on record)."""
+    from gfn_edge.export.calib_cli import main
+    from gfn_edge.export.reference import resolve_spec
+
+    checkpoint = shared_path("models", "ghostfacenets", "ghostnetv1_w0.5_s2_basic_vn_big_epoch_16_0.711309.h5")
+    out = tmp_path / "mine.npz"
+    argv = ["build", "--model", str(checkpoint), "--images", str(faces_dir / "portraits"), "--out", str(out), "--mirror", str(mirror)]
+    assert main(argv) == 0
+    built = json.loads(capsys.readouterr().out)
+    assert built["model"] == "ghostnetv1_w0.5_s2_basic_vn_big_epoch_16_0.711309" and built["augment_auto"] is True
+    assert built["samples"] >= 200 and built["augment_copies"] >= 2
+    CalibrationSet.load(out).check_compatible(resolve_spec(str(checkpoint), random_weights=True)[0])  # what the export checks
 
 
 # --- INT8 targets on the real checkpoints ---------------------------------------------------------------

@@ -5,7 +5,8 @@ Order of attempts (each one verified on the real verification data with the devi
 1. every calibration method the backend offers (``--calib-method`` pins one);
 2. with the best method, the model tuned by label-free distillation QAT
    (:mod:`.learned.distill`; ``--int8-distill-seconds``, 0 skips it), quantised by the same backend;
-3. with the best method and the better of the plain and the tuned model, the module groups the
+3. with the best plain method, on the plain prepared model (the tuned weights compensate for
+   int8 everywhere, so they are off wherever a group returns to float), the module groups the
    int8 simulation ranked most sensitive kept in float, 1, 2, 3, 4, 6, 8 ... groups, up to
    ``max_float_groups`` (default: half the model).
 
@@ -54,6 +55,7 @@ class Outcome:
     folder: Path
     artifact: Artifact | None = None
     notes: dict[str, Any] = field(default_factory=dict)
+    total_slack: float = 0.0  # sum of the relative slacks (see rank)
 
     def record(self) -> dict[str, Any]:
         keys = ("cos_mean", "cos_min", "pair_acc_delta", "recall", "precision", "landmark_nme", "output_rel_err", "prob_err", "decision_agree")
@@ -72,10 +74,13 @@ def _score(task: str):
     """Higher-is-better agreement of simulated outputs with float outputs (ranks layer groups)."""
 
     def embed(outs, refs):
+        # the mean and the worst quarter alike: the verification judges the worst face too, and
+        # the groups that hurt a few faces badly are not the ones that hurt all of them a little
         a, b = outs[0], refs[0]
         a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
         b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-        return float((a * b).sum(1).mean())
+        cos = np.sort((a * b).sum(1))
+        return float(0.5 * cos.mean() + 0.5 * cos[: max(1, len(cos) // 4)].mean())
 
     def generic(outs, refs):
         errs = [np.linalg.norm(o - r) / max(np.linalg.norm(r), 1e-12) for o, r in zip(outs, refs)]
@@ -124,14 +129,14 @@ def sensitivity(ctx: ExportContext) -> list[tuple[str, float]]:
     prep = preparation(ctx)
     if not prep.sensitivity:
         start = time.perf_counter()
-        samples = 32 if ctx.spec.task != "detect" else 8
+        samples = 64 if ctx.spec.task != "detect" else 8
         prep.sensitivity, prep.simulated = rank_groups(prep.model, ctx.calibration.inputs(), _score(ctx.spec.task), samples=samples)
         prep.seconds += time.perf_counter() - start
     return prep.sensitivity
 
 
-def margin(report) -> float:
-    """Smallest relative slack over the judged tolerances (negative when one fails)."""
+def _slacks(report) -> list[float]:
+    """Relative slack of each judged tolerance (negative where it fails)."""
     slacks = []
     for key, (op, limit) in report.tolerances.items():
         value = report.metrics.get(key)
@@ -139,7 +144,20 @@ def margin(report) -> float:
             continue
         scale = max(abs(limit), 1e-6)
         slacks.append((value - limit) / scale if op == ">=" else (limit - value) / scale)
+    return slacks
+
+
+def margin(report) -> float:
+    """Smallest relative slack over the judged tolerances (negative when one fails)."""
+    slacks = _slacks(report)
     return min(slacks) if slacks else 0.0
+
+
+def rank(outcome: Outcome) -> tuple[float, float]:
+    """How attempts compare: the smallest slack, then the sum of them. The pair-accuracy change moves
+    in steps of one pair (0.29 points on 349 pairs), so two attempts often tie on it while one is
+    clearly closer to the reference; the sum breaks that tie."""
+    return (outcome.margin, outcome.total_slack)
 
 
 def plan(ctx: ExportContext, methods: list[str], groups: list[str]) -> tuple[list[Attempt], list[list[str]]]:
@@ -200,7 +218,9 @@ def run_search(
             return out
         write_manifest(ctx.metadata, info, folder, artifact)
         report = ctx.verify(folder, info.precision)
-        out = Outcome(a, report.passed, margin(report), report.metrics, report.failures, time.perf_counter() - start, folder, artifact)
+        out = Outcome(
+            a, report.passed, margin(report), report.metrics, report.failures, time.perf_counter() - start, folder, artifact, total_slack=sum(_slacks(report))
+        )
         log.info("%s attempt %s: %s (%s)", info.name, a.label(), "PASS" if out.passed else "fail", "; ".join(out.failures) or "within tolerance")
         outcomes.append(out)
         return out
@@ -217,7 +237,7 @@ def run_search(
                 winner = outcomes[-1]
                 break
     if winner is None and distill_seconds(ctx) > 0:
-        best_method = max(outcomes, key=lambda o: o.margin).attempt.method
+        best_method = max(outcomes, key=rank).attempt.method
         start = time.perf_counter()
         distillation(ctx, weight_qmax)
         tuned = attempt(Attempt(best_method, (), distilled=True))
@@ -227,9 +247,12 @@ def run_search(
     if winner is None:
         groups = [g for g, damage in sensitivity(ctx) if damage > 0]
         _, fallbacks = plan(ctx, methods, groups)
-        best = max(outcomes, key=lambda o: o.margin).attempt
+        # on the plain model: the distilled weights compensate for int8 in every group, so with
+        # some groups back in float they are off there (measured: the w0.5 student's TFLite
+        # with 8 groups in float, cosine mean 0.994 plain, 0.984 distilled)
+        best = max((o for o in outcomes if not o.attempt.distilled), key=rank).attempt
         for fl in fallbacks:
-            candidate = Attempt(best.method, tuple(fl), best.distilled)
+            candidate = Attempt(best.method, tuple(fl))
             if candidate == recipe:
                 continue
             if attempt(candidate).passed:
@@ -238,7 +261,7 @@ def run_search(
     built = [o for o in outcomes if o.artifact is not None]
     if not built:
         raise RuntimeError(f"{info.name}: every quantisation attempt failed: " + "; ".join(o.failures[0] for o in outcomes))
-    chosen = winner or max(built, key=lambda o: o.margin)
+    chosen = winner or max(built, key=rank)
     for name in chosen.artifact.files.values():
         shutil.copyfile(chosen.folder / name, ctx.bundle_dir / name)
     notes = dict(chosen.artifact.notes)
