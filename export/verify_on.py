@@ -178,8 +178,13 @@ def verify_existing(
     exclude: set[str] | None = None,
     write: bool = True,
     on_row: Callable[[dict[str, Any]], None] | None = None,
+    checkpoints: list[Path] | None = None,
 ) -> list[dict[str, Any]]:
     """Verify bundles that already exist on this machine and on each platform, against a fresh reference run.
+
+    Bundles of a user's own checkpoint name the file, not where it is: pass it in ``checkpoints``
+    (matched to bundles by the name the export gave it, and refused when its sha256 is not the
+    one the bundle records).
 
     One verification case per model (the reference model runs once for all of its bundles); each
     bundle is judged here and on every platform on exactly the same pictures. ``exclude`` names
@@ -187,6 +192,8 @@ def verify_existing(
     ``verification.platforms`` in each manifest. Returns one row per bundle: model, target,
     precision, host entry, platform entries; ``on_row`` sees each as soon as it is done.
     """
+    from gfn_edge.digest import sha256_file
+    from gfn_edge.errors import CheckpointError
     from gfn_edge.manifest import read_manifest
 
     from .reference import reference_for, resolve_spec
@@ -201,8 +208,15 @@ def verify_existing(
         size = tuple(m.preprocess.input_size) if m.task == "detect" else None  # only detectors take another size
         by_model.setdefault((m.model, size), []).append(m)
     with tempfile.TemporaryDirectory(prefix="gfn-verify-existing-") as work:
+        given = {resolve_spec(str(c), None, None, True)[0].name: Path(c) for c in checkpoints or []}
         for (model, size), group in by_model.items():
-            spec, checkpoint = resolve_spec(model, None, size, False, mirror)
+            if model in given:
+                recorded = group[0].source.get("sha256")
+                if recorded and sha256_file(given[model]) != recorded:
+                    raise CheckpointError(f"{given[model]} is not the checkpoint {model}'s bundles were exported from (sha256 differs from the manifest's)")
+                spec, checkpoint = resolve_spec(str(given[model]), None, size, False, mirror)
+            else:
+                spec, checkpoint = resolve_spec(model, None, size, False, mirror)
             vset = build_verification_set(spec, verify_images, mirror=mirror, exclude=exclude, max_images=max_images)
             ref_out = reference_for(spec, checkpoint).run(vset.inputs)
             for m in group:

@@ -1,7 +1,7 @@
 """Verify existing bundles on x86 and on emulated ARM CPUs, and print the bundle x platform table.
 
     python scripts/arm64_verify_bundles.py --cpus cortex-a72,cortex-a76 [--max-images 16]
-        [--exclude-folder CALIB_PHOTOS] [--json OUT.json] [--no-write] BUNDLE_OR_FOLDER...
+        [--exclude-folder CALIB_PHOTOS] [--checkpoint MY_MODEL.h5] [--json OUT.json] [--no-write] BUNDLE_OR_FOLDER...
 
 For bundles exported before ``gfn-export --verify-on`` existed (or to re-check them after a
 runtime upgrade): the reference model runs once per model on the verification pictures
@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-images", type=int, default=48, help="detector pictures (default 48, as gfn-export)")
     p.add_argument("--exclude-folder", help="leave out pictures with the names of those in this folder (an INT8 calibration set)")
     p.add_argument("--verify-images", help="verification pictures (default: $GFN_EDGE_VERIFY_IMAGES)")
+    p.add_argument("--checkpoint", action="append", default=[], help="a user's own checkpoint file the bundles were exported from (repeatable)")
     p.add_argument("--json", help="also write the rows as JSON here")
     p.add_argument("--no-write", action="store_true", help="leave the manifests as they are")
     args = p.parse_args(argv)
@@ -82,7 +83,14 @@ def main(argv: list[str] | None = None) -> int:
                 fh.write(json.dumps(row, default=str) + "\n")
 
     rows = verify_existing(
-        bundles, parse_platforms(args.cpus), args.verify_images, max_images=args.max_images, exclude=exclude, write=not args.no_write, on_row=progress
+        bundles,
+        parse_platforms(args.cpus),
+        args.verify_images,
+        max_images=args.max_images,
+        exclude=exclude,
+        write=not args.no_write,
+        on_row=progress,
+        checkpoints=[Path(c) for c in args.checkpoint],
     )
     print(table(rows))
     if args.json:
