@@ -214,7 +214,9 @@ def build_calibration_set(
 
     ``num_samples`` caps the set (default: 100 for detectors, whose samples are whole pictures,
     else 300); ``augment``: True adds two varied copies of each sample, False none, None (the
-    default) as many as a small folder needs to reach :data:`AUTO_AUGMENT_TARGET` (recorded); ``exclude`` names pictures to leave out (those used for verification); ``faces``
+    default) as many as a small folder needs to reach :data:`AUTO_AUGMENT_TARGET` (recorded; the
+    pictures themselves are kept first when the cap bites); ``exclude`` names pictures to leave
+    out (those used for verification); ``faces``
     finds the faces recogniser and liveness samples are cut around (e.g.
     ``gfn_edge.export.faces.ReferenceFaces(mirror)``); detectors need none.
     """
@@ -248,20 +250,27 @@ def build_calibration_set(
     rng = np.random.default_rng(seed)
     cap = num_samples if num_samples is not None else (100 if spec.task == "detect" else 300)
     copies = augment_copies(augment, len(samples), cap)
+    originals = len(samples)
     if copies:
         if augment is None:
-            log.info("calibration: %d samples from a small folder; adding %d varied copies of each (see calib.build._augment)", len(samples), copies)
+            log.info("calibration: %d samples from a small folder; adding %d varied copies of each (see calib.build._augment)", originals, copies)
         samples = samples + [a for s in samples for a in _augment(s, rng, copies)]
     seen: set[bytes] = set()
     deduped = []
-    for s in samples:
+    kept_originals = 0
+    for i, s in enumerate(samples):
         key = hashlib.sha1(s.tobytes()).digest()
         if key in seen:
             duplicates += 1
             continue
         seen.add(key)
         deduped.append(s)
-    order = rng.permutation(len(deduped))[:cap]
+        kept_originals += int(i < originals)
+    if copies and len(deduped) > cap:  # the pictures themselves first, copies fill what the cap leaves
+        first = rng.permutation(kept_originals)[:cap]
+        order = np.concatenate([first, kept_originals + rng.permutation(len(deduped) - kept_originals)[: cap - len(first)]])
+    else:
+        order = rng.permutation(len(deduped))[:cap]
     chosen = np.stack([deduped[i] for i in sorted(order)])
     if len(chosen) < RECOMMENDED_MINIMUM:
         log.warning(

@@ -98,6 +98,9 @@ def test_augmentation_and_duplicates(faces_dir: Path, tmp_path: Path):
     auto = build_calibration_set(spec, folder)
     assert len(auto) == 4 * 9 and auto.manifest["augment_auto"] is True and auto.manifest["augment_copies"] == 8
     np.testing.assert_array_equal(auto.samples[:4], plain.samples)  # the pictures themselves come first
+    capped = build_calibration_set(spec, folder, augment=True, num_samples=6)  # a cap below pictures + copies
+    assert len(capped) == 6
+    np.testing.assert_array_equal(capped.samples[:4], plain.samples)  # it drops copies, never a picture
     copies = auto.samples[4:].reshape(4, 8, *auto.samples.shape[1:]).astype(np.int16)
     assert all(np.abs(c - o).mean() > 0.5 for o, group in zip(plain.samples.astype(np.int16), copies) for c in group)
 

@@ -8,9 +8,10 @@ additions tie the factors of their operands together; gates (sigmoid, hard-sigmo
 model's outputs pin them to 1.
 
 :func:`equalize` finds those constraints on a traced graph (one variable per channel, merged by a
-union-find), measures every tensor's per-channel range on calibration inputs, and picks each
-free channel's factor so that, in every tensor it appears in, it reaches (up to ``max_boost``) the
-range of that tensor's strongest channel. One int8 scale per tensor then resolves every channel.
+union-find), measures every tensor's per-channel range on calibration inputs, and picks one factor
+per free variable (:func:`balance_boosts`) for the least int8 rounding noise summed over every
+tensor its channels appear in, within ``max_boost`` either way. One int8 scale per tensor then
+resolves every channel as well as one factor can serve both sides of a PReLU.
 """
 
 from __future__ import annotations
