@@ -55,6 +55,17 @@ class CalibrationSet:
         """Pictures the samples came from (verification must not use them)."""
         return [s["image"] for s in self.manifest.get("sources", [])]
 
+    @property
+    def augmentation(self) -> dict[str, Any]:
+        """Whether copies were added, how many per sample, and whether by default (sets saved before
+        automatic augmentation record only ``augment``: two copies or none)."""
+        augment = bool(self.manifest.get("augment", False))
+        return {
+            "augment": augment,
+            "augment_copies": self.manifest.get("augment_copies", 2 if augment else 0),
+            "augment_auto": self.manifest.get("augment_auto", False),
+        }
+
     def inputs(self, limit: int | None = None) -> np.ndarray:
         """Normalised NHWC float32 model inputs."""
         samples = self.samples if limit is None else self.samples[:limit]
@@ -131,9 +142,7 @@ class CalibrationSet:
             "source_images": len(self.source_images),
             "skipped": len(self.manifest.get("skipped", [])),
             "duplicates_dropped": self.manifest.get("duplicates_dropped", 0),
-            "augment": self.manifest.get("augment", False),
-            "augment_copies": self.manifest.get("augment_copies", 2 if self.manifest.get("augment") else 0),
-            "augment_auto": self.manifest.get("augment_auto", False),
+            **self.augmentation,
             "seed": self.manifest.get("seed"),
             "bgr_mean": s.mean(0).round(2).tolist() if len(s) else None,
             "bgr_std": s.std(0).round(2).tolist() if len(s) else None,

@@ -288,9 +288,7 @@ def _calibration_note(ctx: ExportContext, method: str) -> dict[str, Any]:
         "samples": len(calib),
         "model": calib.manifest.get("model"),
         "source_images": len(calib.source_images),
-        "augment": calib.manifest.get("augment"),
-        "augment_copies": calib.manifest.get("augment_copies", 2 if calib.manifest.get("augment") else 0),
-        "augment_auto": calib.manifest.get("augment_auto", False),  # a small folder, augmented by default
+        **calib.augmentation,
         "seed": calib.manifest.get("seed"),
     }
 
