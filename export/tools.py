@@ -11,7 +11,6 @@ _PACKAGES = {
     "onnxsim": "onnxsim",
     "onnxruntime": "onnxruntime",
     "openvino": "openvino",
-    "nncf": "nncf",
     "litert-torch": "litert-torch",
     "ai-edge-litert": "ai-edge-litert",
     "ai-edge-quantizer": "ai-edge-quantizer",

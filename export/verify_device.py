@@ -134,6 +134,7 @@ def verify_here(case_dir: Path, bundle: Path) -> dict[str, Any]:
         "backend": described.get("backend"),
         "runtime": runtime_version(str(described.get("backend"))),
         "inference_precision": described.get("inference_precision", model.manifest.precision),
+        **({"int8_kernels": described["int8_kernels"]} if "int8_kernels" in described else {}),
         "passed": report.passed,
         "metrics": report.metrics,
         "failures": report.failures,

@@ -91,7 +91,8 @@ def open_model(
 
     ``threads`` defaults to the machine's physical cores; ``task`` ("detect", "embed", "liveness")
     makes a bundle of the wrong kind fail here with a clear message rather than later.
-    Backend-specific ``options``: OpenVINO ``precision`` ("f32" default, "bf16", "f16").
+    Backend-specific ``options``: OpenVINO ``precision`` ("f32" default, "bf16", "f16") and
+    ``int8_kernels`` (INT8 IR on integer kernels: default on x86, off on ARM, where they fail).
     """
     path = Path(source)
     if path.is_dir():

@@ -8,11 +8,20 @@ CPU lacks f16 arithmetic), and computed in f16 on a Cortex-A76 they move boxes b
 weights alone do. So every bundle gives on the board the answers it was verified with. Pass
 ``precision="f16"`` (or ``"bf16"``) to trade that for speed, and check it with ``gfn-export
 --verify-on``; :meth:`OpenVINOModel.describe` reports the precision that actually ran.
+
+INT8 IR (FakeQuantize graphs) runs on the plugin's integer kernels on x86 (its low-precision
+transformations). On aarch64 those kernels do not hold (OpenVINO 2026.4, emulated Cortex-A72 and
+A76): the w0.5 students' INT8 IR fails to compile on the A72 ("object is not initialized") and
+computes garbage on the A76 (cosine 0.13-0.66 to the reference). There the backend switches the
+transformations off, so each FakeQuantize is computed in f32: the same quantisation, simulated
+(A72 and A76 give bit-identical outputs, equal to x86 with the transformations off), at FP32
+speed. Pass ``int8_kernels=True`` or ``False`` to choose; ``describe()`` says which ran.
 """
 
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +56,16 @@ def pinned_precision(manifest: Manifest) -> str:
     return "f32"
 
 
+def int8_kernels_hold(machine: str | None = None) -> bool:
+    """Whether the CPU plugin's integer kernels compute FakeQuantize graphs correctly on this ISA (x86 only)."""
+    return (machine or platform.machine()).lower() not in ("aarch64", "arm64", "armv8l", "armv7l")
+
+
+def is_quantized(model) -> bool:
+    """An INT8 IR: FakeQuantize nodes carry its ranges (NNCF or ONNX QDQ converted by OpenVINO)."""
+    return any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
+
+
 def available() -> bool:
     try:
         _ov()
@@ -58,7 +77,15 @@ def available() -> bool:
 class OpenVINOModel(InferenceModel):
     backend = "openvino"
 
-    def __init__(self, path: Path, manifest: Manifest, threads: int | None = None, precision: str | None = None, **options: Any):
+    def __init__(
+        self,
+        path: Path,
+        manifest: Manifest,
+        threads: int | None = None,
+        precision: str | None = None,
+        int8_kernels: bool | None = None,
+        **options: Any,
+    ):
         super().__init__(path, manifest, threads)
         check_model_file(self.path)
         if self.path.suffix == ".xml":
@@ -79,6 +106,12 @@ class OpenVINOModel(InferenceModel):
             "PERFORMANCE_HINT": options.get("performance_hint", "LATENCY"),
             "NUM_STREAMS": 1,
         }
+        self.quantized = is_quantized(model)
+        if int8_kernels not in (None, True, False):
+            raise ArtifactError(f"OpenVINO int8_kernels must be True, False or None (automatic), not {int8_kernels!r}")
+        self.int8_kernels = self.quantized and (int8_kernels_hold() if int8_kernels is None else int8_kernels)
+        if self.quantized and not self.int8_kernels:
+            self._config["LP_TRANSFORMS_MODE"] = False  # FakeQuantize computed in f32: the same quantisation, simulated
         self._compile()
 
     def _compile(self) -> None:
@@ -110,6 +143,8 @@ class OpenVINOModel(InferenceModel):
         """As the base class, plus the hint asked for and the precision the CPU plugin really uses."""
         out = super().describe()
         out["precision_hint"] = self.precision
+        if self.quantized:
+            out["int8_kernels"] = self.int8_kernels
         try:
             value = self.compiled.get_property("INFERENCE_PRECISION_HINT")
             out["inference_precision"] = value.to_string() if hasattr(value, "to_string") else str(value)
