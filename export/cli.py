@@ -38,7 +38,7 @@ def configure_logging(verbose: bool = False) -> None:
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=UserWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
-        for noisy in ("torchao", "root", "absl", "jax"):
+        for noisy in ("torchao", "root", "absl", "jax", "nncf"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
 
 

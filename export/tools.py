@@ -11,6 +11,7 @@ _PACKAGES = {
     "onnxsim": "onnxsim",
     "onnxruntime": "onnxruntime",
     "openvino": "openvino",
+    "nncf": "nncf",
     "litert-torch": "litert-torch",
     "ai-edge-litert": "ai-edge-litert",
     "ai-edge-quantizer": "ai-edge-quantizer",

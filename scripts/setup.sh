@@ -47,7 +47,7 @@ import sys
 
 checks = [
     "gfn_edge", "gfn_edge.runtimes", "gfn_edge.export.api", "numpy", "cv2", "torch", "onnx", "onnxsim",
-    "onnxruntime", "openvino", "tensorflow", "tf_keras", "h5py", "litert_torch", "ai_edge_litert",
+    "onnxruntime", "openvino", "nncf", "tensorflow", "tf_keras", "h5py", "litert_torch", "ai_edge_litert",
     "ai_edge_quantizer", "tqdm", "pytest",
 ]
 failed = []

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 NAMESPACES = {"gfn_edge": ROOT / "gfn_edge", "gfn_edge.runtimes": ROOT / "runtimes", "gfn_edge.export": ROOT / "export", "gfn_edge.calib": ROOT / "calib"}
 SCRIPTS = sorted(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"])
 STRAY_TOP_LEVEL = ["export", "runtimes", "calib", "tests", "apps", "benchmarks"]
-HEAVY = ["torch", "tensorflow", "tf_keras", "onnx", "litert_torch", "openvino"]
+HEAVY = ["torch", "tensorflow", "tf_keras", "onnx", "litert_torch", "openvino", "nncf"]
 
 
 def source_packages() -> list[str]:

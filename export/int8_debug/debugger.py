@@ -12,7 +12,7 @@ plot (:mod:`.report`) to ``OUT/<model>-<target>-int8-debug/``.
   difference is the kernels' own error (``kernel_db``), e.g. u8s8 saturation without VNNI.
 - TFLite: the float and the full-integer conversion of the same TensorFlow function, run with
   LiteRT's ``experimental_preserve_all_tensors``; tensors are matched by name.
-- OpenVINO: the INT8 IR's FakeQuantize outputs against the FP32 IR's tensors at the same place
+- OpenVINO: the NNCF model's FakeQuantize outputs against the FP32 IR's tensors at the same place
   (:mod:`.openvino_points`).
 """
 

@@ -1,7 +1,7 @@
-"""The INT8 debugger for OpenVINO: the INT8 IR's FakeQuantize outputs against the FP32 IR's tensors.
+"""The INT8 debugger for OpenVINO: NNCF's FakeQuantize outputs against the FP32 IR's tensors.
 
-The INT8 IR (the QDQ model converted by OpenVINO) marks each quantised activation with a
-FakeQuantize whose input is the FP32 tensor (named as in the ONNX graph both IRs come from). The INT8 IR gets the FakeQuantize outputs added as
+NNCF marks each quantised activation with a FakeQuantize whose input is the FP32 tensor (named
+as in the ONNX graph both IRs come from). The INT8 IR gets the FakeQuantize outputs added as
 model outputs, the FP32 twin (the same prepared ONNX converted without quantisation) gets the
 tensors of the same names; both run on the CPU plugin, one face at a time (the INT8 IR has batch
 1). The FakeQuantize's input range and levels give the table's scale and zero point.
@@ -46,7 +46,7 @@ def openvino_points(int8_model: Any, fp32_names: set[str]) -> tuple[list[TensorP
             continue  # weights (constant inputs) and tensors the FP32 IR does not name
         lo, hi = (float(np.asarray(b).reshape(-1)[0]) for b in bounds)
         if np.asarray(bounds[0]).size != 1:
-            continue  # per-channel activation ranges (not what the exporters write): not compared
+            continue  # per-channel activation ranges are not NNCF's default; not compared
         levels = int(op.get_attributes()["levels"])
         scale = (hi - lo) / (levels - 1)
         names[src.get_node().get_friendly_name()] = name
@@ -77,7 +77,7 @@ def _upstream(node: Any, compared: dict[str, str]) -> tuple[str, ...]:
 
 
 def debug_openvino_models(fp32_onnx: Path, int8_xml: Path, inputs: np.ndarray) -> list[dict[str, Any]]:
-    """Per-tensor error rows of the INT8 IR against the FP32 conversion of ``fp32_onnx`` on
+    """Per-tensor error rows of the NNCF INT8 IR against the FP32 conversion of ``fp32_onnx`` on
     ``inputs`` (NCHW, normalised); the model outputs close the table."""
     import openvino as ov
 
@@ -117,7 +117,7 @@ def debug_openvino(ctx: Any, bundle: Path, inputs: np.ndarray) -> tuple[list[dic
     from ..targets.onnx_int8 import prepared_onnx
 
     rows = debug_openvino_models(prepared_onnx(ctx), bundle / "model.xml", np.ascontiguousarray(inputs.transpose(0, 3, 1, 2)))
-    return rows, "the INT8-prepared FP32 ONNX converted to OpenVINO (the model the QDQ quantisation started from)"
+    return rows, "the INT8-prepared FP32 ONNX converted to OpenVINO (the model NNCF quantised)"
 
 
 __all__ = ["debug_openvino", "debug_openvino_models", "openvino_points"]

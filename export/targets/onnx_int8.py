@@ -105,38 +105,32 @@ def calibration_cache(ctx: ExportContext, src: Path, method: str) -> Path | None
     return path
 
 
-def quantize_qdq(ctx: ExportContext, attempt: Attempt, dst: Path, weight_qmax: int = WEIGHT_QMAX) -> int:
-    """Write ``attempt``'s QDQ model to ``dst``: onnxruntime's ranges for its method, its float groups
-    excluded. The one quantisation the onnx-int8 and openvino-int8 targets both ship. Returns the
-    number of nodes left in float."""
+def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
     import onnx
 
     q = _ort_quant()
-    src = prepared_onnx(ctx, attempt, weight_qmax)
-    patterns = onnx_name_patterns(list(attempt.float_groups))
-    node_names = [n.name for n in onnx.load(str(src), load_external_data=False).graph.node]
-    exclude = [n for n in node_names if any(p.search(n) for p in patterns)]
-    cache = calibration_cache(ctx, src, attempt.method)
-    q.quantize_static(
-        str(src),
-        str(dst),
-        None if cache else CalibrationReader(ctx.calibration.inputs(), "input"),
-        quant_format=q.QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=q.QuantType.QUInt8,
-        weight_type=q.QuantType.QInt8,
-        reduce_range=REDUCE_RANGE,
-        calibrate_method=getattr(q.CalibrationMethod, _METHODS[attempt.method]),
-        nodes_to_exclude=exclude,
-        **({"calibration_cache_path": str(cache)} if cache else {}),
-    )
-    return len(exclude)
+    node_names = [n.name for n in onnx.load(str(prepared_onnx(ctx)), load_external_data=False).graph.node]
+    calib = ctx.calibration.inputs()
 
-
-def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
     def build(attempt: Attempt, folder: Path) -> Artifact:
+        src = prepared_onnx(ctx, attempt)
+        patterns = onnx_name_patterns(list(attempt.float_groups))
+        exclude = [n for n in node_names if any(p.search(n) for p in patterns)]
         dst = folder / "model.onnx"
-        in_float = quantize_qdq(ctx, attempt, dst)
+        cache = calibration_cache(ctx, src, attempt.method)
+        q.quantize_static(
+            str(src),
+            str(dst),
+            None if cache else CalibrationReader(calib, "input"),
+            quant_format=q.QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=q.QuantType.QUInt8,
+            weight_type=q.QuantType.QInt8,
+            reduce_range=REDUCE_RANGE,
+            calibrate_method=getattr(q.CalibrationMethod, _METHODS[attempt.method]),
+            nodes_to_exclude=exclude,
+            **({"calibration_cache_path": str(cache)} if cache else {}),
+        )
         inputs, outputs = tensor_specs(dst)
         embed_metadata(dst, ctx.embedded_manifest(info, inputs, outputs))
         return Artifact(
@@ -149,7 +143,7 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
                 "opset": OPSET,
                 "activations": "uint8 per tensor",
                 "weights": "int8 per channel, 7-bit range (no u8s8 saturation on x86 without VNNI)" if REDUCE_RANGE else "int8 per channel",
-                "nodes_in_float": in_float,
+                "nodes_in_float": len(exclude),
                 "distilled": attempt.distilled,
             },
         )

@@ -42,7 +42,7 @@ def save_ir(model, ctx: ExportContext, info: TargetInfo, compress_to_fp16: bool,
         files={"model": xml.name, "weights": xml.with_suffix(".bin").name},
         inputs=inputs,
         outputs=outputs,
-        tools=versions("torch", "onnx", "openvino"),
+        tools=versions("torch", "onnx", "openvino", "nncf"),
         notes=extra or {},
     )
 
