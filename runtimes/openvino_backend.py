@@ -10,12 +10,16 @@ weights alone do. So every bundle gives on the board the answers it was verified
 --verify-on``; :meth:`OpenVINOModel.describe` reports the precision that actually ran.
 
 INT8 IR (FakeQuantize graphs) runs on the plugin's integer kernels on x86 (its low-precision
-transformations). On aarch64 those kernels do not hold (OpenVINO 2026.4, emulated Cortex-A72 and
-A76): the w0.5 students' INT8 IR fails to compile on the A72 ("object is not initialized") and
-computes garbage on the A76 (cosine 0.13-0.66 to the reference). There the backend switches the
-transformations off, so each FakeQuantize is computed in f32: the same quantisation, simulated
-(A72 and A76 give bit-identical outputs, equal to x86 with the transformations off), at FP32
-speed. Pass ``int8_kernels=True`` or ``False`` to choose; ``describe()`` says which ran.
+transformations). On aarch64 OpenVINO 2026.4 gets INT8 IR wrong two ways (emulated Cortex-A72 and
+A76): with the integer kernels the w0.5 students' IR fails to compile on the A72 ("object is not
+initialized") and computes garbage on the A76 (cosine 0.13-0.66 to the reference); with them off,
+its JIT-fused subgraphs ("snippets") compute the FakeQuantize -> PReLU -> FakeQuantize chains of an
+IR with a dynamic batch wrongly (NaN after one PReLU, cosine -0.06; with static shapes they are
+right, and switching snippets off instead crashes qemu on the students' IR). So on ARM the backend
+runs INT8 IR with the transformations off, on static shapes (batch 1, the picture size it is
+given): each FakeQuantize computed in f32, the same quantisation simulated, at FP32 speed.
+``tests/test_openvino_int8_kernels.py`` reproduces both on a four-channel ghost module. Pass
+``int8_kernels=True`` or ``False`` to choose; ``describe()`` says which ran.
 """
 
 from __future__ import annotations
@@ -54,6 +58,10 @@ def core():
 def pinned_precision(manifest: Manifest) -> str:
     """The inference precision hint a bundle runs with unless the caller chooses: f32, what x86 verified."""
     return "f32"
+
+
+# OpenVINO CPU plugin properties (string keys: they are not in the Python API's namespaces)
+SIMULATED_INT8 = {"LP_TRANSFORMS_MODE": False}
 
 
 def int8_kernels_hold(machine: str | None = None) -> bool:
@@ -110,9 +118,21 @@ class OpenVINOModel(InferenceModel):
         if int8_kernels not in (None, True, False):
             raise ArtifactError(f"OpenVINO int8_kernels must be True, False or None (automatic), not {int8_kernels!r}")
         self.int8_kernels = self.quantized and (int8_kernels_hold() if int8_kernels is None else int8_kernels)
-        if self.quantized and not self.int8_kernels:
-            self._config["LP_TRANSFORMS_MODE"] = False  # FakeQuantize computed in f32: the same quantisation, simulated
+        # INT8 simulated in f32 (ARM): FakeQuantize through the plain kernels, on static shapes only
+        self.simulated_int8 = self.quantized and not self.int8_kernels
+        if self.simulated_int8:
+            self._config.update(SIMULATED_INT8)
+            dims = _dims(model.inputs[0])
+            if all(d is not None for d in dims[1:]):
+                self._resize_input((1, *dims[1:]))
+                return
+            self.compiled = None  # a dynamic picture size: compiled for the first picture's
+            return
         self._compile()
+
+    @property
+    def fixed_batch(self) -> int | None:
+        return 1 if self.simulated_int8 else super().fixed_batch
 
     def _compile(self) -> None:
         try:
@@ -157,6 +177,8 @@ class OpenVINOModel(InferenceModel):
         self._compile()
 
     def _infer(self, x: np.ndarray) -> list[np.ndarray]:
+        if self.simulated_int8 and (self.compiled is None or tuple(self.compiled.inputs[0].get_shape()) != x.shape):
+            self._resize_input(tuple(x.shape))
         result = self.request.infer({0: x})
         return [np.array(result[p]) for p in self._ports]
 
