@@ -17,7 +17,7 @@ its JIT-fused subgraphs ("snippets") compute the FakeQuantize -> PReLU -> FakeQu
 IR with a dynamic batch wrongly (NaN after one PReLU, cosine -0.06; with static shapes they are
 right, and switching snippets off instead crashes qemu on the students' IR). So on ARM the backend
 runs INT8 IR with the transformations off, on static shapes (batch 1, the picture size it is
-given): each FakeQuantize computed in f32, the same quantisation simulated, at FP32 speed.
+given): each FakeQuantize computed in f32, the same quantisation simulated, no faster than FP32.
 ``tests/test_openvino_int8_kernels.py`` reproduces both on a four-channel ghost module. Pass
 ``int8_kernels=True`` or ``False`` to choose; ``describe()`` says which ran.
 """
