@@ -43,7 +43,7 @@ def int8_weights(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def int8_ir(tmp_path_factory) -> tuple[Path, np.ndarray, np.ndarray]:
-    """The IR on disk, an input picture (NHWC) and the exact output of its quantised arithmetic (NCHW)."""
+    """The IR on disk, two input pictures (NHWC) and the exact output of its quantised arithmetic (NCHW)."""
     import openvino.opset13 as ops
 
     rng = np.random.default_rng(0)
@@ -68,7 +68,7 @@ def int8_ir(tmp_path_factory) -> tuple[Path, np.ndarray, np.ndarray]:
     path = tmp_path_factory.mktemp("ov_int8") / "model.xml"
     ov.save_model(ov.Model([out], [x], "int8_ghost_module"), str(path), compress_to_fp16=False)
 
-    picture = rng.uniform(-1, 1, size=(1, SIZE, SIZE, CHANNELS_IN)).astype(np.float32)
+    picture = rng.uniform(-1, 1, size=(2, SIZE, SIZE, CHANNELS_IN)).astype(np.float32)  # a batch of two
     a = fake_quantize(picture.transpose(0, 3, 1, 2).astype(np.float64), *IN_RANGE)
     a = np.einsum("oc,nchw->nohw", (q1 * s1)[:, :, 0, 0].astype(np.float64), a) + bias
     a = fake_quantize(a, *MID_RANGE)
