@@ -138,6 +138,18 @@ def test_openvino_precision_is_pinned_and_reported(bundles):
         open_model(bundles.get(DET, "openvino"), precision="f64")
 
 
+def test_the_host_entry_says_how_openvino_ran_int8(bundles):
+    from dataclasses import replace
+
+    from gfn_edge.export.verify_on import host_platform_entry
+    from gfn_edge.runtimes.openvino_backend import int8_kernels_hold
+
+    fp32 = read_manifest(bundles.get(DET, "openvino"))
+    assert "int8_kernels" not in host_platform_entry(fp32)
+    int8 = replace(fp32, target="openvino-int8", precision="int8")
+    assert host_platform_entry(int8)["int8_kernels"] is int8_kernels_hold()
+
+
 def test_arm64_sh_names_the_debian_packages_it_needs(tmp_path):
     """Without qemu-user-static and mmdebstrap on PATH the script stops before doing anything."""
     tools = tmp_path / "bin"
