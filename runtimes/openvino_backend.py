@@ -118,17 +118,20 @@ class OpenVINOModel(InferenceModel):
         if int8_kernels not in (None, True, False):
             raise ArtifactError(f"OpenVINO int8_kernels must be True, False or None (automatic), not {int8_kernels!r}")
         self.int8_kernels = self.quantized and (int8_kernels_hold() if int8_kernels is None else int8_kernels)
-        # INT8 simulated in f32 (ARM): FakeQuantize through the plain kernels, on static shapes only
-        self.simulated_int8 = self.quantized and not self.int8_kernels
-        if self.simulated_int8:
-            self._config.update(SIMULATED_INT8)
-            dims = _dims(model.inputs[0])
-            if all(d is not None for d in dims[1:]):
-                self._resize_input((1, *dims[1:]))
-                return
-            self.compiled = None  # a dynamic picture size: compiled for the first picture's
+        if not self.simulated_int8:
+            self._compile()
             return
-        self._compile()
+        self._config.update(SIMULATED_INT8)
+        dims = _dims(model.inputs[0])
+        if all(d is not None for d in dims[1:]):
+            self._resize_input((1, *dims[1:]))
+        else:
+            self.compiled = None  # a dynamic picture size: compiled for the first picture's
+
+    @property
+    def simulated_int8(self) -> bool:
+        """INT8 simulated in f32 (ARM): FakeQuantize through the plain kernels, on static shapes only."""
+        return self.quantized and not self.int8_kernels
 
     @property
     def fixed_batch(self) -> int | None:
