@@ -102,17 +102,15 @@ def _write_back(model: nn.Module, gm: fx.GraphModule) -> None:
         for name in used:
             src = gm.get_submodule(name)
             dst = model.get_submodule(name)
-            if isinstance(src, nn.Conv2d):
+            if isinstance(src, (nn.Conv2d, nn.Linear)):
+                # a layer without a bias gets one when a BatchNorm after it was folded into it
+                # (MiniFASNet's bias-free Linear -> BatchNorm1d embedding)
                 dst.weight.copy_(src.weight)
                 if src.bias is not None:
                     if dst.bias is None:
                         dst.bias = nn.Parameter(src.bias.detach().clone())
                     else:
                         dst.bias.copy_(src.bias)
-            elif isinstance(src, nn.Linear):
-                dst.weight.copy_(src.weight)
-                if src.bias is not None and dst.bias is not None:
-                    dst.bias.copy_(src.bias)
             elif isinstance(src, nn.modules.batchnorm._BatchNorm):
                 dst.load_state_dict(src.state_dict())
     # BatchNorms folded away in the graph become identities in the tree
