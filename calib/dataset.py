@@ -64,6 +64,7 @@ class CalibrationSet:
             "augment": augment,
             "augment_copies": self.manifest.get("augment_copies", 2 if augment else 0),
             "augment_auto": self.manifest.get("augment_auto", False),
+            "mosaics": self.manifest.get("mosaics"),  # detector sets: k x k grids of shrunken pictures
         }
 
     def inputs(self, limit: int | None = None) -> np.ndarray:

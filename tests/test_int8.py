@@ -11,6 +11,7 @@ import json
 import logging
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from conftest import shared_path
@@ -52,18 +53,25 @@ def calib_photos(bundles) -> Path:
 def test_detector_set_is_what_the_device_feeds(faces_dir: Path, calib_photos: Path):
     spec = get_spec(DETECTOR)
     cset = build_calibration_set(spec, calib_photos, num_samples=8, seed=1)
-    assert cset.samples.shape == (8, 480, 640, 3) and cset.samples.dtype == np.uint8
+    # 8 pictures, then 2 mosaics each of 2x2 and 3x3 of them (crowd-scene face sizes)
+    assert cset.samples.shape == (12, 480, 640, 3) and cset.samples.dtype == np.uint8
+    assert cset.manifest["mosaics"] == {"grids": [2, 3], "samples": 4} and cset.augmentation["mosaics"]["samples"] == 4
     assert cset.manifest["model"] == DETECTOR and cset.manifest["preprocess"]["resize"] == "letterbox"
-    # each sample, normalised, equals the device's detector input for its source picture
+    # each picture sample, normalised, equals the device's detector input for its source picture
     by_name = {p.name: p for p in calib_photos.iterdir()}
     sources = cset.manifest["sources"]
     assert len(sources) == len(list(calib_photos.iterdir()))
     x = cset.inputs()
+    pictures = x[:8]
     matched = 0
     for src in sources:
         device, _ = detector_input(read_image(by_name[src["image"]]), spec.preprocess)
-        matched += int(any(np.array_equal(device[0], x[i]) for i in range(len(x))))
-    assert matched == len(x), "every calibration sample must be a device-preprocessed picture"
+        matched += int(any(np.array_equal(device[0], p) for p in pictures))
+    assert matched == len(pictures), "every calibration picture must be a device-preprocessed picture"
+    # a 2x2 mosaic's top-left quarter is one of the pictures shrunk by two
+    shrunk = [cv2.resize(s, (320, 240), interpolation=cv2.INTER_AREA) for s in cset.samples[:8]]
+    assert any(np.array_equal(cset.samples[8][:240, :320], t) for t in shrunk)
+    assert build_calibration_set(spec, calib_photos, num_samples=8, seed=1, augment=False).samples.shape[0] == 8  # none when refused
 
 
 def test_recogniser_set_holds_aligned_faces(calib_photos: Path, mirror: Path, tmp_path: Path):
@@ -93,15 +101,16 @@ def test_augmentation_and_duplicates(faces_dir: Path, tmp_path: Path):
     plain = build_calibration_set(spec, folder, augment=False)
     assert len(plain) == 4 and plain.manifest["duplicates_dropped"] == 1
     augmented = build_calibration_set(spec, folder, augment=True)
-    assert len(augmented) == 12 and augmented.manifest["augment"] is True and augmented.manifest["augment_copies"] == 2
+    # 4 pictures, 2 copies each, then 3 mosaics each of 2x2 and 3x3 (a quarter of 12 per grid)
+    assert len(augmented) == 12 + 6 and augmented.manifest["augment"] is True and augmented.manifest["augment_copies"] == 2
     # left unset, a small folder is augmented up to 200 samples (at most 8 copies each), on record
     auto = build_calibration_set(spec, folder)
-    assert len(auto) == 4 * 9 and auto.manifest["augment_auto"] is True and auto.manifest["augment_copies"] == 8
+    assert len(auto) == 4 * 9 + 18 and auto.manifest["augment_auto"] is True and auto.manifest["augment_copies"] == 8
     np.testing.assert_array_equal(auto.samples[:4], plain.samples)  # the pictures themselves come first
     capped = build_calibration_set(spec, folder, augment=True, num_samples=6)  # a cap below pictures + copies
-    assert len(capped) == 6
+    assert len(capped) == 6 + 2  # the cap holds pictures and copies; mosaics come on top
     np.testing.assert_array_equal(capped.samples[:4], plain.samples)  # it drops copies, never a picture
-    copies = auto.samples[4:].reshape(4, 8, *auto.samples.shape[1:]).astype(np.int16)
+    copies = auto.samples[4:36].reshape(4, 8, *auto.samples.shape[1:]).astype(np.int16)
     assert all(np.abs(c - o).mean() > 0.5 for o, group in zip(plain.samples.astype(np.int16), copies) for c in group)
 
 
