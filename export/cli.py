@@ -100,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="INT8 remedy after plain calibration fails: label-free distillation QAT for S seconds (default 150; 0 skips it)",
     )
+    p.add_argument(
+        "--no-int8-bias-correction",
+        dest="int8_bias_correction",
+        action="store_false",
+        help="INT8: quantise onnx-int8 / tflite-int8 without first correcting the model's biases for int8 (on by default; NNCF corrects its own)",
+    )
     p.add_argument("--max-float-groups", type=int, help="INT8 remedy: most layer groups that may be kept in float (default: half)")
     p.add_argument(
         "--verify-on",
@@ -146,6 +152,7 @@ def _main(argv: list[str] | None = None) -> int:
         "float_groups": args.int8_float,
         "int8_debug": args.int8_debug,
         "distill_seconds": args.int8_distill_seconds,
+        "bias_correction": args.int8_bias_correction,
     }
     calib = None
     try:

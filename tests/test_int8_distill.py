@@ -126,3 +126,18 @@ def test_detector_outputs_use_a_relative_error_loss():
     sim = result.report["simulated_on_calibration"]
     assert sim["before"]["rel_err"] > 1e-3, sim
     assert sim["after"]["rel_err"] < sim["before"]["rel_err"], sim
+
+
+def test_groups_kept_in_float_are_simulated_unquantised():
+    """With every layer group in float the simulation is the FP32 model up to the input's int8
+    step; the report names the groups (the backend then keeps the same ones in float)."""
+    from gfn_edge.export.int8.prepare import group_nodes
+
+    model, x = _tiny(outlier=1000.0), _calibration()
+    gm = trace_folded(model, torch.from_numpy(x[:2].transpose(0, 3, 1, 2).copy()))
+    every = tuple(group_nodes(gm, [n for n in gm.graph.nodes if n.op.startswith("call_")]))
+    plain = distill_for_int8(model, x, "embed", budget_s=1.0, batch=8).report
+    floated = distill_for_int8(model, x, "embed", budget_s=1.0, batch=8, float_groups=every).report
+    assert floated["float_groups"] == list(every) and plain["float_groups"] == []
+    assert plain["simulated_on_calibration"]["before"]["cos_mean"] < 0.999
+    assert floated["simulated_on_calibration"]["before"]["cos_mean"] > 0.9999, floated["simulated_on_calibration"]

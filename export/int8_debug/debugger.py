@@ -309,18 +309,20 @@ def debug_export(target: str, ctx: Any, bundle: Path, inputs: np.ndarray, out_di
     judged verification faces, NHWC normalised); writes the report to ``out_dir`` and returns its
     summary (for the manifest's notes)."""
     if target == "onnx-int8":
+        from ..int8.search import chosen_attempt
         from ..targets.onnx_int8 import prepared_onnx
 
-        fp32 = prepared_onnx(ctx)
+        fp32 = prepared_onnx(ctx, chosen_attempt(ctx, target))
         x = inputs.transpose(0, 3, 1, 2) if _onnx_is_nchw(fp32) else inputs
         rows = debug_onnx(fp32, bundle / "model.onnx", x, ctx.work_dir / "int8-debug")
         out_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(fp32, out_dir / FP32_TWIN_ONNX)  # to recompute the table after editing the QDQ model
-        twin = f"the INT8-prepared FP32 ONNX (BatchNorm folded, channels equalised), saved as {FP32_TWIN_ONNX}"
+        twin = f"the FP32 ONNX the chosen attempt quantised (BatchNorm folded, channels equalised), saved as {FP32_TWIN_ONNX}"
     elif target == "tflite-int8":
+        from ..int8.search import chosen_attempt
         from ..targets.tflite_int8 import float_twin
 
-        rows = debug_tflite(float_twin(ctx), (bundle / "model.tflite").read_bytes(), inputs)
+        rows = debug_tflite(float_twin(ctx, chosen_attempt(ctx, target)), (bundle / "model.tflite").read_bytes(), inputs)
         twin = "the float TFLite conversion of the same TensorFlow function"
     elif target == "openvino-int8":
         from .openvino_points import debug_openvino

@@ -114,10 +114,13 @@ def debug_openvino_models(fp32_onnx: Path, int8_xml: Path, inputs: np.ndarray) -
 
 def debug_openvino(ctx: Any, bundle: Path, inputs: np.ndarray) -> tuple[list[dict[str, Any]], str]:
     """:func:`debug_openvino_models` for one export's chosen artifact (inputs NHWC as verified)."""
+    from ..int8.search import chosen_attempt
     from ..targets.onnx_int8 import prepared_onnx
+    from ..targets.openvino_int8 import WEIGHT_QMAX
 
-    rows = debug_openvino_models(prepared_onnx(ctx), bundle / "model.xml", np.ascontiguousarray(inputs.transpose(0, 3, 1, 2)))
-    return rows, "the INT8-prepared FP32 ONNX converted to OpenVINO (the model NNCF quantised)"
+    fp32 = prepared_onnx(ctx, chosen_attempt(ctx, "openvino-int8"), WEIGHT_QMAX)
+    rows = debug_openvino_models(fp32, bundle / "model.xml", np.ascontiguousarray(inputs.transpose(0, 3, 1, 2)))
+    return rows, "the FP32 ONNX the chosen attempt quantised, converted to OpenVINO (the model NNCF quantised)"
 
 
 __all__ = ["debug_openvino", "debug_openvino_models", "openvino_points"]

@@ -55,10 +55,10 @@ def _ort_quant():
 
 
 def prepared_onnx(ctx: ExportContext, attempt: Attempt | None = None, weight_qmax: int = WEIGHT_QMAX) -> Path:
-    """The model ``attempt`` quantises (the INT8-prepared one by default, or its distillation-tuned
-    copy for ``weight_qmax``) as ONNX, shape-inferred for the quantiser (made once per run)."""
+    """The model ``attempt`` quantises (the INT8-prepared one by default, its bias-corrected or
+    distillation-tuned copy for ``weight_qmax``) as ONNX, shape-inferred for the quantiser (made once per run)."""
     attempt = attempt or Attempt("minmax")
-    stem = f"int8-distilled{weight_qmax}" if attempt.distilled else "int8-prepared"
+    stem = attempt.model_key(weight_qmax)
     path = ctx.work_dir / f"{stem}.onnx"
     if not path.is_file():
         raw = ctx.work_dir / f"{stem}-raw.onnx"
@@ -88,7 +88,10 @@ def calibration_cache(ctx: ExportContext, src: Path, method: str) -> Path | None
         return None
     from onnxruntime.quantization import calibrate
 
-    path = ctx.work_dir / f"ort-ranges-{src.stem}-{method}.json"
+    # the bias-corrected models of different float groups differ by small bias shifts: one
+    # calibration (the first one's) serves them all, where a histogram method takes minutes each
+    family = src.stem.rsplit("-", 1)[0] if src.stem.startswith("int8-biascorrected") else src.stem
+    path = ctx.work_dir / f"ort-ranges-{family}-{method}.json"
     if not path.is_file():
         augmented = ctx.work_dir / f"ort-augmented-{src.stem}-{method}.onnx"
         calibrator = calibrate.create_calibrator(
@@ -145,7 +148,10 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
                 "weights": "int8 per channel, 7-bit range (no u8s8 saturation on x86 without VNNI)" if REDUCE_RANGE else "int8 per channel",
                 "nodes_in_float": len(exclude),
                 "distilled": attempt.distilled,
+                "bias_corrected": attempt.bias_corrected,
             },
         )
 
-    return run_search(ctx, info, build, ["minmax", "percentile", "entropy"], lambda folder: _fp32_onnx_files(ctx, folder), weight_qmax=WEIGHT_QMAX)
+    return run_search(
+        ctx, info, build, ["minmax", "percentile", "entropy"], lambda folder: _fp32_onnx_files(ctx, folder), weight_qmax=WEIGHT_QMAX, corrects_biases=True
+    )

@@ -111,6 +111,10 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
                 advanced_parameters=_range_params(attempt.method, bias_correction),
             )
 
+        if attempt.bias_corrected:
+            # the model's biases are corrected for int8 already (ours, against the original FP32
+            # model); NNCF's correction would pull them back toward the corrected FP32 model
+            return _saved(quantize(False), attempt, ignored, folder, "gfn-edge's bias correction (NNCF's off)")
         bias_note = "fast bias correction"
         try:
             quantized = quantize(True)
@@ -120,6 +124,9 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
             log.warning("NNCF bias correction failed (%s); quantising without it", exc)
             quantized = quantize(False)
             bias_note = f"bias correction off (NNCF failed: {exc})"
+        return _saved(quantized, attempt, ignored, folder, bias_note)
+
+    def _saved(quantized, attempt: Attempt, ignored: list[str], folder: Path, bias_note: str) -> Artifact:
         target_ctx = ExportContext(ctx.ref, folder, ctx.work_dir, ctx.metadata)
         return save_ir(
             quantized,
@@ -133,7 +140,11 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
                 "ops_in_float": len(ignored),
                 "bias_correction": bias_note,
                 "distilled": attempt.distilled,
+                "bias_corrected": attempt.bias_corrected,
             },
         )
 
+    # NNCF corrects biases itself: the search does not add ours. Measured on the w0.5 student
+    # (entropy ranges): NNCF's correction 0.9870 / 0.9561, ours with NNCF's off 0.9837 / 0.9522.
+    # build() still honours an attempt that asks for ours (NNCF's then off).
     return run_search(ctx, info, build, ["minmax", "percentile", "entropy"], lambda folder: _fp32_ir_files(ctx, folder), weight_qmax=WEIGHT_QMAX)

@@ -55,9 +55,9 @@ def tf_function_of(model, input_hw: tuple[int, int]):
 
 
 def _tf_function(ctx: ExportContext, attempt: Attempt | None = None):
-    """The TensorFlow function of the model ``attempt`` quantises (the prepared one by default), once per run."""
+    """The TensorFlow function of the model ``attempt`` quantises (the prepared one by default), once per run and model."""
     attempt = attempt or Attempt("minmax")
-    key = "tflite-int8-function" + ("-distilled" if attempt.distilled else "")
+    key = "tflite-int8-function:" + attempt.model_key(WEIGHT_QMAX)
     if key not in ctx.shared:
         w, h = ctx.spec.preprocess.input_size
         ctx.shared[key] = tf_function_of(int8_model(ctx, attempt, WEIGHT_QMAX), (h, w))
@@ -77,12 +77,14 @@ def int8_converter(fn, calib: np.ndarray, int8_io: bool = False):
     return conv
 
 
-def float_twin(ctx: ExportContext) -> bytes:
-    """The float TFLite conversion of the function the INT8 model is converted from (same tensor
-    names): the INT8 debugger's reference. Made once per run."""
-    key = "tflite-int8-float-twin"
+def float_twin(ctx: ExportContext, attempt: Attempt | None = None) -> bytes:
+    """The float TFLite conversion of the function ``attempt``'s INT8 model is converted from (same
+    tensor names; the plain prepared model by default): the INT8 debugger's reference. Made once
+    per run and model."""
+    attempt = attempt or Attempt("minmax")
+    key = "tflite-int8-float-twin:" + attempt.model_key(WEIGHT_QMAX)
     if key not in ctx.shared:
-        fn = _tf_function(ctx)
+        fn = _tf_function(ctx, attempt)
         ctx.shared[key] = _tf().lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn).convert()
     return ctx.shared[key]
 
@@ -183,10 +185,11 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
                 "prelu": "relu(x) - a*relu(-x) as ReLU-fused 1x1 depthwise convs (XNNPACK int8)",
                 "tensors_in_float": len(denylist),
                 "distilled": attempt.distilled,
+                "bias_corrected": attempt.bias_corrected,
             },
         )
 
-    return run_search(ctx, info, build, ["minmax"], lambda folder: _fp32_tflite_files(ctx, folder), weight_qmax=WEIGHT_QMAX)
+    return run_search(ctx, info, build, ["minmax"], lambda folder: _fp32_tflite_files(ctx, folder), weight_qmax=WEIGHT_QMAX, corrects_biases=True)
 
 
 __all__ = ["export"]

@@ -29,7 +29,7 @@ import torch.fx as fx
 from torch import nn
 
 from ..graph import trace_folded
-from ..prepare import _write_back
+from ..prepare import _write_back, group_nodes
 from ..simulate import ActivationRange, calibrate_ranges, quantisable_nodes
 from .augment import augment_batch, describe
 from .quantizers import ACT_LEVELS, round_ste
@@ -104,12 +104,21 @@ class _Tuned(nn.Module):
 class _Int8Simulation(fx.Interpreter):
     """Runs ``gm`` with fake-quantised weights and activations, differentiably (straight-through)."""
 
-    def __init__(self, gm: fx.GraphModule, tuned: dict[str, _Tuned], ranges: dict[fx.Node, ActivationRange], input_range: ActivationRange, qmax: int):
+    def __init__(
+        self,
+        gm: fx.GraphModule,
+        tuned: dict[str, _Tuned],
+        ranges: dict[fx.Node, ActivationRange],
+        input_range: ActivationRange,
+        qmax: int,
+        in_float: frozenset[str] = frozenset(),
+    ):
         super().__init__(gm)
         self.tuned = tuned
         self.ranges = ranges
         self.input_range = input_range
         self.qmax = qmax
+        self.in_float = in_float  # layers the backend keeps in float: tuned, but not quantised
 
     def run_node(self, n: fx.Node):
         out = super().run_node(n)
@@ -123,10 +132,13 @@ class _Int8Simulation(fx.Interpreter):
     def call_module(self, target, args, kwargs):
         mod = self.module.get_submodule(target)
         t = self.tuned.get(target)
-        if t is not None and isinstance(mod, nn.Conv2d):
-            return mod._conv_forward(args[0], _fake_weight(t.weight(), self.qmax), t.bias())
-        if t is not None and isinstance(mod, nn.Linear):
-            return nn.functional.linear(args[0], _fake_weight(t.weight(), self.qmax), t.bias())
+        if t is None:
+            return super().call_module(target, args, kwargs)
+        w = t.weight() if target in self.in_float else _fake_weight(t.weight(), self.qmax)
+        if isinstance(mod, nn.Conv2d):
+            return mod._conv_forward(args[0], w, t.bias())
+        if isinstance(mod, nn.Linear):
+            return nn.functional.linear(args[0], w, t.bias())
         return super().call_module(target, args, kwargs)
 
 
@@ -173,21 +185,24 @@ def distill_for_int8(
     pixel_scale: float = 1 / 128,
     seed: int = 0,
     threads: int | None = 1,
+    float_groups: tuple[str, ...] = (),
 ) -> Distilled:
     """Tune ``model`` (the INT8-prepared FP32 model) for int8 from NHWC calibration inputs.
 
     ``weight_qmax``: the backend's weight grid (127 for int8, 63 for onnxruntime's 7-bit weights).
     ``lr``: Adam's step in quantisation steps of each weight's channel (see :class:`_Tuned`).
+    ``float_groups``: module groups the backend will keep in float (``blocks.3``): simulated
+    unquantised, their weights still tuned (in float they can make up for the int8 around them).
     ``threads``: torch threads while tuning (None: torch's default). One, because the tensors are
     small: on this project's 2-core machine with another job running, two threads made a step ten
     times slower (5 steps in 60 s against 40). The schedule is a fraction of ``budget_s``, so a
     slower machine takes fewer steps rather than running late.
     """
     with torch_threads(threads):
-        return _distill(model, calibration, task, weight_qmax, budget_s, batch, lr, range_every, pixel_scale, seed)
+        return _distill(model, calibration, task, weight_qmax, budget_s, batch, lr, range_every, pixel_scale, seed, float_groups)
 
 
-def _distill(model, calibration, task, weight_qmax, budget_s, batch, lr, range_every, pixel_scale, seed) -> Distilled:
+def _distill(model, calibration, task, weight_qmax, budget_s, batch, lr, range_every, pixel_scale, seed, float_groups=()) -> Distilled:
     start = time.perf_counter()
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -212,7 +227,10 @@ def _distill(model, calibration, task, weight_qmax, budget_s, batch, lr, range_e
                     mod.bias.copy_(t.bias())
 
     chunks = [x_all[i : i + 64] for i in range(0, len(x_all), 64)]
-    wanted = set(quantised_outputs(gm))
+    by_group = group_nodes(gm, [n for n in gm.graph.nodes if n.op.startswith("call_")])
+    float_nodes = set().union(*(by_group.get(g, set()) for g in float_groups))
+    in_float = frozenset(str(n.target) for n in float_nodes if n.op == "call_module")
+    wanted = set(quantised_outputs(gm)) - float_nodes
     input_range = ActivationRange(float(x_all.min()), float(x_all.max()))
 
     def ranges_now() -> dict[fx.Node, ActivationRange]:
@@ -220,7 +238,7 @@ def _distill(model, calibration, task, weight_qmax, budget_s, batch, lr, range_e
         return {n: r for n, r in calibrate_ranges(gm, chunks).items() if n in wanted}
 
     def simulate(x: torch.Tensor, ranges) -> list[torch.Tensor]:
-        return _outputs(_Int8Simulation(gm, tuned_layers, ranges, input_range, weight_qmax).run(x))
+        return _outputs(_Int8Simulation(gm, tuned_layers, ranges, input_range, weight_qmax, in_float).run(x))
 
     ranges = ranges_now()
     eval_x = x_all[: min(len(x_all), 64)]
@@ -280,6 +298,7 @@ def _distill(model, calibration, task, weight_qmax, budget_s, batch, lr, range_e
         "batch": batch,
         "lr_quantisation_steps": lr,
         "weight_qmax": weight_qmax,
+        "float_groups": list(float_groups),
         "samples": len(x_all),
         "augmentation": describe(),
         "final_loss": round(loss_value, 6),
