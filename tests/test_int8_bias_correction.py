@@ -11,31 +11,13 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="asset missing: torch (the training side: pip install 'gfn-edge[export]')")
+from int8_tiny import Tiny  # noqa: E402
 from torch import nn  # noqa: E402
 
 from gfn_edge.export.int8.bias_correction import correct_biases  # noqa: E402
 from gfn_edge.export.int8.graph import trace_folded  # noqa: E402
 from gfn_edge.export.int8.search import Attempt, bias_correction_wanted  # noqa: E402
 from gfn_edge.export.int8.simulate import _fq_act, _fq_weight  # noqa: E402
-
-
-class Tiny(nn.Module):
-    """conv-BN-ReLU, conv-BN-PReLU with a residual add, pooled into a linear embedding."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(8)
-        self.relu = nn.ReLU()
-        self.conv2 = nn.Conv2d(8, 8, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(8)
-        self.prelu = nn.PReLU(8, init=0.2)
-        self.fc = nn.Linear(8, 16)
-
-    def forward(self, x):
-        a = self.relu(self.bn1(self.conv1(x)))
-        b = self.prelu(self.bn2(self.conv2(a))) + a
-        return self.fc(b.mean(dim=(2, 3)))
 
 
 def _tiny() -> nn.Module:
@@ -69,8 +51,8 @@ def test_the_first_layer_gets_the_fp32_channel_means_back():
     xq = _fq_act(xt, float(xt.min()), float(xt.max()))
     with torch.no_grad():
         want = folded(xt).mean(dim=(0, 2, 3))
-        before = folded._conv_forward(xq, _fq_weight(folded.weight, bits=4), folded.bias).mean(dim=(0, 2, 3))
-        after = corrected._conv_forward(xq, _fq_weight(corrected.weight, bits=4), corrected.bias).mean(dim=(0, 2, 3))
+        before = folded._conv_forward(xq, _fq_weight(folded.weight, qmax=7), folded.bias).mean(dim=(0, 2, 3))
+        after = corrected._conv_forward(xq, _fq_weight(corrected.weight, qmax=7), corrected.bias).mean(dim=(0, 2, 3))
     assert float((before - want).abs().max()) > 1e-3, "the coarse grid should shift some channel's mean"
     assert torch.allclose(after, want, atol=1e-5), (after - want).abs().max()
 

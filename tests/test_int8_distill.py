@@ -11,29 +11,12 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="asset missing: torch (the training side: pip install 'gfn-edge[export]')")
+from int8_tiny import Tiny  # noqa: E402
 from torch import nn  # noqa: E402
 
 from gfn_edge.export.int8.graph import trace_folded  # noqa: E402
-from gfn_edge.export.int8.learned.distill import _fake_weight, distill_for_int8, quantised_outputs  # noqa: E402
-
-
-class Tiny(nn.Module):
-    """conv-BN-ReLU, conv-BN-PReLU, a residual add, global pooling and a linear embedding."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(8)
-        self.relu = nn.ReLU()
-        self.conv2 = nn.Conv2d(8, 8, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(8)
-        self.prelu = nn.PReLU(8, init=0.2)
-        self.fc = nn.Linear(8, 16)
-
-    def forward(self, x):
-        a = self.relu(self.bn1(self.conv1(x)))
-        b = self.prelu(self.bn2(self.conv2(a))) + a
-        return self.fc(b.mean(dim=(2, 3)))
+from gfn_edge.export.int8.learned.distill import _fake_weight, distill_for_int8  # noqa: E402
+from gfn_edge.export.int8.simulate import quantised_outputs  # noqa: E402
 
 
 def _tiny(outlier: float = 1.0) -> nn.Module:

@@ -38,8 +38,9 @@ from torch import nn
 from gfn_edge.errors import CalibrationError
 
 from .graph import trace_folded
-from .prepare import _write_back, group_nodes
-from .simulate import ActivationRange, _fq_act, calibrate_ranges
+from .learned.tensors import nchw
+from .prepare import _write_back, nodes_of_groups
+from .simulate import ActivationRange, _fq_act, _fq_weight, calibrate_ranges, quantised_outputs
 
 log = logging.getLogger(__name__)
 
@@ -55,28 +56,6 @@ class BiasCorrection:
 
     model: nn.Module
     report: dict[str, Any] = field(default_factory=dict)
-
-
-def _fq_weight(w: torch.Tensor, qmax: int) -> torch.Tensor:
-    dims = tuple(range(1, w.dim()))
-    scale = w.abs().amax(dim=dims, keepdim=True).clamp(min=1e-12) / qmax
-    return torch.round(w / scale).clamp(-qmax, qmax) * scale
-
-
-def _fused_activation(gm: fx.GraphModule, node: fx.Node) -> bool:
-    if node.op == "call_module":
-        return isinstance(gm.get_submodule(str(node.target)), (nn.ReLU, nn.ReLU6))
-    return node.op == "call_function" and node.target in (torch.relu, nn.functional.relu, nn.functional.relu6)
-
-
-def _quantised_outputs(gm: fx.GraphModule, ranges: dict[fx.Node, ActivationRange]) -> dict[fx.Node, ActivationRange]:
-    """Where the backends put an activation quantiser: every measured tensor except one whose only
-    user is a ReLU (fused into the layer; the quantiser sits after the ReLU)."""
-    return {n: r for n, r in ranges.items() if not (len(n.users) == 1 and _fused_activation(gm, next(iter(n.users))))}
-
-
-def _nchw(x: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32))
 
 
 def _call(gm: fx.GraphModule, node: fx.Node, args, kwargs):
@@ -121,12 +100,12 @@ def correct_biases(
             f"(first at index {int(np.argmax(bad))}); rebuild the calibration set from the pictures"
         )
     cap = max_samples or MAX_SAMPLES.get(task, DEFAULT_MAX_SAMPLES)
-    x = _nchw(calibration[: min(len(calibration), cap)])
+    x = nchw(calibration[: min(len(calibration), cap)])
     gm = trace_folded(copy.deepcopy(model).float().eval(), x[:2])
-    by_group = group_nodes(gm, [n for n in gm.graph.nodes if n.op.startswith("call_")])
-    skip = set().union(*(by_group.get(g, set()) for g in float_groups))
+    skip = nodes_of_groups(gm, float_groups)
     chunks = [x[i : i + 32] for i in range(0, len(x), 32)]
-    ranges = _quantised_outputs(gm, calibrate_ranges(gm, chunks))
+    placed = set(quantised_outputs(gm))
+    ranges = {n: r for n, r in calibrate_ranges(gm, chunks).items() if n in placed}
     input_range = ActivationRange(float(x.min()), float(x.max()))
     shifts: dict[str, float] = {}
     dead = _last_uses(gm)

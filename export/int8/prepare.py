@@ -142,6 +142,12 @@ def group_nodes(gm: fx.GraphModule, nodes) -> dict[str, set[fx.Node]]:
     return groups
 
 
+def nodes_of_groups(gm: fx.GraphModule, groups) -> set[fx.Node]:
+    """Every computing node of ``gm`` in the given module groups (those an attempt keeps in float)."""
+    by_group = group_nodes(gm, [n for n in gm.graph.nodes if n.op.startswith("call_")])
+    return set().union(*(by_group.get(g, set()) for g in groups))
+
+
 def group_sensitivity(gm: fx.GraphModule, x: torch.Tensor, ranges, score: Callable[[list[np.ndarray]], float]) -> list[tuple[str, float]]:
     """Damage (drop of ``score``) when only one module group is int8, for every group, worst first."""
     with torch.no_grad():

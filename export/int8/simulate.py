@@ -19,8 +19,8 @@ from torch import nn
 from .equalize import collect_ranges
 
 
-def _fq_weight(w: torch.Tensor, bits: int = 8) -> torch.Tensor:
-    qmax = 2 ** (bits - 1) - 1
+def _fq_weight(w: torch.Tensor, qmax: int = 127) -> torch.Tensor:
+    """Per-output-channel symmetric weights on the backend's grid (127 levels a side, 63 for 7-bit)."""
     dims = tuple(range(1, w.dim()))
     scale = w.abs().amax(dim=dims, keepdim=True).clamp(min=1e-12) / qmax
     return torch.round(w / scale).clamp(-qmax, qmax) * scale
@@ -43,6 +43,21 @@ def quantisable_nodes(gm: fx.GraphModule) -> list[fx.Node]:
             if hasattr(meta, "shape") and len(meta.shape) >= 2 and meta.dtype == torch.float32:
                 out.append(n)
     return out
+
+
+_FUSED_ACTIVATIONS = (nn.ReLU, nn.ReLU6)
+
+
+def _is_fused_activation(gm: fx.GraphModule, node: fx.Node) -> bool:
+    if node.op == "call_module":
+        return isinstance(gm.get_submodule(str(node.target)), _FUSED_ACTIVATIONS)
+    return node.op == "call_function" and node.target in (torch.relu, nn.functional.relu, nn.functional.relu6)
+
+
+def quantised_outputs(gm: fx.GraphModule) -> list[fx.Node]:
+    """Where a backend puts an activation quantiser: every tensor-producing node except one whose
+    only user is a ReLU (the backends fuse it into the layer and quantise after the ReLU)."""
+    return [n for n in quantisable_nodes(gm) if not (len(n.users) == 1 and _is_fused_activation(gm, next(iter(n.users))))]
 
 
 def layer_name(gm: fx.GraphModule, node: fx.Node) -> str:
@@ -133,4 +148,4 @@ def _as_tuple(out):
     return out if isinstance(out, (tuple, list)) else (out,)
 
 
-__all__ = ["calibrate_ranges", "collect_ranges", "layer_name", "quantisable_nodes", "run_fake_quant", "sensitivity"]
+__all__ = ["calibrate_ranges", "collect_ranges", "layer_name", "quantisable_nodes", "quantised_outputs", "run_fake_quant", "sensitivity"]

@@ -29,8 +29,8 @@ import torch.fx as fx
 from torch import nn
 
 from ..graph import trace_folded
-from ..prepare import _write_back, group_nodes
-from ..simulate import ActivationRange, calibrate_ranges, quantisable_nodes
+from ..prepare import _write_back, nodes_of_groups
+from ..simulate import ActivationRange, calibrate_ranges, quantised_outputs
 from .augment import augment_batch, describe
 from .quantizers import ACT_LEVELS, round_ste
 from .tensors import nchw, torch_threads
@@ -38,7 +38,6 @@ from .tensors import nchw, torch_threads
 log = logging.getLogger(__name__)
 
 DEFAULT_BUDGET_S = 150.0
-_FUSED_ACTIVATIONS = (nn.ReLU, nn.ReLU6)
 
 
 @dataclass
@@ -60,18 +59,6 @@ def _fake_act(x: torch.Tensor, r: ActivationRange) -> torch.Tensor:
     scale = max(hi - lo, 1e-12) / ACT_LEVELS
     zero = round(-lo / scale)
     return (torch.clamp(round_ste(x / scale) + zero, 0, ACT_LEVELS) - zero) * scale
-
-
-def _is_fused_activation(gm: fx.GraphModule, node: fx.Node) -> bool:
-    if node.op == "call_module":
-        return isinstance(gm.get_submodule(str(node.target)), _FUSED_ACTIVATIONS)
-    return node.op == "call_function" and node.target in (torch.relu, nn.functional.relu, nn.functional.relu6)
-
-
-def quantised_outputs(gm: fx.GraphModule) -> list[fx.Node]:
-    """Where a backend puts an activation quantiser: every tensor-producing node except one whose
-    only user is a ReLU (the backends fuse it into the layer and quantise after the ReLU)."""
-    return [n for n in quantisable_nodes(gm) if not (len(n.users) == 1 and _is_fused_activation(gm, next(iter(n.users))))]
 
 
 class _Tuned(nn.Module):
@@ -227,8 +214,7 @@ def _distill(model, calibration, task, weight_qmax, budget_s, batch, lr, range_e
                     mod.bias.copy_(t.bias())
 
     chunks = [x_all[i : i + 64] for i in range(0, len(x_all), 64)]
-    by_group = group_nodes(gm, [n for n in gm.graph.nodes if n.op.startswith("call_")])
-    float_nodes = set().union(*(by_group.get(g, set()) for g in float_groups))
+    float_nodes = nodes_of_groups(gm, float_groups)
     in_float = frozenset(str(n.target) for n in float_nodes if n.op == "call_module")
     wanted = set(quantised_outputs(gm)) - float_nodes
     input_range = ActivationRange(float(x_all.min()), float(x_all.max()))
