@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="INT8 remedy after plain calibration fails: label-free distillation QAT for S seconds (default 150; 0 skips it)",
     )
     p.add_argument(
+        "--int8-search-seconds",
+        type=_seconds,
+        metavar="S",
+        help="INT8: time budget of each target's search; no attempt starts after S seconds and the best one so far is reported (default 600; 0: no limit)",
+    )
+    p.add_argument(
         "--no-int8-bias-correction",
         dest="int8_bias_correction",
         action="store_false",
@@ -152,6 +158,7 @@ def _main(argv: list[str] | None = None) -> int:
         "float_groups": args.int8_float,
         "int8_debug": args.int8_debug,
         "distill_seconds": args.int8_distill_seconds,
+        "search_seconds": args.int8_search_seconds,
         "bias_correction": args.int8_bias_correction,
     }
     calib = None

@@ -39,9 +39,19 @@ def test_the_group_ranking_score_weighs_the_worst_faces():
     assert embed([one_bad], [ref]) < embed([mild], [ref])  # the score ranks it as the worse damage
 
 
-def _search(tmp_path: Path, monkeypatch, results: dict[str, tuple[float, float, float]], options: dict | None = None) -> list[str]:
+def _search(
+    tmp_path: Path,
+    monkeypatch,
+    results: dict[str, tuple[float, float, float]],
+    options: dict | None = None,
+    build_seconds: float = 0.0,
+    chosen: list | None = None,
+    **search_args,
+) -> list[str]:
     """Runs run_search with a fake quantiser and verifier: ``results`` maps an attempt's label to
-    (cos_mean, cos_min, pair Δ); returns the labels in the order the search tried them."""
+    (cos_mean, cos_min, pair Δ); returns the labels in the order the search tried them (and appends
+    the artifact it chose to ``chosen``). Each build takes ``build_seconds``."""
+    import time
     from types import SimpleNamespace
 
     import gfn_edge.export.int8.search as search
@@ -56,6 +66,7 @@ def _search(tmp_path: Path, monkeypatch, results: dict[str, tuple[float, float, 
         return VerificationReport(margin(probe) >= 0, metrics, tolerances)
 
     def build(attempt, folder):
+        time.sleep(build_seconds)
         tried.append(attempt.label())
         (folder / "label").write_text(attempt.label())
         return Artifact({"model": "label"}, [], [])
@@ -63,7 +74,7 @@ def _search(tmp_path: Path, monkeypatch, results: dict[str, tuple[float, float, 
     prep = SimpleNamespace(report=dict, sensitivity=[("stem", 0.3), ("blocks.1", 0.2), ("blocks.2", 0.1), ("blocks.3", 0.05)])
     monkeypatch.setattr(search, "preparation", lambda ctx: prep)
     monkeypatch.setattr(search, "sensitivity", lambda ctx: prep.sensitivity)
-    monkeypatch.setattr(search, "distillation", lambda ctx, q, groups=(): SimpleNamespace(report={}))
+    monkeypatch.setattr(search, "distillation", lambda ctx, q, groups=(), budget_s=None: SimpleNamespace(report={}))
     monkeypatch.setattr(search, "bias_correction", lambda ctx, q, groups=(): SimpleNamespace(report={}))
     monkeypatch.setattr(search, "write_manifest", lambda *a, **k: None)
     monkeypatch.setattr(search, "_calibration_note", lambda ctx, method: {})
@@ -78,7 +89,10 @@ def _search(tmp_path: Path, monkeypatch, results: dict[str, tuple[float, float, 
         spec=SimpleNamespace(name="student", int8_recipes={}, task="embed"),
         verify=verify,
     )
-    search.run_search(ctx, TARGETS["onnx-int8"], build, ["minmax", "entropy"], lambda folder: None, corrects_biases=True)
+    search_args = search_args or {"corrects_biases": True}
+    artifact = search.run_search(ctx, TARGETS["onnx-int8"], build, ["minmax", "entropy"], lambda folder: None, **search_args)
+    if chosen is not None:
+        chosen.append(artifact)
     return tried
 
 
@@ -131,3 +145,66 @@ def test_distillation_comes_last_with_the_last_groups_in_float(tmp_path, monkeyp
         "minmax + bias correction + float stem, blocks.1",
         "minmax + distillation QAT + float stem, blocks.1",
     ]
+
+
+def test_the_search_stops_at_its_time_budget_with_the_best_attempt_so_far(tmp_path, monkeypatch):
+    """Random weights, or a model no remedy rescues: the verdict comes in bounded time, the attempts
+    not made are named, and the artifact is the best one tried."""
+    chosen: list = []
+    results = {"minmax": (0.96, 0.90, 0.6), "entropy": (0.97, 0.92, 0.6)}
+    tried = _search(tmp_path, monkeypatch, results, {"search_seconds": 0.25, "distill_seconds": 5}, build_seconds=0.15, chosen=chosen)
+    assert tried == ["minmax", "entropy"]
+    (artifact,) = chosen
+    search_note = artifact.notes["search"]
+    assert search_note["stopped_by_budget"] and search_note["budget_s"] == 0.25
+    assert search_note["not_tried"] == "entropy + bias correction"
+    assert [a["method"] for a in artifact.notes["attempts"]] == ["minmax", "entropy"]
+    assert artifact.notes["float_groups"] == [] and artifact.notes["calibration"] == {}
+    # no limit: every step runs
+    unbounded = _search(tmp_path / "b", monkeypatch, results, {"search_seconds": 0, "distill_seconds": 5})
+    assert unbounded[-1] == "entropy + distillation QAT + float stem, blocks.1"
+
+
+def test_no_distillation_when_the_budget_left_is_too_short_for_it(tmp_path, monkeypatch):
+    chosen: list = []
+    tried = _search(tmp_path, monkeypatch, {}, {"search_seconds": 1.5, "distill_seconds": 150}, build_seconds=0.15, chosen=chosen)
+    assert "distillation" not in " ".join(tried) and len(tried) == 5  # 2 methods, bias correction, 2 group steps
+    assert "distillation QAT" in chosen[0].notes["search"]["not_tried"]
+
+
+def test_openvino_remedies_go_through_the_qdq_graph_with_bias_correction(tmp_path, monkeypatch):
+    """NNCF tries the plain methods; bias correction, float groups and distillation then quantise
+    onnxruntime's QDQ graph (route "qdq"), starting from min/max ranges whatever NNCF's best was."""
+    chosen: list = []
+    results = {"minmax": (0.96, 0.90, 0.6), "entropy": (0.987, 0.956, 0.3)}
+    tried = _search(tmp_path, monkeypatch, results, {"distill_seconds": 5}, chosen=chosen, remedy_route="qdq")
+    assert tried == [
+        "minmax",
+        "entropy",
+        "minmax + bias correction (onnxruntime QDQ)",
+        "minmax + bias correction + float stem (onnxruntime QDQ)",
+        "minmax + bias correction + float stem, blocks.1 (onnxruntime QDQ)",
+        "minmax + distillation QAT + float stem, blocks.1 (onnxruntime QDQ)",
+    ]
+    records = chosen[0].notes["attempts"]
+    assert [r.get("route", "") for r in records] == ["", "", "qdq", "qdq", "qdq", "qdq"]
+    # switched off: no bias correction, the groups on plain min/max ranges of the QDQ graph
+    off = _search(tmp_path / "b", monkeypatch, results, {"bias_correction": False}, remedy_route="qdq")
+    assert off == ["minmax", "entropy", "minmax + float stem (onnxruntime QDQ)", "minmax + float stem, blocks.1 (onnxruntime QDQ)"]
+
+
+def test_the_search_budget_option_is_parsed_and_absurd_values_refused(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from gfn_edge.export.cli import build_parser
+    from gfn_edge.export.int8.search import DEFAULT_SEARCH_SECONDS, search_seconds
+
+    base = ["--model", "m", "--target", "tflite-int8", "--out", str(tmp_path)]
+    assert build_parser().parse_args(base + ["--int8-search-seconds", "120"]).int8_search_seconds == 120.0
+    assert build_parser().parse_args(base).int8_search_seconds is None
+    for bad in ("-5", "soon", "1e9"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(base + ["--int8-search-seconds", bad])
+        assert "--int8-search-seconds" in capsys.readouterr().err
+    assert search_seconds(SimpleNamespace(options={})) == DEFAULT_SEARCH_SECONDS
+    assert search_seconds(SimpleNamespace(options={"search_seconds": 0})) == float("inf")

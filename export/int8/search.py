@@ -21,6 +21,11 @@ channel's mean over all anchors, mostly background. The search measures which.
 
 The first attempt within tolerance wins; otherwise the one closest to its tolerances is returned
 marked failed. Every attempt is recorded in the manifest (method, float groups, metrics).
+
+The search has a time budget (``--int8-search-seconds``, default 10 minutes per target): once it
+is spent no further attempt starts, and the distillation gets at most what is left. A checkpoint
+that no remedy rescues (random weights, a model INT8 cannot carry) then gets its verdict in
+bounded time, with the attempts not made named in the manifest, instead of a search of an hour.
 """
 
 from __future__ import annotations
@@ -44,12 +49,18 @@ from .prepare import Int8Preparation, prepare_for_int8, rank_groups
 log = logging.getLogger(__name__)
 
 
+class _BudgetSpent(Exception):
+    """The search's time budget ran out before its next attempt."""
+
+
 @dataclass(frozen=True)
 class Attempt:
     method: str
     float_groups: tuple[str, ...] = ()
     distilled: bool = False  # the model tuned by distillation QAT instead of the prepared one
     bias_corrected: bool = False  # the prepared model's biases corrected for int8 (:mod:`.bias_correction`)
+    # which quantiser: "" the backend's own; "qdq" onnxruntime's QDQ graph, compiled by the backend
+    route: str = ""
 
     def label(self) -> str:
         return (
@@ -57,6 +68,7 @@ class Attempt:
             + (" + bias correction" if self.bias_corrected else "")
             + (" + distillation QAT" if self.distilled else "")
             + (f" + float {', '.join(self.float_groups)}" if self.float_groups else "")
+            + (" (onnxruntime QDQ)" if self.route == "qdq" else "")
         )
 
     def model_key(self, weight_qmax: int) -> str:
@@ -89,6 +101,7 @@ class Outcome:
             "method": self.attempt.method,
             "distilled": self.attempt.distilled,
             "bias_corrected": self.attempt.bias_corrected,
+            **({"route": self.attempt.route} if self.attempt.route else {}),
             "float_groups": list(self.attempt.float_groups),
             "passed": self.passed,
             "metrics": {k: self.metrics[k] for k in keys if k in self.metrics},
@@ -128,6 +141,9 @@ def preparation(ctx: ExportContext) -> Int8Preparation:
 
 
 DEFAULT_DISTILL_SECONDS = 150.0
+DEFAULT_SEARCH_SECONDS = 600.0
+# a distillation shorter than this learns too little to be worth its verification
+MIN_DISTILL_SECONDS = 30.0
 
 
 def distill_seconds(ctx: ExportContext) -> float:
@@ -135,22 +151,31 @@ def distill_seconds(ctx: ExportContext) -> float:
     return DEFAULT_DISTILL_SECONDS if value is None else float(value)
 
 
-def distillation(ctx: ExportContext, weight_qmax: int, float_groups: tuple[str, ...] = ()):
+def search_seconds(ctx: ExportContext) -> float:
+    """The search's time budget per target (``--int8-search-seconds``; 0: no limit)."""
+    value = ctx.options.get("search_seconds")
+    value = DEFAULT_SEARCH_SECONDS if value is None else float(value)
+    return float("inf") if value == 0 else value
+
+
+def distillation(ctx: ExportContext, weight_qmax: int, float_groups: tuple[str, ...] = (), budget_s: float | None = None):
     """The prepared model tuned for int8 on this backend's weight grid with ``float_groups`` kept in
-    float, computed once per run, grid and groups."""
+    float, computed once per run, grid and groups (``budget_s``: at most this long, when the
+    search has less time left than ``--int8-distill-seconds``)."""
     key = f"int8_distilled:{weight_qmax}:{','.join(float_groups)}"
     if key not in ctx.shared:
         from .learned.distill import distill_for_int8
 
+        seconds = distill_seconds(ctx) if budget_s is None else min(distill_seconds(ctx), budget_s)
         log.info(
             "INT8: distillation QAT of %s (%.0f s budget, weights to %d levels a side, %d groups in float)",
             ctx.spec.name,
-            distill_seconds(ctx),
+            seconds,
             weight_qmax,
             len(float_groups),
         )
         ctx.shared[key] = distill_for_int8(
-            preparation(ctx).model, ctx.calibration.inputs(), ctx.spec.task, weight_qmax, budget_s=distill_seconds(ctx), float_groups=float_groups
+            preparation(ctx).model, ctx.calibration.inputs(), ctx.spec.task, weight_qmax, budget_s=seconds, float_groups=float_groups
         )
     return ctx.shared[key]
 
@@ -241,6 +266,14 @@ def rank(outcome: Outcome) -> tuple[float, float]:
     return (outcome.margin, outcome.total_slack)
 
 
+def _remedy_base(outcomes: list[Outcome], route: str) -> Attempt:
+    """The attempt the remedies build on: the one of their quantiser closest to the reference (by
+    fidelity), else plain min/max ranges on it (onnxruntime's histogram calibrations take minutes
+    per model, and the remedies themselves are what moves the result)."""
+    own = [o for o in outcomes if o.attempt.route == route and not o.attempt.float_groups and not o.attempt.distilled]
+    return max(own, key=_by_fidelity).attempt if own else Attempt("minmax", route=route)
+
+
 def plan(ctx: ExportContext, methods: list[str], groups: list[str]) -> tuple[list[Attempt], list[list[str]]]:
     pinned = ctx.options.get("calib_method")
     method_list = [pinned] if pinned else methods
@@ -273,6 +306,7 @@ def run_search(
     build_fp32: Callable[[Path], Artifact],
     weight_qmax: int = 127,
     corrects_biases: bool = False,
+    remedy_route: str = "",
 ) -> Artifact:
     """Try attempts until one verifies; copy the winner (or the best failure) into the bundle.
 
@@ -281,16 +315,35 @@ def run_search(
     winner for the manifest's comparison. ``weight_qmax``: the backend's weight grid, which the
     distillation trains for. ``corrects_biases``: whether this backend's quantiser leaves biases as
     they are (ONNX Runtime, TFLite), so the search hands it bias-corrected models
-    (:mod:`.bias_correction`; NNCF corrects on its own).
+    (:mod:`.bias_correction`; NNCF corrects on its own). ``remedy_route``: the quantiser of the
+    remedies (bias correction, float groups, distillation) where it is not the backend's own:
+    OpenVINO's remedies go through onnxruntime's QDQ graph ("qdq"), which leaves biases alone, so
+    bias correction is tried there too.
     """
+    started = time.perf_counter()
+    budget = search_seconds(ctx)
     prep = preparation(ctx)
-    corrected = bias_correction_wanted(ctx, corrects_biases)
+    corrected = bias_correction_wanted(ctx, corrects_biases or remedy_route == "qdq")
     first, _ = plan(ctx, methods, [])
     root = ctx.work_dir / f"{info.name}-attempts"
     root.mkdir(exist_ok=True)
     outcomes: list[Outcome] = []
+    not_made: list[str] = []
 
-    def attempt(a: Attempt) -> Outcome:
+    def time_left() -> float:
+        return budget - (time.perf_counter() - started)
+
+    def out_of_time(label: str) -> bool:
+        """Whether the budget is spent (recording the attempt not made); the first attempt always runs."""
+        if outcomes and time_left() <= 0:
+            not_made.append(label)
+            return True
+        return False
+
+    def attempt(a: Attempt, paid: bool = False) -> Outcome:
+        # paid: its costly part (the distillation) is done, so it is verified whatever the clock says
+        if not paid and out_of_time(a.label()):
+            raise _BudgetSpent
         folder = root / f"attempt{len(outcomes)}"
         folder.mkdir()
         start = time.perf_counter()
@@ -321,41 +374,58 @@ def run_search(
 
     winner = None
     recipe = _recipe(ctx, info, methods)
-    if recipe is not None:
-        log.info("%s: trying the known recipe for %s first (%s)", info.name, ctx.spec.name, recipe.label())
-        if attempt(recipe).passed:
-            winner = outcomes[-1]
-    if winner is None:
-        for a in first:
-            if a != recipe and attempt(a).passed:
-                winner = outcomes[-1]
-                break
-    if winner is None and corrected:
-        best_method = max(outcomes, key=_by_fidelity).attempt.method
-        if attempt(Attempt(best_method, bias_corrected=True)).passed:
-            winner = outcomes[-1]
     tried_groups: tuple[str, ...] = ()
-    base = max(outcomes, key=_by_fidelity).attempt if outcomes else Attempt(methods[0])
-    if winner is None:
-        groups = [g for g, damage in sensitivity(ctx) if damage > 0]
-        _, fallbacks = plan(ctx, methods, groups)
-        for fl in fallbacks:
-            candidate = Attempt(base.method, tuple(fl), bias_corrected=base.bias_corrected)
-            tried_groups = candidate.float_groups
-            if candidate == recipe:
-                continue
-            if attempt(candidate).passed:
+    try:
+        if recipe is not None:
+            log.info("%s: trying the known recipe for %s first (%s)", info.name, ctx.spec.name, recipe.label())
+            if attempt(recipe).passed:
                 winner = outcomes[-1]
-                break
-    if winner is None and distill_seconds(ctx) > 0:
-        # trained with the same groups in float that the backend then keeps in float, so the
-        # tuned weights make up for int8 only where int8 is
-        start = time.perf_counter()
-        distillation(ctx, weight_qmax, tried_groups)
-        tuned = attempt(Attempt(base.method, tried_groups, distilled=True))
-        tuned.seconds += time.perf_counter() - start  # the distillation's time belongs to its attempt
-        if tuned.passed:
-            winner = tuned
+        if winner is None:
+            for a in first:
+                if a != recipe and attempt(a).passed:
+                    winner = outcomes[-1]
+                    break
+        if winner is None and corrected:
+            corrected_attempt = Attempt(_remedy_base(outcomes, remedy_route).method, bias_corrected=True, route=remedy_route)
+            if attempt(corrected_attempt).passed:
+                winner = outcomes[-1]
+        base = _remedy_base(outcomes, remedy_route)
+        if winner is None:
+            groups = [g for g, damage in sensitivity(ctx) if damage > 0]
+            _, fallbacks = plan(ctx, methods, groups)
+            for fl in fallbacks:
+                candidate = Attempt(base.method, tuple(fl), bias_corrected=base.bias_corrected, route=remedy_route)
+                if candidate == recipe:
+                    tried_groups = candidate.float_groups
+                    continue
+                if attempt(candidate).passed:
+                    winner = outcomes[-1]
+                    break
+                tried_groups = candidate.float_groups
+        if winner is None and distill_seconds(ctx) > 0:
+            # trained with the same groups in float that the backend then keeps in float, so the
+            # tuned weights make up for int8 only where int8 is
+            tuned_attempt = Attempt(base.method, tried_groups, distilled=True, route=remedy_route)
+            # the distillation's budget and the verification after it (about as long as an attempt)
+            verify_s = statistics.median(o.seconds for o in outcomes) if outcomes else 0.0
+            learn_s = min(distill_seconds(ctx), time_left() - verify_s)
+            if learn_s < min(MIN_DISTILL_SECONDS, distill_seconds(ctx)):
+                not_made.append(tuned_attempt.label())
+                raise _BudgetSpent
+            start = time.perf_counter()
+            distillation(ctx, weight_qmax, tried_groups, budget_s=learn_s)
+            tuned = attempt(tuned_attempt, paid=True)
+            tuned.seconds += time.perf_counter() - start  # the distillation's time belongs to its attempt
+            if tuned.passed:
+                winner = tuned
+    except _BudgetSpent:
+        log.warning(
+            "%s: the INT8 search's time budget (%.0f s, --int8-search-seconds) is spent after %d attempts; not tried: %s",
+            info.name,
+            budget,
+            len(outcomes),
+            not_made[0],
+        )
     built = [o for o in outcomes if o.artifact is not None]
     if not built:
         raise RuntimeError(f"{info.name}: every quantisation attempt failed: " + "; ".join(o.failures[0] for o in outcomes))
@@ -373,6 +443,12 @@ def run_search(
             **({"distillation": distillation(ctx, weight_qmax, chosen.attempt.float_groups).report} if chosen.attempt.distilled else {}),
             **({"bias_correction": bias_correction(ctx, weight_qmax, chosen.attempt.float_groups).report} if chosen.attempt.bias_corrected else {}),
             "attempts": [o.record() for o in outcomes],
+            "search": {
+                "budget_s": None if budget == float("inf") else budget,
+                "seconds": round(time.perf_counter() - started, 1),
+                "stopped_by_budget": bool(not_made),
+                **({"not_tried": not_made[0]} if not_made else {}),
+            },
             "remedies": _remedies(chosen, outcomes, recipe),
         }
     )
@@ -399,6 +475,8 @@ def _remedies(chosen: Outcome, outcomes: list[Outcome], recipe: Attempt | None =
         done.append(f"calibration methods tried: {', '.join(dict.fromkeys(o.attempt.method for o in outcomes))}")
     if recipe is not None and chosen.attempt == recipe:
         done.append(f"known INT8 recipe (the user's float groups, or the registry's from an earlier sensitivity search on these weights): {recipe.label()}")
+    if chosen.attempt.route == "qdq":
+        done.append("quantised by onnxruntime (QDQ graph, the onnx-int8 quantiser), compiled by this backend")
     if chosen.attempt.bias_corrected:
         done.append("empirical bias correction of the FP32 model for int8 (sequential, per-channel output means on the calibration inputs)")
     if chosen.attempt.distilled:

@@ -24,6 +24,7 @@ from gfn_edge.errors import MissingDependencyError
 
 from ..context import ExportContext
 from ..int8.ort_calibration import CalibrationReader
+from ..int8.ort_entropy import entropy_thresholds
 from ..int8.prepare import onnx_name_patterns
 from ..int8.search import Attempt, int8_model, run_search
 from ..target_info import Artifact, TargetInfo
@@ -41,7 +42,8 @@ _CALIB_OPTIONS = {
     "minmax": {},
     "percentile": {"num_bins": 2048, "percentile": 99.999, "symmetric": True},
     # 1024 bins: onnxruntime's threshold search is quadratic in the bins and pure Python; with 2048
-    # it took 492 s of a 786 s export of the w0.5 student (228 samples), with 1024 about a quarter
+    # it took 492 s of a 786 s export of the w0.5 student (228 samples), with 1024 about a quarter.
+    # The search now runs as int8/ort_entropy.py's NumPy version (same thresholds, ~4x faster).
     "entropy": {"num_bins": 1024, "num_quantized_bins": 255},
 }
 
@@ -102,38 +104,54 @@ def calibration_cache(ctx: ExportContext, src: Path, method: str) -> Path | None
             extra_options=_CALIB_OPTIONS[method],
         )
         calibrator.collect_data(CalibrationReader(ctx.calibration.inputs(), "input"))
-        calibrate.save_tensors_data(calibrator.compute_data(), path)
+        if method == "entropy":  # onnxruntime's thresholds, computed in NumPy (minutes -> seconds)
+            histograms = calibrator.collector.histogram_dict
+            data = calibrate.TensorsData(q.CalibrationMethod.Entropy, entropy_thresholds(histograms, _CALIB_OPTIONS["entropy"]["num_quantized_bins"]))
+        else:
+            data = calibrator.compute_data()
+        calibrate.save_tensors_data(data, path)
         del calibrator
         augmented.unlink(missing_ok=True)
     return path
 
 
-def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
+def quantize_qdq(ctx: ExportContext, attempt: Attempt, dst: Path) -> int:
+    """onnxruntime's QDQ quantisation of the model ``attempt`` quantises, written to ``dst``;
+    returns how many nodes stayed in float.
+
+    Also the OpenVINO target's remedy route (:mod:`.openvino_int8`): the same QDQ graph, compiled by
+    OpenVINO, so both backends run one quantisation.
+    """
     import onnx
 
     q = _ort_quant()
-    node_names = [n.name for n in onnx.load(str(prepared_onnx(ctx)), load_external_data=False).graph.node]
-    calib = ctx.calibration.inputs()
+    src = prepared_onnx(ctx, attempt)
+    names_key = "onnx-int8-node-names"
+    if names_key not in ctx.shared:  # node names do not depend on the attempt
+        ctx.shared[names_key] = [n.name for n in onnx.load(str(prepared_onnx(ctx)), load_external_data=False).graph.node]
+    patterns = onnx_name_patterns(list(attempt.float_groups))
+    exclude = [n for n in ctx.shared[names_key] if any(p.search(n) for p in patterns)]
+    cache = calibration_cache(ctx, src, attempt.method)
+    q.quantize_static(
+        str(src),
+        str(dst),
+        None if cache else CalibrationReader(ctx.calibration.inputs(), "input"),
+        quant_format=q.QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=q.QuantType.QUInt8,
+        weight_type=q.QuantType.QInt8,
+        reduce_range=REDUCE_RANGE,
+        calibrate_method=getattr(q.CalibrationMethod, _METHODS[attempt.method]),
+        nodes_to_exclude=exclude,
+        **({"calibration_cache_path": str(cache)} if cache else {}),
+    )
+    return len(exclude)
 
+
+def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
     def build(attempt: Attempt, folder: Path) -> Artifact:
-        src = prepared_onnx(ctx, attempt)
-        patterns = onnx_name_patterns(list(attempt.float_groups))
-        exclude = [n for n in node_names if any(p.search(n) for p in patterns)]
         dst = folder / "model.onnx"
-        cache = calibration_cache(ctx, src, attempt.method)
-        q.quantize_static(
-            str(src),
-            str(dst),
-            None if cache else CalibrationReader(calib, "input"),
-            quant_format=q.QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=q.QuantType.QUInt8,
-            weight_type=q.QuantType.QInt8,
-            reduce_range=REDUCE_RANGE,
-            calibrate_method=getattr(q.CalibrationMethod, _METHODS[attempt.method]),
-            nodes_to_exclude=exclude,
-            **({"calibration_cache_path": str(cache)} if cache else {}),
-        )
+        in_float = quantize_qdq(ctx, attempt, dst)
         inputs, outputs = tensor_specs(dst)
         embed_metadata(dst, ctx.embedded_manifest(info, inputs, outputs))
         return Artifact(
@@ -146,7 +164,7 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
                 "opset": OPSET,
                 "activations": "uint8 per tensor",
                 "weights": "int8 per channel, 7-bit range (no u8s8 saturation on x86 without VNNI)" if REDUCE_RANGE else "int8 per channel",
-                "nodes_in_float": len(exclude),
+                "nodes_in_float": in_float,
                 "distilled": attempt.distilled,
                 "bias_corrected": attempt.bias_corrected,
             },
