@@ -208,3 +208,16 @@ def test_the_search_budget_option_is_parsed_and_absurd_values_refused(tmp_path, 
         assert "--int8-search-seconds" in capsys.readouterr().err
     assert search_seconds(SimpleNamespace(options={})) == DEFAULT_SEARCH_SECONDS
     assert search_seconds(SimpleNamespace(options={"search_seconds": 0})) == float("inf")
+
+
+def test_the_budget_is_checked_before_the_group_ranking(tmp_path, monkeypatch):
+    """Ranking the layer groups takes minutes on the 1.3-wide networks: not started once the budget is spent."""
+    import gfn_edge.export.int8.search as search
+
+    ranked = []
+    real = search.sensitivity
+    monkeypatch.setattr(search, "sensitivity", lambda ctx: ranked.append(1) or real(ctx))
+    chosen: list = []
+    tried = _search(tmp_path, monkeypatch, {}, {"search_seconds": 1.0}, build_seconds=0.4, chosen=chosen)
+    assert tried == ["minmax", "entropy", "minmax + bias correction"] and not ranked
+    assert chosen[0].notes["search"]["not_tried"] == "minmax + layer groups in float (not ranked)"  # the plain model ranked first (ties)

@@ -391,6 +391,8 @@ def run_search(
                 winner = outcomes[-1]
         base = _remedy_base(outcomes, remedy_route)
         if winner is None:
+            if out_of_time(f"{base.label()} + layer groups in float (not ranked)"):
+                raise _BudgetSpent  # the ranking itself takes minutes on the wider networks
             groups = [g for g, damage in sensitivity(ctx) if damage > 0]
             _, fallbacks = plan(ctx, methods, groups)
             for fl in fallbacks:
