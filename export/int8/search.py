@@ -416,8 +416,9 @@ def run_search(
                 raise _BudgetSpent
             start = time.perf_counter()
             distillation(ctx, weight_qmax, tried_groups, budget_s=learn_s)
+            learned_s = time.perf_counter() - start
             tuned = attempt(tuned_attempt, paid=True)
-            tuned.seconds += time.perf_counter() - start  # the distillation's time belongs to its attempt
+            tuned.seconds += learned_s  # the distillation's time belongs to its attempt (counted once)
             if tuned.passed:
                 winner = tuned
     except _BudgetSpent:
