@@ -397,13 +397,12 @@ def run_search(
             _, fallbacks = plan(ctx, methods, groups)
             for fl in fallbacks:
                 candidate = Attempt(base.method, tuple(fl), bias_corrected=base.bias_corrected, route=remedy_route)
+                tried_groups = candidate.float_groups
                 if candidate == recipe:
-                    tried_groups = candidate.float_groups
                     continue
                 if attempt(candidate).passed:
                     winner = outcomes[-1]
                     break
-                tried_groups = candidate.float_groups
         if winner is None and distill_seconds(ctx) > 0:
             # trained with the same groups in float that the backend then keeps in float, so the
             # tuned weights make up for int8 only where int8 is

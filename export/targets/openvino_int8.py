@@ -123,7 +123,7 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
         if attempt.bias_corrected:
             # the model's biases are corrected for int8 already (ours, against the original FP32
             # model); NNCF's correction would pull them back toward the corrected FP32 model
-            return _saved(quantize(False), attempt, ignored, folder, "gfn-edge's bias correction (NNCF's off)")
+            return _saved(quantize(False), attempt, len(ignored), folder, "gfn-edge's bias correction (NNCF's off)")
         bias_note = "fast bias correction"
         try:
             quantized = quantize(True)
@@ -133,7 +133,7 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
             log.warning("NNCF bias correction failed (%s); quantising without it", exc)
             quantized = quantize(False)
             bias_note = f"bias correction off (NNCF failed: {exc})"
-        return _saved(quantized, attempt, ignored, folder, bias_note)
+        return _saved(quantized, attempt, len(ignored), folder, bias_note)
 
     def build_from_qdq(attempt: Attempt, folder: Path) -> Artifact:
         qdq = folder / "qdq.onnx"
@@ -143,7 +143,7 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
         qdq.unlink()
         return artifact
 
-    def _saved(quantized, attempt: Attempt, ignored: list[str] | int, folder: Path, bias_note: str) -> Artifact:
+    def _saved(quantized, attempt: Attempt, in_float: int, folder: Path, bias_note: str) -> Artifact:
         target_ctx = ExportContext(ctx.ref, folder, ctx.work_dir, ctx.metadata)
         qdq = attempt.route == "qdq"
         return save_ir(
@@ -157,7 +157,7 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
                 else "INT8-prepared PyTorch -> ONNX -> OpenVINO -> NNCF (preset MIXED, batch 1)",
                 "weights": "int8 per channel (symmetric), 7-bit range on every layer (no u8s8 saturation on x86 without VNNI)",
                 "activations": "uint8 per tensor (asymmetric)",
-                "ops_in_float": ignored if isinstance(ignored, int) else len(ignored),
+                "ops_in_float": in_float,
                 "bias_correction": bias_note,
                 "distilled": attempt.distilled,
                 "bias_corrected": attempt.bias_corrected,
