@@ -27,6 +27,8 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from gfn_edge.errors import InvalidArgumentError
+
 from .equalize import ChannelScale, EqualizationReport, equalize
 from .graph import residual_operands, symbolic_trace, trace_folded
 from .simulate import calibrate_ranges, run_fake_quant
@@ -233,23 +235,42 @@ def _as_list(out) -> list[np.ndarray]:
 
 
 def scope_components(group: str) -> list[str]:
-    """How torch.onnx names a module path's scopes: ``body.stage1.3`` -> ``body``, ``stage1``, ``stage1.3``."""
+    """How torch.onnx names a module path's scopes: ``body.stage1.3`` -> ``body``, ``stage1``, ``stage1.3``.
+
+    An indexed child gets a scope named ``parent.index`` inside its parent's scope, when the parent
+    is called (a Sequential); a ModuleList is never called and has no scope of its own, so
+    RetinaFace's heads are ``/LandmarkHead.0/...``, not ``/LandmarkHead/LandmarkHead.0/...``
+    (:func:`onnx_name_patterns` accepts both).
+    """
     parts = group.split(".")
-    comps: list[str] = []
-    for i, part in enumerate(parts):
-        if part.isdigit() and i > 0:
-            comps.append(f"{parts[i - 1]}.{part}")
-        elif i + 1 < len(parts) and parts[i + 1].isdigit():
-            comps.append(part)
-        else:
-            comps.append(part)
-    # "blocks.2": ["blocks", "blocks.2"]; drop a bare parent repeated before its indexed form
-    return comps
+    return [f"{parts[i - 1]}.{part}" if part.isdigit() and i > 0 else part for i, part in enumerate(parts)]
 
 
 def onnx_name_patterns(groups: list[str]) -> list[re.Pattern]:
     """Regexes matching ONNX (and OpenVINO) node names of the given module groups."""
-    return [re.compile(rf"^/{re.escape('/'.join(scope_components(g)))}(/|$)") for g in groups]
+    patterns = []
+    for group in groups:
+        comps = scope_components(group)
+        regex = ""
+        for i, comp in enumerate(comps):
+            parent_of_next = i + 1 < len(comps) and comps[i + 1].startswith(comp + ".")
+            # a container's own scope exists only when it is called (Sequential), not for a ModuleList
+            regex += f"(?:/{re.escape(comp)})?" if parent_of_next else f"/{re.escape(comp)}"
+        patterns.append(re.compile(rf"^{regex}(/|$)"))
+    return patterns
+
+
+def names_in_groups(names: list[str], groups: list[str], patterns: list[re.Pattern], what: str) -> list[str]:
+    """The ``names`` (nodes, tensors) inside the module ``groups``; an error for a group that has
+    none, which would otherwise be "kept in float" while nothing of it is."""
+    matched = [n for n in names if any(p.search(n) for p in patterns)]
+    empty = [g for g, p in zip(groups, patterns) if not any(p.search(n) for n in names)]
+    if empty:
+        raise InvalidArgumentError(
+            f"INT8 float groups {', '.join(empty)} match no {what} of the model "
+            f"(groups are module paths up to the first index, as --int8-debug and the manifest's attempts name them)"
+        )
+    return matched
 
 
 def tf_name_patterns(groups: list[str]) -> list[re.Pattern]:

@@ -25,7 +25,7 @@ from gfn_edge.errors import MissingDependencyError
 from ..context import ExportContext
 from ..int8.ort_calibration import CalibrationReader
 from ..int8.ort_entropy import entropy_thresholds
-from ..int8.prepare import onnx_name_patterns
+from ..int8.prepare import names_in_groups, onnx_name_patterns
 from ..int8.search import Attempt, int8_model, run_search
 from ..target_info import Artifact, TargetInfo
 from ..tools import versions
@@ -129,8 +129,8 @@ def quantize_qdq(ctx: ExportContext, attempt: Attempt, dst: Path) -> int:
     names_key = "onnx-int8-node-names"
     if names_key not in ctx.shared:  # node names do not depend on the attempt
         ctx.shared[names_key] = [n.name for n in onnx.load(str(prepared_onnx(ctx)), load_external_data=False).graph.node]
-    patterns = onnx_name_patterns(list(attempt.float_groups))
-    exclude = [n for n in ctx.shared[names_key] if any(p.search(n) for p in patterns)]
+    groups = list(attempt.float_groups)
+    exclude = names_in_groups(ctx.shared[names_key], groups, onnx_name_patterns(groups), "ONNX node")
     cache = calibration_cache(ctx, src, attempt.method)
     q.quantize_static(
         str(src),

@@ -27,7 +27,7 @@ import numpy as np
 from gfn_edge.errors import MissingDependencyError
 
 from ..context import ExportContext
-from ..int8.prepare import onnx_name_patterns
+from ..int8.prepare import names_in_groups, onnx_name_patterns
 from ..int8.search import Attempt, run_search
 from ..target_info import Artifact, TargetInfo
 from .onnx_int8 import prepared_onnx, quantize_qdq
@@ -107,8 +107,8 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
     def build(attempt: Attempt, folder: Path) -> Artifact:
         if attempt.route == "qdq":
             return build_from_qdq(attempt, folder)
-        patterns = onnx_name_patterns(list(attempt.float_groups))
-        ignored = [n for n in names if any(p.search(n) for p in patterns)]
+        groups = list(attempt.float_groups)
+        ignored = names_in_groups(names, groups, onnx_name_patterns(groups), "OpenVINO node")
 
         def quantize(bias_correction: bool):
             return nncf.quantize(

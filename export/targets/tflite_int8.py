@@ -21,7 +21,7 @@ from gfn_edge.errors import MissingDependencyError
 from gfn_edge.manifest import TensorSpec
 
 from ..context import ExportContext
-from ..int8.prepare import tf_name_patterns
+from ..int8.prepare import names_in_groups, tf_name_patterns
 from ..int8.search import Attempt, int8_model, run_search
 from ..target_info import Artifact, TargetInfo
 from ..tools import versions
@@ -99,8 +99,7 @@ def _float_tensor_names(ctx: ExportContext, fn, groups: list[str]) -> list[str]:
 
         it = Interpreter(model_content=float_twin(ctx))
         ctx.shared[key] = [d["name"] for d in it.get_tensor_details()]
-    patterns = tf_name_patterns(groups)
-    return [n for n in ctx.shared[key] if any(p.search(n) for p in patterns)]
+    return names_in_groups(ctx.shared[key], groups, tf_name_patterns(groups), "TFLite tensor")
 
 
 def _output_shapes(ctx: ExportContext) -> list[tuple[int, ...]]:
