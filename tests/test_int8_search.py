@@ -46,6 +46,8 @@ def _search(
     options: dict | None = None,
     build_seconds: float = 0.0,
     chosen: list | None = None,
+    shared: dict | None = None,
+    target: str = "onnx-int8",
     **search_args,
 ) -> list[str]:
     """Runs run_search with a fake quantiser and verifier: ``results`` maps an attempt's label to
@@ -82,7 +84,7 @@ def _search(
     (tmp_path / "bundle").mkdir(parents=True)
     ctx = SimpleNamespace(
         options={"distill_seconds": 0, **(options or {})},
-        shared={},
+        shared={} if shared is None else shared,
         work_dir=tmp_path,
         bundle_dir=tmp_path / "bundle",
         metadata={},
@@ -90,7 +92,7 @@ def _search(
         verify=verify,
     )
     search_args = search_args or {"corrects_biases": True}
-    artifact = search.run_search(ctx, TARGETS["onnx-int8"], build, ["minmax", "entropy"], lambda folder: None, **search_args)
+    artifact = search.run_search(ctx, TARGETS[target], build, ["minmax", "entropy"], lambda folder: None, **search_args)
     if chosen is not None:
         chosen.append(artifact)
     return tried
@@ -191,6 +193,44 @@ def test_openvino_remedies_go_through_the_qdq_graph_with_bias_correction(tmp_pat
     # switched off: no bias correction, the groups on plain min/max ranges of the QDQ graph
     off = _search(tmp_path / "b", monkeypatch, results, {"bias_correction": False}, remedy_route="qdq")
     assert off == ["minmax", "entropy", "minmax + float stem (onnxruntime QDQ)", "minmax + float stem, blocks.1 (onnxruntime QDQ)"]
+
+
+def test_openvino_tries_the_quantisation_onnx_int8_shipped_in_the_same_run_first(tmp_path, monkeypatch):
+    """One QDQ graph on both runtimes: when onnx-int8 passed earlier in the run, openvino-int8's
+    first attempt is that very attempt through the QDQ route; on a fail the search goes on as
+    before without repeating it."""
+    shared: dict = {}
+    onnx_results = {"minmax + bias correction": (0.98, 0.95, 0.0), "minmax + bias correction + float stem": (0.995, 0.985, 0.0)}
+    tried = _search(tmp_path / "onnx", monkeypatch, onnx_results, shared=shared)
+    assert tried[-1] == "minmax + bias correction + float stem" and shared["int8-passed:onnx-int8"]
+
+    chosen: list = []
+    ov_pass = {"minmax + bias correction + float stem (onnxruntime QDQ)": (0.994, 0.984, 0.0)}
+    tried = _search(tmp_path / "ov", monkeypatch, ov_pass, shared=shared, chosen=chosen, target="openvino-int8", remedy_route="qdq")
+    assert tried == ["minmax + bias correction + float stem (onnxruntime QDQ)"]
+    notes = chosen[0].notes
+    assert notes["same_quantisation_as"] == "onnx-int8" and notes["attempts"][0]["source"] == "onnx-int8"
+    assert any("shipped in the same run" in r for r in notes["remedies"])
+
+    # it fails on this runtime: the usual search follows, and the groups step skips the attempt made
+    chosen = []
+    ov_fail = {"minmax + bias correction + float stem, blocks.1 (onnxruntime QDQ)": (0.994, 0.984, 0.0)}
+    tried = _search(tmp_path / "ov2", monkeypatch, ov_fail, shared=shared, chosen=chosen, target="openvino-int8", remedy_route="qdq")
+    assert tried == [
+        "minmax + bias correction + float stem (onnxruntime QDQ)",
+        "minmax",
+        "entropy",
+        "minmax + bias correction (onnxruntime QDQ)",
+        "minmax + bias correction + float stem, blocks.1 (onnxruntime QDQ)",
+    ]
+    assert "same_quantisation_as" not in chosen[0].notes
+
+    # onnx-int8 failed (or was not exported): nothing is carried
+    failed: dict = {}
+    _search(tmp_path / "onnx3", monkeypatch, {}, shared=failed)
+    assert failed["int8-passed:onnx-int8"] is False
+    tried = _search(tmp_path / "ov3", monkeypatch, ov_pass, shared=failed, target="openvino-int8", remedy_route="qdq")
+    assert tried[:2] == ["minmax", "entropy"]
 
 
 def test_the_search_budget_option_is_parsed_and_absurd_values_refused(tmp_path, capsys):

@@ -94,6 +94,7 @@ class Outcome:
     notes: dict[str, Any] = field(default_factory=dict)
     total_slack: float = 0.0  # sum of the relative slacks (see rank)
     fidelity: float = float("-inf")  # smallest relative slack of the continuous metrics (see fidelity)
+    source: str = ""  # where the attempt came from when not from this search's own steps (another target's winner)
 
     def record(self) -> dict[str, Any]:
         keys = ("cos_mean", "cos_min", "pair_acc_delta", "recall", "precision", "landmark_nme", "output_rel_err", "prob_err", "decision_agree")
@@ -107,6 +108,7 @@ class Outcome:
             "metrics": {k: self.metrics[k] for k in keys if k in self.metrics},
             "failures": self.failures,
             "seconds": round(self.seconds, 1),
+            **({"source": self.source} if self.source else {}),
         }
 
 
@@ -274,6 +276,22 @@ def _remedy_base(outcomes: list[Outcome], route: str) -> Attempt:
     return max(own, key=_by_fidelity).attempt if own else Attempt("minmax", route=route)
 
 
+# the target whose quantiser a remedy route is: its passing attempt of this run comes first there
+_ROUTE_OWNER = {"qdq": "onnx-int8"}
+
+
+def _carried(ctx: ExportContext, route: str) -> Attempt | None:
+    """The attempt the route's own target shipped earlier in this run, when it passed: the same
+    quantisation (one QDQ graph: same model, ranges and float groups) on this backend. Exporting
+    onnx-int8 and openvino-int8 together then gives both runtimes one quantisation, verified on
+    each, and OpenVINO's search often ends at its first attempt."""
+    owner = _ROUTE_OWNER.get(route)
+    if owner is None or not ctx.shared.get(f"int8-passed:{owner}"):
+        return None
+    shipped = ctx.shared[f"int8-chosen:{owner}"]
+    return Attempt(shipped.method, shipped.float_groups, distilled=shipped.distilled, bias_corrected=shipped.bias_corrected, route=route)
+
+
 def plan(ctx: ExportContext, methods: list[str], groups: list[str]) -> tuple[list[Attempt], list[list[str]]]:
     pinned = ctx.options.get("calib_method")
     method_list = [pinned] if pinned else methods
@@ -340,7 +358,7 @@ def run_search(
             return True
         return False
 
-    def attempt(a: Attempt, paid: bool = False) -> Outcome:
+    def attempt(a: Attempt, paid: bool = False, source: str = "") -> Outcome:
         # paid: its costly part (the distillation) is done, so it is verified whatever the clock says
         if not paid and out_of_time(a.label()):
             raise _BudgetSpent
@@ -351,7 +369,7 @@ def run_search(
             artifact = build(a, folder)
         except Exception as exc:  # one setting crashing a quantiser (an NNCF histogram once) is one failed attempt
             log.warning("%s attempt %s: the quantiser failed: %s: %s", info.name, a.label(), type(exc).__name__, exc)
-            out = Outcome(a, False, float("-inf"), {}, [f"quantiser error: {type(exc).__name__}: {exc}"], time.perf_counter() - start, folder)
+            out = Outcome(a, False, float("-inf"), {}, [f"quantiser error: {type(exc).__name__}: {exc}"], time.perf_counter() - start, folder, source=source)
             outcomes.append(out)
             return out
         write_manifest(ctx.metadata, info, folder, artifact)
@@ -367,6 +385,7 @@ def run_search(
             artifact,
             total_slack=sum(_slacks(report)),
             fidelity=fidelity(report),
+            source=source,
         )
         log.info("%s attempt %s: %s (%s)", info.name, a.label(), "PASS" if out.passed else "fail", "; ".join(out.failures) or "within tolerance")
         outcomes.append(out)
@@ -374,20 +393,27 @@ def run_search(
 
     winner = None
     recipe = _recipe(ctx, info, methods)
+    carried = _carried(ctx, remedy_route)
+    made = {recipe, carried} - {None}  # tried first: the search does not repeat them
     tried_groups: tuple[str, ...] = ()
     try:
         if recipe is not None:
             log.info("%s: trying the known recipe for %s first (%s)", info.name, ctx.spec.name, recipe.label())
             if attempt(recipe).passed:
                 winner = outcomes[-1]
+        if winner is None and carried is not None and carried != recipe:
+            owner = _ROUTE_OWNER[remedy_route]
+            log.info("%s: trying the quantisation %s shipped in this run first (%s)", info.name, owner, carried.label())
+            if attempt(carried, source=owner).passed:
+                winner = outcomes[-1]
         if winner is None:
             for a in first:
-                if a != recipe and attempt(a).passed:
+                if a not in made and attempt(a).passed:
                     winner = outcomes[-1]
                     break
         if winner is None and corrected:
             corrected_attempt = Attempt(_remedy_base(outcomes, remedy_route).method, bias_corrected=True, route=remedy_route)
-            if attempt(corrected_attempt).passed:
+            if corrected_attempt not in made and attempt(corrected_attempt).passed:
                 winner = outcomes[-1]
         base = _remedy_base(outcomes, remedy_route)
         if winner is None:
@@ -398,15 +424,15 @@ def run_search(
             for fl in fallbacks:
                 candidate = Attempt(base.method, tuple(fl), bias_corrected=base.bias_corrected, route=remedy_route)
                 tried_groups = candidate.float_groups
-                if candidate == recipe:
+                if candidate in made:
                     continue
                 if attempt(candidate).passed:
                     winner = outcomes[-1]
                     break
-        if winner is None and distill_seconds(ctx) > 0:
+        tuned_attempt = Attempt(base.method, tried_groups, distilled=True, route=remedy_route)
+        if winner is None and distill_seconds(ctx) > 0 and tuned_attempt not in made:
             # trained with the same groups in float that the backend then keeps in float, so the
             # tuned weights make up for int8 only where int8 is
-            tuned_attempt = Attempt(base.method, tried_groups, distilled=True, route=remedy_route)
             # the distillation's budget and the verification after it (about as long as an attempt)
             verify_s = statistics.median(o.seconds for o in outcomes) if outcomes else 0.0
             learn_s = min(distill_seconds(ctx), time_left() - verify_s)
@@ -433,6 +459,7 @@ def run_search(
         raise RuntimeError(f"{info.name}: every quantisation attempt failed: " + "; ".join(o.failures[0] for o in outcomes))
     chosen = winner or max(built, key=rank)
     ctx.shared[f"int8-chosen:{info.name}"] = chosen.attempt
+    ctx.shared[f"int8-passed:{info.name}"] = winner is not None
     for name in chosen.artifact.files.values():
         shutil.copyfile(chosen.folder / name, ctx.bundle_dir / name)
     notes = dict(chosen.artifact.notes)
@@ -452,6 +479,7 @@ def run_search(
                 **({"not_tried": not_made[0]} if not_made else {}),
             },
             "remedies": _remedies(chosen, outcomes, recipe),
+            **({"same_quantisation_as": chosen.source} if chosen.source else {}),
         }
     )
     notes.update(_compare_with_fp32(ctx, info, chosen, build_fp32))
@@ -477,6 +505,8 @@ def _remedies(chosen: Outcome, outcomes: list[Outcome], recipe: Attempt | None =
         done.append(f"calibration methods tried: {', '.join(dict.fromkeys(o.attempt.method for o in outcomes))}")
     if recipe is not None and chosen.attempt == recipe:
         done.append(f"known INT8 recipe (the user's float groups, or the registry's from an earlier sensitivity search on these weights): {recipe.label()}")
+    if chosen.source:
+        done.append(f"the quantisation {chosen.source} shipped in the same run (the same QDQ graph), verified again on this backend")
     if chosen.attempt.route == "qdq":
         done.append("quantised by onnxruntime (QDQ graph, the onnx-int8 quantiser), compiled by this backend")
     if chosen.attempt.bias_corrected:
