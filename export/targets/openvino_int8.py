@@ -106,11 +106,23 @@ def statistics_batch(samples: int, values_per_sample: int) -> int:
     return next(b for b in range(cap, 0, -1) if samples % b == 0)
 
 
+def _runnable_batch(ov, batch_model, calib: np.ndarray, batch: int) -> int:
+    """``batch`` when the model runs at that static batch, else 1: a graph may carry its batch in
+    a constant (RetinaFace's FPN resizes to explicit sizes, and OpenVINO's CPU plugin refuses to
+    resize the batch dimension)."""
+    if batch == 1:
+        return 1
+    try:
+        ov.Core().compile_model(batch_model(size=batch), "CPU")(calib[:batch])
+    except RuntimeError as exc:
+        log.info("NNCF statistics one picture at a time: the model does not run at batch %d (%s)", batch, str(exc).strip().splitlines()[-1])
+        return 1
+    return batch
+
+
 def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
     nncf, ov = _nncf()
     calib = np.ascontiguousarray(ctx.calibration.inputs().transpose(0, 3, 1, 2), dtype=np.float32)
-    batch = statistics_batch(len(calib), int(np.prod(calib.shape[1:])))
-    dataset = nncf.Dataset([calib[i : i + batch] for i in range(0, len(calib), batch)])
 
     def batch_model(attempt: Attempt | None = None, onnx_path: Path | None = None, size: int = 1):
         # a fresh model per quantise call: NNCF may modify the one it is given. A static batch:
@@ -122,6 +134,8 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
 
     # node names do not depend on the attempt: read them once
     names = [op.get_friendly_name() for op in batch_model().get_ordered_ops()]
+    batch = _runnable_batch(ov, batch_model, calib, statistics_batch(len(calib), int(np.prod(calib.shape[1:]))))
+    dataset = nncf.Dataset([calib[i : i + batch] for i in range(0, len(calib), batch)])
 
     def build(attempt: Attempt, folder: Path) -> Artifact:
         if attempt.route == "qdq":
