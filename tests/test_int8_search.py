@@ -73,7 +73,13 @@ def _search(
         (folder / "label").write_text(attempt.label())
         return Artifact({"model": "label"}, [], [])
 
-    prep = SimpleNamespace(report=dict, sensitivity=[("stem", 0.3), ("blocks.1", 0.2), ("blocks.2", 0.1), ("blocks.3", 0.05)])
+    from torch import nn
+
+    model = nn.Module()
+    model.stem, model.blocks = nn.Conv2d(3, 4, 1), nn.Sequential(*(nn.Conv2d(4, 4, 1) for _ in range(4)))
+    # "cat_1": an operation outside any module, which the ranking sees and no exported graph names
+    ranked = [("stem", 0.3), ("cat_1", 0.25), ("blocks.1", 0.2), ("blocks.2", 0.1), ("blocks.3", 0.05)]
+    prep = SimpleNamespace(report=dict, sensitivity=ranked, model=model)
     monkeypatch.setattr(search, "preparation", lambda ctx: prep)
     monkeypatch.setattr(search, "sensitivity", lambda ctx: prep.sensitivity)
     monkeypatch.setattr(search, "distillation", lambda ctx, q, groups=(), budget_s=None: SimpleNamespace(report={}))

@@ -292,6 +292,17 @@ def _carried(ctx: ExportContext, route: str) -> Attempt | None:
     return Attempt(shipped.method, shipped.float_groups, distilled=shipped.distilled, bias_corrected=shipped.bias_corrected, route=route)
 
 
+def is_module_group(model: Any, group: str) -> bool:
+    """Whether ``group`` names a module of ``model``: only those reach the exported graphs by name.
+    The ranking also sees operations outside any module (RetinaFace's top-level ``torch.cat`` of
+    its heads, ranked as ``cat_5``), which no backend's node names carry."""
+    try:
+        model.get_submodule(group)
+    except (AttributeError, TypeError):
+        return False
+    return True
+
+
 def plan(ctx: ExportContext, methods: list[str], groups: list[str]) -> tuple[list[Attempt], list[list[str]]]:
     pinned = ctx.options.get("calib_method")
     method_list = [pinned] if pinned else methods
@@ -419,7 +430,7 @@ def run_search(
         if winner is None:
             if out_of_time(f"{base.label()} + layer groups in float (not ranked)"):
                 raise _BudgetSpent  # the ranking itself takes minutes on the wider networks
-            groups = [g for g, damage in sensitivity(ctx) if damage > 0]
+            groups = [g for g, damage in sensitivity(ctx) if damage > 0 and is_module_group(prep.model, g)]
             _, fallbacks = plan(ctx, methods, groups)
             for fl in fallbacks:
                 candidate = Attempt(base.method, tuple(fl), bias_corrected=base.bias_corrected, route=remedy_route)
