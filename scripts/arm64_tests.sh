@@ -2,7 +2,7 @@
 # The device test suite on emulated aarch64: bundles and reference outputs from the host, tests on ARM.
 #
 #   scripts/arm64_tests.sh [--cpus cortex-a72,cortex-a76] [--suite bookworm] [--extras onnx,tflite,openvino,postgres]
-#                          [--work DIR] [--jobs N] [--skip-host] [--shard] [--plan] [PYTEST ARGS...]
+#                          [--work DIR] [--jobs N] [--skip-host] [--shard] [--plan] [--name NAME] [PYTEST ARGS...]
 #
 # 1. host (x86, training side installed): the same tests run once with GFN_EDGE_TEST_ARTIFACTS=DIR/bundles
 #    and GFN_EDGE_TEST_CACHE=DIR/cache, which exports every bundle they open and caches every reference
@@ -18,8 +18,10 @@
 # marked `numerics` (every artifact's kernels against a reference), which every CPU runs: the cores
 # differ in FP16 arithmetic and integer dot products, not in how the gallery locks or the door decides,
 # so for the other tests a second CPU adds time, not coverage. --plan: print what each CPU would run
-# (collected on the host) and stop. Writes DIR/junit-<suite>-<cpu>.xml, DIR/pytest-<suite>-<cpu>.log
-# and DIR/timings.txt; fails when any run fails, collects nothing, or skips a test for a missing asset.
+# (collected on the host) and stop. --name NAME: a second selection in the same DIR (CI's door video run)
+# writes its reports beside the first's instead of over them. Writes DIR/junit-<suite>-<cpu>[-NAME].xml,
+# DIR/pytest-<suite>-<cpu>[-NAME].log and DIR/timings.txt; fails when any run fails, collects nothing,
+# or skips a test for a missing asset.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -39,6 +41,8 @@ while [ $# -gt 0 ]; do
         --skip-host) SKIP_HOST=1; shift ;;
         --shard) SHARD=1; shift ;;
         --plan) PLAN_ONLY=1; shift ;;
+        --name) NAME=$2; shift 2
+            [[ "$NAME" =~ ^[A-Za-z0-9_-]+$ ]] || { echo "arm64_tests.sh: --name takes letters, digits, '-' and '_' (it names report files), got '$NAME'" >&2; exit 2; } ;;
         -h|--help) sed -n '2,/^set /p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) break ;;
     esac
@@ -133,6 +137,7 @@ running() {
     for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && n=$((n + 1)); done
     echo "$n"
 }
+TAG=${NAME:+-$NAME}
 for k in "${!cpu_list[@]}"; do
     cpu=${cpu_list[$k]}
     args=("$@")
@@ -146,13 +151,13 @@ for k in "${!cpu_list[@]}"; do
         set +e
         GFN_EDGE_TEST_BUNDLES=$WORK/bundles GFN_EDGE_TEST_CACHE=$WORK/cache \
             bash scripts/arm64.sh --suite "$SUITE" --cpu "$cpu" -- \
-            python -m pytest -q -p no:cacheprovider --junitxml="$WORK/junit-$SUITE-$cpu.xml" "${args[@]}" >"$WORK/pytest-$SUITE-$cpu.log" 2>&1
+            python -m pytest -q -p no:cacheprovider --junitxml="$WORK/junit-$SUITE-$cpu$TAG.xml" "${args[@]}" >"$WORK/pytest-$SUITE-$cpu$TAG.log" 2>&1
         code=$?
         set -e
         if [ "$code" = 0 ]; then
-            python3 "$ROOT/scripts/junit_check.py" "$WORK/junit-$SUITE-$cpu.xml" >>"$WORK/pytest-$SUITE-$cpu.log" 2>&1 || code=1
+            python3 "$ROOT/scripts/junit_check.py" "$WORK/junit-$SUITE-$cpu$TAG.xml" >>"$WORK/pytest-$SUITE-$cpu$TAG.log" 2>&1 || code=1
         fi
-        stamp "$SUITE aarch64 $cpu" $(( $(date +%s) - t0 )) "exit $code ($(tail -1 "$WORK/pytest-$SUITE-$cpu.log"))"
+        stamp "$SUITE aarch64 $cpu${NAME:+ $NAME}" $(( $(date +%s) - t0 )) "exit $code ($(tail -1 "$WORK/pytest-$SUITE-$cpu$TAG.log"))"
         exit "$code"
     ) &
     pids+=($!)
@@ -162,8 +167,8 @@ status=0
 for i in "${!pids[@]}"; do
     if ! wait "${pids[$i]}"; then
         status=1
-        echo "arm64_tests.sh: ${pid_cpus[$i]} failed; last lines of $WORK/pytest-$SUITE-${pid_cpus[$i]}.log:" >&2
-        tail -40 "$WORK/pytest-$SUITE-${pid_cpus[$i]}.log" >&2
+        echo "arm64_tests.sh: ${pid_cpus[$i]} failed; last lines of $WORK/pytest-$SUITE-${pid_cpus[$i]}$TAG.log:" >&2
+        tail -40 "$WORK/pytest-$SUITE-${pid_cpus[$i]}$TAG.log" >&2
     fi
 done
 cat "$TIMINGS" >&2

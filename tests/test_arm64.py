@@ -209,6 +209,46 @@ def test_arm64_tests_shard_runs_numerics_on_every_cpu_and_splits_the_rest(tmp_pa
     assert abs(len(a72) - len(a76)) <= 1
 
 
+def _arm64_ci_commands() -> list[list[str]]:
+    """The commands .ci/run's ARM block runs: README's <!-- arm64:begin --> ... <!-- arm64:end --> lines."""
+    import re
+    import shlex
+
+    block = re.search(r"<!-- arm64:begin -->(.*?)<!-- arm64:end -->", (ROOT / "README.md").read_text(), re.S)
+    assert block, "README.md lost its arm64 block"
+    return [shlex.split(line) for line in block.group(1).splitlines() if line.strip() and not line.startswith(("```", "#"))]
+
+
+def test_ci_runs_the_door_end_to_end_alone_on_emulated_arm():
+    """Issue 13: the door's end-to-end tests (video, liveness photos) are in CI's emulated run, on one CPU
+    with both host cores, reporting under their own name; the selection really collects them."""
+    (door,) = [c for c in _arm64_ci_commands() if "--name" in c]
+    assert "--shard" not in door and door[door.index("--cpus") + 1] in ("cortex-a72", "cortex-a76")
+    selection = door[door.index("--name") + 2 :]
+    collected = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *selection],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=False,
+    ).stdout
+    names = {line.split("::")[-1] for line in collected.splitlines() if "::" in line}
+    assert {"test_end_to_end_video_grants_enrolled_people_only", "test_liveness_photos_never_grant"} <= names, collected
+
+
+def test_arm64_tests_refuses_a_report_name_that_is_not_a_plain_word(tmp_path):
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "arm64_tests.sh"), "--work", str(tmp_path), "--name", "../door", "--plan", "tests/test_tracker.py"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+    )
+    assert proc.returncode == 2 and "--name takes letters" in proc.stderr, proc.stderr
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(
     not os.environ.get("GFN_EDGE_ARM64_TESTS") or not (shutil.which("qemu-aarch64-static") and shutil.which("mmdebstrap")),
