@@ -174,6 +174,19 @@ def test_arm64_sh_refuses_unknown_cpus_and_suites(tmp_path):
         assert proc.returncode == 2 and words in proc.stderr, proc.stderr
 
 
+def _collected_ids(selection: list[str]) -> list[str]:
+    """The test ids pytest collects on this host for a selection (what arm64_tests.sh hands each CPU)."""
+    collected = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *selection],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=False,
+    ).stdout
+    return [line for line in collected.splitlines() if "::" in line]
+
+
 def test_arm64_tests_shard_runs_numerics_on_every_cpu_and_splits_the_rest(tmp_path):
     """CI's plan for the two emulated CPUs: every selected test runs, numerics ones on both, the others once."""
     selection = ["-m", "device and not slow", "tests/test_embedder.py", "tests/test_tracker.py"]
@@ -191,15 +204,7 @@ def test_arm64_tests_shard_runs_numerics_on_every_cpu_and_splits_the_rest(tmp_pa
         else:
             plan[cpu].append(line)
     assert list(plan) == ["cortex-a72", "cortex-a76"]
-    collected = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *selection],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        check=False,
-    ).stdout
-    everything = [line for line in collected.splitlines() if "::" in line]
+    everything = _collected_ids(selection)
     numerics = [t for t in everything if "test_unit_vectors_for_a_batch[" in t]
     assert len(numerics) == 5 and len(everything) > 20
     a72, a76 = plan["cortex-a72"], plan["cortex-a76"]
@@ -225,16 +230,8 @@ def test_ci_runs_the_door_end_to_end_alone_on_emulated_arm():
     (door,) = [c for c in _arm64_ci_commands() if "--name" in c]
     assert "--shard" not in door and door[door.index("--cpus") + 1] in ("cortex-a72", "cortex-a76")
     selection = door[door.index("--name") + 2 :]
-    collected = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *selection],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        check=False,
-    ).stdout
-    names = {line.split("::")[-1] for line in collected.splitlines() if "::" in line}
-    assert {"test_end_to_end_video_grants_enrolled_people_only", "test_liveness_photos_never_grant"} <= names, collected
+    names = {test_id.split("::")[-1] for test_id in _collected_ids(selection)}
+    assert {"test_end_to_end_video_grants_enrolled_people_only", "test_liveness_photos_never_grant"} <= names, names
 
 
 def test_arm64_tests_refuses_a_report_name_that_is_not_a_plain_word(tmp_path):
