@@ -138,6 +138,9 @@ running() {
     echo "$n"
 }
 TAG=${NAME:+-$NAME}
+# one CPU's reports, named once: junit-<suite>-<cpu>[-NAME].xml and pytest-<suite>-<cpu>[-NAME].log
+junit_of() { echo "$WORK/junit-$SUITE-$1$TAG.xml"; }
+log_of() { echo "$WORK/pytest-$SUITE-$1$TAG.log"; }
 for k in "${!cpu_list[@]}"; do
     cpu=${cpu_list[$k]}
     args=("$@")
@@ -148,16 +151,18 @@ for k in "${!cpu_list[@]}"; do
     while [ "$(running)" -ge "$JOBS" ]; do sleep 2; done
     (
         t0=$(date +%s)
+        junit=$(junit_of "$cpu")
+        log=$(log_of "$cpu")
         set +e
         GFN_EDGE_TEST_BUNDLES=$WORK/bundles GFN_EDGE_TEST_CACHE=$WORK/cache \
             bash scripts/arm64.sh --suite "$SUITE" --cpu "$cpu" -- \
-            python -m pytest -q -p no:cacheprovider --junitxml="$WORK/junit-$SUITE-$cpu$TAG.xml" "${args[@]}" >"$WORK/pytest-$SUITE-$cpu$TAG.log" 2>&1
+            python -m pytest -q -p no:cacheprovider --junitxml="$junit" "${args[@]}" >"$log" 2>&1
         code=$?
         set -e
         if [ "$code" = 0 ]; then
-            python3 "$ROOT/scripts/junit_check.py" "$WORK/junit-$SUITE-$cpu$TAG.xml" >>"$WORK/pytest-$SUITE-$cpu$TAG.log" 2>&1 || code=1
+            python3 "$ROOT/scripts/junit_check.py" "$junit" >>"$log" 2>&1 || code=1
         fi
-        stamp "$SUITE aarch64 $cpu${NAME:+ $NAME}" $(( $(date +%s) - t0 )) "exit $code ($(tail -1 "$WORK/pytest-$SUITE-$cpu$TAG.log"))"
+        stamp "$SUITE aarch64 $cpu${NAME:+ $NAME}" $(( $(date +%s) - t0 )) "exit $code ($(tail -1 "$log"))"
         exit "$code"
     ) &
     pids+=($!)
@@ -167,8 +172,8 @@ status=0
 for i in "${!pids[@]}"; do
     if ! wait "${pids[$i]}"; then
         status=1
-        echo "arm64_tests.sh: ${pid_cpus[$i]} failed; last lines of $WORK/pytest-$SUITE-${pid_cpus[$i]}$TAG.log:" >&2
-        tail -40 "$WORK/pytest-$SUITE-${pid_cpus[$i]}$TAG.log" >&2
+        echo "arm64_tests.sh: ${pid_cpus[$i]} failed; last lines of $(log_of "${pid_cpus[$i]}"):" >&2
+        tail -40 "$(log_of "${pid_cpus[$i]}")" >&2
     fi
 done
 cat "$TIMINGS" >&2

@@ -214,14 +214,43 @@ def test_arm64_tests_shard_runs_numerics_on_every_cpu_and_splits_the_rest(tmp_pa
     assert abs(len(a72) - len(a76)) <= 1
 
 
+def _readme_commands():
+    """scripts/readme_commands.py, the one parser of README blocks .ci/run uses too."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme_commands", ROOT / "scripts" / "readme_commands.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _arm64_ci_commands() -> list[list[str]]:
     """The commands .ci/run's ARM block runs: README's <!-- arm64:begin --> ... <!-- arm64:end --> lines."""
-    import re
     import shlex
 
-    block = re.search(r"<!-- arm64:begin -->(.*?)<!-- arm64:end -->", (ROOT / "README.md").read_text(), re.S)
-    assert block, "README.md lost its arm64 block"
-    return [shlex.split(line) for line in block.group(1).splitlines() if line.strip() and not line.startswith(("```", "#"))]
+    return [shlex.split(line) for line in _readme_commands().block_commands("arm64")]
+
+
+def test_readme_blocks_are_read_the_way_ci_runs_them(tmp_path):
+    """.ci/run takes its commands from scripts/readme_commands.py: a block's commands, no fences or
+    comments; a missing or empty block is exit 2 with a line naming it (CI then stops)."""
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "x\n<!-- demo:begin -->\n```bash\n# a comment\n  gfn-export --list  \n\npytest -q\n```\n<!-- demo:end -->\n<!-- empty:begin -->\n```\n```\n<!-- empty:end -->\n"
+    )
+    script = ROOT / "scripts" / "readme_commands.py"
+
+    def run(*args):
+        return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=60, check=False)
+
+    ok = run("demo", str(readme))
+    assert ok.returncode == 0 and ok.stdout.splitlines() == ["gfn-export --list", "pytest -q"], ok
+    for block, says in (("absent", "no <!-- absent:begin -->"), ("empty", "no commands between the empty markers"), ("../x", "a block name is")):
+        bad = run(block, str(readme))
+        assert bad.returncode == 2 and says in bad.stderr and not bad.stdout, bad
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "scripts/readme_commands.py quickstart" in ci and "scripts/readme_commands.py arm64" in ci
+    assert "re.search" not in ci, ".ci/run parses the README itself again"
 
 
 def test_ci_runs_the_door_end_to_end_alone_on_emulated_arm():

@@ -227,6 +227,7 @@ def _common_int8_checks(result, faces_dir: Path) -> dict:
     assert notes["attempts"] and notes["attempts"][-1]["passed"] is True and notes["remedies"]
     assert notes["size_bytes"] < 0.6 * notes["fp32_size_bytes"], "INT8 weights must shrink the artifact"
     assert notes["latency_ms"] > 0 and notes["fp32_latency_ms"] > 0
+    assert notes["speedup_vs_fp32"] == round(notes["fp32_latency_ms"] / notes["latency_ms"], 2)
     # calibration pictures never verify: the recogniser's verification reads every other picture
     data = m.verification["data"]
     if m.task == "embed":

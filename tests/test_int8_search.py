@@ -267,3 +267,27 @@ def test_the_budget_is_checked_before_the_group_ranking(tmp_path, monkeypatch):
     tried = _search(tmp_path, monkeypatch, {}, {"search_seconds": 1.0}, build_seconds=0.4, chosen=chosen)
     assert tried == ["minmax", "entropy", "minmax + bias correction"] and not ranked
     assert chosen[0].notes["search"]["not_tried"] == "minmax + layer groups in float (not ranked)"  # the plain model ranked first (ties)
+
+
+@pytest.mark.parametrize(("int8_ms", "warned"), [(5.0, False), (12.0, True)])
+def test_an_int8_artifact_no_faster_than_fp32_is_said_so(tmp_path, monkeypatch, caplog, int8_ms, warned):
+    """A search that ends with many groups in float can pass on accuracy and gain nothing (RetinaFace
+    at the issue's NME 0.01: 24 groups in float, tflite-int8 32 ms against FP32's 16 ms): the manifest
+    records the speed-up and the export warns when it is none."""
+    import logging
+
+    import gfn_edge.export.int8.search as search
+    from gfn_edge.export.target_info import TARGETS, Artifact
+
+    (tmp_path / "int8").mkdir()
+    (tmp_path / "int8" / "m.onnx").write_bytes(b"x" * 600)
+    monkeypatch.setattr(search, "_fp32_sibling", lambda ctx, info, build: {"folder": tmp_path / "fp32", "size_bytes": 1000})
+    monkeypatch.setattr(search, "median_latency_ms", lambda folder, **kw: int8_ms if folder == tmp_path / "int8" else 10.0)
+    chosen = Outcome(Attempt("minmax", ("blocks.1", "blocks.2")), True, 0.1, {}, [], 1.0, tmp_path / "int8", Artifact({"model": "m.onnx"}, [], []))
+    with caplog.at_level(logging.WARNING, logger=search.log.name):
+        notes = search._compare_with_fp32(None, TARGETS["onnx-int8"], chosen, None)
+    assert notes == {"size_bytes": 600, "latency_ms": int8_ms, "fp32_size_bytes": 1000, "fp32_latency_ms": 10.0, "speedup_vs_fp32": round(10.0 / int8_ms, 2)}
+    said = [r.getMessage() for r in caplog.records if "no faster than the FP32 bundle" in r.getMessage()]
+    assert bool(said) is warned, said
+    if warned:
+        assert "2 layer groups in float" in said[0] and "12.00 ms against FP32's 10.00 ms" in said[0] and "60 % of its size" in said[0]

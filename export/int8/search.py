@@ -571,4 +571,17 @@ def _compare_with_fp32(ctx: ExportContext, info: TargetInfo, chosen: Outcome, bu
         out["fp32_latency_ms"] = round(median_latency_ms(fp32["folder"]), 3)
     except Exception as exc:  # a timing failure must not fail the export
         log.warning("could not time %s: %s", info.name, exc)
+        return out
+    out["speedup_vs_fp32"] = round(out["fp32_latency_ms"] / max(out["latency_ms"], 1e-9), 2)
+    if out["speedup_vs_fp32"] <= 1.0:
+        # a search that ends with many groups in float can pass on accuracy and still be no gain
+        log.warning(
+            "%s: the INT8 artifact (%d layer groups in float) runs in %.2f ms against FP32's %.2f ms on this CPU: "
+            "no faster than the FP32 bundle, %.0f %% of its size",
+            info.name,
+            len(chosen.attempt.float_groups),
+            out["latency_ms"],
+            out["fp32_latency_ms"],
+            100 * out["size_bytes"] / max(fp32["size_bytes"], 1),
+        )
     return out

@@ -34,10 +34,20 @@ def _fq_act(x: torch.Tensor, lo: float, hi: float, bits: int = 8) -> torch.Tenso
     return (torch.clamp(torch.round(x / scale) + zp, 0, levels) - zp) * scale
 
 
+_NO_OPS = (nn.Identity, nn.Dropout)
+
+
 def quantisable_nodes(gm: fx.GraphModule) -> list[fx.Node]:
-    """Nodes whose output a QDQ backend would quantise (tensor-producing layers)."""
+    """Nodes whose output a QDQ backend would quantise (tensor-producing layers).
+
+    Identities (the place of a BatchNorm folded into the convolution before it) are left out: every
+    exporter drops them, so they have no tensor of their own, and as layer groups of their own
+    (``fpn.merge2.1``) they named nothing in the exported graphs, which failed the attempt that
+    kept them in float."""
     out = []
     for n in gm.graph.nodes:
+        if _is_no_op(gm, n):
+            continue
         if n.op in ("call_module", "call_function", "call_method") and "tensor_meta" in n.meta:
             meta = n.meta["tensor_meta"]
             if hasattr(meta, "shape") and len(meta.shape) >= 2 and meta.dtype == torch.float32:
@@ -54,10 +64,23 @@ def _is_fused_activation(gm: fx.GraphModule, node: fx.Node) -> bool:
     return node.op == "call_function" and node.target in (torch.relu, nn.functional.relu, nn.functional.relu6)
 
 
+def _is_no_op(gm: fx.GraphModule, node: fx.Node) -> bool:
+    return node.op == "call_module" and isinstance(gm.get_submodule(str(node.target)), _NO_OPS)
+
+
+def _fused_into_activation(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """Whether ``node``'s only consumer, looking through identities, is a ReLU the backends fuse."""
+    while len(node.users) == 1:
+        node = next(iter(node.users))
+        if not _is_no_op(gm, node):
+            return _is_fused_activation(gm, node)
+    return False
+
+
 def quantised_outputs(gm: fx.GraphModule) -> list[fx.Node]:
     """Where a backend puts an activation quantiser: every tensor-producing node except one whose
     only user is a ReLU (the backends fuse it into the layer and quantise after the ReLU)."""
-    return [n for n in quantisable_nodes(gm) if not (len(n.users) == 1 and _is_fused_activation(gm, next(iter(n.users))))]
+    return [n for n in quantisable_nodes(gm) if not _fused_into_activation(gm, n)]
 
 
 def layer_name(gm: fx.GraphModule, node: fx.Node) -> str:
