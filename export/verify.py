@@ -6,7 +6,7 @@ Default tolerances (printed in every report, overridable with ``--tolerance KEY=
 FP32          recognisers: every face cos >= 0.9999; detectors: recall = precision = 1.0,
               box and landmark error <= 0.5 px
 FP16          recognisers: cos_min >= 0.999; detectors: recall, precision >= 0.995
-INT8          recognisers: cos_mean >= 0.99, cos_min >= 0.97, pair accuracy within 0.5
+INT8          recognisers: cos_mean >= 0.995, cos_min >= 0.98, pair accuracy within 0.5
               points; detectors: recall, precision >= 0.98, landmark NME <= 0.02
 ============  ==========================================================================
 
@@ -35,7 +35,7 @@ Tolerances = dict[str, tuple[str, float]]
 DEFAULT_TOLERANCES: dict[tuple[str, str], Tolerances] = {
     ("embed", "fp32"): {"cos_min": (">=", 0.9999)},
     ("embed", "fp16"): {"cos_min": (">=", 0.999)},
-    ("embed", "int8"): {"cos_mean": (">=", 0.99), "cos_min": (">=", 0.97), "pair_acc_delta": ("<=", 0.5)},
+    ("embed", "int8"): {"cos_mean": (">=", 0.995), "cos_min": (">=", 0.98), "pair_acc_delta": ("<=", 0.5)},
     ("detect", "fp32"): {
         "recall": (">=", 1.0),
         "precision": (">=", 1.0),

@@ -145,10 +145,10 @@ def _tflite_int8(model, x: np.ndarray):
     """The tflite-int8 target's conversion of ``model`` (min/max ranges from ``x``) as a function of NHWC inputs."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from gfn_edge.export.targets.tflite_int8 import int8_converter, tf_function_of
+    from gfn_edge.export.targets.tflite_int8 import int8_converter, quantized_model, tf_function_of
 
     conv = int8_converter(tf_function_of(model, (112, 112)), x.astype(np.float32))
-    it = Interpreter(model_content=conv.convert())
+    it = Interpreter(model_content=quantized_model(conv))
     it.allocate_tensors()
     i0, o0 = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
 

@@ -16,6 +16,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from . import headroom
 from .equalize import collect_ranges
 
 
@@ -94,6 +95,7 @@ class ActivationRange:
 
 
 def calibrate_ranges(gm: fx.GraphModule, batches: list[torch.Tensor]) -> dict[fx.Node, ActivationRange]:
+    """Min/max of every quantisable output over ``batches``, small tensors widened (:mod:`.headroom`)."""
     nodes = quantisable_nodes(gm)
     ranges: dict[fx.Node, ActivationRange] = {}
 
@@ -110,6 +112,11 @@ def calibrate_ranges(gm: fx.GraphModule, batches: list[torch.Tensor]) -> dict[fx
     with torch.no_grad():
         for x in batches:
             Recorder(gm).run(x)
+    # the backends widen small tensors' ranges the same way (:mod:`.headroom`)
+    for n, r in ranges.items():
+        meta = n.meta.get("tensor_meta")
+        count = headroom.positions(tuple(meta.shape)) if hasattr(meta, "shape") else None
+        ranges[n] = ActivationRange(*headroom.widened(r.lo, r.hi, count))
     return ranges
 
 

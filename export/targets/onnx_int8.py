@@ -20,6 +20,8 @@ import logging
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from gfn_edge.errors import MissingDependencyError
 
 from ..context import ExportContext
@@ -109,10 +111,30 @@ def calibration_cache(ctx: ExportContext, src: Path, method: str) -> Path | None
             data = calibrate.TensorsData(q.CalibrationMethod.Entropy, entropy_thresholds(histograms, _CALIB_OPTIONS["entropy"]["num_quantized_bins"]))
         else:
             data = calibrator.compute_data()
+        _widen_small_tensors(data, src)
         calibrate.save_tensors_data(data, path)
         del calibrator
         augmented.unlink(missing_ok=True)
     return path
+
+
+def _widen_small_tensors(data, model_path: Path) -> None:
+    """The ranges of tensors with few positions per channel widened in place (:mod:`..int8.headroom`),
+    as the int8 simulation the remedies are chosen on widens them."""
+    import onnx
+
+    from ..int8 import headroom
+
+    graph = onnx.shape_inference.infer_shapes(onnx.load(str(model_path))).graph
+    shapes = {}
+    for v in list(graph.input) + list(graph.value_info) + list(graph.output):
+        dims = v.type.tensor_type.shape.dim
+        shapes[v.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    for name in list(data.keys()):
+        f = headroom.factor(headroom.positions(shapes[name]) if name in shapes else None)
+        if f != 1.0:
+            entry = data[name]
+            entry.lowest, entry.highest = (np.asarray(v) * np.asarray(f, dtype=np.asarray(v).dtype) for v in (entry.lowest, entry.highest))
 
 
 def quantize_qdq(ctx: ExportContext, attempt: Attempt, dst: Path) -> int:

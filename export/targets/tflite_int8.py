@@ -6,7 +6,8 @@ writes PReLU as two ReLU-fused 1x1 depthwise convs and a subtraction, and pushes
 convolutions before concatenations, because XNNPACK runs neither an int8 PRELU nor a standalone
 int8 RELU: with them every block left the delegate and INT8 ran 2x slower than FP32 here, with
 them the whole graph is one XNNPACK partition. Layer groups kept in float use the converter's
-selective quantisation (QuantizationDebugger denylist).
+selective quantisation (the denylist of its MLIR quantiser, which the QuantizationDebugger uses); the
+ranges of small tensors get the headroom every backend gives them (:mod:`..int8.headroom`).
 """
 
 from __future__ import annotations
@@ -75,6 +76,43 @@ def int8_converter(fn, calib: np.ndarray, int8_io: bool = False):
         conv.inference_input_type = tf.int8
         conv.inference_output_type = tf.int8
     return conv
+
+
+def calibrated_model(conv) -> bytes:
+    """The float model with the calibration's ranges recorded, small tensors widened as the int8
+    simulation widens them (:mod:`..int8.headroom`), ready for the quantiser."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from ..int8 import headroom
+
+    conv.experimental_new_quantizer = True
+    conv._experimental_calibrate_only = True  # the QuantizationDebugger's route: ranges, no quantisation
+    model = flatbuffer_utils.convert_bytearray_to_object(conv.convert())
+    for graph in model.subgraphs:
+        for t in graph.tensors:
+            q = t.quantization
+            if q is None or q.min is None or q.max is None or len(q.min) != 1 or t.shape is None:
+                continue
+            count = headroom.positions([int(d) for d in t.shape], channels_last=True)
+            lo, hi = headroom.widened(float(q.min[0]), float(q.max[0]), count)
+            q.min, q.max = [lo], [hi]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def quantized_model(conv, int8_io: bool = False, denylist: list[str] | None = None) -> bytes:
+    """Full-integer model from ``conv`` (see :func:`int8_converter`), the tensors in ``denylist`` left
+    in float: calibration, the headroom, then TFLite's quantiser, as ``conv.convert()`` does it."""
+    tf = _tf()
+    from tensorflow.lite.python import convert
+
+    io = tf.int8 if int8_io else tf.float32
+    return convert.mlir_quantize(
+        calibrated_model(conv),
+        disable_per_channel=False,
+        input_data_type=io,
+        output_data_type=io,
+        denylisted_nodes=denylist or None,
+    )
 
 
 def float_twin(ctx: ExportContext, attempt: Attempt | None = None) -> bytes:
@@ -151,7 +189,7 @@ def _fp32_tflite_files(ctx: ExportContext, folder: Path) -> Artifact:
 
 
 def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
-    tf = _tf()
+    _tf()  # a clear error before any work when tensorflow is missing
     fn = _tf_function(ctx)
     calib = ctx.calibration.inputs().astype(np.float32)
     int8_io = bool(ctx.options.get("int8_io"))
@@ -160,15 +198,7 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
 
     def build(attempt: Attempt, folder: Path) -> Artifact:
         denylist = _float_tensor_names(ctx, fn, list(attempt.float_groups))
-        conv = int8_converter(_tf_function(ctx, attempt), calib, int8_io)
-        if denylist:
-            options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=denylist, fully_quantize=int8_io)
-            debugger = tf.lite.experimental.QuantizationDebugger(
-                converter=conv, debug_dataset=lambda: ([calib[i : i + 1]] for i in range(min(len(calib), 8))), debug_options=options
-            )
-            content = debugger.get_nondebug_quantized_model()
-        else:
-            content = conv.convert()
+        content = quantized_model(int8_converter(_tf_function(ctx, attempt), calib, int8_io), int8_io, denylist)
         dst = folder / "model.tflite"
         dst.write_bytes(content)
         inputs, outputs = _tensor_specs(dst, canonical, shapes)
