@@ -75,6 +75,16 @@ def _fix_batch(model, batch: int) -> None:
             dims[0].dim_value = batch
 
 
+def static_shapes(model, batch: int = 1) -> dict[str, list[int] | None]:
+    """Shape of every graph input, intermediate value and output of the ONNX ``model`` by shape
+    inference, the batch fixed to ``batch`` (in place); None where a dimension is not static."""
+    from onnx import shape_inference
+
+    _fix_batch(model, batch)
+    graph = shape_inference.infer_shapes(model).graph
+    return {vi.name: _dims(vi) for vi in [*graph.input, *graph.value_info, *graph.output]}
+
+
 def onnx_complexity(path: str | Path, batch: int = 1) -> Complexity:
     """Parameters and MACs of an ONNX model for a batch of ``batch`` inputs.
 
@@ -83,15 +93,10 @@ def onnx_complexity(path: str | Path, batch: int = 1) -> Complexity:
     after the batch is fixed; spatial sizes must be static (they are in exported bundles).
     """
     import onnx
-    from onnx import shape_inference
 
     model = onnx.load(str(path))
-    _fix_batch(model, batch)
-    inferred = shape_inference.infer_shapes(model)
-    graph = inferred.graph
-    shapes: dict[str, list[int] | None] = {}
-    for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
-        shapes[vi.name] = _dims(vi)
+    shapes = static_shapes(model, batch)
+    graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     for name, init in inits.items():
         shapes[name] = [int(d) for d in init.dims]

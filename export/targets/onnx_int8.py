@@ -123,15 +123,13 @@ def _widen_small_tensors(data, model_path: Path) -> None:
     as the int8 simulation the remedies are chosen on widens them."""
     import onnx
 
+    from ..flops import static_shapes
     from ..int8 import headroom
 
-    graph = onnx.shape_inference.infer_shapes(onnx.load(str(model_path))).graph
-    shapes = {}
-    for v in list(graph.input) + list(graph.value_info) + list(graph.output):
-        dims = v.type.tensor_type.shape.dim
-        shapes[v.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    shapes = static_shapes(onnx.load(str(model_path)))
     for name in list(data.keys()):
-        f = headroom.factor(headroom.positions(shapes[name]) if name in shapes else None)
+        shape = shapes.get(name)
+        f = headroom.factor(headroom.positions(shape) if shape else None)
         if f != 1.0:
             entry = data[name]
             entry.lowest, entry.highest = (np.asarray(v) * np.asarray(f, dtype=np.asarray(v).dtype) for v in (entry.lowest, entry.highest))

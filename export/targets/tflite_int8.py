@@ -85,7 +85,6 @@ def calibrated_model(conv) -> bytes:
 
     from ..int8 import headroom
 
-    conv.experimental_new_quantizer = True
     conv._experimental_calibrate_only = True  # the QuantizationDebugger's route: ranges, no quantisation
     model = flatbuffer_utils.convert_bytearray_to_object(conv.convert())
     for graph in model.subgraphs:
