@@ -264,18 +264,23 @@ def test_ci_runs_the_door_end_to_end_alone_on_emulated_arm():
     assert names == {"test_end_to_end_video_grants_enrolled_people_only"}, names
 
 
-def test_ci_shards_hold_every_device_file_of_the_library():
+def test_ci_shards_hold_every_device_file_of_the_library(tmp_path):
     """The shards' selection keeps every device test file outside the apps but backend parity (README:
-    by hand): a new file of device tests that is not added there fails here."""
-    import re
-
+    by hand): a new file of device tests that is not added there fails here. The device files are
+    arm64_tests.sh's own default selection (its --plan without test arguments)."""
     (shards,) = [c for c in _arm64_ci_commands() if "--shard" in c]
     listed = {a for a in shards if a.startswith("tests/")}
-    device_files = {
-        f"tests/{p.name}"
-        for p in (ROOT / "tests").glob("test_*.py")
-        if re.search(r"^pytestmark = pytest\.mark\.device|@pytest\.mark\.device", p.read_text(), re.M)
-    }
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "arm64_tests.sh"), "--work", str(tmp_path), "--cpus", "cortex-a72", "--plan"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    device_files = {a for a in proc.stdout.split() if a.startswith("tests/")}
+    assert "tests/test_gallery.py" in device_files, proc.stdout
     by_hand = {"tests/test_backend_parity.py", "tests/test_apps_door.py", "tests/test_apps_annotate.py"}
     assert listed == device_files - by_hand, sorted(listed ^ (device_files - by_hand))
 
