@@ -98,7 +98,7 @@ def test_each_corrected_model_has_its_own_cache_name():
     plain = Attempt("minmax")
     a = Attempt("minmax", bias_corrected=True)
     b = Attempt("minmax", ("blocks.3",), bias_corrected=True)
-    keys = {plain.model_key(63), a.model_key(63), b.model_key(63), a.model_key(127)}
+    keys = {plain.model_key(64), a.model_key(64), b.model_key(64), a.model_key(127)}
     assert len(keys) == 4 and all(k.replace("-", "").isalnum() for k in keys)
     assert "bias correction" in b.label() and "float blocks.3" in b.label()
 

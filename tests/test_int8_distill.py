@@ -59,6 +59,82 @@ def test_weight_simulation_is_the_backends_per_channel_rule():
     assert len(torch.unique(torch.round(_fake_weight(w, 63) / (scale * 127 / 63)))) <= 127
 
 
+def test_traced_graph_has_no_identities_and_fuses_the_relu_behind_one():
+    """Where the INT8 preparation folded a BatchNorm it leaves an identity, which every exporter
+    drops: the traced graph erases it (and dropout), so it is neither a quantised tensor nor a layer
+    group, and a convolution whose ReLU sits behind one is still fused with it."""
+
+    class WithNoOps(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.bn = nn.Identity()
+            self.drop = nn.Dropout(0.5)
+            self.relu = nn.ReLU()
+
+        def forward(self, x):
+            return self.drop(self.relu(self.bn(self.conv(x))))
+
+    model = WithNoOps().eval()
+    x = torch.from_numpy(_calibration(2).transpose(0, 3, 1, 2).copy())
+    gm = trace_folded(model, x)
+    kinds = {type(gm.get_submodule(str(n.target))) for n in gm.graph.nodes if n.op == "call_module"}
+    assert kinds == {nn.Conv2d, nn.ReLU}
+    assert torch.equal(gm(x), model(x))
+    assert [str(n.target) for n in quantised_outputs(gm)] == ["relu"]  # the conv's output is fused
+
+
+def test_onnx_int8_grid_is_the_one_onnxruntime_quantises_to(tmp_path):
+    """The grid the simulation (ranking, bias correction, distillation) uses for onnx-int8 and
+    openvino-int8's QDQ route is the one onnxruntime's quantize_static writes: with reduce_range its
+    int8 weights are levels -64..64 (scale max|w|/64), which the simulation had as 63 until
+    2026-12-03. Checked on the quantised graph itself: integers and dequantised weights."""
+    pytest.importorskip("onnxruntime", reason="asset missing: onnxruntime (pip install 'gfn-edge[export]')")
+    import onnx
+    from onnx import numpy_helper
+    from onnxruntime import quantization as q
+
+    from gfn_edge.export.targets import onnx_int8, openvino_int8
+
+    assert openvino_int8.WEIGHT_QMAX == onnx_int8.WEIGHT_QMAX  # one QDQ graph, one grid
+    model = _tiny()
+    raw, dst = tmp_path / "raw.onnx", tmp_path / "int8.onnx"
+    x = _calibration()
+    torch.onnx.export(model, (torch.from_numpy(x[:1].transpose(0, 3, 1, 2).copy()),), str(raw), input_names=["input"], dynamo=False, opset_version=17)
+
+    class Reader(q.CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{"input": x[i : i + 1].transpose(0, 3, 1, 2).copy()} for i in range(8)])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    q.quantize_static(
+        str(raw),
+        str(dst),
+        Reader(),
+        quant_format=q.QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=q.QuantType.QUInt8,
+        weight_type=q.QuantType.QInt8,
+        reduce_range=onnx_int8.REDUCE_RANGE,
+    )
+    graph = onnx.load(str(dst)).graph
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    checked = 0
+    for node in graph.node:
+        if node.op_type != "DequantizeLinear" or inits.get(node.input[0]) is None or inits[node.input[0]].ndim != 4:
+            continue
+        ints, scale = inits[node.input[0]].astype(np.int64), inits[node.input[1]]
+        assert int(np.abs(ints).max()) == onnx_int8.WEIGHT_QMAX
+        dequantised = torch.from_numpy(ints * scale.reshape(-1, 1, 1, 1)).float()
+        # the float weight the integers came from is the simulation's input; its grid must give them back
+        simulated = _fake_weight(dequantised, onnx_int8.WEIGHT_QMAX)
+        assert torch.allclose(simulated, dequantised, rtol=1e-5, atol=1e-8)
+        checked += 1
+    assert checked == 2  # conv1, conv2
+
+
 def test_distillation_lowers_its_loss_and_leaves_the_original_alone():
     model = _tiny(outlier=1000.0)
     before = {k: v.clone() for k, v in model.state_dict().items()}

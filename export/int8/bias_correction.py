@@ -89,7 +89,7 @@ def correct_biases(
 ) -> BiasCorrection:
     """``model`` (FP32, INT8-prepared) with biases corrected for int8 on NHWC ``calibration`` inputs.
 
-    ``weight_qmax``: the backend's weight grid (127, or 63 for onnxruntime's 7-bit weights).
+    ``weight_qmax``: the backend's weight grid (127, or 64 for onnxruntime's 7-bit weights).
     ``float_groups``: the module groups the attempt keeps in float (``blocks.3``, ``stem``).
     """
     start = time.perf_counter()

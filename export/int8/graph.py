@@ -27,15 +27,29 @@ def trace_folded(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
     """An fx copy of ``model`` (eval) with Conv+BN fused and shapes recorded in ``node.meta``.
 
     The pattern conv(1x1) -> flatten -> BatchNorm1d (the GDC embedding head) is folded as well,
-    so the embedding comes straight out of a convolution.
+    so the embedding comes straight out of a convolution. Identities (where the INT8 preparation
+    folded a BatchNorm) and dropouts are erased: every exporter drops them, so in the graph they
+    would be tensors and layer groups (``fpn.merge2.1``) that no backend has.
     """
     model = copy.deepcopy(model).float().cpu().eval()
     gm = fuse(symbolic_trace(model), no_trace=True)
     _fold_conv_flatten_bn1d(gm)
+    _erase_no_ops(gm)
     gm.graph.lint()
     gm.recompile()
     ShapeProp(gm).propagate(example)
     return gm
+
+
+_NO_OPS = (nn.Identity, nn.Dropout)
+
+
+def _erase_no_ops(gm: fx.GraphModule) -> None:
+    for node in list(gm.graph.nodes):
+        if node.op == "call_module" and isinstance(gm.get_submodule(str(node.target)), _NO_OPS):
+            node.replace_all_uses_with(node.args[0])
+            gm.graph.erase_node(node)
+    gm.delete_all_unused_submodules()
 
 
 def _is_flatten(node: fx.Node) -> bool:

@@ -21,7 +21,7 @@ from .equalize import collect_ranges
 
 
 def _fq_weight(w: torch.Tensor, qmax: int = 127) -> torch.Tensor:
-    """Per-output-channel symmetric weights on the backend's grid (127 levels a side, 63 for 7-bit)."""
+    """Per-output-channel symmetric weights on the backend's grid (127 levels a side; 64 for onnxruntime's 7-bit ``reduce_range``)."""
     dims = tuple(range(1, w.dim()))
     scale = w.abs().amax(dim=dims, keepdim=True).clamp(min=1e-12) / qmax
     return torch.round(w / scale).clamp(-qmax, qmax) * scale
@@ -35,20 +35,11 @@ def _fq_act(x: torch.Tensor, lo: float, hi: float, bits: int = 8) -> torch.Tenso
     return (torch.clamp(torch.round(x / scale) + zp, 0, levels) - zp) * scale
 
 
-_NO_OPS = (nn.Identity, nn.Dropout)
-
-
 def quantisable_nodes(gm: fx.GraphModule) -> list[fx.Node]:
-    """Nodes whose output a QDQ backend would quantise (tensor-producing layers).
-
-    Identities (the place of a BatchNorm folded into the convolution before it) are left out: every
-    exporter drops them, so they have no tensor of their own, and as layer groups of their own
-    (``fpn.merge2.1``) they named nothing in the exported graphs, which failed the attempt that
-    kept them in float."""
+    """Nodes whose output a QDQ backend would quantise (tensor-producing layers of a graph from
+    :func:`.graph.trace_folded`, which has no identities left)."""
     out = []
     for n in gm.graph.nodes:
-        if _is_no_op(gm, n):
-            continue
         if n.op in ("call_module", "call_function", "call_method") and "tensor_meta" in n.meta:
             meta = n.meta["tensor_meta"]
             if hasattr(meta, "shape") and len(meta.shape) >= 2 and meta.dtype == torch.float32:
@@ -65,17 +56,9 @@ def _is_fused_activation(gm: fx.GraphModule, node: fx.Node) -> bool:
     return node.op == "call_function" and node.target in (torch.relu, nn.functional.relu, nn.functional.relu6)
 
 
-def _is_no_op(gm: fx.GraphModule, node: fx.Node) -> bool:
-    return node.op == "call_module" and isinstance(gm.get_submodule(str(node.target)), _NO_OPS)
-
-
 def _fused_into_activation(gm: fx.GraphModule, node: fx.Node) -> bool:
-    """Whether ``node``'s only consumer, looking through identities, is a ReLU the backends fuse."""
-    while len(node.users) == 1:
-        node = next(iter(node.users))
-        if not _is_no_op(gm, node):
-            return _is_fused_activation(gm, node)
-    return False
+    """Whether ``node``'s only consumer is a ReLU the backends fuse."""
+    return len(node.users) == 1 and _is_fused_activation(gm, next(iter(node.users)))
 
 
 def quantised_outputs(gm: fx.GraphModule) -> list[fx.Node]:

@@ -36,7 +36,10 @@ from .onnx_fp32 import OPSET, embed_metadata, export_onnx, fp32_onnx, tensor_spe
 log = logging.getLogger(__name__)
 
 REDUCE_RANGE = True  # 7-bit weights: see the module docstring
-WEIGHT_QMAX = 63 if REDUCE_RANGE else 127
+# the weight grid the int8 simulation (ranking, bias correction, distillation) must reproduce:
+# onnxruntime's reduce_range int8 is levels -64..64 with scale max|w|/64, not -63..63 (the
+# simulation used 63 before 2026-12-03; every exported model's largest weight integer is 64)
+WEIGHT_QMAX = 64 if REDUCE_RANGE else 127
 _METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
 # Histogram settings per method. quantize_static cannot pass bin counts through, and with its
 # default of 128 bins quantised to 128 the entropy threshold is the full range (= minmax).

@@ -31,7 +31,7 @@ from ..context import ExportContext
 from ..int8.prepare import names_in_groups, onnx_name_patterns
 from ..int8.search import Attempt, run_search
 from ..target_info import Artifact, TargetInfo
-from .onnx_int8 import prepared_onnx, quantize_qdq
+from .onnx_int8 import WEIGHT_QMAX, prepared_onnx, quantize_qdq  # the remedies' grid: onnxruntime's QDQ graph
 from .openvino_ir import save_ir
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 # calibration faces, 133 held-out): first layer only 0.932/0.744 cosine mean/worst, every layer
 # 0.979/0.894. One artifact right on every CPU, for one bit of weight precision.
 OVERFLOW_FIX = "enable"
-WEIGHT_QMAX = 63
 
 
 def _nncf():

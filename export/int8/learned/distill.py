@@ -212,7 +212,7 @@ def distill_for_int8(
 ) -> Distilled:
     """Tune ``model`` (the INT8-prepared FP32 model) for int8 from NHWC calibration inputs.
 
-    ``weight_qmax``: the backend's weight grid (127 for int8, 63 for onnxruntime's 7-bit weights).
+    ``weight_qmax``: the backend's weight grid (127 for int8, 64 for onnxruntime's 7-bit weights).
     ``lr``: Adam's step in quantisation steps of each weight's channel (see :class:`_Tuned`);
     by default :data:`LEARNING_RATES` of the task.
     ``float_groups``: module groups the backend will keep in float (``blocks.3``): simulated
