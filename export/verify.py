@@ -206,12 +206,27 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def liveness_metrics(ref: np.ndarray, art: np.ndarray) -> dict[str, Any]:
+# the device's default liveness threshold on the real-face probability (gfn_edge.liveness)
+LIVE_THRESHOLD = 0.5
+
+
+def liveness_metrics(ref: np.ndarray, art: np.ndarray, real_class: int = 1) -> dict[str, Any]:
+    """What the device decides from: the real-face probability (``prob_err``, the largest change
+    over the crops) and the live/spoof decision at the default threshold (``decision_agree``).
+
+    Before 2026-12-03 both were taken over every class: MiniFASNet's two spoof classes (print,
+    replay) trading probability on a printed photo (0.90 -> 0.53 on one class, the real-face
+    probability 0.013 -> 0.027) counted as an error of 0.37 and as a changed decision, though
+    the device's score and verdict had not moved. Those are kept, unjudged, as ``class_prob_err``
+    and ``class_agree``."""
     pr, pa = _softmax(ref), _softmax(art)
+    live_r, live_a = pr[:, real_class], pa[:, real_class]
     return {
         "crops": int(len(pr)),
-        "prob_err": float(np.abs(pr - pa).max()),
-        "decision_agree": float((pr.argmax(1) == pa.argmax(1)).mean()),
+        "prob_err": float(np.abs(live_r - live_a).max()),
+        "decision_agree": float(((live_r >= LIVE_THRESHOLD) == (live_a >= LIVE_THRESHOLD)).mean()),
+        "class_prob_err": float(np.abs(pr - pa).max()),
+        "class_agree": float((pr.argmax(1) == pa.argmax(1)).mean()),
     }
 
 
@@ -221,7 +236,7 @@ def compare(ref: dict[str, np.ndarray], art: dict[str, np.ndarray], vset: Verifi
     if spec.task == "detect":
         return detection_metrics(ref, art, vset, spec)
     if spec.task == "liveness":
-        return liveness_metrics(ref["logits"], art["logits"])
+        return liveness_metrics(ref["logits"], art["logits"], int((spec.liveness or {}).get("real_class", 1)))
     raise ValueError(f"unknown task {spec.task!r}")
 
 

@@ -244,6 +244,26 @@ def test_device_verdicts(bundles, photos, reference_scores, target, backend):
 # ----------------------------------------------------------------------------- bad input
 
 
+def test_verification_judges_the_real_face_probability_and_verdict():
+    """Two crops measured on MiniFASNetV2 (FP32 against plain min/max onnx-int8): a printed photo
+    whose two spoof classes trade probability while its real-face probability barely moves (no
+    error for the device), and a face near the threshold that INT8 turns live (a changed verdict)."""
+    from gfn_edge.export.verify import liveness_metrics
+
+    def logits(p):
+        return np.log(np.asarray(p, dtype=np.float64))
+
+    photo_ref, photo_int8 = [0.087, 0.013, 0.900], [0.441, 0.027, 0.532]
+    face_ref, face_int8 = [0.003, 0.421, 0.576], [0.004, 0.612, 0.384]
+    m = liveness_metrics(logits([photo_ref]), logits([photo_int8]), real_class=1)
+    assert m["prob_err"] == pytest.approx(0.014, abs=1e-3) and m["decision_agree"] == 1.0
+    assert m["class_prob_err"] == pytest.approx(0.368, abs=1e-3)  # all classes: kept, not judged
+    m = liveness_metrics(logits([photo_ref, face_ref]), logits([photo_int8, face_int8]), real_class=1)
+    assert m["prob_err"] == pytest.approx(0.191, abs=1e-3) and m["decision_agree"] == 0.5 and m["crops"] == 2
+    # the real class comes from the model's spec: another index reads another column
+    assert liveness_metrics(logits([photo_ref]), logits([photo_int8]), real_class=2)["prob_err"] == pytest.approx(0.368, abs=1e-3)
+
+
 def test_bad_boxes_and_images_are_refused():
     pre = get_spec("minifasnet-v2-2.7").preprocess
     image = np.zeros((480, 640, 3), np.uint8)
