@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from gfn_edge.liveness import DEFAULT_THRESHOLD, softmax
 from gfn_edge.metrics import DetectionAgreement, accuracy_at, best_threshold_accuracy, cosine_rows
 from gfn_edge.registry import ModelSpec, Preprocess
 from gfn_edge.retinaface_decode import postprocess, prior_boxes
@@ -201,15 +202,6 @@ def detection_metrics(ref: dict[str, np.ndarray], art: dict[str, np.ndarray], vs
     return m
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-# the device's default liveness threshold on the real-face probability (gfn_edge.liveness)
-LIVE_THRESHOLD = 0.5
-
-
 def liveness_metrics(ref: np.ndarray, art: np.ndarray, real_class: int = 1) -> dict[str, Any]:
     """What the device decides from: the real-face probability (``prob_err``, the largest change
     over the crops) and the live/spoof decision at the default threshold (``decision_agree``).
@@ -219,12 +211,12 @@ def liveness_metrics(ref: np.ndarray, art: np.ndarray, real_class: int = 1) -> d
     probability 0.013 -> 0.027) counted as an error of 0.37 and as a changed decision, though
     the device's score and verdict had not moved. Those are kept, unjudged, as ``class_prob_err``
     and ``class_agree``."""
-    pr, pa = _softmax(ref), _softmax(art)
+    pr, pa = softmax(ref), softmax(art)
     live_r, live_a = pr[:, real_class], pa[:, real_class]
     return {
         "crops": int(len(pr)),
         "prob_err": float(np.abs(live_r - live_a).max()),
-        "decision_agree": float(((live_r >= LIVE_THRESHOLD) == (live_a >= LIVE_THRESHOLD)).mean()),
+        "decision_agree": float(((live_r >= DEFAULT_THRESHOLD) == (live_a >= DEFAULT_THRESHOLD)).mean()),
         "class_prob_err": float(np.abs(pr - pa).max()),
         "class_agree": float((pr.argmax(1) == pa.argmax(1)).mean()),
     }

@@ -110,6 +110,10 @@ def liveness_input(image: np.ndarray, box: BoxLike, pre: Preprocess) -> np.ndarr
     return crop_tensor(liveness_crop(image, box, pre), pre)
 
 
+# the default threshold on the real-face probability (export verification judges INT8 at it too)
+DEFAULT_THRESHOLD = 0.5
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = np.asarray(logits, dtype=np.float64)
     e = np.exp(z - z.max(axis=-1, keepdims=True))
@@ -162,7 +166,7 @@ class Liveness:
     def __init__(
         self,
         bundles: Sequence[str | os.PathLike[str] | Any],
-        threshold: float = 0.5,
+        threshold: float = DEFAULT_THRESHOLD,
         backend: str = "auto",
         threads: int | None = None,
     ):

@@ -94,6 +94,7 @@ def test_onnx_int8_grid_is_the_one_onnxruntime_quantises_to(tmp_path):
     from onnx import numpy_helper
     from onnxruntime import quantization as q
 
+    from gfn_edge.export.int8.ort_calibration import CalibrationReader
     from gfn_edge.export.targets import onnx_int8, openvino_int8
 
     assert openvino_int8.WEIGHT_QMAX == onnx_int8.WEIGHT_QMAX  # one QDQ graph, one grid
@@ -101,24 +102,7 @@ def test_onnx_int8_grid_is_the_one_onnxruntime_quantises_to(tmp_path):
     raw, dst = tmp_path / "raw.onnx", tmp_path / "int8.onnx"
     x = _calibration()
     torch.onnx.export(model, (torch.from_numpy(x[:1].transpose(0, 3, 1, 2).copy()),), str(raw), input_names=["input"], dynamo=False, opset_version=17)
-
-    class Reader(q.CalibrationDataReader):
-        def __init__(self):
-            self.items = iter([{"input": x[i : i + 1].transpose(0, 3, 1, 2).copy()} for i in range(8)])
-
-        def get_next(self):
-            return next(self.items, None)
-
-    q.quantize_static(
-        str(raw),
-        str(dst),
-        Reader(),
-        quant_format=q.QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=q.QuantType.QUInt8,
-        weight_type=q.QuantType.QInt8,
-        reduce_range=onnx_int8.REDUCE_RANGE,
-    )
+    q.quantize_static(str(raw), str(dst), CalibrationReader(x[:8], "input"), **onnx_int8.qdq_settings(q))  # the target's own settings
     graph = onnx.load(str(dst)).graph
     inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     checked = 0

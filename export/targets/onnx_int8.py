@@ -53,6 +53,18 @@ _CALIB_OPTIONS = {
 }
 
 
+def qdq_settings(q) -> dict:
+    """quantize_static's settings of this target (``q``: onnxruntime.quantization): QDQ, per-channel
+    int8 weights on the 7-bit range, uint8 activations."""
+    return {
+        "quant_format": q.QuantFormat.QDQ,
+        "per_channel": True,
+        "activation_type": q.QuantType.QUInt8,
+        "weight_type": q.QuantType.QInt8,
+        "reduce_range": REDUCE_RANGE,
+    }
+
+
 def _ort_quant():
     try:
         from onnxruntime import quantization
@@ -159,11 +171,7 @@ def quantize_qdq(ctx: ExportContext, attempt: Attempt, dst: Path) -> int:
         str(src),
         str(dst),
         None if cache else CalibrationReader(ctx.calibration.inputs(), "input"),
-        quant_format=q.QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=q.QuantType.QUInt8,
-        weight_type=q.QuantType.QInt8,
-        reduce_range=REDUCE_RANGE,
+        **qdq_settings(q),
         calibrate_method=getattr(q.CalibrationMethod, _METHODS[attempt.method]),
         nodes_to_exclude=exclude,
         **({"calibration_cache_path": str(cache)} if cache else {}),
