@@ -106,7 +106,9 @@ def _fidelity(v: dict[str, Any], box: bool = True) -> str:
             text += f", box err {_fmt(v['box_err_px'], 2)} px"
         return text + (f", NME {v['landmark_nme']:.4f}" if "landmark_nme" in v else "")
     if "prob_err" in v:
-        return f"live-probability err {_fmt(v['prob_err'], 2)}, decisions agree {v.get('decision_agree', 0):.3f}"
+        flips = v.get("decision_flips") or []
+        changed = f" (changed: {', '.join(f'{r:.3f} -> {a:.3f}' for r, a in flips[:3])})" if flips else ""
+        return f"live-probability err {_fmt(v['prob_err'], 2)}, decisions agree {v.get('decision_agree', 0):.3f}{changed}"
     return "-"
 
 

@@ -210,13 +210,17 @@ def liveness_metrics(ref: np.ndarray, art: np.ndarray, real_class: int = 1) -> d
     replay) trading probability on a printed photo (0.90 -> 0.53 on one class, the real-face
     probability 0.013 -> 0.027) counted as an error of 0.37 and as a changed decision, though
     the device's score and verdict had not moved. Those are kept, unjudged, as ``class_prob_err``
-    and ``class_agree``."""
+    and ``class_agree``. ``decision_flips`` lists each changed verdict as (reference, artifact)
+    real-face probability: one from a crop the reference scores 0.498 (MiniFASNetV1SE INT8) is a
+    coin toss either way, one from 0.29 is not."""
     pr, pa = softmax(ref), softmax(art)
     live_r, live_a = pr[:, real_class], pa[:, real_class]
+    flipped = np.nonzero((live_r >= DEFAULT_THRESHOLD) != (live_a >= DEFAULT_THRESHOLD))[0]
     return {
         "crops": int(len(pr)),
         "prob_err": float(np.abs(live_r - live_a).max()),
         "decision_agree": float(((live_r >= DEFAULT_THRESHOLD) == (live_a >= DEFAULT_THRESHOLD)).mean()),
+        "decision_flips": [[round(float(live_r[i]), 4), round(float(live_a[i]), 4)] for i in flipped],
         "class_prob_err": float(np.abs(pr - pa).max()),
         "class_agree": float((pr.argmax(1) == pa.argmax(1)).mean()),
     }

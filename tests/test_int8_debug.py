@@ -60,6 +60,31 @@ def test_mismatched_shapes_are_refused():
         stats.add(stats.points[0], np.zeros((2, 3)), np.zeros((2, 4)))
 
 
+def test_a_one_picture_graph_with_a_float_layer_is_debugged_picture_by_picture(tmp_path: Path):
+    """A detector's graph takes one picture at a time (batch fixed at 1), and the layers the search
+    keeps in float carry int8 weight-only storage: the debugger runs it (it fed 16 pictures at
+    once and failed on the detector) and the float layer's output is a row that is not quantised."""
+    torch = pytest.importorskip("torch")
+    q = pytest.importorskip("onnxruntime.quantization", reason="asset missing: onnxruntime (pip install 'gfn-edge[export]')")
+    from gfn_edge.export.int8.onnx_weight_only import compress_float_weights
+    from gfn_edge.export.int8.ort_calibration import CalibrationReader
+    from gfn_edge.export.int8_debug.debugger import debug_onnx
+    from gfn_edge.export.targets.onnx_int8 import qdq_settings
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3, padding=1)).eval()
+    fp32, qdq = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
+    torch.onnx.export(model, (torch.zeros(1, 3, 16, 16),), str(fp32), input_names=["input"], dynamo=False, opset_version=17)
+    x = np.random.default_rng(0).standard_normal((5, 3, 16, 16)).astype(np.float32)
+    last = [n.name for n in __import__("onnx").load(str(fp32)).graph.node if n.op_type == "Conv"][-1]
+    q.quantize_static(str(fp32), str(qdq), CalibrationReader(x.transpose(0, 2, 3, 1), "input"), **qdq_settings(q), nodes_to_exclude=[last])
+    assert compress_float_weights(qdq) == 1
+    rows = debug_onnx(fp32, qdq, x, tmp_path / "work")
+    out = rows[-1]  # the model's output, written by the float layer
+    assert out["quantised"] in (False, "False") and 0.99 < out["cosine"] <= 1.0, out
+    assert rows[0]["op"] == "Input" and len(rows) >= 3
+
+
 # --- real checkpoint -------------------------------------------------------------------------------------
 
 

@@ -155,6 +155,28 @@ def test_distillation_comes_last_with_the_last_groups_in_float(tmp_path, monkeyp
     ]
 
 
+def test_float_groups_get_their_fp32_weights_back_before_distillation_where_int8_storage_fails(tmp_path, monkeypatch):
+    """A QDQ backend stores the float groups' weights as int8 (weight-only); measured on the detector
+    at NME <= 0.01, 24 groups: 0.0124 with them, 0.0097 with FP32 weights. Where every group
+    attempt fails, the last groups are tried once with FP32 weights, and the distillation keeps them."""
+    options = {"distill_seconds": 5}
+    args = {"corrects_biases": True, "int8_float_group_weights": True}
+    tried = _search(tmp_path / "a", monkeypatch, {"minmax + bias correction": (0.98, 0.95, 0.3)}, options, **args)
+    assert tried[-3:] == [
+        "minmax + bias correction + float stem, blocks.1",
+        "minmax + bias correction + float stem, blocks.1 (their FP32 weights)",
+        "minmax + distillation QAT + float stem, blocks.1 (their FP32 weights)",
+    ]
+    chosen: list = []
+    passing = {"minmax + bias correction": (0.98, 0.95, 0.3), "minmax + bias correction + float stem, blocks.1 (their FP32 weights)": (0.995, 0.98, 0.0)}
+    tried = _search(tmp_path / "b", monkeypatch, passing, options, chosen=chosen, **args)
+    assert tried[-1] == "minmax + bias correction + float stem, blocks.1 (their FP32 weights)"
+    notes = chosen[0].notes
+    assert notes["attempts"][-1]["float_weights"] is True and any("FP32 weights" in r for r in notes["remedies"])
+    # a backend that keeps float groups' weights FP32 anyway (TFLite, NNCF) has no such step
+    assert not any("FP32 weights" in t for t in _search(tmp_path / "c", monkeypatch, {}, options, corrects_biases=True))
+
+
 def test_the_search_stops_at_its_time_budget_with_the_best_attempt_so_far(tmp_path, monkeypatch):
     """Random weights, or a model no remedy rescues: the verdict comes in bounded time, the attempts
     not made are named, and the artifact is the best one tried."""

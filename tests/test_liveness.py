@@ -260,6 +260,10 @@ def test_verification_judges_the_real_face_probability_and_verdict():
     assert m["class_prob_err"] == pytest.approx(0.368, abs=1e-3)  # all classes: kept, not judged
     m = liveness_metrics(logits([photo_ref, face_ref]), logits([photo_int8, face_int8]), real_class=1)
     assert m["prob_err"] == pytest.approx(0.191, abs=1e-3) and m["decision_agree"] == 0.5 and m["crops"] == 2
+    assert m["decision_flips"] == [[pytest.approx(0.421, abs=1e-3), pytest.approx(0.612, abs=1e-3)]]  # which verdict, from where
+    from gfn_edge.export.report import _fidelity
+
+    assert "decisions agree 0.500 (changed: 0.421 -> 0.612)" in _fidelity(m)  # gfn-export --report says which
     # the real class comes from the model's spec: another index reads another column
     assert liveness_metrics(logits([photo_ref]), logits([photo_int8]), real_class=2)["prob_err"] == pytest.approx(0.368, abs=1e-3)
 

@@ -149,7 +149,8 @@ def debug_onnx(fp32_onnx: Path, qdq_onnx: Path, inputs: np.ndarray, work_dir: Pa
     stats = ErrorStats(points)
     agreement = ErrorStats([p for p in points if p.name in outputs])
     fp_names, q_names = [p.name for p in points], [read[p.name] for p in points]
-    for x in _batches(inputs):
+    batch = fp_sess.get_inputs()[0].shape[0]  # a detector's graph is exported for one picture at a time
+    for x in _batches(inputs, batch if isinstance(batch, int) and batch > 0 else _BATCH):
         fp_out = fp_sess.run(fp_names, {input_name: x})
         q_out = q_sess.run(q_names, {input_name: x})
         ex_out = exact_sess.run(q_names, {input_name: x}) if exact_sess is not None else [None] * len(points)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ import numpy as np
 from gfn_edge.errors import MissingDependencyError
 
 from ..context import ExportContext
+from ..int8.onnx_weight_only import compress_float_weights
 from ..int8.ort_calibration import CalibrationReader
 from ..int8.ort_entropy import entropy_thresholds
 from ..int8.prepare import names_in_groups, onnx_name_patterns
@@ -152,7 +154,7 @@ def _widen_small_tensors(data, model_path: Path) -> None:
 
 def quantize_qdq(ctx: ExportContext, attempt: Attempt, dst: Path) -> int:
     """onnxruntime's QDQ quantisation of the model ``attempt`` quantises, written to ``dst``;
-    returns how many nodes stayed in float.
+    returns how many nodes stayed in float (their weights stored as int8 all the same).
 
     Also the OpenVINO target's remedy route (:mod:`.openvino_int8`): the same QDQ graph, compiled by
     OpenVINO, so both backends run one quantisation.
@@ -176,6 +178,8 @@ def quantize_qdq(ctx: ExportContext, attempt: Attempt, dst: Path) -> int:
         nodes_to_exclude=exclude,
         **({"calibration_cache_path": str(cache)} if cache else {}),
     )
+    if exclude and not attempt.float_weights:  # the float layers' weights stored as int8 too: see int8/onnx_weight_only.py
+        compress_float_weights(dst)
     return len(exclude)
 
 
@@ -196,11 +200,16 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
                 "activations": "uint8 per tensor",
                 "weights": "int8 per channel, 7-bit range (no u8s8 saturation on x86 without VNNI)" if REDUCE_RANGE else "int8 per channel",
                 "nodes_in_float": in_float,
+                **(
+                    {"weights_of_nodes_in_float": "FP32" if attempt.float_weights else "int8 per channel, weight-only (dequantised, computed in float)"}
+                    if in_float
+                    else {}
+                ),
                 "distilled": attempt.distilled,
                 "bias_corrected": attempt.bias_corrected,
             },
         )
 
     return run_search(
-        ctx, info, build, ["minmax", "percentile", "entropy"], lambda folder: _fp32_onnx_files(ctx, folder), weight_qmax=WEIGHT_QMAX, corrects_biases=True
+        ctx, info, build, list(_METHODS), partial(_fp32_onnx_files, ctx), weight_qmax=WEIGHT_QMAX, corrects_biases=True, int8_float_group_weights=True
     )

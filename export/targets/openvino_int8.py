@@ -192,7 +192,12 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
                 "route": "INT8-prepared PyTorch -> ONNX -> onnxruntime quantize_static (QDQ) -> OpenVINO (batch 1)"
                 if qdq
                 else f"INT8-prepared PyTorch -> ONNX -> OpenVINO -> NNCF (preset MIXED, statistics in batches of {batch}, artifact batch 1)",
-                "weights": "int8 per channel (symmetric), 7-bit range on every layer (no u8s8 saturation on x86 without VNNI)",
+                "weights": "int8 per channel (symmetric), 7-bit range on every layer (no u8s8 saturation on x86 without VNNI)"
+                + (
+                    "; the ops in float: int8 per channel, weight-only (dequantised, computed in float)"
+                    if qdq and in_float and not attempt.float_weights
+                    else ""
+                ),
                 "activations": "uint8 per tensor (asymmetric)",
                 "ops_in_float": in_float,
                 "bias_correction": bias_note,
@@ -213,4 +218,5 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
         lambda folder: _fp32_ir_files(ctx, folder),
         weight_qmax=WEIGHT_QMAX,
         remedy_route="qdq",
+        int8_float_group_weights=True,  # the remedies' QDQ graph stores them as int8
     )

@@ -1,0 +1,101 @@
+"""The layers an INT8 search keeps in float ship their weights as int8 (weight-only) all the same."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx", reason="asset missing: onnx (pip install 'gfn-edge[export]')")
+ort = pytest.importorskip("onnxruntime", reason="asset missing: onnxruntime (pip install 'gfn-edge[export]')")
+
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from gfn_edge.export.int8.onnx_weight_only import compress_float_weights, quantize_weights  # noqa: E402
+
+
+def _conv_gemm_model(path, rng):
+    """input (1,4,8,8) -> Conv 16x4x3x3 -> Relu -> Flatten -> Gemm (transB) 10x1024, plus a
+    scalar-ish Mul whose 4-value constant must stay float."""
+    w1 = rng.normal(size=(16, 4, 3, 3)).astype(np.float32)
+    w1[3] = 0.0  # a dead channel: scale 1, integers 0
+    w1[5] *= 100.0  # channels of very different magnitude: per-channel scales
+    b1 = rng.normal(size=16).astype(np.float32)
+    w2 = rng.normal(size=(10, 16 * 8 * 8)).astype(np.float32)
+    b2 = rng.normal(size=10).astype(np.float32)
+    k = np.array([[[[1.5]], [[0.5]], [[2.0]], [[1.0]]]], np.float32)
+    nodes = [
+        helper.make_node("Mul", ["input", "k"], ["scaled"]),
+        helper.make_node("Conv", ["scaled", "w1", "b1"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Flatten", ["r"], ["f"]),
+        helper.make_node("Gemm", ["f", "w2", "b2"], ["output"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 10])],
+        [numpy_helper.from_array(a, n) for a, n in [(w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2"), (k, "k")]],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(path))
+    return w1, b1, w2, b2, k
+
+
+def _run(path, x):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+
+
+def test_float_layers_weights_become_per_channel_int8_and_compute_the_dequantised_model(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "m.onnx"
+    w1, b1, w2, b2, k = _conv_gemm_model(path, rng)
+    x = rng.normal(size=(1, 4, 8, 8)).astype(np.float32)
+    before_bytes = path.stat().st_size
+    fp32 = _run(path, x)
+
+    assert compress_float_weights(path) == 2
+    graph = onnx.load(str(path)).graph
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    assert inits["k"].dtype == np.float32 and "b1" in inits and inits["b1"].dtype == np.float32  # small constants, biases: float
+    dq = {n.output[0]: n for n in graph.node if n.op_type == "DequantizeLinear"}
+    assert set(dq) == {"w1", "w2"}
+    axes = {name: next(a.i for a in node.attribute if a.name == "axis") for name, node in dq.items()}
+    assert axes == {"w1": 0, "w2": 0}  # output channels: Conv's dim 0, a transB Gemm's dim 0
+    q1, s1 = inits[dq["w1"].input[0]], inits[dq["w1"].input[1]]
+    assert q1.dtype == np.int8 and np.abs(q1).max() == 127 and s1.shape == (16,)
+    assert s1[3] == 1.0 and not q1[3].any()  # the dead channel
+    assert s1[5] > 50 * np.median(s1)  # per channel, not per tensor
+
+    # what onnxruntime computes is exactly the model with the dequantised weights
+    deq1 = q1.astype(np.float32) * s1.reshape(-1, 1, 1, 1)
+    deq2 = inits[dq["w2"].input[0]].astype(np.float32) * inits[dq["w2"].input[1]].reshape(-1, 1)
+    ref_path = tmp_path / "deq.onnx"
+    _conv_gemm_model(ref_path, np.random.default_rng(0))
+    model = onnx.load(str(ref_path))
+    for t in model.graph.initializer:
+        if t.name in ("w1", "w2"):
+            t.CopyFrom(numpy_helper.from_array(deq1 if t.name == "w1" else deq2, t.name))
+    onnx.save(model, str(ref_path))
+    np.testing.assert_allclose(_run(path, x), _run(ref_path, x), rtol=1e-5, atol=1e-4)
+    # and close to FP32: at most half a step of each channel's grid per weight
+    assert np.abs(deq1 - w1).max(axis=(1, 2, 3)).max() <= 0.5 * s1.max() * 1.0001
+    assert np.linalg.norm(_run(path, x) - fp32) / np.linalg.norm(fp32) < 0.01
+    assert path.stat().st_size < 0.35 * before_bytes  # about a quarter, plus scales and the graph
+
+
+def test_weights_a_quantiser_already_feeds_are_left_alone(tmp_path):
+    """Run twice, the second pass finds nothing: a weight behind a DequantizeLinear is not a float weight."""
+    path = tmp_path / "m.onnx"
+    _conv_gemm_model(path, np.random.default_rng(1))
+    assert compress_float_weights(path) == 2
+    text = path.read_bytes()
+    assert compress_float_weights(path) == 0
+    assert path.read_bytes() == text
+
+
+def test_quantize_weights_rounds_to_the_nearest_level_of_each_channel():
+    w = np.array([[0.0, 0.5, -1.0], [2.0, -0.01, 0.02]], np.float32)
+    q, scale = quantize_weights(w, axis=0)
+    np.testing.assert_allclose(scale, [1.0 / 127, 2.0 / 127])
+    assert q.tolist() == [[0, 64, -127], [127, -1, 1]]
