@@ -154,7 +154,7 @@ def _widen_small_tensors(data, model_path: Path) -> None:
 
 def quantize_qdq(ctx: ExportContext, attempt: Attempt, dst: Path) -> int:
     """onnxruntime's QDQ quantisation of the model ``attempt`` quantises, written to ``dst``;
-    returns how many nodes stayed in float (their weights stored as int8 all the same).
+    returns how many nodes stayed in float (their weights stored as int8 where ``attempt.int8_weights``).
 
     Also the OpenVINO target's remedy route (:mod:`.openvino_int8`): the same QDQ graph, compiled by
     OpenVINO, so both backends run one quantisation.
@@ -178,7 +178,7 @@ def quantize_qdq(ctx: ExportContext, attempt: Attempt, dst: Path) -> int:
         nodes_to_exclude=exclude,
         **({"calibration_cache_path": str(cache)} if cache else {}),
     )
-    if exclude and not attempt.float_weights:  # the float layers' weights stored as int8 too: see int8/onnx_weight_only.py
+    if exclude and attempt.int8_weights:  # the float layers' weights stored as int8: see int8/onnx_weight_only.py
         compress_float_weights(dst)
     return len(exclude)
 
@@ -201,7 +201,7 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
                 "weights": "int8 per channel, 7-bit range (no u8s8 saturation on x86 without VNNI)" if REDUCE_RANGE else "int8 per channel",
                 "nodes_in_float": in_float,
                 **(
-                    {"weights_of_nodes_in_float": "FP32" if attempt.float_weights else "int8 per channel, weight-only (dequantised, computed in float)"}
+                    {"weights_of_nodes_in_float": "int8 per channel, weight-only (dequantised, computed in float)" if attempt.int8_weights else "FP32"}
                     if in_float
                     else {}
                 ),

@@ -193,11 +193,7 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
                 if qdq
                 else f"INT8-prepared PyTorch -> ONNX -> OpenVINO -> NNCF (preset MIXED, statistics in batches of {batch}, artifact batch 1)",
                 "weights": "int8 per channel (symmetric), 7-bit range on every layer (no u8s8 saturation on x86 without VNNI)"
-                + (
-                    "; the ops in float: int8 per channel, weight-only (dequantised, computed in float)"
-                    if qdq and in_float and not attempt.float_weights
-                    else ""
-                ),
+                + ("; the ops in float: int8 per channel, weight-only (dequantised, computed in float)" if qdq and in_float and attempt.int8_weights else ""),
                 "activations": "uint8 per tensor (asymmetric)",
                 "ops_in_float": in_float,
                 "bias_correction": bias_note,
@@ -218,5 +214,5 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
         lambda folder: _fp32_ir_files(ctx, folder),
         weight_qmax=WEIGHT_QMAX,
         remedy_route="qdq",
-        int8_float_group_weights=True,  # the remedies' QDQ graph stores them as int8
+        int8_float_group_weights=True,  # the remedies' QDQ graph can store them as int8
     )
