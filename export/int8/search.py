@@ -362,7 +362,7 @@ def run_search(
     OpenVINO's remedies go through onnxruntime's QDQ graph ("qdq"), which leaves biases alone, so
     bias correction is tried there too. ``int8_float_group_weights``: whether the quantiser can store
     the float groups' weights as int8 (the QDQ graph, :mod:`.onnx_weight_only`); a winner with
-    groups in float is then tried that way and shipped so where it passes and is not slower.
+    groups in float is then tried that way and shipped where it passes and is not slower.
     """
     started = time.perf_counter()
     budget = search_seconds(ctx)
