@@ -215,12 +215,12 @@ def liveness_metrics(ref: np.ndarray, art: np.ndarray, real_class: int = 1) -> d
     coin toss either way, one from 0.29 is not."""
     pr, pa = softmax(ref), softmax(art)
     live_r, live_a = pr[:, real_class], pa[:, real_class]
-    flipped = np.nonzero((live_r >= DEFAULT_THRESHOLD) != (live_a >= DEFAULT_THRESHOLD))[0]
+    same = (live_r >= DEFAULT_THRESHOLD) == (live_a >= DEFAULT_THRESHOLD)
     return {
         "crops": int(len(pr)),
         "prob_err": float(np.abs(live_r - live_a).max()),
-        "decision_agree": float(((live_r >= DEFAULT_THRESHOLD) == (live_a >= DEFAULT_THRESHOLD)).mean()),
-        "decision_flips": [[round(float(live_r[i]), 4), round(float(live_a[i]), 4)] for i in flipped],
+        "decision_agree": float(same.mean()),
+        "decision_flips": [[round(float(live_r[i]), 4), round(float(live_a[i]), 4)] for i in np.flatnonzero(~same)],
         "class_prob_err": float(np.abs(pr - pa).max()),
         "class_agree": float((pr.argmax(1) == pa.argmax(1)).mean()),
     }

@@ -17,6 +17,7 @@ where it verifies and is not slower (``search._slimmer``).
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -60,10 +61,7 @@ def compress_float_weights(path: Path) -> int:
     model = onnx.load(str(path))
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    users: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            users[name] = users.get(name, 0) + 1
+    users = Counter(name for node in graph.node for name in node.input)
     converted = 0
     new_nodes = []
     for node in graph.node:
@@ -76,7 +74,7 @@ def compress_float_weights(path: Path) -> int:
             continue
         name = node.input[slot] if len(node.input) > slot else ""
         init = inits.get(name)
-        if init is None or init.data_type != onnx.TensorProto.FLOAT or users.get(name, 0) != 1:
+        if init is None or init.data_type != onnx.TensorProto.FLOAT or users[name] != 1:
             new_nodes.append(node)
             continue
         w = numpy_helper.to_array(init)
