@@ -25,6 +25,7 @@ from gfn_edge.errors import GfnEdgeError, VerificationError
 
 from .context import ExportContext
 from .flops import manifest_flops
+from .liveness_data import reference_noise_logits
 from .manifest_writer import build_manifest, manifest_header, now_utc
 from .reference import Reference, reference_for, resolve_spec
 from .targets import TARGETS, expand_targets, run_target
@@ -201,6 +202,8 @@ def _reference(spec: Any, checkpoint: Any, vset: VerificationSet, seed: int, tim
         ref = reference_for(spec, checkpoint, seed=seed, bn_images=bn_images)
     with timer.stage("reference inference"):
         ref_out = ref.run(vset.inputs)
+        if spec.task == "liveness":  # the floor an INT8 error is read against (liveness_data.reference_noise_logits)
+            vset.reference_noise = reference_noise_logits(lambda x: ref.run(x)["logits"], vset, spec)
     return ref, ref_out
 
 

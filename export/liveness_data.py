@@ -92,3 +92,29 @@ def liveness_set(
     }
     log.info("liveness verification set for %s: %d patches from %d photos", spec.name, len(names), len(paths))
     return VerificationSet("liveness", normalize(array, pre), names, raw=array, description=desc)
+
+
+NOISE_DRAWS = 3
+"""Copies of each crop with one grey level of noise the reference is run on."""
+
+
+def grey_level_noise(raw: np.ndarray, draws: int = NOISE_DRAWS, seed: int = 0) -> list[np.ndarray]:
+    """``draws`` copies of the uint8 crops, each pixel moved by -1, 0 or +1 grey level (uniform,
+    seeded): below a camera sensor's own noise, so a change of the verdict under it is a change
+    the model makes on inputs no one can tell apart."""
+    rng = np.random.default_rng(seed)
+    return [np.clip(raw.astype(np.int16) + rng.integers(-1, 2, raw.shape, dtype=np.int16), 0, 255).astype(np.uint8) for _ in range(draws)]
+
+
+def reference_noise_logits(run_reference, vset: VerificationSet, spec: ModelSpec) -> np.ndarray | None:
+    """The reference's logits on :func:`grey_level_noise` copies of the liveness crops, (draws, N,
+    classes); ``run_reference(inputs) -> logits``. None without the uint8 crops.
+
+    Why: MiniFASNet's real-face probability is steep in the input. Measured on the 61 crops of
+    ../shared/faces, the FP32 reference itself moves up to 0.17 (MiniFASNetV2; mean 0.017) and 0.08
+    (V1SE) under one grey level of noise, 0.29 / 0.23 under two, 0.62 / 0.49 when the crop is
+    re-encoded as JPEG at quality 95. An INT8 error is read against that floor
+    (:func:`gfn_edge.export.verify.liveness_metrics`)."""
+    if vset.raw is None or spec.task != "liveness":
+        return None
+    return np.stack([run_reference(normalize(noisy, spec.preprocess)) for noisy in grey_level_noise(vset.raw)])

@@ -108,7 +108,10 @@ def _fidelity(v: dict[str, Any], box: bool = True) -> str:
     if "prob_err" in v:
         flips = v.get("decision_flips") or []
         changed = f" (changed: {', '.join(f'{r:.3f} -> {a:.3f}' for r, a in flips[:3])})" if flips else ""
-        return f"live-probability err {_fmt(v['prob_err'], 2)}, decisions agree {v.get('decision_agree', 0):.3f}{changed}"
+        noise = v.get("reference_noise")
+        floor = f"; the reference under one grey level of noise: {_fmt(noise['prob_err'], 2)}, {noise['fragile_crops']} crops it cannot decide" if noise else ""
+        fragile = f", {v['decision_flips_fragile']} of them on those" if noise and flips else ""
+        return f"live-probability err {_fmt(v['prob_err'], 2)}, decisions agree {v.get('decision_agree', 0):.3f}{changed}{floor}{fragile}"
     return "-"
 
 

@@ -30,6 +30,9 @@ class VerificationSet:
     pairs: list[tuple[int, int, bool]] = field(default_factory=list)  # recognisers: indices into inputs
     raw: np.ndarray | None = None  # uint8 BGR model-size pictures: crops, or letterboxed canvases for detectors
     judged: np.ndarray | None = None  # recognisers: faces that count (pass the device's quality gates)
+    # liveness: the reference's logits on copies of the crops with one grey level of noise,
+    # (draws, N, classes), set by the reference pass (:func:`.liveness_data.reference_noise_logits`)
+    reference_noise: np.ndarray | None = None
     description: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:

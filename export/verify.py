@@ -202,7 +202,7 @@ def detection_metrics(ref: dict[str, np.ndarray], art: dict[str, np.ndarray], vs
     return m
 
 
-def liveness_metrics(ref: np.ndarray, art: np.ndarray, real_class: int = 1) -> dict[str, Any]:
+def liveness_metrics(ref: np.ndarray, art: np.ndarray, real_class: int = 1, ref_noise: np.ndarray | None = None) -> dict[str, Any]:
     """What the device decides from: the real-face probability (``prob_err``, the largest change
     over the crops) and the live/spoof decision at the default threshold (``decision_agree``).
 
@@ -212,18 +212,36 @@ def liveness_metrics(ref: np.ndarray, art: np.ndarray, real_class: int = 1) -> d
     the device's score and verdict had not moved. Those are kept, unjudged, as ``class_prob_err``
     and ``class_agree``. ``decision_flips`` lists each changed verdict as (reference, artifact)
     real-face probability: one from a crop the reference scores 0.498 (MiniFASNetV1SE INT8) is a
-    coin toss either way, one from 0.29 is not."""
+    coin toss either way, one from 0.29 is not.
+
+    ``ref_noise``: the reference's logits on copies of the crops with one grey level of noise
+    (draws, N, classes; :func:`.liveness_data.reference_noise_logits`). Unjudged, they say how far
+    the reference itself moves on inputs no one can tell apart (``reference_noise.prob_err``, the
+    largest move), which crops it cannot decide under that noise (``fragile_crops``: the move
+    reaches the threshold), and how many changed verdicts fall on those (``decision_flips_fragile``)."""
     pr, pa = softmax(ref), softmax(art)
     live_r, live_a = pr[:, real_class], pa[:, real_class]
     same = (live_r >= DEFAULT_THRESHOLD) == (live_a >= DEFAULT_THRESHOLD)
-    return {
+    metrics = {
         "crops": int(len(pr)),
         "prob_err": float(np.abs(live_r - live_a).max()),
+        "prob_err_mean": round(float(np.abs(live_r - live_a).mean()), 4),
         "decision_agree": float(same.mean()),
         "decision_flips": [[round(float(live_r[i]), 4), round(float(live_a[i]), 4)] for i in np.flatnonzero(~same)],
         "class_prob_err": float(np.abs(pr - pa).max()),
         "class_agree": float((pr.argmax(1) == pa.argmax(1)).mean()),
     }
+    if ref_noise is not None and ref_noise.shape[1:] == ref.shape:
+        moved = np.abs(np.stack([softmax(n)[:, real_class] for n in ref_noise]) - live_r).max(axis=0)
+        fragile = moved >= np.abs(live_r - DEFAULT_THRESHOLD)
+        metrics["reference_noise"] = {
+            "noise": f"-1..+1 grey level per pixel, {len(ref_noise)} draws",
+            "prob_err": round(float(moved.max()), 4),
+            "prob_err_mean": round(float(moved.mean()), 4),
+            "fragile_crops": int(fragile.sum()),
+        }
+        metrics["decision_flips_fragile"] = int((fragile & ~same).sum())
+    return metrics
 
 
 def compare(ref: dict[str, np.ndarray], art: dict[str, np.ndarray], vset: VerificationSet, spec: ModelSpec) -> dict[str, Any]:
@@ -232,7 +250,7 @@ def compare(ref: dict[str, np.ndarray], art: dict[str, np.ndarray], vset: Verifi
     if spec.task == "detect":
         return detection_metrics(ref, art, vset, spec)
     if spec.task == "liveness":
-        return liveness_metrics(ref["logits"], art["logits"], int((spec.liveness or {}).get("real_class", 1)))
+        return liveness_metrics(ref["logits"], art["logits"], int((spec.liveness or {}).get("real_class", 1)), vset.reference_noise)
     raise ValueError(f"unknown task {spec.task!r}")
 
 

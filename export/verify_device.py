@@ -35,6 +35,7 @@ CASE_JSON = "case.json"
 INPUTS = "inputs.npy"
 RAW = "raw.npy"
 REFERENCE = "reference.npz"
+REFERENCE_NOISE = "reference_noise.npy"  # liveness: the reference under one grey level of noise
 
 # ARM "CPU part" numbers (MIDR) of the cores the boards carry
 _ARM_PARTS = {
@@ -55,6 +56,7 @@ def load_case(case_dir: Path) -> tuple[VerificationSet, dict[str, np.ndarray], M
         meta = json.loads((case_dir / CASE_JSON).read_text())
         inputs = np.load(case_dir / INPUTS, mmap_mode="r")
         raw = np.load(case_dir / RAW, mmap_mode="r") if (case_dir / RAW).is_file() else None
+        noise = np.load(case_dir / REFERENCE_NOISE) if (case_dir / REFERENCE_NOISE).is_file() else None
         with np.load(case_dir / REFERENCE) as ref:
             ref_out = {k: ref[k] for k in ref.files}
     except (OSError, ValueError, KeyError) as exc:
@@ -67,6 +69,7 @@ def load_case(case_dir: Path) -> tuple[VerificationSet, dict[str, np.ndarray], M
         pairs=[(int(a), int(b), bool(same)) for a, b, same in meta.get("pairs", [])],
         raw=None if raw is None else np.ascontiguousarray(raw),
         judged=None if meta.get("judged") is None else np.asarray(meta["judged"], bool),
+        reference_noise=noise,
     )
     tolerances = {k: (op, float(v)) for k, (op, v) in meta["tolerances"].items()}
     return vset, ref_out, ModelSpec.from_dict(meta["spec"]), tolerances, meta

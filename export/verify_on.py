@@ -29,7 +29,7 @@ from gfn_edge.manifest import Manifest
 
 from .verify import Tolerances, VerificationReport
 from .verify_data import VerificationSet
-from .verify_device import CASE_JSON, INPUTS, RAW, REFERENCE
+from .verify_device import CASE_JSON, INPUTS, RAW, REFERENCE, REFERENCE_NOISE
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,8 @@ def write_case(
     if vset.raw is not None:
         np.save(folder / RAW, np.ascontiguousarray(vset.raw))
     np.savez(folder / REFERENCE, **{k: np.asarray(v) for k, v in ref_out.items()})
+    if vset.reference_noise is not None:
+        np.save(folder / REFERENCE_NOISE, np.ascontiguousarray(vset.reference_noise))
     meta = {
         "task": vset.task,
         "names": list(vset.names),

@@ -70,6 +70,28 @@ def test_the_verifier_fails_a_bundle_whose_outputs_moved(detector_case, tmp_path
     assert any(f.startswith(("box_err_px", "output_rel_err")) for f in result["failures"]), result["failures"]
 
 
+def test_a_liveness_case_carries_the_reference_under_noise(tmp_path):
+    """The reference's logits on the noisy crops travel with the case, so an emulated board reports
+    the same noise floor as the host (verify.liveness_metrics)."""
+    from gfn_edge.export.verify import default_tolerances
+    from gfn_edge.export.verify_data import VerificationSet
+    from gfn_edge.export.verify_device import load_case
+    from gfn_edge.export.verify_on import write_case
+    from gfn_edge.registry import get_spec
+
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 256, (4, 80, 80, 3), dtype=np.uint8)
+    noise = rng.normal(size=(3, 4, 3)).astype(np.float32)
+    vset = VerificationSet("liveness", raw.astype(np.float32), [f"c{i}" for i in range(4)], raw=raw, reference_noise=noise)
+    spec = get_spec("minifasnet-v2-2.7")
+    write_case(tmp_path / "case", vset, {"logits": noise[0]}, spec.to_dict(), default_tolerances("liveness", "int8"))
+    loaded, ref_out, _, _, _ = load_case(tmp_path / "case")
+    np.testing.assert_array_equal(loaded.reference_noise, noise)
+    vset.reference_noise = None
+    write_case(tmp_path / "plain", vset, {"logits": noise[0]}, spec.to_dict(), default_tolerances("liveness", "int8"))
+    assert load_case(tmp_path / "plain")[0].reference_noise is None
+
+
 def test_a_damaged_case_is_refused_with_its_folder(tmp_path):
     from gfn_edge.export.verify_device import load_case
 

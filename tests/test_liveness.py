@@ -268,6 +268,38 @@ def test_verification_judges_the_real_face_probability_and_verdict():
     assert liveness_metrics(logits([photo_ref]), logits([photo_int8]), real_class=2)["prob_err"] == pytest.approx(0.368, abs=1e-3)
 
 
+def test_verification_reads_int8_against_the_reference_under_one_grey_level_of_noise():
+    """The reference's own move on crops with one grey level of noise is reported beside the INT8
+    error, and a changed verdict on a crop that noise already tips counts as fragile; one on a crop
+    the noise leaves alone does not. The noise itself is -1..+1 per pixel, seeded, uint8."""
+    from gfn_edge.export.liveness_data import grey_level_noise
+    from gfn_edge.export.verify import liveness_metrics
+
+    def logits(live):  # three classes with the real face (class 1) at ``live``
+        live = np.asarray(live, dtype=np.float64)
+        return np.log(np.stack([(1 - live) / 2, live, (1 - live) / 2], axis=1))
+
+    ref, int8 = logits([0.49, 0.30, 0.90]), logits([0.55, 0.60, 0.88])
+    noise = np.stack([logits([0.52, 0.31, 0.80]), logits([0.47, 0.29, 0.91])])  # crop 0 tips under noise, crop 1 does not
+    m = liveness_metrics(ref, int8, real_class=1, ref_noise=noise)
+    assert m["decision_flips"] == [[0.49, 0.55], [0.3, 0.6]]
+    assert m["reference_noise"]["prob_err"] == pytest.approx(0.10, abs=1e-6)  # crop 2: 0.90 -> 0.80
+    assert m["prob_err_mean"] == pytest.approx((0.06 + 0.30 + 0.02) / 3, abs=1e-4)
+    assert m["reference_noise"]["fragile_crops"] == 1 and m["decision_flips_fragile"] == 1
+    assert "reference_noise" not in liveness_metrics(ref, int8)  # without the noise pass: nothing claimed
+    from gfn_edge.export.report import _fidelity
+
+    assert "1 crops it cannot decide, 1 of them on those" in _fidelity(m)
+
+    raw = np.array([[[0, 128, 255]]], np.uint8).repeat(64, axis=0)
+    copies = grey_level_noise(raw, draws=2, seed=0)
+    assert len(copies) == 2 and all(c.dtype == np.uint8 for c in copies)
+    diff = np.stack(copies).astype(int) - raw
+    assert set(np.unique(diff)) <= {-1, 0, 1} and (diff != 0).any()
+    assert copies[0][:, 0, 0].min() == 0 and copies[0][:, 0, 2].max() == 255  # clipped, never wrapped
+    assert all(np.array_equal(a, b) for a, b in zip(copies, grey_level_noise(raw, draws=2, seed=0)))  # seeded
+
+
 def test_bad_boxes_and_images_are_refused():
     pre = get_spec("minifasnet-v2-2.7").preprocess
     image = np.zeros((480, 640, 3), np.uint8)

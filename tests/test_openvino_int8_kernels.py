@@ -7,8 +7,10 @@ ghost module, with a dynamic batch as gfn-export writes. Emulated on Cortex-A72 
 plugin's integer kernels miss the exact answer by 0.029 (on the real students: a compile error on
 the A72, garbage on the A76), and with them off its fused subgraphs ("snippets") on the dynamic
 batch by 6.5; the backend therefore runs INT8 IR on ARM with the integer kernels off and on static
-shapes. Weights use the 7-bit range the exporters write (no u8s8 saturation on x86 without VNNI)
-and zero points are integers, so the x86 integer kernels must give the exact answer too.
+shapes. Weights use the grids the exporters write (the 1x1 convolution's on the 7-bit range, no
+u8s8 saturation on x86 without VNNI; the depthwise one's on the full 8 bits,
+export/int8/weight_grid.py) and zero points are integers, so the x86 integer kernels must give the
+exact answer too.
 """
 
 from __future__ import annotations
@@ -35,9 +37,9 @@ def fake_quantize(x: np.ndarray, lo: float, hi: float, levels: int = 256) -> np.
     return np.round((np.clip(x, lo, hi) - lo) / step) * step + lo
 
 
-def int8_weights(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-output-channel symmetric int8 in the 7-bit range, and the scales."""
-    scale = (np.abs(w).reshape(w.shape[0], -1).max(1) / 63.0).reshape(-1, *([1] * (w.ndim - 1))).astype(np.float32)
+def int8_weights(w: np.ndarray, qmax: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Per-output-channel symmetric int8 (the 7-bit range by default), and the scales."""
+    scale = (np.abs(w).reshape(w.shape[0], -1).max(1) / qmax).reshape(-1, *([1] * (w.ndim - 1))).astype(np.float32)
     return np.round(w / scale).astype(np.int8), scale
 
 
@@ -50,7 +52,7 @@ def int8_ir(tmp_path_factory) -> tuple[Path, np.ndarray, np.ndarray]:
     q1, s1 = int8_weights(rng.normal(size=(CHANNELS, CHANNELS_IN, 1, 1)).astype(np.float32) * 0.3)
     bias = (rng.normal(size=(1, CHANNELS, 1, 1)) * 0.1).astype(np.float32)
     slope = rng.uniform(-4, 4, size=(CHANNELS, 1, 1)).astype(np.float32)  # GhostFaceNets' PReLU slopes span -16..16
-    qd, sd = int8_weights(rng.normal(size=(CHANNELS, 1, 1, 3, 3)).astype(np.float32) * 0.3)
+    qd, sd = int8_weights(rng.normal(size=(CHANNELS, 1, 1, 3, 3)).astype(np.float32) * 0.3, 127)  # depthwise: 8 bits
 
     def fq(node, lo, hi):
         return ops.fake_quantize(node, np.float32(lo), np.float32(hi), np.float32(lo), np.float32(hi), 256)

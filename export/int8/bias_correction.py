@@ -10,7 +10,7 @@ before either quantises:
 
 one pass over the calibration inputs through the traced graph in topological order, carrying two
 values per node: the FP32 one and the int8 simulation (:mod:`.simulate`'s grid: per-channel
-symmetric weights of ``weight_qmax`` levels, per-tensor min/max activations, a ReLU fused into the
+symmetric weights of ``weight_qmax`` levels (depthwise convolutions: 127, :mod:`.weight_grid`), per-tensor min/max activations, a ReLU fused into the
 layer before it). At each convolution or linear layer the simulation is run with the layers above
 it already corrected, and the per-channel mean of (int8 - FP32) output is taken off its bias
 (sequential correction, as in Nagel et al. 2019, "Data-Free Quantization", section 4.2, with the
@@ -41,6 +41,7 @@ from .graph import trace_folded
 from .learned.tensors import nchw
 from .prepare import _write_back, nodes_of_groups
 from .simulate import ActivationRange, _fq_act, _fq_weight, calibrate_ranges, quantised_outputs
+from .weight_grid import layer_qmax
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,8 @@ def correct_biases(
 ) -> BiasCorrection:
     """``model`` (FP32, INT8-prepared) with biases corrected for int8 on NHWC ``calibration`` inputs.
 
-    ``weight_qmax``: the backend's weight grid (127, or 64 for onnxruntime's 7-bit weights).
+    ``weight_qmax``: the backend's weight grid (127, or 64 for onnxruntime's 7-bit weights; depthwise
+    convolutions keep 127 on every backend, :mod:`.weight_grid`).
     ``float_groups``: the module groups the attempt keeps in float (``blocks.3``, ``stem``).
     """
     start = time.perf_counter()
@@ -159,7 +161,7 @@ def correct_biases(
 def _corrected(mod: nn.Module, x_q: torch.Tensor, out_f: torch.Tensor, weight_qmax: int, shifts: dict[str, float], name: str) -> torch.Tensor:
     """The layer's int8-simulated output with its bias moved so the per-channel mean matches FP32;
     the layer's bias is updated in place (created when it had none)."""
-    w = _fq_weight(mod.weight, weight_qmax)
+    w = _fq_weight(mod.weight, layer_qmax(mod, weight_qmax))
     bias = mod.bias if mod.bias is not None else torch.zeros(w.shape[0])
     out_q = mod._conv_forward(x_q, w, bias) if isinstance(mod, nn.Conv2d) else nn.functional.linear(x_q, w, bias)
     dims = [d for d in range(out_q.dim()) if d != 1]

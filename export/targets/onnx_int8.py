@@ -12,6 +12,8 @@ gives 33 dB, the embedding at cosine 0.910; with 7-bit weights the kernels match
 arithmetic and the embedding is at 0.962 (S8S8 is no way out: onnxruntime turns it into u8s8 on
 x86, 0.948). The cost on CPUs that never saturate is one bit of weight precision (embedding
 SQNR 11.9 -> 11.5 dB under exact arithmetic), and one artifact stays right on every CPU.
+Depthwise convolutions keep the full 8-bit grid: onnxruntime's depthwise kernel sums in int32 and
+never saturates (:mod:`..int8.weight_grid`).
 """
 
 from __future__ import annotations
@@ -55,16 +57,40 @@ _CALIB_OPTIONS = {
 }
 
 
-def qdq_settings(q) -> dict:
+def qdq_settings(q, model_path: Path | None = None) -> dict:
     """quantize_static's settings of this target (``q``: onnxruntime.quantization): QDQ, per-channel
-    int8 weights on the 7-bit range, uint8 activations."""
-    return {
+    int8 weights on the 7-bit range, uint8 activations; with ``model_path``, the full 8-bit grid for
+    that model's depthwise convolution weights (:func:`depthwise_weights`)."""
+    settings = {
         "quant_format": q.QuantFormat.QDQ,
         "per_channel": True,
         "activation_type": q.QuantType.QUInt8,
         "weight_type": q.QuantType.QInt8,
         "reduce_range": REDUCE_RANGE,
     }
+    full = depthwise_weights(model_path) if REDUCE_RANGE and model_path is not None else []
+    if full:
+        settings["extra_options"] = {"TensorQuantOverrides": {name: [{"axis": 0, "reduce_range": False}] for name in full}}
+    return settings
+
+
+def depthwise_weights(model_path: Path) -> list[str]:
+    """The weight initializers of the depthwise convolutions in an ONNX model: the layers whose
+    weights keep the full 8-bit grid under ``reduce_range`` (:mod:`..int8.weight_grid`)."""
+    import onnx
+
+    from ..int8.weight_grid import is_depthwise
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    shapes = {t.name: list(t.dims) for t in graph.initializer}
+    names = []
+    for node in graph.node:
+        if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in shapes:
+            continue
+        groups = next((a.i for a in node.attribute if a.name == "group"), 1)
+        if is_depthwise(shapes[node.input[1]], groups):
+            names.append(node.input[1])
+    return names
 
 
 def _ort_quant():
@@ -173,7 +199,7 @@ def quantize_qdq(ctx: ExportContext, attempt: Attempt, dst: Path) -> int:
         str(src),
         str(dst),
         None if cache else CalibrationReader(ctx.calibration.inputs(), "input"),
-        **qdq_settings(q),
+        **qdq_settings(q, src),
         calibrate_method=getattr(q.CalibrationMethod, _METHODS[attempt.method]),
         nodes_to_exclude=exclude,
         **({"calibration_cache_path": str(cache)} if cache else {}),
@@ -198,7 +224,7 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
                 "route": "INT8-prepared PyTorch -> ONNX -> onnxruntime quantize_static (QDQ)",
                 "opset": OPSET,
                 "activations": "uint8 per tensor",
-                "weights": "int8 per channel, 7-bit range (no u8s8 saturation on x86 without VNNI)" if REDUCE_RANGE else "int8 per channel",
+                "weights": "int8 per channel, 7-bit range (no u8s8 saturation on x86 without VNNI), depthwise 8-bit" if REDUCE_RANGE else "int8 per channel",
                 "nodes_in_float": in_float,
                 **(
                     {"weights_of_nodes_in_float": "int8 per channel, weight-only (dequantised, computed in float)" if attempt.int8_weights else "FP32"}

@@ -31,6 +31,7 @@ from torch import nn
 from ..graph import trace_folded
 from ..prepare import _write_back, nodes_of_groups
 from ..simulate import ActivationRange, calibrate_ranges, quantised_outputs
+from ..weight_grid import layer_qmax
 from .augment import augment_batch, describe
 from .detector_views import VIEWS, detector_view
 from .detector_views import describe as describe_views
@@ -76,10 +77,11 @@ class _Tuned(nn.Module):
 
     def __init__(self, module: nn.Module, qmax: int):
         super().__init__()
+        self.qmax = layer_qmax(module, qmax)  # this layer's grid: the full 8 bits for depthwise convolutions
         w = module.weight.detach()
         dims = tuple(range(1, w.dim()))
         self.register_buffer("w0", w.clone())
-        self.register_buffer("w_step", w.abs().amax(dim=dims, keepdim=True).clamp(min=1e-12) / qmax)
+        self.register_buffer("w_step", w.abs().amax(dim=dims, keepdim=True).clamp(min=1e-12) / self.qmax)
         self.dw = nn.Parameter(torch.zeros_like(w))
         b = module.bias.detach() if module.bias is not None else None
         self.register_buffer("b0", b.clone() if b is not None else None)
@@ -102,14 +104,12 @@ class _Int8Simulation(fx.Interpreter):
         tuned: dict[str, _Tuned],
         ranges: dict[fx.Node, ActivationRange],
         input_range: ActivationRange,
-        qmax: int,
         in_float: frozenset[str] = frozenset(),
     ):
         super().__init__(gm)
         self.tuned = tuned
         self.ranges = ranges
         self.input_range = input_range
-        self.qmax = qmax
         self.in_float = in_float  # layers the backend keeps in float: tuned, but not quantised
 
     def run_node(self, n: fx.Node):
@@ -126,7 +126,7 @@ class _Int8Simulation(fx.Interpreter):
         t = self.tuned.get(target)
         if t is None:
             return super().call_module(target, args, kwargs)
-        w = t.weight() if target in self.in_float else _fake_weight(t.weight(), self.qmax)
+        w = t.weight() if target in self.in_float else _fake_weight(t.weight(), t.qmax)
         if isinstance(mod, nn.Conv2d):
             return mod._conv_forward(args[0], w, t.bias())
         if isinstance(mod, nn.Linear):
@@ -212,7 +212,8 @@ def distill_for_int8(
 ) -> Distilled:
     """Tune ``model`` (the INT8-prepared FP32 model) for int8 from NHWC calibration inputs.
 
-    ``weight_qmax``: the backend's weight grid (127 for int8, 64 for onnxruntime's 7-bit weights).
+    ``weight_qmax``: the backend's weight grid (127 for int8, 64 for onnxruntime's 7-bit weights;
+    depthwise convolutions keep 127 on every backend, :mod:`..weight_grid`).
     ``lr``: Adam's step in quantisation steps of each weight's channel (see :class:`_Tuned`);
     by default :data:`LEARNING_RATES` of the task.
     ``float_groups``: module groups the backend will keep in float (``blocks.3``): simulated
@@ -265,7 +266,7 @@ def _distill(model, calibration, task, weight_qmax, budget_s, batch, lr, range_e
         return {n: r for n, r in calibrate_ranges(gm, chunks).items() if n in wanted}
 
     def simulate(x: torch.Tensor, ranges) -> list[torch.Tensor]:
-        return _outputs(_Int8Simulation(gm, tuned_layers, ranges, input_range, weight_qmax, in_float).run(x))
+        return _outputs(_Int8Simulation(gm, tuned_layers, ranges, input_range, in_float).run(x))
 
     ranges = ranges_now()
     eval_sets = _evaluation_inputs(task, x_all, seed)
