@@ -5,7 +5,8 @@ int16 sums of two products saturate once uint8 activations and int8 weights both
 ranges, so onnx-int8 writes 7-bit weights (``reduce_range``, :mod:`..targets.onnx_int8`). Its
 depthwise kernel does not take that route: it widens each product to int32 (measured on this AVX2
 CPU: a 3x3 depthwise convolution with every input at 255 and every weight at 127 gives the exact
-291,465, where a 1x1 convolution over 32 channels stops at 32 x 32,767). Depthwise weights are
+291,465, where a 1x1 convolution over 32 channels gives 526,796 for 1,036,320: sixteen pair sums
+stopped near 32,767 each; emulated Cortex-A72 and A76 are exact for both). Depthwise weights are
 where a 7-bit grid hurts most (nine values per channel), so they keep the full 8-bit grid.
 Measured on the real checkpoints (plain min/max, nothing in float, nothing corrected):
 MiniFASNetV2 live-probability error 0.263 -> 0.218 and decisions 65 -> 66 of 66; GhostFaceNets
