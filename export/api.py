@@ -202,8 +202,7 @@ def _reference(spec: Any, checkpoint: Any, vset: VerificationSet, seed: int, tim
         ref = reference_for(spec, checkpoint, seed=seed, bn_images=bn_images)
     with timer.stage("reference inference"):
         ref_out = ref.run(vset.inputs)
-        if spec.task == "liveness":  # the floor an INT8 error is read against (liveness_data.reference_noise_logits)
-            vset.reference_noise = reference_noise_logits(lambda x: ref.run(x)["logits"], vset, spec)
+        vset.reference_noise = reference_noise_logits(ref, vset)  # liveness: the floor an INT8 error is read against
     return ref, ref_out
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +31,9 @@ from .verification_set import VerificationSet
 from .verification_set import spread as _spread
 from .verification_set import synthetic_pictures as _synthetic_pictures
 from .verification_set import warn_synthetic as _warn_synthetic
+
+if TYPE_CHECKING:  # the reference module loads the frameworks; only its type is needed here
+    from .reference import Reference
 
 log = logging.getLogger(__name__)
 
@@ -106,15 +110,15 @@ def grey_level_noise(raw: np.ndarray, draws: int = NOISE_DRAWS, seed: int = 0) -
     return [np.clip(raw.astype(np.int16) + rng.integers(-1, 2, raw.shape, dtype=np.int16), 0, 255).astype(np.uint8) for _ in range(draws)]
 
 
-def reference_noise_logits(run_reference, vset: VerificationSet, spec: ModelSpec) -> np.ndarray | None:
+def reference_noise_logits(ref: Reference, vset: VerificationSet) -> np.ndarray | None:
     """The reference's logits on :func:`grey_level_noise` copies of the liveness crops, (draws, N,
-    classes); ``run_reference(inputs) -> logits``. None without the uint8 crops.
+    classes); None for other tasks and without the uint8 crops.
 
     Why: MiniFASNet's real-face probability is steep in the input. Measured on the 61 crops of
     ../shared/faces, the FP32 reference itself moves up to 0.17 (MiniFASNetV2; mean 0.017) and 0.08
     (V1SE) under one grey level of noise, 0.29 / 0.23 under two, 0.62 / 0.49 when the crop is
     re-encoded as JPEG at quality 95. An INT8 error is read against that floor
     (:func:`gfn_edge.export.verify.liveness_metrics`)."""
-    if vset.raw is None or spec.task != "liveness":
+    if vset.raw is None or ref.spec.task != "liveness":
         return None
-    return np.stack([run_reference(normalize(noisy, spec.preprocess)) for noisy in grey_level_noise(vset.raw)])
+    return np.stack([ref.run(normalize(noisy, ref.spec.preprocess))["logits"] for noisy in grey_level_noise(vset.raw)])

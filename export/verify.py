@@ -222,10 +222,11 @@ def liveness_metrics(ref: np.ndarray, art: np.ndarray, real_class: int = 1, ref_
     pr, pa = softmax(ref), softmax(art)
     live_r, live_a = pr[:, real_class], pa[:, real_class]
     same = (live_r >= DEFAULT_THRESHOLD) == (live_a >= DEFAULT_THRESHOLD)
+    err = np.abs(live_r - live_a)
     metrics = {
         "crops": int(len(pr)),
-        "prob_err": float(np.abs(live_r - live_a).max()),
-        "prob_err_mean": round(float(np.abs(live_r - live_a).mean()), 4),
+        "prob_err": float(err.max()),
+        "prob_err_mean": round(float(err.mean()), 4),
         "decision_agree": float(same.mean()),
         "decision_flips": [[round(float(live_r[i]), 4), round(float(live_a[i]), 4)] for i in np.flatnonzero(~same)],
         "class_prob_err": float(np.abs(pr - pa).max()),

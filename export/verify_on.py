@@ -201,6 +201,7 @@ def verify_existing(
     from gfn_edge.errors import CheckpointError
     from gfn_edge.manifest import read_manifest
 
+    from .liveness_data import reference_noise_logits
     from .reference import reference_for, resolve_spec
     from .verify import default_tolerances
     from .verify_data import build_verification_set
@@ -223,7 +224,9 @@ def verify_existing(
             else:
                 spec, checkpoint = resolve_spec(model, None, size, False, mirror)
             vset = build_verification_set(spec, verify_images, mirror=mirror, exclude=exclude, max_images=max_images)
-            ref_out = reference_for(spec, checkpoint).run(vset.inputs)
+            ref = reference_for(spec, checkpoint)
+            ref_out = ref.run(vset.inputs)
+            vset.reference_noise = reference_noise_logits(ref, vset)  # as gfn-export's own reference pass
             for m in group:
                 tol = default_tolerances(spec.task, m.precision)
                 case = write_case(Path(tempfile.mkdtemp(dir=work)), vset, ref_out, spec.to_dict(), tol)

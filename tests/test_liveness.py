@@ -299,6 +299,24 @@ def test_verification_reads_int8_against_the_reference_under_one_grey_level_of_n
     assert copies[0][:, 0, 0].min() == 0 and copies[0][:, 0, 2].max() == 255  # clipped, never wrapped
     assert all(np.array_equal(a, b) for a, b in zip(copies, grey_level_noise(raw, draws=2, seed=0)))  # seeded
 
+    from types import SimpleNamespace
+
+    from gfn_edge.export.liveness_data import NOISE_DRAWS, reference_noise_logits
+    from gfn_edge.export.verify_data import VerificationSet
+
+    crops = np.random.default_rng(1).integers(0, 256, (4, 80, 80, 3), dtype=np.uint8)
+    seen = []
+
+    def run(x):  # a stand-in reference: remembers what it was shown, answers with the mean pixel
+        seen.append(x)
+        return {"logits": np.repeat(x.mean(axis=(1, 2, 3))[:, None], 3, axis=1)}
+
+    vset = VerificationSet("liveness", crops.astype(np.float32), [f"c{i}" for i in range(4)], raw=crops)
+    noise = reference_noise_logits(SimpleNamespace(spec=get_spec("minifasnet-v2-2.7"), run=run), vset)
+    assert noise.shape == (NOISE_DRAWS, 4, 3) and len(seen) == NOISE_DRAWS
+    assert all(0 < np.abs(x - crops).max() <= 1 for x in seen)  # the model's own preprocessing (raw pixels) of noisy crops
+    assert reference_noise_logits(SimpleNamespace(spec=get_spec("retinaface-mnet025"), run=run), vset) is None
+
 
 def test_bad_boxes_and_images_are_refused():
     pre = get_spec("minifasnet-v2-2.7").preprocess
