@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--int8-search-seconds",
         type=_seconds,
         metavar="S",
-        help="INT8: time budget of each target's search; no attempt starts after S seconds and the best one so far is reported (default 600; 0: no limit)",
+        help="INT8: time budget of each target's search, counted from its first attempt (the INT8 preparation, done once per run, is not in it); no attempt starts after S seconds and the best one so far is reported (default 600; 0: no limit)",
     )
     p.add_argument(
         "--no-int8-bias-correction",

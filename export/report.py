@@ -18,7 +18,7 @@ def _fmt(value: Any, digits: int = 6) -> str:
 _COLUMNS = {
     "embed": ["faces", "cos_mean", "cos_min", "cos_p01", "pair_acc_ref", "pair_acc", "pair_acc_delta"],
     "detect": ["images", "faces_reference", "recall", "precision", "box_err_px", "landmark_err_px", "landmark_nme", "score_err_max", "output_rel_err"],
-    "liveness": ["crops", "prob_err", "decision_agree"],
+    "liveness": ["crops", "prob_err", "prob_err_mean", "decision_agree", "decision_flips_robust"],
 }
 
 

@@ -48,7 +48,13 @@ DEFAULT_TOLERANCES: dict[tuple[str, str], Tolerances] = {
     ("detect", "int8"): {"recall": (">=", 0.98), "precision": (">=", 0.98), "landmark_nme": ("<=", 0.02), "output_rel_err": ("<=", 0.5)},
     ("liveness", "fp32"): {"prob_err": ("<=", 1e-4), "decision_agree": (">=", 1.0)},
     ("liveness", "fp16"): {"prob_err": ("<=", 0.01), "decision_agree": (">=", 0.99)},
-    ("liveness", "int8"): {"prob_err": ("<=", 0.1), "decision_agree": (">=", 0.95)},
+    # INT8 liveness, since 2026-12-04: every verdict the reference makes robustly is kept, the
+    # real-face probability moves little on average, and nowhere further than two grey levels of
+    # noise move the reference itself. Until then the largest move had to stay within 0.1, which
+    # is what one grey level of noise already does to MiniFASNetV2 in FP32 (0.0996 on the 66
+    # crops; two levels 0.29, JPEG at quality 95 0.62): no INT8 artifact could pass it, and its
+    # 0.95 on decisions let three verdicts of 66 change. See liveness_metrics.
+    ("liveness", "int8"): {"decision_flips_robust": ("<=", 0.0), "decision_agree": (">=", 0.95), "prob_err_mean": ("<=", 0.05), "prob_err": ("<=", 0.3)},
 }
 
 # Parameters of the comparison itself (recorded with the metrics, not judged).
@@ -218,7 +224,9 @@ def liveness_metrics(ref: np.ndarray, art: np.ndarray, real_class: int = 1, ref_
     (draws, N, classes; :func:`.liveness_data.reference_noise_logits`). Unjudged, they say how far
     the reference itself moves on inputs no one can tell apart (``reference_noise.prob_err``, the
     largest move), which crops it cannot decide under that noise (``fragile_crops``: the move
-    reaches the threshold), and how many changed verdicts fall on those (``decision_flips_fragile``)."""
+    reaches the threshold), and how many changed verdicts fall on those (``decision_flips_fragile``).
+    ``decision_flips_robust`` (judged for INT8) counts the changed verdicts on the other crops: all
+    of them without the noise pass."""
     pr, pa = softmax(ref), softmax(art)
     live_r, live_a = pr[:, real_class], pa[:, real_class]
     same = (live_r >= DEFAULT_THRESHOLD) == (live_a >= DEFAULT_THRESHOLD)
@@ -229,6 +237,7 @@ def liveness_metrics(ref: np.ndarray, art: np.ndarray, real_class: int = 1, ref_
         "prob_err_mean": round(float(err.mean()), 4),
         "decision_agree": float(same.mean()),
         "decision_flips": [[round(float(live_r[i]), 4), round(float(live_a[i]), 4)] for i in np.flatnonzero(~same)],
+        "decision_flips_robust": int((~same).sum()),
         "class_prob_err": float(np.abs(pr - pa).max()),
         "class_agree": float((pr.argmax(1) == pa.argmax(1)).mean()),
     }
@@ -242,6 +251,7 @@ def liveness_metrics(ref: np.ndarray, art: np.ndarray, real_class: int = 1, ref_
             "fragile_crops": int(fragile.sum()),
         }
         metrics["decision_flips_fragile"] = int((fragile & ~same).sum())
+        metrics["decision_flips_robust"] = int((~fragile & ~same).sum())
     return metrics
 
 

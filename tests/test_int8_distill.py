@@ -84,36 +84,44 @@ def test_traced_graph_has_no_identities_and_fuses_the_relu_behind_one():
     assert [str(n.target) for n in quantised_outputs(gm)] == ["relu"]  # the conv's output is fused
 
 
-def test_onnx_int8_grid_is_the_one_onnxruntime_quantises_to(tmp_path):
-    """The grid the simulation (ranking, bias correction, distillation) uses for onnx-int8 and
-    openvino-int8's QDQ route is the one onnxruntime's quantize_static writes: with reduce_range its
-    int8 weights are levels -64..64 (scale max|w|/64), which the simulation had as 63 until
-    2026-12-03. Checked on the quantised graph itself: integers and dequantised weights."""
+@pytest.mark.parametrize("target", ["onnx-int8", "openvino-int8"])
+def test_qdq_grid_is_the_one_onnxruntime_quantises_to(tmp_path, target):
+    """The grid the simulation (ranking, bias correction, distillation) uses for a QDQ target is the
+    one its quantiser writes: onnx-int8's full 8 bits (levels -127..127, stored as uint8 + 128 for
+    onnxruntime's u8u8 kernels) and openvino-int8's 7 bits (reduce_range: levels -64..64, scale
+    max|w|/64, which the simulation had as 63 until 2026-12-03). Checked on the quantised graph
+    itself: integers and dequantised weights."""
     pytest.importorskip("onnxruntime", reason="asset missing: onnxruntime (pip install 'gfn-edge[export]')")
     import onnx
     from onnx import numpy_helper
     from onnxruntime import quantization as q
 
     from gfn_edge.export.int8.ort_calibration import CalibrationReader
+    from gfn_edge.export.int8.unsigned_weights import store_weights_unsigned
     from gfn_edge.export.targets import onnx_int8, openvino_int8
 
-    assert openvino_int8.WEIGHT_QMAX == onnx_int8.WEIGHT_QMAX  # one QDQ graph, one grid
+    grid = {"onnx-int8": onnx_int8.WEIGHT_QMAX, "openvino-int8": openvino_int8.WEIGHT_QMAX}[target]
+    assert grid == (127 if target == "onnx-int8" else 64)
     model = _tiny()
     raw, dst = tmp_path / "raw.onnx", tmp_path / "int8.onnx"
     x = _calibration()
     torch.onnx.export(model, (torch.from_numpy(x[:1].transpose(0, 3, 1, 2).copy()),), str(raw), input_names=["input"], dynamo=False, opset_version=17)
-    q.quantize_static(str(raw), str(dst), CalibrationReader(x[:8], "input"), **onnx_int8.qdq_settings(q))  # the target's own settings
+    q.quantize_static(str(raw), str(dst), CalibrationReader(x[:8], "input"), **onnx_int8.qdq_settings(q, raw, grid))  # the target's own settings
+    unsigned = store_weights_unsigned(dst) if grid == onnx_int8.WEIGHT_QMAX else 0
+    assert unsigned == (3 if target == "onnx-int8" else 0)  # conv1, conv2 and the linear embedding
     graph = onnx.load(str(dst)).graph
     inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     checked = 0
     for node in graph.node:
         if node.op_type != "DequantizeLinear" or inits.get(node.input[0]) is None or inits[node.input[0]].ndim != 4:
             continue
-        ints, scale = inits[node.input[0]].astype(np.int64), inits[node.input[1]]
-        assert int(np.abs(ints).max()) == onnx_int8.WEIGHT_QMAX
+        stored, zero = inits[node.input[0]], inits[node.input[2]]
+        assert stored.dtype == (np.uint8 if target == "onnx-int8" else np.int8)
+        ints, scale = stored.astype(np.int64) - zero.astype(np.int64).reshape(-1, 1, 1, 1), inits[node.input[1]]
+        assert int(np.abs(ints).max()) == grid
         dequantised = torch.from_numpy(ints * scale.reshape(-1, 1, 1, 1)).float()
         # the float weight the integers came from is the simulation's input; its grid must give them back
-        simulated = _fake_weight(dequantised, onnx_int8.WEIGHT_QMAX)
+        simulated = _fake_weight(dequantised, grid)
         assert torch.allclose(simulated, dequantised, rtol=1e-5, atol=1e-8)
         checked += 1
     assert checked == 2  # conv1, conv2

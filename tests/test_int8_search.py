@@ -48,11 +48,13 @@ def _search(
     chosen: list | None = None,
     shared: dict | None = None,
     target: str = "onnx-int8",
+    distilled: list | None = None,
     **search_args,
 ) -> list[str]:
     """Runs run_search with a fake quantiser and verifier: ``results`` maps an attempt's label to
     (cos_mean, cos_min, pair Δ); returns the labels in the order the search tried them (and appends
-    the artifact it chose to ``chosen``). Each build takes ``build_seconds``."""
+    the artifact it chose to ``chosen``, and each distillation asked for, as (groups, from the
+    bias-corrected model), to ``distilled``). Each build takes ``build_seconds``."""
     import time
     from types import SimpleNamespace
 
@@ -82,7 +84,13 @@ def _search(
     prep = SimpleNamespace(report=dict, sensitivity=ranked, model=model)
     monkeypatch.setattr(search, "preparation", lambda ctx: prep)
     monkeypatch.setattr(search, "sensitivity", lambda ctx: prep.sensitivity)
-    monkeypatch.setattr(search, "distillation", lambda ctx, q, groups=(), budget_s=None: SimpleNamespace(report={}))
+
+    def distillation(ctx, q, groups=(), budget_s=None, from_corrected=False):
+        if distilled is not None:
+            distilled.append((tuple(groups), from_corrected))
+        return SimpleNamespace(report={})
+
+    monkeypatch.setattr(search, "distillation", distillation)
     monkeypatch.setattr(search, "bias_correction", lambda ctx, q, groups=(): SimpleNamespace(report={}))
     monkeypatch.setattr(search, "write_manifest", lambda *a, **k: None)
     monkeypatch.setattr(search, "_calibration_note", lambda ctx, method: {})
@@ -147,11 +155,15 @@ def test_the_float_groups_build_on_the_model_closest_in_cosine_not_on_a_pair_fli
 
 
 def test_distillation_comes_last_with_the_last_groups_in_float(tmp_path, monkeypatch):
-    tried = _search(tmp_path, monkeypatch, {"minmax + bias correction": (0.98, 0.95, 0.3)}, {"distill_seconds": 5})
+    """...and starts from the model the groups were tried on: the bias-corrected one here (from the
+    plain model it returned that start, worse than the corrected attempts before it)."""
+    distilled: list = []
+    tried = _search(tmp_path, monkeypatch, {"minmax + bias correction": (0.98, 0.95, 0.3)}, {"distill_seconds": 5}, distilled=distilled)
+    assert distilled and set(distilled) == {(("stem", "blocks.1"), True)}
     assert tried[-3:] == [
         "minmax + bias correction + float stem",
         "minmax + bias correction + float stem, blocks.1",
-        "minmax + distillation QAT + float stem, blocks.1",
+        "minmax + bias correction + distillation QAT + float stem, blocks.1",  # from the corrected model
     ]
 
 
@@ -222,7 +234,7 @@ def test_openvino_remedies_go_through_the_qdq_graph_with_bias_correction(tmp_pat
         "minmax + bias correction (onnxruntime QDQ)",
         "minmax + bias correction + float stem (onnxruntime QDQ)",
         "minmax + bias correction + float stem, blocks.1 (onnxruntime QDQ)",
-        "minmax + distillation QAT + float stem, blocks.1 (onnxruntime QDQ)",
+        "minmax + bias correction + distillation QAT + float stem, blocks.1 (onnxruntime QDQ)",
     ]
     records = chosen[0].notes["attempts"]
     assert [r.get("route", "") for r in records] == ["", "", "qdq", "qdq", "qdq", "qdq"]

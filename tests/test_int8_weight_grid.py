@@ -8,6 +8,8 @@ writes those grids, and that the simulation the remedies are chosen on uses the 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -28,20 +30,23 @@ def test_only_one_filter_per_channel_convolutions_are_depthwise():
     assert is_depthwise([32, 1, 3, 3], 32) and not is_depthwise([32, 1, 3, 3], 1) and not is_depthwise([32], 32)
 
 
-def _qdq_conv(weights: np.ndarray, groups: int, stride: int, x_zero: int, largest: float):
-    """A QDQ graph of one convolution with integer ``weights`` (scale 1), uint8 input of scale 1 and
-    zero point ``x_zero``, and uint8 output (zero point 128) reaching +-``largest``: the pattern
-    onnxruntime fuses into its integer kernel."""
+def _qdq_conv(weights: np.ndarray, groups: int, stride: int, x_zero: int, largest: float, unsigned: bool = False):
+    """A QDQ graph of one convolution with integer ``weights`` (scale 1; ``unsigned``: stored as
+    uint8 + 128, as onnx-int8 stores them), uint8 input of scale 1 and zero point ``x_zero``, and
+    uint8 output (zero point 128) reaching +-``largest``: the pattern onnxruntime fuses into its
+    integer kernel."""
     from onnx import TensorProto, helper, numpy_helper
+
+    from gfn_edge.export.int8.unsigned_weights import ZERO_POINT, to_uint8
 
     cout, kernel = weights.shape[0], weights.shape[-1]
     cin = weights.shape[1] * groups
     inits = [
         numpy_helper.from_array(np.array(1.0, np.float32), "x_scale"),
         numpy_helper.from_array(np.array(x_zero, np.uint8), "x_zero"),
-        numpy_helper.from_array(weights.astype(np.int8), "w_int"),
+        numpy_helper.from_array(to_uint8(weights.astype(np.int8)) if unsigned else weights.astype(np.int8), "w_int"),
         numpy_helper.from_array(np.ones(cout, np.float32), "w_scale"),
-        numpy_helper.from_array(np.zeros(cout, np.int8), "w_zero"),
+        numpy_helper.from_array(np.full(cout, ZERO_POINT, np.uint8) if unsigned else np.zeros(cout, np.int8), "w_zero"),
         numpy_helper.from_array(np.array(largest / 120, np.float32), "y_scale"),
         numpy_helper.from_array(np.array(128, np.uint8), "y_zero"),
     ]
@@ -63,21 +68,34 @@ def _qdq_conv(weights: np.ndarray, groups: int, stride: int, x_zero: int, larges
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), cin
 
 
-def _run(model, x: np.ndarray, fused: bool) -> np.ndarray:
+def _run(model, x: np.ndarray, fused: bool, input_name: str = "x") -> np.ndarray:
+    """The model on onnxruntime's CPU provider; ``fused``: with its graph optimisations, which must
+    have fused every convolution into an integer kernel (else the comparison proves nothing)."""
+    import tempfile
+
+    import onnx
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    if not fused:  # DequantizeLinear, a float Conv (exact for these integers), QuantizeLinear
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        if fused:
+            options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+            options.log_severity_level = 3
+        else:  # DequantizeLinear, a float Conv (exact for these integers), QuantizeLinear
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        if fused:
+            ops = [n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node]
+            assert "Conv" not in ops and "QLinearConv" in ops, f"onnxruntime did not fuse the convolutions: {ops}"
+        return session.run(None, {input_name: x})[0]
 
 
-def _assert_kernel_exact(weights: np.ndarray, groups: int, stride: int, x_zero: int) -> None:
+def _assert_kernel_exact(weights: np.ndarray, groups: int, stride: int, x_zero: int, unsigned: bool = False) -> None:
     """Every uint8 input at 255: the fused kernel's output equals exact arithmetic's, to the output's
     one rounding step (a saturating kernel misses by about half the value)."""
     largest = float((255 - x_zero) * np.abs(weights[0]).sum())
-    model, cin = _qdq_conv(weights, groups, stride, x_zero, largest)
+    model, cin = _qdq_conv(weights, groups, stride, x_zero, largest, unsigned)
     x = np.full((1, cin, 9, 9), 255.0 - x_zero, np.float32)
     fused, exact = _run(model, x, True), _run(model, x, False)
     step = largest / 120
@@ -97,14 +115,19 @@ def test_onnxruntime_depthwise_kernel_is_exact_at_the_full_8_bit_grid(kernel, st
     _assert_kernel_exact(weights, channels, stride, x_zero)
 
 
-def test_onnxruntime_pointwise_kernel_is_exact_at_the_7_bit_grid():
-    """The same worst case for a 1x1 convolution over 32 channels on the 7-bit grid onnx-int8 writes
-    for it (at 127 levels this AVX2 CPU's kernel saturates; CPUs with VNNI or ARM's do not)."""
+def test_onnxruntime_pointwise_kernels_are_exact_where_each_grid_is_used():
+    """The same worst case for a 1x1 convolution over 32 channels: at the full 8-bit grid stored as
+    uint8 + 128 (onnx-int8: the u8u8 kernel widens before it multiplies) and at the 7-bit grid in
+    int8 (openvino-int8's QDQ route). At 127 int8 levels this AVX2 CPU's u8s8 kernel is about half
+    the answer (CPUs with VNNI or ARM's are exact); not asserted, since it depends on the CPU."""
     pytest.importorskip("onnxruntime", reason="asset missing: onnxruntime (pip install 'gfn-edge[export]')")
     pytest.importorskip("onnx", reason="asset missing: onnx (pip install 'gfn-edge[export]')")
-    from gfn_edge.export.targets.onnx_int8 import WEIGHT_QMAX
+    from gfn_edge.export.targets.onnx_int8 import SEVEN_BIT_QMAX, WEIGHT_QMAX
 
-    _assert_kernel_exact(np.full((8, 32, 1, 1), WEIGHT_QMAX), 1, 1, 0)
+    _assert_kernel_exact(np.full((8, 32, 1, 1), SEVEN_BIT_QMAX), 1, 1, 0)
+    for sign in (1, -1):
+        _assert_kernel_exact(np.full((8, 32, 1, 1), sign * WEIGHT_QMAX), 1, 1, 0, unsigned=True)
+    _assert_kernel_exact(np.full((8, 32, 3, 3), WEIGHT_QMAX), 1, 1, 100, unsigned=True)  # a 3x3 stem, input zero point
 
 
 class _Separable(nn.Module):
@@ -120,9 +143,13 @@ class _Separable(nn.Module):
         return self.pointwise(torch.relu(self.depthwise(torch.relu(self.stem(x)))))
 
 
-def test_onnx_int8_writes_8_bit_depthwise_and_7_bit_other_weights_as_the_simulation_assumes(tmp_path):
-    """The exporter's own settings on a separable block: the depthwise weights' largest integer is
-    127, the others' 64 (reduce_range), and the simulation's per-layer grid gives each back."""
+@pytest.mark.parametrize("target", ["onnx-int8", "openvino-int8"])
+def test_qdq_targets_write_the_grids_the_simulation_assumes(tmp_path, target):
+    """Each QDQ target's own settings on a separable block. onnx-int8: every weight on the full
+    8-bit grid, the stem and pointwise ones stored as uint8 + 128 and the depthwise ones as int8, and
+    onnxruntime fuses all three into integer kernels that match exact QDQ arithmetic on this CPU.
+    openvino-int8's QDQ route: int8, 64 levels (reduce_range) but 127 for the depthwise weights.
+    The simulation's per-layer grid gives every weight back."""
     pytest.importorskip("onnxruntime", reason="asset missing: onnxruntime (pip install 'gfn-edge[export]')")
     import onnx
     from onnx import numpy_helper
@@ -130,25 +157,41 @@ def test_onnx_int8_writes_8_bit_depthwise_and_7_bit_other_weights_as_the_simulat
 
     from gfn_edge.export.int8.learned.distill import _fake_weight
     from gfn_edge.export.int8.ort_calibration import CalibrationReader
-    from gfn_edge.export.targets import onnx_int8
+    from gfn_edge.export.int8.unsigned_weights import ZERO_POINT, store_weights_unsigned
+    from gfn_edge.export.targets import onnx_int8, openvino_int8
 
+    grid = {"onnx-int8": onnx_int8.WEIGHT_QMAX, "openvino-int8": openvino_int8.WEIGHT_QMAX}[target]
     torch.manual_seed(0)
     model = _Separable().eval()
     x = np.random.default_rng(0).uniform(-1, 1, (8, 16, 16, 3)).astype(np.float32)
     raw, dst = tmp_path / "raw.onnx", tmp_path / "int8.onnx"
     torch.onnx.export(model, (torch.from_numpy(x[:1].transpose(0, 3, 1, 2).copy()),), str(raw), input_names=["input"], dynamo=False, opset_version=17)
     assert len(onnx_int8.depthwise_weights(raw)) == 1
-    q.quantize_static(str(raw), str(dst), CalibrationReader(x, "input"), **onnx_int8.qdq_settings(q, raw))
+    q.quantize_static(str(raw), str(dst), CalibrationReader(x, "input"), **onnx_int8.qdq_settings(q, raw, grid))
+    if target == "onnx-int8":
+        assert store_weights_unsigned(dst) == 2
     graph = onnx.load(str(dst)).graph
     inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    grids = {}
+    grids, types = {}, {}
     for node in graph.node:
-        ints = inits.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
-        if ints is None or ints.ndim != 4:
+        stored = inits.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
+        if stored is None or stored.ndim != 4:
             continue
-        layer = {(8, 1, 3, 3): model.depthwise, (8, 3, 3, 3): model.stem, (16, 8, 1, 1): model.pointwise}[ints.shape]
-        qmax = layer_qmax(layer, onnx_int8.WEIGHT_QMAX)
-        grids[ints.shape] = int(np.abs(ints.astype(np.int64)).max())
-        dequantised = torch.from_numpy(ints.astype(np.int64) * inits[node.input[1]].reshape(-1, 1, 1, 1)).float()
-        assert torch.allclose(_fake_weight(dequantised, qmax), dequantised, rtol=1e-5, atol=1e-8)
-    assert grids == {(8, 3, 3, 3): onnx_int8.WEIGHT_QMAX, (8, 1, 3, 3): FULL_QMAX, (16, 8, 1, 1): onnx_int8.WEIGHT_QMAX}
+        layer = {(8, 1, 3, 3): model.depthwise, (8, 3, 3, 3): model.stem, (16, 8, 1, 1): model.pointwise}[stored.shape]
+        ints = stored.astype(np.int64) - inits[node.input[2]].astype(np.int64).reshape(-1, 1, 1, 1)
+        grids[stored.shape], types[stored.shape] = int(np.abs(ints).max()), stored.dtype
+        dequantised = torch.from_numpy(ints * inits[node.input[1]].reshape(-1, 1, 1, 1)).float()
+        assert torch.allclose(_fake_weight(dequantised, layer_qmax(layer, grid)), dequantised, rtol=1e-5, atol=1e-8)
+    assert grids == {(8, 3, 3, 3): grid, (8, 1, 3, 3): FULL_QMAX, (16, 8, 1, 1): grid}
+    unsigned = target == "onnx-int8"
+    assert types == {(8, 3, 3, 3): np.uint8 if unsigned else np.int8, (8, 1, 3, 3): np.int8, (16, 8, 1, 1): np.uint8 if unsigned else np.int8}
+    assert all(
+        inits[n.input[2]].max(initial=0) == ZERO_POINT
+        for n in graph.node
+        if n.op_type == "DequantizeLinear" and inits.get(n.input[0]) is not None and inits[n.input[0]].dtype == np.uint8 and inits[n.input[0]].ndim == 4
+    )
+    if unsigned:  # the stored model in onnxruntime's fused integer kernels: exact QDQ arithmetic's answer
+        model_proto = onnx.load(str(dst))
+        inputs = x.transpose(0, 3, 1, 2).copy()[:1]
+        fused, exact = (_run(model_proto, inputs, f, "input") for f in (True, False))
+        np.testing.assert_allclose(fused, exact, rtol=0, atol=float(np.abs(exact).max()) / 100)

@@ -286,7 +286,16 @@ def test_verification_reads_int8_against_the_reference_under_one_grey_level_of_n
     assert m["reference_noise"]["prob_err"] == pytest.approx(0.10, abs=1e-6)  # crop 2: 0.90 -> 0.80
     assert m["prob_err_mean"] == pytest.approx((0.06 + 0.30 + 0.02) / 3, abs=1e-4)
     assert m["reference_noise"]["fragile_crops"] == 1 and m["decision_flips_fragile"] == 1
-    assert "reference_noise" not in liveness_metrics(ref, int8)  # without the noise pass: nothing claimed
+    assert m["decision_flips_robust"] == 1  # crop 1: 0.30 -> 0.60, which the noise leaves alone
+    bare = liveness_metrics(ref, int8)
+    assert "reference_noise" not in bare and bare["decision_flips_robust"] == 2  # without the noise pass: every flip counts
+    # the INT8 default judges the robust verdicts: the fragile flip alone passes, the robust one fails
+    from gfn_edge.export.verify import default_tolerances, judge
+
+    tolerances = default_tolerances("liveness", "int8")
+    fragile_only = liveness_metrics(ref[[0, 2]], int8[[0, 2]], real_class=1, ref_noise=noise[:, [0, 2]])
+    assert fragile_only["decision_flips_robust"] == 0 and not any("decision_flips_robust" in f for f in judge(fragile_only, tolerances))
+    assert any("decision_flips_robust" in f for f in judge(m, tolerances))  # (decision_agree caps fragile flips: 1 of 2 here)
     from gfn_edge.export.report import _fidelity
 
     assert "1 crops it cannot decide, 1 of them on those" in _fidelity(m)

@@ -3,17 +3,16 @@
 The graph quantised is the INT8-prepared one (BatchNorm folded, channels equalised), exported
 the same way as the FP32 target; calibration reads the calibration set, never verification data.
 
-Weights use the 7-bit range (``reduce_range``). On x86 without AVX-512 VNNI (AVX2, the CPUs of
-many edge boxes and of this project's CI) onnxruntime's u8s8 kernels multiply with VPMADDUBSW,
-whose int16 pair sums saturate once uint8 activations and int8 weights both span their ranges —
-which channel equalisation makes them do. The INT8 debugger measured it on the GhostFaceNets
-w0.5 student (plain min/max): the stem convolution at 12.6 dB SQNR where exact QDQ arithmetic
-gives 33 dB, the embedding at cosine 0.910; with 7-bit weights the kernels match exact QDQ
-arithmetic and the embedding is at 0.962 (S8S8 is no way out: onnxruntime turns it into u8s8 on
-x86, 0.948). The cost on CPUs that never saturate is one bit of weight precision (embedding
-SQNR 11.9 -> 11.5 dB under exact arithmetic), and one artifact stays right on every CPU.
-Depthwise convolutions keep the full 8-bit grid: onnxruntime's depthwise kernel sums in int32 and
-never saturates (:mod:`..int8.weight_grid`).
+Weights use the full 8-bit grid (levels -127..127 per channel, the grid of tflite-int8 and of the
+int8 simulation behind the remedies), stored as uint8 with zero point 128 wherever they feed an
+integer kernel (:mod:`..int8.unsigned_weights`). On x86 without VNNI (AVX2, the CPUs of many edge
+boxes and of this project's CI) onnxruntime's u8s8 kernels multiply with VPMADDUBSW, whose int16
+pair sums saturate once uint8 activations and int8 weights both span their ranges, which channel
+equalisation makes them do (the INT8 debugger measured the GhostFaceNets w0.5 stem convolution at
+12.6 dB SQNR where exact QDQ arithmetic gives 33 dB). Its u8u8 kernels widen both operands first
+and are exact on every CPU; depthwise weights stay int8 (that kernel sums in int32). Until
+2026-12-04 the way out was 7-bit weights (``reduce_range``), which still serve openvino-int8's QDQ
+route (:data:`SEVEN_BIT_QMAX`): OpenVINO runs int8 weights whatever they are stored as.
 """
 
 from __future__ import annotations
@@ -33,17 +32,19 @@ from ..int8.ort_calibration import CalibrationReader
 from ..int8.ort_entropy import entropy_thresholds
 from ..int8.prepare import names_in_groups, onnx_name_patterns
 from ..int8.search import Attempt, int8_model, run_search
+from ..int8.unsigned_weights import store_weights_unsigned
 from ..target_info import Artifact, TargetInfo
 from ..tools import versions
 from .onnx_fp32 import OPSET, embed_metadata, export_onnx, fp32_onnx, tensor_specs
 
 log = logging.getLogger(__name__)
 
-REDUCE_RANGE = True  # 7-bit weights: see the module docstring
-# the weight grid the int8 simulation (ranking, bias correction, distillation) must reproduce:
-# onnxruntime's reduce_range int8 is levels -64..64 with scale max|w|/64, not -63..63 (the
-# simulation used 63 before 2026-12-03; every exported model's largest weight integer is 64)
-WEIGHT_QMAX = 64 if REDUCE_RANGE else 127
+WEIGHT_QMAX = 127
+"""onnx-int8's weight grid: full 8 bits, exact in onnxruntime's u8u8 kernels (module docstring)."""
+SEVEN_BIT_QMAX = 64
+"""The 7-bit grid of ``reduce_range`` int8 (levels -64..64, scale max|w|/64: onnxruntime's, not
+-63..63), for backends whose int8 kernels saturate on x86 without VNNI (openvino-int8's QDQ route);
+depthwise weights keep 127 there too (:mod:`..int8.weight_grid`)."""
 _METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
 # Histogram settings per method. quantize_static cannot pass bin counts through, and with its
 # default of 128 bins quantised to 128 the entropy threshold is the full range (= minmax).
@@ -57,18 +58,23 @@ _CALIB_OPTIONS = {
 }
 
 
-def qdq_settings(q, model_path: Path | None = None) -> dict:
-    """quantize_static's settings of this target (``q``: onnxruntime.quantization): QDQ, per-channel
-    int8 weights on the 7-bit range, uint8 activations; with ``model_path``, the full 8-bit grid for
-    that model's depthwise convolution weights (:func:`depthwise_weights`)."""
+def qdq_settings(q, model_path: Path | None = None, weight_qmax: int = WEIGHT_QMAX) -> dict:
+    """quantize_static's settings for the weight grid ``weight_qmax`` (``q``: onnxruntime.quantization):
+    QDQ, per-channel symmetric int8 weights, uint8 activations. On the 7-bit grid
+    (:data:`SEVEN_BIT_QMAX`) with ``model_path``, that model's depthwise convolution weights keep the
+    full 8 bits (:func:`depthwise_weights`). The full grid's int8 weights are stored as uint8
+    afterwards (:func:`quantize_qdq`)."""
+    if weight_qmax not in (WEIGHT_QMAX, SEVEN_BIT_QMAX):
+        raise ValueError(f"no onnxruntime weight grid with {weight_qmax} levels a side (127 or 64)")
+    seven_bit = weight_qmax == SEVEN_BIT_QMAX
     settings = {
         "quant_format": q.QuantFormat.QDQ,
         "per_channel": True,
         "activation_type": q.QuantType.QUInt8,
         "weight_type": q.QuantType.QInt8,
-        "reduce_range": REDUCE_RANGE,
+        "reduce_range": seven_bit,
     }
-    full = depthwise_weights(model_path) if REDUCE_RANGE and model_path is not None else []
+    full = depthwise_weights(model_path) if seven_bit and model_path is not None else []
     if full:
         settings["extra_options"] = {"TensorQuantOverrides": {name: [{"axis": 0, "reduce_range": False}] for name in full}}
     return settings
@@ -178,17 +184,18 @@ def _widen_small_tensors(data, model_path: Path) -> None:
             entry.lowest, entry.highest = (np.asarray(v) * np.asarray(f, dtype=np.asarray(v).dtype) for v in (entry.lowest, entry.highest))
 
 
-def quantize_qdq(ctx: ExportContext, attempt: Attempt, dst: Path) -> int:
-    """onnxruntime's QDQ quantisation of the model ``attempt`` quantises, written to ``dst``;
-    returns how many nodes stayed in float (their weights stored as int8 where ``attempt.int8_weights``).
+def quantize_qdq(ctx: ExportContext, attempt: Attempt, dst: Path, weight_qmax: int = WEIGHT_QMAX) -> int:
+    """onnxruntime's QDQ quantisation of the model ``attempt`` quantises, on the weight grid
+    ``weight_qmax``, written to ``dst``; returns how many nodes stayed in float (their weights stored
+    as int8 where ``attempt.int8_weights``).
 
-    Also the OpenVINO target's remedy route (:mod:`.openvino_int8`): the same QDQ graph, compiled by
-    OpenVINO, so both backends run one quantisation.
+    Also the OpenVINO target's remedy route (:mod:`.openvino_int8`): the same quantiser and ranges,
+    on its 7-bit grid, compiled by OpenVINO.
     """
     import onnx
 
     q = _ort_quant()
-    src = prepared_onnx(ctx, attempt)
+    src = prepared_onnx(ctx, attempt, weight_qmax)
     names_key = "onnx-int8-node-names"
     if names_key not in ctx.shared:  # node names do not depend on the attempt
         ctx.shared[names_key] = [n.name for n in onnx.load(str(prepared_onnx(ctx)), load_external_data=False).graph.node]
@@ -199,11 +206,13 @@ def quantize_qdq(ctx: ExportContext, attempt: Attempt, dst: Path) -> int:
         str(src),
         str(dst),
         None if cache else CalibrationReader(ctx.calibration.inputs(), "input"),
-        **qdq_settings(q, src),
+        **qdq_settings(q, src, weight_qmax),
         calibrate_method=getattr(q.CalibrationMethod, _METHODS[attempt.method]),
         nodes_to_exclude=exclude,
         **({"calibration_cache_path": str(cache)} if cache else {}),
     )
+    if weight_qmax == WEIGHT_QMAX:  # full 8 bits: the u8u8 kernels, exact without VNNI too
+        store_weights_unsigned(dst)
     if exclude and attempt.int8_weights:  # the float layers' weights stored as int8: see int8/onnx_weight_only.py
         compress_float_weights(dst)
     return len(exclude)
@@ -224,7 +233,8 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
                 "route": "INT8-prepared PyTorch -> ONNX -> onnxruntime quantize_static (QDQ)",
                 "opset": OPSET,
                 "activations": "uint8 per tensor",
-                "weights": "int8 per channel, 7-bit range (no u8s8 saturation on x86 without VNNI), depthwise 8-bit" if REDUCE_RANGE else "int8 per channel",
+                "weights": "int8 levels per channel (full 8-bit grid), stored as uint8 with zero point 128 for onnxruntime's "
+                "u8u8 kernels (no u8s8 saturation on x86 without VNNI); depthwise int8",
                 "nodes_in_float": in_float,
                 **(
                     {"weights_of_nodes_in_float": "int8 per channel, weight-only (dequantised, computed in float)" if attempt.int8_weights else "FP32"}
