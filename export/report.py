@@ -111,7 +111,10 @@ def _fidelity(v: dict[str, Any], box: bool = True) -> str:
         noise = v.get("reference_noise")
         floor = f"; the reference under one grey level of noise: {_fmt(noise['prob_err'], 2)}, {noise['fragile_crops']} crops it cannot decide" if noise else ""
         fragile = f", {v['decision_flips_fragile']} of them on those" if noise and flips else ""
-        return f"live-probability err {_fmt(v['prob_err'], 2)}, decisions agree {v.get('decision_agree', 0):.3f}{changed}{floor}{fragile}"
+        # what the INT8 tolerance judges: verdicts the reference holds robustly, and the mean move
+        robust = f"; {v['decision_flips_robust']} changed verdicts the reference holds robustly" if flips and "decision_flips_robust" in v else ""
+        mean = f" (mean {_fmt(v['prob_err_mean'], 2)})" if "prob_err_mean" in v else ""
+        return f"live-probability err {_fmt(v['prob_err'], 2)}{mean}, decisions agree {v.get('decision_agree', 0):.3f}{changed}{floor}{fragile}{robust}"
     return "-"
 
 

@@ -7,7 +7,9 @@ FP32          recognisers: every face cos >= 0.9999; detectors: recall = precisi
               box and landmark error <= 0.5 px
 FP16          recognisers: cos_min >= 0.999; detectors: recall, precision >= 0.995
 INT8          recognisers: cos_mean >= 0.995, cos_min >= 0.98, pair accuracy within 0.5
-              points; detectors: recall, precision >= 0.98, landmark NME <= 0.02
+              points; detectors: recall, precision >= 0.99, landmark NME <= 0.01;
+              liveness: every verdict the reference holds robustly kept, 95 % in all,
+              real-face probability moved <= 0.05 on average and <= 0.3 at most
 ============  ==========================================================================
 
 Detectors are also checked output by output and pyramid level by level (relative L2 error of
@@ -45,7 +47,9 @@ DEFAULT_TOLERANCES: dict[tuple[str, str], Tolerances] = {
         "output_rel_err": ("<=", 1e-3),
     },
     ("detect", "fp16"): {"recall": (">=", 0.995), "precision": (">=", 0.995), "output_rel_err": ("<=", 0.03)},
-    ("detect", "int8"): {"recall": (">=", 0.98), "precision": (">=", 0.98), "landmark_nme": ("<=", 0.02), "output_rel_err": ("<=", 0.5)},
+    # INT8 detectors, since 2026-12-04 (issue 12's tolerance; NME <= 0.02 and 0.98 until then):
+    # landmarks feed alignment, so a detector's landmark error becomes the recogniser's error
+    ("detect", "int8"): {"recall": (">=", 0.99), "precision": (">=", 0.99), "landmark_nme": ("<=", 0.01), "output_rel_err": ("<=", 0.5)},
     ("liveness", "fp32"): {"prob_err": ("<=", 1e-4), "decision_agree": (">=", 1.0)},
     ("liveness", "fp16"): {"prob_err": ("<=", 0.01), "decision_agree": (">=", 0.99)},
     # INT8 liveness, since 2026-12-04: every verdict the reference makes robustly is kept, the

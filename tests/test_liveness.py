@@ -298,7 +298,8 @@ def test_verification_reads_int8_against_the_reference_under_one_grey_level_of_n
     assert any("decision_flips_robust" in f for f in judge(m, tolerances))  # (decision_agree caps fragile flips: 1 of 2 here)
     from gfn_edge.export.report import _fidelity
 
-    assert "1 crops it cannot decide, 1 of them on those" in _fidelity(m)
+    assert "1 crops it cannot decide, 1 of them on those; 1 changed verdicts the reference holds robustly" in _fidelity(m)
+    assert "(mean 0.13)" in _fidelity(m)
 
     raw = np.array([[[0, 128, 255]]], np.uint8).repeat(64, axis=0)
     copies = grey_level_noise(raw, draws=2, seed=0)

@@ -37,10 +37,11 @@ def _fq_act(x: torch.Tensor, lo: float, hi: float, bits: int = 8) -> torch.Tenso
 
 def quantisable_nodes(gm: fx.GraphModule) -> list[fx.Node]:
     """Nodes whose output a QDQ backend would quantise (tensor-producing layers of a graph from
-    :func:`.graph.trace_folded`, which has no identities left)."""
+    :func:`.graph.trace_folded`, which has no identities left), except the pass-through nodes that
+    hand the model's outputs over, which the exporters leave in float (:mod:`.float_outputs`)."""
     out = []
     for n in gm.graph.nodes:
-        if n.op in ("call_module", "call_function", "call_method") and "tensor_meta" in n.meta:
+        if n.op in ("call_module", "call_function", "call_method") and "tensor_meta" in n.meta and not _hands_over_output(gm, n):
             meta = n.meta["tensor_meta"]
             if hasattr(meta, "shape") and len(meta.shape) >= 2 and meta.dtype == torch.float32:
                 out.append(n)
@@ -48,6 +49,33 @@ def quantisable_nodes(gm: fx.GraphModule) -> list[fx.Node]:
 
 
 _FUSED_ACTIVATIONS = (nn.ReLU, nn.ReLU6)
+_PASS_THROUGH_FUNCTIONS = (
+    torch.cat,
+    torch.concat,
+    torch.flatten,
+    torch.reshape,
+    torch.softmax,
+    torch.sigmoid,
+    torch.squeeze,
+    torch.unsqueeze,
+    torch.permute,
+    torch.transpose,
+    nn.functional.softmax,
+)
+_PASS_THROUGH_METHODS = frozenset({"view", "reshape", "permute", "transpose", "contiguous", "flatten", "squeeze", "unsqueeze", "softmax", "sigmoid"})
+_PASS_THROUGH_MODULES = (nn.Softmax, nn.Sigmoid, nn.Flatten)
+
+
+def _hands_over_output(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """Whether ``node`` moves or normalises values (:data:`.float_outputs.ONNX_PASS_THROUGH`) and
+    feeds the graph's output directly."""
+    if not any(u.op == "output" for u in node.users):
+        return False
+    if node.op == "call_function":
+        return node.target in _PASS_THROUGH_FUNCTIONS
+    if node.op == "call_method":
+        return node.target in _PASS_THROUGH_METHODS
+    return node.op == "call_module" and isinstance(gm.get_submodule(str(node.target)), _PASS_THROUGH_MODULES)
 
 
 def _is_fused_activation(gm: fx.GraphModule, node: fx.Node) -> bool:

@@ -27,6 +27,7 @@ import numpy as np
 from gfn_edge.errors import MissingDependencyError
 
 from ..context import ExportContext
+from ..int8.float_outputs import onnx_output_nodes
 from ..int8.onnx_weight_only import compress_float_weights
 from ..int8.ort_calibration import CalibrationReader
 from ..int8.ort_entropy import entropy_thresholds
@@ -201,6 +202,8 @@ def quantize_qdq(ctx: ExportContext, attempt: Attempt, dst: Path, weight_qmax: i
         ctx.shared[names_key] = [n.name for n in onnx.load(str(prepared_onnx(ctx)), load_external_data=False).graph.node]
     groups = list(attempt.float_groups)
     exclude = names_in_groups(ctx.shared[names_key], groups, onnx_name_patterns(groups), "ONNX node")
+    # the outputs are handed over in float (int8/float_outputs.py), as the int8 simulation has them
+    outputs = [n for n in onnx_output_nodes(src) if n and n not in exclude]
     cache = calibration_cache(ctx, src, attempt.method)
     q.quantize_static(
         str(src),
@@ -208,7 +211,7 @@ def quantize_qdq(ctx: ExportContext, attempt: Attempt, dst: Path, weight_qmax: i
         None if cache else CalibrationReader(ctx.calibration.inputs(), "input"),
         **qdq_settings(q, src, weight_qmax),
         calibrate_method=getattr(q.CalibrationMethod, _METHODS[attempt.method]),
-        nodes_to_exclude=exclude,
+        nodes_to_exclude=exclude + outputs,
         **({"calibration_cache_path": str(cache)} if cache else {}),
     )
     if weight_qmax == WEIGHT_QMAX:  # full 8 bits: the u8u8 kernels, exact without VNNI too
@@ -232,7 +235,7 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
             notes={
                 "route": "INT8-prepared PyTorch -> ONNX -> onnxruntime quantize_static (QDQ)",
                 "opset": OPSET,
-                "activations": "uint8 per tensor",
+                "activations": "uint8 per tensor; the outputs handed over in float",
                 "weights": "int8 levels per channel (full 8-bit grid), stored as uint8 with zero point 128 for onnxruntime's "
                 "u8u8 kernels (no u8s8 saturation on x86 without VNNI); depthwise int8",
                 "nodes_in_float": in_float,
