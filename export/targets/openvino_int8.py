@@ -197,7 +197,7 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
                 "weights": "int8 per channel (symmetric), 7-bit range (no u8s8 saturation on x86 without VNNI)"
                 + (", depthwise 8-bit" if qdq else " on every layer")
                 + ("; the ops in float: int8 per channel, weight-only (dequantised, computed in float)" if qdq and in_float and attempt.int8_weights else ""),
-                "activations": "uint8 per tensor (asymmetric)",
+                "activations": "uint8 per tensor (asymmetric)" + ("; the outputs handed over in float" if qdq else ""),
                 "ops_in_float": in_float,
                 "bias_correction": bias_note,
                 "distilled": attempt.distilled,
