@@ -187,7 +187,13 @@ def test_a_winner_with_float_groups_ships_their_weights_as_int8_where_that_verif
         ("fails", corrected, 1.0, False, "tried, failed verification: "),
         # the groups are in float for accuracy: storing them as int8 may not give most of it back
         ("keeps enough", {**corrected, "minmax + bias correction + float stem": (0.998, 0.99, 0.0), slim: (0.9975, 0.986, 0.0)}, 1.0, True, "shipped: "),
-        ("gives most back", {**corrected, "minmax + bias correction + float stem": (0.998, 0.99, 0.0), slim: (0.9975, 0.984, 0.0)}, 1.0, False, "tried, verified, less faithful: cos_min 0.984 (FP32 weights 0.99)"),
+        (
+            "gives most back",
+            {**corrected, "minmax + bias correction + float stem": (0.998, 0.99, 0.0), slim: (0.9975, 0.984, 0.0)},
+            1.0,
+            False,
+            "tried, verified, less faithful: cos_min 0.984 (FP32 weights 0.99)",
+        ),
     ]:
         monkeypatch.setattr(search, "median_latency_ms", latency(slow))
         chosen: list = []
