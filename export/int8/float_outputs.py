@@ -19,19 +19,17 @@ simulation is a little kinder than the artifact, and the verification judges the
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 ONNX_PASS_THROUGH = frozenset({"Concat", "Softmax", "Sigmoid", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity"})
 """ONNX operators that move, gather or normalise values without an integer kernel of their own."""
 
 
-def onnx_output_nodes(model_path: Path) -> list[str]:
-    """Names of the nodes of an ONNX model that produce a graph output and only move or normalise values."""
-    import onnx
-
-    graph = onnx.load(str(model_path), load_external_data=False).graph
+def onnx_output_nodes(graph: Any) -> list[str]:
+    """Names of the nodes of an ONNX graph (``onnx.GraphProto``) that produce a graph output and
+    only move or normalise values (unnamed nodes left out: nothing can exclude them by name)."""
     outputs = {o.name for o in graph.output}
-    return [n.name for n in graph.node if n.op_type in ONNX_PASS_THROUGH and any(o in outputs for o in n.output)]
+    return [n.name for n in graph.node if n.name and n.op_type in ONNX_PASS_THROUGH and any(o in outputs for o in n.output)]
 
 
 __all__ = ["ONNX_PASS_THROUGH", "onnx_output_nodes"]

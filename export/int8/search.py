@@ -247,16 +247,21 @@ def sensitivity(ctx: ExportContext) -> list[tuple[str, float]]:
     return prep.sensitivity
 
 
-def _slacks(report) -> list[float]:
-    """Relative slack of each judged tolerance (negative where it fails)."""
-    slacks = []
-    for key, (op, limit) in report.tolerances.items():
-        value = report.metrics.get(key)
+def _slack_by_key(tolerances, metrics: dict[str, Any]) -> dict[str, float]:
+    """Relative slack of each judged tolerance that ``metrics`` has (negative where it fails)."""
+    slacks = {}
+    for key, (op, limit) in tolerances.items():
+        value = metrics.get(key)
         if value is None:
             continue
         scale = max(abs(limit), 1e-6)
-        slacks.append((value - limit) / scale if op == ">=" else (limit - value) / scale)
+        slacks[key] = (value - limit) / scale if op == ">=" else (limit - value) / scale
     return slacks
+
+
+def _slacks(report) -> list[float]:
+    """Relative slack of each judged tolerance (negative where it fails)."""
+    return list(_slack_by_key(report.tolerances, report.metrics).values())
 
 
 def margin(report) -> float:
@@ -590,14 +595,12 @@ weights 0.00873 against the 0.01 tolerance; the second changed 7 of 349 pipeline
 def _slack_given_back(winner: Outcome, slim: Outcome) -> str:
     """Which continuous metrics the int8-weight variant moves past :data:`SLIMMER_KEEPS` of the
     winner's slack (empty: none), e.g. ``landmark_nme 0.00873 (FP32 weights 0.00436)``."""
-    worse = []
-    for key, (op, limit) in winner.tolerances.items():
-        if key in _STEPPED or key not in winner.metrics or key not in slim.metrics:
-            continue
-        sign = 1.0 if op == ">=" else -1.0
-        kept, slimmed = sign * (winner.metrics[key] - limit), sign * (slim.metrics[key] - limit)
-        if kept > 0 and slimmed < SLIMMER_KEEPS * kept:
-            worse.append(f"{key} {slim.metrics[key]:.6g} (FP32 weights {winner.metrics[key]:.6g})")
+    kept, slimmed = _slack_by_key(winner.tolerances, winner.metrics), _slack_by_key(winner.tolerances, slim.metrics)
+    worse = [
+        f"{key} {slim.metrics[key]:.6g} (FP32 weights {winner.metrics[key]:.6g})"
+        for key, slack in kept.items()
+        if key not in _STEPPED and key in slimmed and slack > 0 and slimmed[key] < SLIMMER_KEEPS * slack
+    ]
     return ", ".join(worse)
 
 

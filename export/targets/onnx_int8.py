@@ -198,12 +198,14 @@ def quantize_qdq(ctx: ExportContext, attempt: Attempt, dst: Path, weight_qmax: i
     q = _ort_quant()
     src = prepared_onnx(ctx, attempt, weight_qmax)
     names_key = "onnx-int8-node-names"
-    if names_key not in ctx.shared:  # node names do not depend on the attempt
-        ctx.shared[names_key] = [n.name for n in onnx.load(str(prepared_onnx(ctx)), load_external_data=False).graph.node]
+    if names_key not in ctx.shared:  # node names, and which nodes hand the outputs over, do not depend on the attempt
+        graph = onnx.load(str(prepared_onnx(ctx)), load_external_data=False).graph
+        ctx.shared[names_key] = ([n.name for n in graph.node], onnx_output_nodes(graph))
+    names, handing_over = ctx.shared[names_key]
     groups = list(attempt.float_groups)
-    exclude = names_in_groups(ctx.shared[names_key], groups, onnx_name_patterns(groups), "ONNX node")
+    exclude = names_in_groups(names, groups, onnx_name_patterns(groups), "ONNX node")
     # the outputs are handed over in float (int8/float_outputs.py), as the int8 simulation has them
-    outputs = [n for n in onnx_output_nodes(src) if n and n not in exclude]
+    outputs = [n for n in handing_over if n not in exclude]
     cache = calibration_cache(ctx, src, attempt.method)
     q.quantize_static(
         str(src),
