@@ -207,6 +207,24 @@ def test_a_winner_with_float_groups_ships_their_weights_as_int8_where_that_verif
     assert not any("weights int8" in t for t in _search(tmp_path / "tflite", monkeypatch, corrected, corrects_biases=True))
 
 
+def test_bias_correction_goes_on_the_min_max_ranges_it_is_computed_for_before_the_best_method(tmp_path, monkeypatch):
+    """The correction simulates min/max ranges: entropy's clipped ranges move the means otherwise
+    (MiniFASNetV1SE onnx-int8: entropy + correction made 5 verdicts change where entropy made 2).
+    With entropy the best plain method, min/max + correction is tried first and ships if it passes;
+    the entropy pairing comes only after it fails, and not at all where min/max was the best."""
+    results = {"minmax": (0.96, 0.90, 0.6), "entropy": (0.97, 0.92, 0.6), "minmax + bias correction": (0.996, 0.985, 0.0)}
+    chosen: list = []
+    tried = _search(tmp_path, monkeypatch, results, chosen=chosen)
+    assert tried == ["minmax", "entropy", "minmax + bias correction"]
+    assert chosen[0].notes["attempts"][-1]["bias_corrected"] and chosen[0].notes["attempts"][-1]["method"] == "minmax"
+    del results["minmax + bias correction"]
+    tried = _search(tmp_path / "b", monkeypatch, results)
+    assert tried[2:4] == ["minmax + bias correction", "entropy + bias correction"]
+    results["minmax"] = (0.98, 0.93, 0.6)  # min/max the best plain one: one corrected attempt
+    tried = _search(tmp_path / "c", monkeypatch, results)
+    assert [t for t in tried if "bias correction" in t and "float" not in t] == ["minmax + bias correction"]
+
+
 def test_the_search_stops_at_its_time_budget_with_the_best_attempt_so_far(tmp_path, monkeypatch):
     """Random weights, or a model no remedy rescues: the verdict comes in bounded time, the attempts
     not made are named, and the artifact is the best one tried."""
@@ -217,7 +235,7 @@ def test_the_search_stops_at_its_time_budget_with_the_best_attempt_so_far(tmp_pa
     (artifact,) = chosen
     search_note = artifact.notes["search"]
     assert search_note["stopped_by_budget"] and search_note["budget_s"] == 0.25
-    assert search_note["not_tried"] == "entropy + bias correction"
+    assert search_note["not_tried"] == "minmax + bias correction"
     assert [a["method"] for a in artifact.notes["attempts"]] == ["minmax", "entropy"]
     assert artifact.notes["float_groups"] == [] and artifact.notes["calibration"] == {}
     # no limit: every step runs
@@ -228,7 +246,7 @@ def test_the_search_stops_at_its_time_budget_with_the_best_attempt_so_far(tmp_pa
 def test_no_distillation_when_the_budget_left_is_too_short_for_it(tmp_path, monkeypatch):
     chosen: list = []
     tried = _search(tmp_path, monkeypatch, {}, {"search_seconds": 1.5, "distill_seconds": 150}, build_seconds=0.15, chosen=chosen)
-    assert "distillation" not in " ".join(tried) and len(tried) == 5  # 2 methods, bias correction, 2 group steps
+    assert "distillation" not in " ".join(tried) and len(tried) == 5  # 2 methods, bias correction (min/max ties best), 2 group steps
     assert "distillation QAT" in chosen[0].notes["search"]["not_tried"]
 
 

@@ -28,6 +28,7 @@ from gfn_edge.errors import MissingDependencyError
 
 from ..context import ExportContext
 from ..int8.float_outputs import onnx_output_nodes
+from ..int8.onnx_names import float_graph_names, shorten_added_names
 from ..int8.onnx_weight_only import compress_float_weights
 from ..int8.ort_calibration import CalibrationReader
 from ..int8.ort_entropy import entropy_thresholds
@@ -220,6 +221,8 @@ def quantize_qdq(ctx: ExportContext, attempt: Attempt, dst: Path, weight_qmax: i
         store_weights_unsigned(dst)
     if exclude and attempt.int8_weights:  # the float layers' weights stored as int8: see int8/onnx_weight_only.py
         compress_float_weights(dst)
+    # last: the quantiser's long names made short, the float graph's kept (int8/onnx_names.py)
+    shorten_added_names(dst, float_graph_names(onnx.load(str(src), load_external_data=False).graph))
     return len(exclude)
 
 
