@@ -99,8 +99,12 @@ def _export(tmp: Path, target: str):
         calib=str(shared_path("faces", "portraits")),
         verify_images=shared_path("faces", "pairs"),
         force=True,
-        options={"calib_method": "minmax", "max_float_groups": 0, "int8_debug": True},
+        # plain min/max only: the debugger's FP32 twin is the chosen attempt's model, which is the
+        # reference only for a plain attempt (a bias-corrected or distilled one has other weights,
+        # and the table would end at the cosine to those, not at the verified one)
+        options={"calib_method": "minmax", "max_float_groups": 0, "bias_correction": False, "distill_seconds": 0, "int8_debug": True},
     )
+    assert not result.notes["float_groups"] and not any(a["bias_corrected"] or a["distilled"] for a in result.notes["attempts"])
     folder = tmp / f"{result.model}-{target}-int8-debug"
     return result, folder
 
