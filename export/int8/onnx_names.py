@@ -14,6 +14,7 @@ it, and the graph's inputs and outputs keep theirs. Names do not change what any
 
 from __future__ import annotations
 
+import itertools
 import logging
 from pathlib import Path
 
@@ -41,7 +42,7 @@ def shorten_added_names(path: Path, keep: set[str], prefix: str = "q") -> int:
     graph = model.graph
     keep = keep | {v.name for v in graph.input} | {v.name for v in graph.output}
     mapping: dict[str, str] = {}
-    counter = iter(range(len(keep) + 10**9))
+    counter = itertools.count()
 
     def short(name: str) -> str:
         if not name or name in keep:
