@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 DETECTOR = "retinaface-mnet025"
 MAX_SIDE = 1024
 SCORE_THRESHOLD = 0.9
-_CACHE_VERSION = 4  # 4: one cache entry per picture (3: EXIF orientation applied when reading pictures)
+# 5: big faces averaged down before the warp (gfn_edge.align); 4: one cache entry per picture;
+# 3: EXIF orientation applied when reading pictures
+_CACHE_VERSION = 5
 
 
 @dataclass

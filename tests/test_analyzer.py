@@ -260,7 +260,7 @@ def _reference_embeddings(folder, names: list[str], mirror) -> dict[str, np.ndar
     from gfn_edge.preprocess import detector_input, normalize
     from gfn_edge.retinaface_decode import postprocess
 
-    digest = hashlib.sha256(b"v1")
+    digest = hashlib.sha256(b"v2")  # v2: alignment shrinks big faces by area first (gfn_edge.align)
     for model in (DET, REC):  # the checkpoints' bytes, without loading PyTorch or TensorFlow
         digest.update(sha256_file(resolve_spec(model, mirror=mirror)[1]).encode())
     for n in names:

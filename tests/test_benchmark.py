@@ -221,7 +221,10 @@ def test_mobileface_separates_same_from_different_people(peer_dir, bundles):
     out = recogniser_sanity(emb.embed, largest_face_landmarks(Detector(bundles.get(DET, "onnx"))), shared_path("faces", "pairs"))
     assert out["pairs_same"] > 50 and out["pairs_different"] > 200
     assert out["separates"] and out["mean_cos_same"] - out["mean_cos_different"] > 0.15, out
-    assert 0.5 < out["best_accuracy"] <= 1.0 and out["mean_cos_different"] < out["best_threshold"] < out["mean_cos_same"], out
+    # 0.8825 on these hard pairs, with the plain warp and with big faces averaged down alike; a wrong
+    # crop or normalisation falls far below. (Where the best threshold sits on the accuracy's flat top
+    # is no check: it moved from 0.29 to 0.38, above the same-pair mean, at the same accuracy.)
+    assert 0.85 <= out["best_accuracy"] <= 1.0 and out["mean_cos_different"] < out["best_threshold"], out
 
 
 def test_peer_graph_cleaning_keeps_outputs(peer_dir, tmp_path):

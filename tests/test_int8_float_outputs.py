@@ -1,9 +1,10 @@
-"""The outputs are handed over in float (export/int8/float_outputs.py).
+"""The outputs are handed over in float, from the output layers on (export/int8/float_outputs.py).
 
 A detector's boxes and landmarks are one concatenation of several levels whose values differ by
-orders of magnitude; a single uint8 range over the concatenation leaves the fine level a few steps.
-These tests check which nodes are left in float (in the ONNX graph and in the int8 simulation the
-remedies are chosen on, alike) and that on onnxruntime this is what keeps the fine level's values.
+orders of magnitude; a single uint8 range over the concatenation leaves the fine level a few steps,
+and even each level's own uint8 range costs the coarse level pixels of landmark. These tests check
+which nodes are left in float (in the ONNX graph, in the TFLite model and in the int8 simulation the
+remedies are chosen on, alike) and that on onnxruntime this is what keeps the levels' values.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="asset missing: torch (the training side: pip install 'gfn-edge[export]')")
 from torch import nn  # noqa: E402
 
-from gfn_edge.export.int8.float_outputs import onnx_output_nodes  # noqa: E402
+from gfn_edge.export.int8.float_outputs import drop_output_quantisers, onnx_output_chain  # noqa: E402
 from gfn_edge.export.int8.graph import trace_folded  # noqa: E402
 from gfn_edge.export.int8.simulate import quantised_outputs  # noqa: E402
 
@@ -43,18 +44,40 @@ def _inputs(n: int = 8) -> np.ndarray:
     return np.random.default_rng(0).uniform(-1, 1, (n, 3, 8, 8)).astype(np.float32)
 
 
-def test_the_simulation_leaves_the_output_concatenation_and_softmax_in_float():
+def test_the_simulation_leaves_the_output_layers_and_what_follows_in_float():
     x = torch.from_numpy(_inputs())
     gm = trace_folded(TwoLevels().eval(), x)
     placed = quantised_outputs(gm)
     handed_over = [n for n in gm.graph.nodes if any(u.op == "output" for u in n.users)]
     assert {str(n.target) for n in handed_over} >= {str(torch.cat), str(torch.softmax)}
     assert not set(handed_over) & set(placed), "an output's concatenation or softmax is quantised"
-    # the heads themselves are: each level on its own range
-    assert {"fine", "coarse", "cls"} <= {str(n.target) for n in placed}
+    # nor are the heads that compute them (their weights and inputs are), nor the reshapes between
+    assert not {"fine", "coarse", "cls"} & {str(n.target) for n in placed}
+    assert placed == [], [n.name for n in placed]
 
 
-def test_onnxruntime_keeps_the_fine_level_when_the_outputs_stay_in_float(tmp_path):
+def _export(model, x, path) -> None:
+    torch.onnx.export(model, (torch.from_numpy(x[:1]),), str(path), input_names=["input"], output_names=["points", "scores"], dynamo=False, opset_version=17)
+
+
+def test_the_onnx_output_chain_is_every_pass_through_node_after_the_heads(tmp_path):
+    import onnx
+
+    raw = tmp_path / "raw.onnx"
+    _export(TwoLevels().eval(), _inputs(), raw)
+    graph = onnx.load(str(raw)).graph
+    chain = onnx_output_chain(graph)
+    kinds = {n.name: n.op_type for n in graph.node}
+    assert {kinds[n] for n in chain} >= {"Concat", "Softmax", "Reshape", "Transpose"}
+    assert not any(kinds[n] == "Conv" for n in chain)
+    # three heads, each through a transpose and a reshape; the levels' concatenation; the softmax
+    assert sum(kinds[n] == "Transpose" for n in chain) == 3 and sum(kinds[n] == "Softmax" for n in chain) == 1
+
+
+def test_onnxruntime_keeps_every_level_when_the_heads_hand_over_in_float(tmp_path):
+    """Requantised after the concatenation, the fine level has a few steps of the coarse one's
+    range; requantised after each head, each level a few of its own; handed over in float, the
+    error is that of the heads' int8 inputs and weights only."""
     pytest.importorskip("onnxruntime", reason="asset missing: onnxruntime (pip install 'gfn-edge[export]')")
     import onnx
     import onnxruntime as ort
@@ -66,38 +89,74 @@ def test_onnxruntime_keeps_the_fine_level_when_the_outputs_stay_in_float(tmp_pat
 
     model, x = TwoLevels().eval(), _inputs()
     raw = tmp_path / "raw.onnx"
-    torch.onnx.export(model, (torch.from_numpy(x[:1]),), str(raw), input_names=["input"], output_names=["points", "scores"], dynamo=False, opset_version=17)
-    handing_over = onnx_output_nodes(onnx.load(str(raw)).graph)
-    assert len(handing_over) == 2, handing_over
+    _export(model, x, raw)
+    chain = onnx_output_chain(onnx.load(str(raw)).graph)
+    with torch.no_grad():
+        want = model(torch.from_numpy(x))[0].numpy()
 
-    def fine_error(exclude: list[str]) -> float:
-        dst = tmp_path / f"int8-{len(exclude)}.onnx"
+    def errors(exclude: list[str], drop: bool) -> tuple[float, float]:
+        dst = tmp_path / f"int8-{len(exclude)}-{drop}.onnx"
         q.quantize_static(str(raw), str(dst), CalibrationReader(x.transpose(0, 2, 3, 1), "input"), **onnx_int8.qdq_settings(q), nodes_to_exclude=exclude)
+        if drop:
+            quantised = onnx.load(str(dst))
+            assert drop_output_quantisers(quantised) == 3  # one requantisation per head
+            onnx.save(quantised, str(dst))
         store_weights_unsigned(dst)  # as onnx-int8 writes them (u8u8 kernels: no saturation on AVX2)
         session = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
         got = np.concatenate([session.run(["points"], {"input": x[i : i + 1]})[0] for i in range(len(x))])
-        with torch.no_grad():
-            want = model(torch.from_numpy(x))[0].numpy()
         fine = 8 * 8 * 2  # the fine level's rows come first
-        return float(np.abs(got[:, :fine] - want[:, :fine]).max() / np.abs(want[:, :fine]).max())
+        rel = lambda a, b: float(np.abs(a - b).max() / np.abs(b).max())  # noqa: E731
+        return rel(got[:, :fine], want[:, :fine]), rel(got[:, fine:], want[:, fine:])
 
-    shared, own = fine_error([]), fine_error(handing_over)
-    assert shared > 0.05, f"one range over both levels should cost the fine one several percent: {shared:.4f}"
-    assert own < shared / 10, f"in float the fine level keeps its own range: {own:.4f} vs {shared:.4f}"
+    shared, own, handed = errors([], False), errors(chain, False), errors(chain, True)
+    assert shared[0] > 0.05, f"one range over both levels should cost the fine one several percent: {shared}"
+    assert own[0] < shared[0] / 10, f"each level on its own range keeps the fine one: {own} vs {shared}"
+    assert handed[0] <= own[0] and handed[1] < own[1] * 0.8, f"handed over in float the levels lose less: {handed} vs {own}"
 
 
-def test_a_convolution_that_produces_an_output_keeps_its_integer_kernel(tmp_path):
-    """Only nodes that move or normalise values are left in float: an output convolution's
-    quantiser is what lets the backend fuse it."""
+def test_only_requantisations_before_the_output_chain_are_dropped(tmp_path):
+    """A layer whose result also feeds another layer keeps its quantiser (that layer's integer
+    kernel needs it); a weight's dequantiser is never touched."""
     from onnx import TensorProto, helper, numpy_helper
 
-    w = numpy_helper.from_array(np.ones((2, 3, 1, 1), np.float32), "w")
-    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="head"), helper.make_node("Flatten", ["y"], ["flat"], name="flatten")]
+    w = numpy_helper.from_array(np.ones((3, 3, 1, 1), np.float32), "w")
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["y"], name="body"),
+        helper.make_node("Conv", ["y", "w"], ["z"], name="head"),
+        helper.make_node("Flatten", ["z"], ["flat"], name="flatten"),
+        helper.make_node("Flatten", ["y"], ["side"], name="flatten_body"),
+    ]
     graph = helper.make_graph(
         nodes,
         "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None), helper.make_tensor_value_info("flat", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("flat", TensorProto.FLOAT, None), helper.make_tensor_value_info("side", TensorProto.FLOAT, None)],
         [w],
     )
-    assert onnx_output_nodes(graph) == ["flatten"]
+    assert onnx_output_chain(graph) == ["flatten", "flatten_body"]
+    pytest.importorskip("onnxruntime", reason="asset missing: onnxruntime (pip install 'gfn-edge[export]')")
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime import quantization as q
+
+    from gfn_edge.export.int8.ort_calibration import CalibrationReader
+    from gfn_edge.export.targets import onnx_int8
+
+    raw, dst = tmp_path / "raw.onnx", tmp_path / "int8.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(raw))
+    x = np.random.default_rng(0).uniform(0, 1, (4, 4, 4, 3)).astype(np.float32)
+    q.quantize_static(str(raw), str(dst), CalibrationReader(x, "x"), **onnx_int8.qdq_settings(q), nodes_to_exclude=["flatten", "flatten_body"])
+    model = onnx.load(str(dst))
+
+    def dequantisers(m) -> tuple[int, int]:
+        weights = {t.name for t in m.graph.initializer}
+        dq = [n for n in m.graph.node if n.op_type == "DequantizeLinear"]
+        return sum(n.input[0] in weights for n in dq), sum(n.input[0] not in weights for n in dq)
+
+    weight_dq, act_dq = dequantisers(model)
+    assert drop_output_quantisers(model) == 1  # the head's; the body's also feeds the head
+    assert dequantisers(model) == (weight_dq, act_dq - 1)
+    onnx.checker.check_model(model)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    flat, side = session.run(None, {"x": x[:1].transpose(0, 3, 1, 2)})
+    assert np.allclose(flat.reshape(-1), np.tile(side.reshape(3, -1).sum(0), 3), rtol=0.02, atol=0.05)

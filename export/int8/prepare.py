@@ -31,7 +31,7 @@ from gfn_edge.errors import InvalidArgumentError
 
 from .equalize import ChannelScale, EqualizationReport, equalize
 from .graph import residual_operands, symbolic_trace, trace_folded
-from .simulate import calibrate_ranges, run_fake_quant
+from .simulate import calibrate_ranges, output_layers, quantisable_nodes, run_fake_quant
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,8 @@ def group_sensitivity(gm: fx.GraphModule, x: torch.Tensor, ranges, score: Callab
         out = gm(x)
     base = score([o.numpy() for o in (out if isinstance(out, (tuple, list)) else (out,))])
     rows = []
-    for group, nodes in group_nodes(gm, list(ranges)).items():
+    # every quantised layer, the output layers too (int8 weights and inputs, no range of their own)
+    for group, nodes in group_nodes(gm, [n for n in quantisable_nodes(gm) if n in ranges or n in output_layers(gm)]).items():
         rows.append((group, base - score(run_fake_quant(gm, x, ranges, only=nodes))))
     rows.sort(key=lambda r: -r[1])
     return rows

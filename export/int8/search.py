@@ -355,11 +355,18 @@ def is_module_group(model: Any, group: str) -> bool:
     return True
 
 
-def plan(ctx: ExportContext, methods: list[str], groups: list[str]) -> tuple[list[Attempt], list[list[str]]]:
+def plan(ctx: ExportContext, methods: list[str], groups: list[str], model_groups: int | None = None) -> tuple[list[Attempt], list[list[str]]]:
+    """The plain attempts, and the float-group sets to try from ``groups`` (most damaging first).
+
+    The default cap is half of ``model_groups``, all the model's groups the simulation ranked
+    (``groups`` by default), not half of those that showed a damage above zero: that count moves
+    with the calibration pictures (aligned anew, w0.5-e16's went from 20 or more to 19, and the
+    search lost the ten-group step that had passed), the model's size does not."""
     pinned = ctx.options.get("calib_method")
     method_list = [pinned] if pinned else methods
     cap = ctx.options.get("max_float_groups")
-    cap = len(groups) // 2 if cap is None else min(int(cap), len(groups))
+    half = (len(groups) if model_groups is None else model_groups) // 2
+    cap = min(half, len(groups)) if cap is None else min(int(cap), len(groups))
     steps = [k for k in (1, 2, 3, 4, 6, 8, 10, 12, 16, 20, 24) if k <= cap]
     return [Attempt(m) for m in method_list], [groups[:k] for k in steps]
 
@@ -489,8 +496,9 @@ def run_search(
         if winner is None:
             if out_of_time(f"{base.label()} + layer groups in float (not ranked)"):
                 raise _BudgetSpent  # the ranking itself takes minutes on the wider networks
-            groups = [g for g, damage in sensitivity(ctx) if damage > 0 and is_module_group(prep.model, g)]
-            _, fallbacks = plan(ctx, methods, groups)
+            ranked = [(g, damage) for g, damage in sensitivity(ctx) if is_module_group(prep.model, g)]
+            groups = [g for g, damage in ranked if damage > 0]
+            _, fallbacks = plan(ctx, methods, groups, model_groups=len(ranked))
             for fl in fallbacks:
                 candidate = Attempt(base.method, tuple(fl), bias_corrected=base.bias_corrected, route=remedy_route)
                 tried_groups = candidate.float_groups

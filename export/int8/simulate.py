@@ -36,12 +36,15 @@ def _fq_act(x: torch.Tensor, lo: float, hi: float, bits: int = 8) -> torch.Tenso
 
 
 def quantisable_nodes(gm: fx.GraphModule) -> list[fx.Node]:
-    """Nodes whose output a QDQ backend would quantise (tensor-producing layers of a graph from
+    """Layers a QDQ backend quantises (tensor-producing nodes of a graph from
     :func:`.graph.trace_folded`, which has no identities left), except the pass-through nodes that
-    hand the model's outputs over, which the exporters leave in float (:mod:`.float_outputs`)."""
+    hand the model's outputs over, which the exporters leave in float (:mod:`.float_outputs`). The
+    output layers before them are here (their weights and inputs are int8, and they are layer
+    groups like any other); their results are not quantised (:func:`quantised_outputs`)."""
     out = []
+    chain = _output_chain(gm)
     for n in gm.graph.nodes:
-        if n.op in ("call_module", "call_function", "call_method") and "tensor_meta" in n.meta and not _hands_over_output(gm, n):
+        if n.op in ("call_module", "call_function", "call_method") and "tensor_meta" in n.meta and n not in chain:
             meta = n.meta["tensor_meta"]
             if hasattr(meta, "shape") and len(meta.shape) >= 2 and meta.dtype == torch.float32:
                 out.append(n)
@@ -66,16 +69,29 @@ _PASS_THROUGH_METHODS = frozenset({"view", "reshape", "permute", "transpose", "c
 _PASS_THROUGH_MODULES = (nn.Softmax, nn.Sigmoid, nn.Flatten)
 
 
-def _hands_over_output(gm: fx.GraphModule, node: fx.Node) -> bool:
-    """Whether ``node`` moves or normalises values (:data:`.float_outputs.ONNX_PASS_THROUGH`) and
-    feeds the graph's output directly."""
-    if not any(u.op == "output" for u in node.users):
-        return False
+def _is_pass_through(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """Whether ``node`` moves or normalises values (:data:`.float_outputs.ONNX_PASS_THROUGH`)."""
     if node.op == "call_function":
         return node.target in _PASS_THROUGH_FUNCTIONS
     if node.op == "call_method":
         return node.target in _PASS_THROUGH_METHODS
     return node.op == "call_module" and isinstance(gm.get_submodule(str(node.target)), _PASS_THROUGH_MODULES)
+
+
+def _output_chain(gm: fx.GraphModule) -> set[fx.Node]:
+    """The pass-through nodes on the way to the outputs (:func:`.float_outputs.onnx_output_chain`)."""
+    chain: set[fx.Node] = set()
+    for n in reversed(list(gm.graph.nodes)):
+        if n.users and all(u.op == "output" or u in chain for u in n.users) and _is_pass_through(gm, n):
+            chain.add(n)
+    return chain
+
+
+def output_layers(gm: fx.GraphModule) -> set[fx.Node]:
+    """The layers whose results only the output chain (or the output) takes: the exporters hand
+    their results over unquantised (:func:`.float_outputs.drop_output_quantisers`)."""
+    chain = _output_chain(gm)
+    return {n for n in gm.graph.nodes if n.op != "placeholder" and n not in chain and n.users and all(u.op == "output" or u in chain for u in n.users)}
 
 
 def _is_fused_activation(gm: fx.GraphModule, node: fx.Node) -> bool:
@@ -91,8 +107,10 @@ def _fused_into_activation(gm: fx.GraphModule, node: fx.Node) -> bool:
 
 def quantised_outputs(gm: fx.GraphModule) -> list[fx.Node]:
     """Where a backend puts an activation quantiser: every tensor-producing node except one whose
-    only user is a ReLU (the backends fuse it into the layer and quantise after the ReLU)."""
-    return [n for n in quantisable_nodes(gm) if not _fused_into_activation(gm, n)]
+    only user is a ReLU (the backends fuse it into the layer and quantise after the ReLU) and the
+    output layers (:func:`output_layers`)."""
+    handed_over = output_layers(gm)
+    return [n for n in quantisable_nodes(gm) if not _fused_into_activation(gm, n) and n not in handed_over]
 
 
 def layer_name(gm: fx.GraphModule, node: fx.Node) -> str:
@@ -107,7 +125,8 @@ class ActivationRange:
 
 def calibrate_ranges(gm: fx.GraphModule, batches: list[torch.Tensor]) -> dict[fx.Node, ActivationRange]:
     """Min/max of every quantisable output over ``batches``, small tensors widened (:mod:`.headroom`)."""
-    nodes = quantisable_nodes(gm)
+    handed_over = output_layers(gm)  # their results are not quantised: no range
+    nodes = [n for n in quantisable_nodes(gm) if n not in handed_over]
     ranges: dict[fx.Node, ActivationRange] = {}
 
     class Recorder(fx.Interpreter):
@@ -189,4 +208,4 @@ def _as_tuple(out):
     return out if isinstance(out, (tuple, list)) else (out,)
 
 
-__all__ = ["calibrate_ranges", "collect_ranges", "layer_name", "quantisable_nodes", "quantised_outputs", "run_fake_quant", "sensitivity"]
+__all__ = ["calibrate_ranges", "collect_ranges", "layer_name", "output_layers", "quantisable_nodes", "quantised_outputs", "run_fake_quant", "sensitivity"]

@@ -27,7 +27,7 @@ import numpy as np
 from gfn_edge.errors import MissingDependencyError
 
 from ..context import ExportContext
-from ..int8.float_outputs import onnx_output_nodes
+from ..int8.float_outputs import drop_output_quantisers, onnx_output_chain
 from ..int8.onnx_names import float_graph_names, shorten_added_names
 from ..int8.onnx_weight_only import compress_float_weights
 from ..int8.ort_calibration import CalibrationReader
@@ -201,7 +201,7 @@ def quantize_qdq(ctx: ExportContext, attempt: Attempt, dst: Path, weight_qmax: i
     names_key = "onnx-int8-node-names"
     if names_key not in ctx.shared:  # node names, and which nodes hand the outputs over, do not depend on the attempt
         graph = onnx.load(str(prepared_onnx(ctx)), load_external_data=False).graph
-        ctx.shared[names_key] = ([n.name for n in graph.node], onnx_output_nodes(graph))
+        ctx.shared[names_key] = ([n.name for n in graph.node], onnx_output_chain(graph))
     names, handing_over = ctx.shared[names_key]
     groups = list(attempt.float_groups)
     exclude = names_in_groups(names, groups, onnx_name_patterns(groups), "ONNX node")
@@ -217,6 +217,9 @@ def quantize_qdq(ctx: ExportContext, attempt: Attempt, dst: Path, weight_qmax: i
         nodes_to_exclude=exclude + outputs,
         **({"calibration_cache_path": str(cache)} if cache else {}),
     )
+    model = onnx.load(str(dst))
+    if drop_output_quantisers(model):  # the output layers' results handed over unrequantised (int8/float_outputs.py)
+        onnx.save(model, str(dst))
     if weight_qmax == WEIGHT_QMAX:  # full 8 bits: the u8u8 kernels, exact without VNNI too
         store_weights_unsigned(dst)
     if exclude and attempt.int8_weights:  # the float layers' weights stored as int8: see int8/onnx_weight_only.py
@@ -240,7 +243,7 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
             notes={
                 "route": "INT8-prepared PyTorch -> ONNX -> onnxruntime quantize_static (QDQ)",
                 "opset": OPSET,
-                "activations": "uint8 per tensor; the outputs handed over in float",
+                "activations": "uint8 per tensor; the output layers' results handed over in float",
                 "weights": "int8 levels per channel (full 8-bit grid), stored as uint8 with zero point 128 for onnxruntime's "
                 "u8u8 kernels (no u8s8 saturation on x86 without VNNI); depthwise int8",
                 "nodes_in_float": in_float,

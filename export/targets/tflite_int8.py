@@ -7,7 +7,10 @@ convolutions before concatenations, because XNNPACK runs neither an int8 PRELU n
 int8 RELU: with them every block left the delegate and INT8 ran 2x slower than FP32 here, with
 them the whole graph is one XNNPACK partition. Layer groups kept in float use the converter's
 selective quantisation (the denylist of its MLIR quantiser, which the QuantizationDebugger uses); the
-ranges of small tensors get the headroom every backend gives them (:mod:`..int8.headroom`).
+ranges of small tensors get the headroom every backend gives them (:mod:`..int8.headroom`). The
+output layers and the reshapes and concatenations after them are on that denylist too, so their
+results are handed over in float as on the other backends (:mod:`..int8.float_outputs`), except
+where ``--int8-io`` asks for integer outputs.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from gfn_edge.errors import MissingDependencyError
 from gfn_edge.manifest import TensorSpec
 
 from ..context import ExportContext
+from ..int8.float_outputs import tflite_output_chain
 from ..int8.prepare import names_in_groups, tf_name_patterns
 from ..int8.search import Attempt, int8_model, run_search
 from ..target_info import Artifact, TargetInfo
@@ -139,6 +143,19 @@ def _float_tensor_names(ctx: ExportContext, fn, groups: list[str]) -> list[str]:
     return names_in_groups(ctx.shared[key], groups, tf_name_patterns(groups), "TFLite tensor")
 
 
+def _output_chain_names(ctx: ExportContext) -> list[str]:
+    """Names of the tensors from the output layers on, handed over in float as the other backends
+    do (:mod:`..int8.float_outputs`); found in the float twin, whose tensor names the INT8 model keeps."""
+    key = "tflite-int8-output-chain"
+    if key not in ctx.shared:
+        from ai_edge_litert.interpreter import Interpreter
+
+        it = Interpreter(model_content=float_twin(ctx))
+        outputs = [int(d["index"]) for d in it.get_output_details()]
+        ctx.shared[key] = tflite_output_chain(it._get_ops_details(), it.get_tensor_details(), outputs)
+    return ctx.shared[key]
+
+
 def _output_shapes(ctx: ExportContext) -> list[tuple[int, ...]]:
     """Shapes of the model's outputs in canonical order (from the FP32 reference on one sample)."""
     key = "tflite-int8-output-shapes"
@@ -197,6 +214,8 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
 
     def build(attempt: Attempt, folder: Path) -> Artifact:
         denylist = _float_tensor_names(ctx, fn, list(attempt.float_groups))
+        if not int8_io:  # integer outputs asked for: the output layers stay integer too
+            denylist = denylist + [n for n in _output_chain_names(ctx) if n not in denylist]
         content = quantized_model(int8_converter(_tf_function(ctx, attempt), calib, int8_io), int8_io, denylist)
         dst = folder / "model.tflite"
         dst.write_bytes(content)
