@@ -122,3 +122,33 @@ def test_the_cli_flag_reaches_the_options(tmp_path):
     args = build_parser().parse_args(["--model", "m", "--target", "onnx-int8", "--no-int8-bias-correction", "--out", str(tmp_path)])
     assert args.int8_bias_correction is False
     assert build_parser().parse_args(["--model", "m", "--target", "onnx-int8", "--out", str(tmp_path)]).int8_bias_correction is True
+
+
+class _TwoHeads(nn.Module):
+    """A body and two output layers: a map of positions (a detector head's) and, after pooling,
+    one vector per picture (an embedding)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.body = nn.Conv2d(3, 8, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.head = nn.Conv2d(8, 4, 1)
+        self.embed = nn.Linear(8, 4)
+        with torch.no_grad():
+            for layer in (self.body, self.head, self.embed):
+                layer.weight[:, 0] *= 40  # coarse grids: rounding shifts the means visibly
+
+    def forward(self, x):
+        feat = self.relu(self.body(x))
+        return self.head(feat).permute(0, 2, 3, 1).reshape(x.shape[0], -1, 4), self.embed(feat.mean(dim=(2, 3)))
+
+
+def test_an_output_map_of_positions_is_not_corrected():
+    """A detector head's channel means are over every anchor (background, nearly all of them), and
+    the device decodes it at the faces only: its bias stays; the body's and the embedding's move."""
+    model = _TwoHeads().eval()
+    corrected = correct_biases(model, _calibration(), weight_qmax=7).model
+    assert torch.equal(corrected.head.bias, model.head.bias)
+    assert not torch.equal(corrected.body.bias, model.body.bias)
+    assert not torch.equal(corrected.embed.bias, model.embed.bias)

@@ -160,3 +160,26 @@ def test_only_requantisations_before_the_output_chain_are_dropped(tmp_path):
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     flat, side = session.run(None, {"x": x[:1].transpose(0, 3, 1, 2)})
     assert np.allclose(flat.reshape(-1), np.tile(side.reshape(3, -1).sum(0), 3), rtol=0.02, atol=0.05)
+
+
+class ShapeReadingHead(nn.Module):
+    """RetinaFace's head: ``out.view(out.shape[0], -1, 10)`` reads its own tensor's shape."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        out = self.head(torch.relu(self.conv(x))).permute(0, 2, 3, 1).contiguous()
+        return out.view(out.shape[0], -1, 2)
+
+
+def test_reading_a_shape_does_not_keep_a_head_from_handing_over():
+    from gfn_edge.export.int8.simulate import output_layers
+
+    gm = trace_folded(ShapeReadingHead().eval(), torch.from_numpy(_inputs(2)))
+    assert {str(n.target) for n in output_layers(gm)} == {"head"}
+    assert "head" not in {str(n.target) for n in quantised_outputs(gm)}
+    assert "relu" in {str(n.target) if n.op == "call_module" else n.name for n in quantised_outputs(gm)}

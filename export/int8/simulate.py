@@ -78,11 +78,24 @@ def _is_pass_through(gm: fx.GraphModule, node: fx.Node) -> bool:
     return node.op == "call_module" and isinstance(gm.get_submodule(str(node.target)), _PASS_THROUGH_MODULES)
 
 
+def _reads_shape(node: fx.Node) -> bool:
+    """``x.shape`` / ``x.size()`` / ``x.dim()``: reads a tensor's shape, not its values (RetinaFace's
+    heads reshape with ``out.view(out.shape[0], -1, 10)``; exported, the shape is a constant)."""
+    if node.op == "call_function" and node.target is getattr:
+        return len(node.args) > 1 and node.args[1] in ("shape", "ndim", "dtype", "device")
+    return node.op == "call_method" and node.target in ("size", "dim")
+
+
+def _value_users(node: fx.Node) -> list[fx.Node]:
+    return [u for u in node.users if not _reads_shape(u)]
+
+
 def _output_chain(gm: fx.GraphModule) -> set[fx.Node]:
     """The pass-through nodes on the way to the outputs (:func:`.float_outputs.onnx_output_chain`)."""
     chain: set[fx.Node] = set()
     for n in reversed(list(gm.graph.nodes)):
-        if n.users and all(u.op == "output" or u in chain for u in n.users) and _is_pass_through(gm, n):
+        users = _value_users(n)
+        if users and all(u.op == "output" or u in chain for u in users) and _is_pass_through(gm, n):
             chain.add(n)
     return chain
 
@@ -91,7 +104,13 @@ def output_layers(gm: fx.GraphModule) -> set[fx.Node]:
     """The layers whose results only the output chain (or the output) takes: the exporters hand
     their results over unquantised (:func:`.float_outputs.drop_output_quantisers`)."""
     chain = _output_chain(gm)
-    return {n for n in gm.graph.nodes if n.op != "placeholder" and n not in chain and n.users and all(u.op == "output" or u in chain for u in n.users)}
+    found = set()
+    for n in gm.graph.nodes:
+        users = _value_users(n)
+        tensor = hasattr(n.meta.get("tensor_meta"), "shape")  # not a shape's entry
+        if n.op != "placeholder" and tensor and n not in chain and users and all(u.op == "output" or u in chain for u in users):
+            found.add(n)
+    return found
 
 
 def _is_fused_activation(gm: fx.GraphModule, node: fx.Node) -> bool:
