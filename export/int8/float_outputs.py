@@ -38,15 +38,16 @@ TFLITE_PASS_THROUGH = frozenset({"CONCATENATION", "SOFTMAX", "LOGISTIC", "RESHAP
 """TFLite's builtin operators of the same kind."""
 
 
-def _consumers(nodes: Any, inputs_of: Any) -> dict[str, list[int]]:
-    found: dict[str, list[int]] = {}
+def _consumers(nodes: Any, inputs_of: Any) -> dict[Any, list[int]]:
+    """Tensor (ONNX name or TFLite index) -> indices of the nodes that read it."""
+    found: dict[Any, list[int]] = {}
     for k, node in enumerate(nodes):
         for name in inputs_of(node):
             found.setdefault(name, []).append(k)
     return found
 
 
-def _chain(count: int, op_of: Any, outputs_of: Any, consumers: dict[str, list[int]], graph_outputs: set[str], pass_through: frozenset[str]) -> set[int]:
+def _chain(count: int, op_of: Any, outputs_of: Any, consumers: dict[Any, list[int]], graph_outputs: set[Any], pass_through: frozenset[str]) -> set[int]:
     """Indices (of nodes in topological order) of the pass-through nodes each of whose outputs is a
     graph output or feeds only such nodes."""
     chain: set[int] = set()
@@ -122,9 +123,8 @@ def tflite_output_chain(ops: list[dict[str, Any]], tensors: list[dict[str, Any]]
     float. ``ops``: ``Interpreter._get_ops_details()``; ``tensors``: ``get_tensor_details()``."""
     by_index = {t["index"]: t["name"] for t in tensors}
     consumers = _consumers(ops, lambda op: [int(i) for i in op["inputs"] if i >= 0])
-    consumers = {int(k): v for k, v in consumers.items()}
     outs = set(graph_outputs)
-    chain = _chain(len(ops), lambda k: ops[k]["op_name"], lambda k: [int(i) for i in ops[k]["outputs"]], consumers, outs, TFLITE_PASS_THROUGH)  # type: ignore[arg-type]
+    chain = _chain(len(ops), lambda k: ops[k]["op_name"], lambda k: [int(i) for i in ops[k]["outputs"]], consumers, outs, TFLITE_PASS_THROUGH)
     names: list[str] = []
     for k, op in enumerate(ops):
         for t in op["outputs"]:

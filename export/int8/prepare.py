@@ -157,7 +157,8 @@ def group_sensitivity(gm: fx.GraphModule, x: torch.Tensor, ranges, score: Callab
     base = score([o.numpy() for o in (out if isinstance(out, (tuple, list)) else (out,))])
     rows = []
     # every quantised layer, the output layers too (int8 weights and inputs, no range of their own)
-    for group, nodes in group_nodes(gm, [n for n in quantisable_nodes(gm) if n in ranges or n in output_layers(gm)]).items():
+    heads = output_layers(gm)
+    for group, nodes in group_nodes(gm, [n for n in quantisable_nodes(gm) if n in ranges or n in heads]).items():
         rows.append((group, base - score(run_fake_quant(gm, x, ranges, only=nodes))))
     rows.sort(key=lambda r: -r[1])
     return rows

@@ -86,16 +86,17 @@ def _reads_shape(node: fx.Node) -> bool:
     return node.op == "call_method" and node.target in ("size", "dim")
 
 
-def _value_users(node: fx.Node) -> list[fx.Node]:
-    return [u for u in node.users if not _reads_shape(u)]
+def _only_feeds(node: fx.Node, chain: set[fx.Node]) -> bool:
+    """Whether every value ``node`` hands on goes to the graph's output or into ``chain``."""
+    users = [u for u in node.users if not _reads_shape(u)]
+    return bool(users) and all(u.op == "output" or u in chain for u in users)
 
 
 def _output_chain(gm: fx.GraphModule) -> set[fx.Node]:
     """The pass-through nodes on the way to the outputs (:func:`.float_outputs.onnx_output_chain`)."""
     chain: set[fx.Node] = set()
     for n in reversed(list(gm.graph.nodes)):
-        users = _value_users(n)
-        if users and all(u.op == "output" or u in chain for u in users) and _is_pass_through(gm, n):
+        if _is_pass_through(gm, n) and _only_feeds(n, chain):
             chain.add(n)
     return chain
 
@@ -104,13 +105,8 @@ def output_layers(gm: fx.GraphModule) -> set[fx.Node]:
     """The layers whose results only the output chain (or the output) takes: the exporters hand
     their results over unquantised (:func:`.float_outputs.drop_output_quantisers`)."""
     chain = _output_chain(gm)
-    found = set()
-    for n in gm.graph.nodes:
-        users = _value_users(n)
-        tensor = hasattr(n.meta.get("tensor_meta"), "shape")  # not a shape's entry
-        if n.op != "placeholder" and tensor and n not in chain and users and all(u.op == "output" or u in chain for u in users):
-            found.add(n)
-    return found
+    # a tensor-producing layer (not an entry of a shape)
+    return {n for n in gm.graph.nodes if n.op != "placeholder" and n not in chain and hasattr(n.meta.get("tensor_meta"), "shape") and _only_feeds(n, chain)}
 
 
 def _is_fused_activation(gm: fx.GraphModule, node: fx.Node) -> bool:
