@@ -17,7 +17,18 @@ def _fmt(value: Any, digits: int = 6) -> str:
 
 _COLUMNS = {
     "embed": ["faces", "cos_mean", "cos_min", "cos_p01", "pair_acc_ref", "pair_acc", "pair_acc_delta"],
-    "detect": ["images", "faces_reference", "recall", "precision", "box_err_px", "landmark_err_px", "landmark_nme", "score_err_max", "output_rel_err"],
+    "detect": [
+        "images",
+        "faces_reference",
+        "recall",
+        "precision",
+        "box_err_px",
+        "landmark_err_px",
+        "landmark_nme",
+        "landmark_nme_large",
+        "score_err_max",
+        "output_rel_err",
+    ],
     "liveness": ["crops", "prob_err", "prob_err_mean", "decision_agree", "decision_flips_robust"],
 }
 
@@ -73,7 +84,7 @@ def int8_table(manifests: list) -> str:
         if "cos_mean" in v:
             fid = f"cos_mean {v['cos_mean']:.4f}, cos_min {v['cos_min']:.4f}, pair Δ {v.get('pair_acc_delta', float('nan')):+.2f} pt ({v.get('faces')} faces)"
         elif "recall" in v:
-            fid = f"recall {v['recall']:.4f}, precision {v['precision']:.4f}, NME {v.get('landmark_nme', float('nan')):.4f}"
+            fid = f"recall {v['recall']:.4f}, precision {v['precision']:.4f}, NME {v.get('landmark_nme', float('nan')):.4f} (large faces {_fmt(v.get('landmark_nme_large'), 4)})"
         else:
             fid = ", ".join(f"{k} {_fmt(val, 4)}" for k, val in v.items() if isinstance(val, float))
         size = f"{notes.get('size_bytes', 0) / 1e6:.2f} ({notes.get('fp32_size_bytes', 0) / 1e6:.2f})"

@@ -20,6 +20,13 @@ log = logging.getLogger(__name__)
 
 ENV_VERIFY = "GFN_EDGE_VERIFY_IMAGES"
 
+VIEW_MARK = "@face"
+"""Names of a detector's enlarged face views: ``<picture>@face<fraction>`` (:mod:`.detection_views`)."""
+
+
+def is_view(name: str) -> bool:
+    return VIEW_MARK in name
+
 
 @dataclass
 class VerificationSet:

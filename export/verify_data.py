@@ -45,17 +45,34 @@ def verification_folder(folder: str | os.PathLike[str] | None) -> Path | None:
     return path
 
 
-def detection_set(spec: ModelSpec, folder: Path | None, max_images: int | None = 48, exclude: set[str] | None = None) -> VerificationSet:
+def detection_set(
+    spec: ModelSpec,
+    folder: Path | None,
+    max_images: int | None = 48,
+    exclude: set[str] | None = None,
+    enlarge: bool = False,
+    mirror: str | os.PathLike[str] | None = None,
+) -> VerificationSet:
+    """The pictures letterboxed as the device does it; with ``enlarge``, followed by enlarged views
+    of their faces (:mod:`.detection_views`) so the coarse pyramid levels are judged too."""
     size = spec.preprocess.input_size
     if size is None:
         raise ValueError(f"{spec.name}: detector export needs a fixed input size")
     pictures: list[np.ndarray] = []
     names: list[str] = []
+    views = 0
     if folder is not None:
-        files = [p for p in list_images(folder) if not exclude or p.name not in exclude]
-        for path in _spread(files, max_images):
+        files = _spread([p for p in list_images(folder) if not exclude or p.name not in exclude], max_images)
+        for path in files:
             pictures.append(read_image(path))
             names.append(str(path.relative_to(folder)))
+        if enlarge and pictures:
+            from .detection_views import face_views
+
+            extra, extra_names = face_views(files, folder, pictures, (int(size[0]), int(size[1])), mirror=mirror)
+            pictures += extra
+            names += extra_names
+            views = len(extra)
     if not pictures:
         _warn_synthetic(spec)
         pictures = _synthetic_pictures(8, size)
@@ -72,7 +89,12 @@ def detection_set(spec: ModelSpec, folder: Path | None, max_images: int | None =
         names=names,
         letterboxes=boxes,
         raw=raw,
-        description={"folder": str(folder) if folder else None, "images": len(names), "synthetic": folder is None or names[0].startswith("synthetic")},
+        description={
+            "folder": str(folder) if folder else None,
+            "images": len(names) - views,
+            "enlarged_face_views": views,
+            "synthetic": folder is None or names[0].startswith("synthetic"),
+        },
     )
 
 
@@ -154,7 +176,7 @@ def build_verification_set(
 ) -> VerificationSet:
     path = verification_folder(folder)
     if spec.task == "detect":
-        return detection_set(spec, path, max_images=max_images, exclude=exclude)
+        return detection_set(spec, path, max_images=max_images, exclude=exclude, enlarge=True, mirror=mirror)
     if spec.task == "embed":
         return face_set(spec, path, mirror=mirror, exclude=exclude)
     if spec.task == "liveness":

@@ -147,6 +147,11 @@ def match_detections(ref: Detections, other: Detections, iou_threshold: float = 
     return MatchResult(np.asarray(ri, np.int64), np.asarray(ai, np.int64))
 
 
+# a face this big on the model input (geometric mean of the box's sides) is found by the coarse
+# pyramid levels (RetinaFace's anchors of 128-512 px) and judged apart: see DetectionAgreement.add
+LARGE_FACE_PX = 96.0
+
+
 @dataclass
 class DetectionAgreement:
     """Counts and errors accumulated over many pictures."""
@@ -161,12 +166,16 @@ class DetectionAgreement:
     nme_sum: float = 0.0
     nme_max: float = 0.0
     matched: int = 0
+    nme_large_sum: float = 0.0
+    matched_large: int = 0
 
-    def add(self, ref: Detections, other: Detections, threshold: float, margin: float, iou_threshold: float = 0.5) -> None:
+    def add(self, ref: Detections, other: Detections, threshold: float, margin: float, iou_threshold: float = 0.5, input_scale: float = 1.0) -> None:
         """Both sets decoded down to ``threshold - margin``; only those above ``threshold`` must be found.
 
         A face the reference scores 0.51 and the other model 0.49 is not a miss: agreement is
         asked of confident detections, against the other model's candidates within ``margin``.
+        ``input_scale`` maps the picture's pixels to the model input's, where a face of
+        :data:`LARGE_FACE_PX` or more counts among the large faces (the coarse pyramid levels').
         """
         ref_conf = ref.scores >= threshold
         other_conf = other.scores >= threshold
@@ -188,6 +197,9 @@ class DetectionAgreement:
         nme = dist.mean(axis=1) / np.sqrt(np.maximum(wh[:, 0] * wh[:, 1], 1e-6))
         self.nme_sum += float(nme.sum())
         self.nme_max = max(self.nme_max, float(nme.max()))
+        large = np.sqrt(np.maximum(wh[:, 0] * wh[:, 1], 0.0)) * input_scale >= LARGE_FACE_PX
+        self.nme_large_sum += float(nme[large].sum())
+        self.matched_large += int(large.sum())
 
     def metrics(self) -> dict[str, float]:
         return {
@@ -199,5 +211,7 @@ class DetectionAgreement:
             "landmark_err_px": self.landmark_err,
             "landmark_nme": self.nme_sum / self.matched if self.matched else 0.0,
             "landmark_nme_max": self.nme_max,
+            "faces_large": self.matched_large,
+            "landmark_nme_large": self.nme_large_sum / self.matched_large if self.matched_large else None,
             "score_err_max": self.score_err,
         }

@@ -10,7 +10,7 @@ ort = pytest.importorskip("onnxruntime", reason="asset missing: onnxruntime (pip
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from gfn_edge.export.int8.onnx_weight_only import compress_float_weights, quantize_weights  # noqa: E402
+from gfn_edge.export.int8.onnx_weight_only import BYTE_SHARE, compress_float_weights, largest_share, quantize_weights  # noqa: E402
 
 
 def _conv_gemm_model(path, rng):
@@ -54,7 +54,7 @@ def test_float_layers_weights_become_per_channel_int8_and_compute_the_dequantise
     before_bytes = path.stat().st_size
     fp32 = _run(path, x)
 
-    assert compress_float_weights(path) == 2
+    assert compress_float_weights(path, byte_share=1.0) == 2
     graph = onnx.load(str(path)).graph
     inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     assert inits["k"].dtype == np.float32 and "b1" in inits and inits["b1"].dtype == np.float32  # small constants, biases: float
@@ -88,9 +88,9 @@ def test_weights_a_quantiser_already_feeds_are_left_alone(tmp_path):
     """Run twice, the second pass finds nothing: a weight behind a DequantizeLinear is not a float weight."""
     path = tmp_path / "m.onnx"
     _conv_gemm_model(path, np.random.default_rng(1))
-    assert compress_float_weights(path) == 2
+    assert compress_float_weights(path, byte_share=1.0) == 2
     text = path.read_bytes()
-    assert compress_float_weights(path) == 0
+    assert compress_float_weights(path, byte_share=1.0) == 0
     assert path.read_bytes() == text
 
 
@@ -99,3 +99,22 @@ def test_quantize_weights_rounds_to_the_nearest_level_of_each_channel():
     q, scale = quantize_weights(w, axis=0)
     np.testing.assert_allclose(scale, [1.0 / 127, 2.0 / 127])
     assert q.tolist() == [[0, 64, -127], [127, -1, 1]]
+
+
+def test_by_default_only_the_largest_float_weights_are_stored_as_int8(tmp_path):
+    """The Gemm's 10,240 weights are 95 % of the float bytes, the Conv's 576 the rest: only the Gemm's
+    change (small layers cost few bytes and much accuracy; see BYTE_SHARE)."""
+    path = tmp_path / "m.onnx"
+    _conv_gemm_model(path, np.random.default_rng(2))
+    assert compress_float_weights(path) == 1
+    graph = onnx.load(str(path)).graph
+    assert [n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"] == ["w2"]
+    assert {t.name: t.data_type for t in graph.initializer}["w1"] == TensorProto.FLOAT
+
+
+def test_largest_share_takes_the_fewest_largest_names():
+    sizes = {"a": 50, "b": 30, "c": 10, "d": 6, "e": 4}
+    assert largest_share(sizes, 0.9) == {"a", "b", "c"}
+    assert largest_share(sizes, 0.5) == {"a"}
+    assert largest_share(sizes, 1.0) == set(sizes)
+    assert largest_share(sizes, 0.0) == set() and largest_share({}, BYTE_SHARE) == set()

@@ -30,6 +30,13 @@ WEIGHT_QMAX = 127
 MIN_WEIGHTS = 64
 """Weights below this many values stay float (a DequantizeLinear costs more than it saves)."""
 
+BYTE_SHARE = 0.9
+"""Only the largest float weights, those that together hold this share of the float weights' bytes,
+are stored as int8; the many small ones (depthwise kernels, thin pointwise layers) stay FP32. They
+cost few bytes and much accuracy: RetinaFace-mnet025 onnx-int8 with 16 groups in float, scenes NME
+0.00822 with FP32 weights; every float weight in int8 0.0110 (fails 0.01, 0.53 MB); the largest
+twelve, 91 % of the bytes, 0.00899 (0.62 MB of 1.42); one 2,048-value layer alone adds 0.001."""
+
 # op type -> (input index of the weight, the weight's output-channel axis)
 _WEIGHT_INPUTS = {"Conv": (1, 0), "ConvTranspose": (1, 1), "MatMul": (1, 1)}
 
@@ -51,36 +58,63 @@ def quantize_weights(w: np.ndarray, axis: int, qmax: int = WEIGHT_QMAX) -> tuple
     return q, scale
 
 
-def compress_float_weights(path: Path) -> int:
-    """Rewrite the model at ``path`` so every float layer's weight initializer (Conv, ConvTranspose,
-    Gemm, MatMul weights that no DequantizeLinear feeds yet) is stored as int8 behind a
-    DequantizeLinear; returns how many were converted."""
+def _float_weights(graph, inits: dict) -> dict[str, int]:
+    """Float layers' weight initializers no DequantizeLinear feeds yet: name -> output-channel axis."""
     import onnx
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
-    model = onnx.load(str(path))
-    graph = model.graph
-    inits = {i.name: i for i in graph.initializer}
     users = Counter(name for node in graph.node for name in node.input)
-    converted = 0
-    new_nodes = []
+    found = {}
     for node in graph.node:
         if node.op_type == "Gemm":
             slot, axis = 1, _gemm_axis(node)
         elif node.op_type in _WEIGHT_INPUTS:
             slot, axis = _WEIGHT_INPUTS[node.op_type]
         else:
-            new_nodes.append(node)
             continue
         name = node.input[slot] if len(node.input) > slot else ""
         init = inits.get(name)
         if init is None or init.data_type != onnx.TensorProto.FLOAT or users[name] != 1:
-            new_nodes.append(node)
             continue
         w = numpy_helper.to_array(init)
-        if w.size < MIN_WEIGHTS or w.ndim < 2:
+        if w.size >= MIN_WEIGHTS and w.ndim >= 2:
+            found[name] = axis
+    return found
+
+
+def largest_share(sizes: dict[str, int], share: float) -> set[str]:
+    """The fewest names, largest first, whose sizes add up to ``share`` of the total."""
+    total, chosen, held = sum(sizes.values()), set(), 0
+    for name, size in sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0])):
+        if held >= share * total:
+            break
+        chosen.add(name)
+        held += size
+    return chosen
+
+
+def compress_float_weights(path: Path, byte_share: float = BYTE_SHARE) -> int:
+    """Rewrite the model at ``path`` so the float layers' largest weight initializers (Conv,
+    ConvTranspose, Gemm, MatMul weights that no DequantizeLinear feeds yet; :data:`BYTE_SHARE` of
+    their bytes) are stored as int8 behind a DequantizeLinear; returns how many were converted."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    axes = _float_weights(graph, inits)
+    chosen = largest_share({name: int(np.prod(inits[name].dims)) for name in axes}, byte_share)
+    converted = 0
+    new_nodes = []
+    for node in graph.node:
+        name = next((i for i in node.input if i in chosen), None)
+        if name is None:
             new_nodes.append(node)
             continue
+        chosen.discard(name)
+        init, axis = inits[name], axes[name]
+        w = numpy_helper.to_array(init)
         q, scale = quantize_weights(w, axis)
         base = f"{name}_weight_only"
         graph.initializer.remove(init)

@@ -109,6 +109,7 @@ class Outcome:
             "recall",
             "precision",
             "landmark_nme",
+            "landmark_nme_large",
             "output_rel_err",
             "prob_err",
             "prob_err_mean",
