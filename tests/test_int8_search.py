@@ -171,8 +171,8 @@ def test_a_winner_with_float_groups_ships_their_weights_as_int8_where_that_verif
     """A QDQ graph can store the float groups' weights as int8 (weight-only): 1.77 -> 1.06 MB on
     w0.5-e16, but onnxruntime dequantises them on every inference (3.4 -> 4.7 ms) where OpenVINO
     folds them when it compiles. So the winner's int8-weight variant is verified and timed, and
-    ships only when it passes, is not slower and keeps half of the winner's slack on each metric
-    (RetinaFace openvino-int8: landmark NME 0.00436 -> 0.00873 of 0.01 with int8 weights)."""
+    ships only when it passes, is not slower and keeps three quarters of the winner's slack on each
+    metric (RetinaFace openvino-int8: landmark NME 0.00436 -> 0.00873 of 0.01 with int8 weights)."""
     from gfn_edge.export.int8 import search
 
     def latency(slow: float):
@@ -186,7 +186,14 @@ def test_a_winner_with_float_groups_ships_their_weights_as_int8_where_that_verif
         ("slower", {**corrected, slim: (0.995, 0.98, 0.0)}, 1.4, False, "tried, verified, slower: "),
         ("fails", corrected, 1.0, False, "tried, failed verification: "),
         # the groups are in float for accuracy: storing them as int8 may not give most of it back
-        ("keeps enough", {**corrected, "minmax + bias correction + float stem": (0.998, 0.99, 0.0), slim: (0.9975, 0.986, 0.0)}, 1.0, True, "shipped: "),
+        ("keeps enough", {**corrected, "minmax + bias correction + float stem": (0.998, 0.99, 0.0), slim: (0.9975, 0.988, 0.0)}, 1.0, True, "shipped: "),
+        (
+            "gives a third back",  # 60 % of the cos_min slack kept: half was enough until 2026-12-05
+            {**corrected, "minmax + bias correction + float stem": (0.998, 0.99, 0.0), slim: (0.9975, 0.986, 0.0)},
+            1.0,
+            False,
+            "tried, verified, less faithful: cos_min 0.986 (FP32 weights 0.99)",
+        ),
         (
             "gives most back",
             {**corrected, "minmax + bias correction + float stem": (0.998, 0.99, 0.0), slim: (0.9975, 0.984, 0.0)},

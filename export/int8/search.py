@@ -612,11 +612,14 @@ def _slimmer(winner: Outcome, attempt: Callable[..., Outcome], target: str) -> O
     return slim
 
 
-SLIMMER_KEEPS = 0.5
+SLIMMER_KEEPS = 0.75
 """The int8-weight variant ships only where it keeps this share of the winner's slack on every
-continuous metric: the groups are in float for accuracy, and their storage may not give most of it
+continuous metric: the groups are in float for accuracy, and their storage may give little of it
 back. Measured on RetinaFace-mnet025 openvino-int8 (24 groups): FP32 weights NME 0.00436, int8
-weights 0.00873 against the 0.01 tolerance; the second changed 7 of 349 pipeline decisions on pairs."""
+weights 0.00873 against the 0.01 tolerance; the second changed 7 of 349 pipeline decisions on pairs.
+Half (0.5 until 2026-12-05) still let w0.5-e16 openvino-int8 ship int8 weights at cos_mean 0.99530
+against 0.99556 (54 % of the slack kept): the INT8 pipeline then changed 4 of the 349 decisions at
+the reference's threshold instead of 3 (FP32 detector with either recogniser: 4 against 2)."""
 
 
 def _slack_given_back(winner: Outcome, slim: Outcome) -> str:
