@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 # target face height as a fraction of the input height: ~150 px and ~260 px on a 640x480 input
 VIEW_FRACTIONS = (0.3, 0.55)
 MAX_UPSCALE = 3.0  # a face is enlarged at most this much
-MIN_FACE_PX = 32.0  # faces the finder reports (source pixels)
 
 
 @dataclass(frozen=True)
@@ -98,15 +97,15 @@ def face_views(
     from .faces import find_face_boxes
 
     try:
-        found, _ = find_face_boxes(files, folder, mirror=mirror, min_size=MIN_FACE_PX, max_per_image=None)
+        found, _ = find_face_boxes(files, folder, mirror=mirror, max_per_image=None)  # the finder's own smallest face
     except (GfnEdgeError, OSError, ImportError) as exc:
         log.warning("no enlarged face views: the reference face finder could not run (%s); big faces are not verified", exc)
         return [], []
-    index = {str(p.relative_to(folder)): i for i, p in enumerate(files)}
+    names = [str(p.relative_to(folder)) for p in files]
+    index = {name: i for i, name in enumerate(names)}
     boxes: list[list[list[float]]] = [[] for _ in files]
     for face in found:
         if face.image in index:
             boxes[index[face.image]].append(face.box)
     views = plan_views(boxes, [p.shape[:2] for p in pictures], size)
-    names = [str(files[v.source].relative_to(folder)) for v in views]
-    return [pictures[v.source][v.window[1] : v.window[3], v.window[0] : v.window[2]] for v in views], [v.name(n) for v, n in zip(views, names)]
+    return [pictures[v.source][v.window[1] : v.window[3], v.window[0] : v.window[2]] for v in views], [v.name(names[v.source]) for v in views]

@@ -61,7 +61,6 @@ def quantize_weights(w: np.ndarray, axis: int, qmax: int = WEIGHT_QMAX) -> tuple
 def _float_weights(graph, inits: dict) -> dict[str, int]:
     """Float layers' weight initializers no DequantizeLinear feeds yet: name -> output-channel axis."""
     import onnx
-    from onnx import numpy_helper
 
     users = Counter(name for node in graph.node for name in node.input)
     found = {}
@@ -76,8 +75,7 @@ def _float_weights(graph, inits: dict) -> dict[str, int]:
         init = inits.get(name)
         if init is None or init.data_type != onnx.TensorProto.FLOAT or users[name] != 1:
             continue
-        w = numpy_helper.to_array(init)
-        if w.size >= MIN_WEIGHTS and w.ndim >= 2:
+        if len(init.dims) >= 2 and int(np.prod(init.dims)) >= MIN_WEIGHTS:  # from the header: only the chosen are decoded
             found[name] = axis
     return found
 
