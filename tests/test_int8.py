@@ -227,6 +227,8 @@ def _common_int8_checks(result, faces_dir: Path) -> dict:
     # the shipped attempt passed; attempts after it (a winner's int8-weight variant) may be on record failed
     shipped = [a for a in notes["attempts"] if a["passed"] and a["float_groups"] == notes["float_groups"]]
     assert shipped and notes["remedies"], notes["attempts"]
+    if notes.get("fp16_weights_of_float_ops", "").startswith("shipped"):  # float16 storage names what it stored
+        assert notes["weights_stored_fp16"] > 0 and any(a.get("half_weights") and a["passed"] for a in shipped), notes["attempts"]
     assert notes["size_bytes"] < 0.6 * notes["fp32_size_bytes"], "INT8 weights must shrink the artifact"
     assert notes["latency_ms"] > 0 and notes["fp32_latency_ms"] > 0
     assert notes["speedup_vs_fp32"] == round(notes["fp32_latency_ms"] / notes["latency_ms"], 2)

@@ -49,6 +49,7 @@ def _search(
     shared: dict | None = None,
     target: str = "onnx-int8",
     distilled: list | None = None,
+    stored_fp16: int = 3,
     **search_args,
 ) -> list[str]:
     """Runs run_search with a fake quantiser and verifier: ``results`` maps an attempt's label to
@@ -73,7 +74,7 @@ def _search(
         time.sleep(build_seconds)
         tried.append(attempt.label())
         (folder / "label").write_text(attempt.label())
-        return Artifact({"model": "label"}, [], [])
+        return Artifact({"model": "label"}, [], [], notes={"weights_stored_fp16": stored_fp16} if attempt.half_weights else {})
 
     from torch import nn
 
@@ -176,7 +177,8 @@ def test_a_winner_with_float_groups_ships_their_weights_as_int8_where_that_verif
     from gfn_edge.export.int8 import search
 
     def latency(slow: float):
-        return lambda folder, *a, **k: slow if "(their weights int8)" in (folder / "label").read_text() else 1.0
+        one = lambda folder: slow if "(their weights int8)" in (folder / "label").read_text() else 1.0  # noqa: E731
+        return lambda folders, *a, **k: [one(f) for f in folders]
 
     corrected = {"minmax + bias correction": (0.98, 0.95, 0.3), "minmax + bias correction + float stem": (0.995, 0.98, 0.0)}
     slim = "minmax + bias correction + float stem (their weights int8)"
@@ -202,7 +204,7 @@ def test_a_winner_with_float_groups_ships_their_weights_as_int8_where_that_verif
             "tried, verified, less faithful: cos_min 0.984 (FP32 weights 0.99)",
         ),
     ]:
-        monkeypatch.setattr(search, "median_latency_ms", latency(slow))
+        monkeypatch.setattr(search, "paired_latency_ms", latency(slow))
         chosen: list = []
         tried = _search(tmp_path / case.replace(" ", "-"), monkeypatch, results, chosen=chosen, **args)
         assert tried[-2:] == ["minmax + bias correction + float stem", slim], case
@@ -210,8 +212,50 @@ def test_a_winner_with_float_groups_ships_their_weights_as_int8_where_that_verif
         assert notes["int8_weights_of_float_groups"].startswith(note), (case, notes)
         assert (notes["attempts"][-1].get("int8_weights") is True) and any("weights stored as int8" in r for r in notes["remedies"]) == shipped, case
     # a backend whose float groups keep FP32 weights (TFLite, NNCF) has no such step
-    monkeypatch.setattr(search, "median_latency_ms", latency(1.0))
+    monkeypatch.setattr(search, "paired_latency_ms", latency(1.0))
     assert not any("weights int8" in t for t in _search(tmp_path / "tflite", monkeypatch, corrected, corrects_biases=True))
+
+
+def test_a_winner_whose_int8_weights_are_refused_ships_its_float_weights_as_fp16_under_the_same_rule(tmp_path, monkeypatch):
+    """Float16 storage of the float ops' weights (groups and output layers) halves their bytes and
+    computes the same FP32 kernels once the runtime has loaded the model (RetinaFace-mnet025
+    onnx-int8: 1.42 -> 0.80 MB, NME 0.00822 -> 0.00825). It is tried after the int8 variant, which
+    gives more bytes back but more accuracy too, and only ships when it keeps three quarters of the
+    winner's slack, is not slower and found a weight to store."""
+    from gfn_edge.export.int8 import search
+
+    monkeypatch.setattr(search, "paired_latency_ms", lambda folders, *a, **k: [1.0] * len(folders))
+    winner = "minmax + bias correction + float stem"
+    base = {"minmax + bias correction": (0.98, 0.95, 0.3), winner: (0.998, 0.99, 0.0)}
+    int8 = f"{winner} (their weights int8)"
+    half = f"{winner} (float weights fp16)"
+    args = {"corrects_biases": True, "int8_float_group_weights": True, "half_float_weights": True}
+    for case, results, stored, shipped, note in [
+        ("int8 refused, fp16 ships", {**base, int8: (0.9975, 0.984, 0.0), half: (0.9979, 0.9895, 0.0)}, 3, half, "shipped: "),
+        ("int8 ships: no fp16 step", {**base, int8: (0.9978, 0.989, 0.0), half: (0.998, 0.99, 0.0)}, 3, int8, None),
+        (
+            "fp16 gives too much back",
+            {**base, int8: (0.9975, 0.984, 0.0), half: (0.9975, 0.986, 0.0)},
+            3,
+            winner,
+            "tried, verified, less faithful: cos_min 0.986",
+        ),
+        ("fp16 fails", {**base, int8: (0.9975, 0.984, 0.0)}, 3, winner, "tried, failed verification: "),
+        ("nothing to store", {**base, int8: (0.9975, 0.984, 0.0), half: (0.998, 0.99, 0.0)}, 0, winner, "none to store"),
+    ]:
+        chosen: list = []
+        tried = _search(tmp_path / case.replace(" ", "-").replace(",", "").replace(":", ""), monkeypatch, results, chosen=chosen, stored_fp16=stored, **args)
+        notes = chosen[0].notes
+        if note is None:
+            assert tried[-2:] == [winner, int8] and "fp16_weights_of_float_ops" not in notes, case
+        else:
+            assert tried[-3:] == [winner, int8, half], case
+            assert notes["fp16_weights_of_float_ops"].startswith(note), (case, notes)
+        assert notes["int8_weights_of_float_groups"].startswith("shipped") == (shipped == int8), case
+        assert any("float16" in r for r in notes["remedies"]) == (shipped == half), case
+        assert any("weights stored as int8" in r for r in notes["remedies"]) == (shipped == int8), case
+    # without the capability (a fake backend), no fp16 step
+    assert not any("fp16" in t for t in _search(tmp_path / "none", monkeypatch, {**base, half: (0.998, 0.99, 0.0)}, corrects_biases=True))
 
 
 def test_bias_correction_goes_on_the_min_max_ranges_it_is_computed_for_before_the_best_method(tmp_path, monkeypatch):

@@ -44,6 +44,7 @@ import numpy as np
 from ..context import ExportContext
 from ..manifest_writer import write_manifest
 from ..target_info import TARGETS, Artifact, TargetInfo
+from .half_weights import MIN_WEIGHTS as MIN_HALF_WEIGHTS
 from .prepare import Int8Preparation, prepare_for_int8, rank_groups
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,9 @@ class Attempt:
     # the float groups' weights stored as int8 (weight-only, computed in float: :mod:`.onnx_weight_only`),
     # tried on a QDQ graph's winner (:func:`run_search`)
     int8_weights: bool = False
+    # the weights of every op left in float stored as float16, computed in FP32 (:mod:`.onnx_half_weights`,
+    # :mod:`.openvino_half_weights`, :mod:`.tflite_half_weights`), tried on a winner (:func:`run_search`)
+    half_weights: bool = False
 
     def label(self) -> str:
         return (
@@ -72,6 +76,7 @@ class Attempt:
             + (" + distillation QAT" if self.distilled else "")
             + (f" + float {', '.join(self.float_groups)}" if self.float_groups else "")
             + (" (their weights int8)" if self.int8_weights and self.float_groups else "")
+            + (" (float weights fp16)" if self.half_weights else "")
             + (" (onnxruntime QDQ)" if self.route == "qdq" else "")
         )
 
@@ -123,6 +128,7 @@ class Outcome:
             **({"route": self.attempt.route} if self.attempt.route else {}),
             "float_groups": list(self.attempt.float_groups),
             **({"int8_weights": True} if self.attempt.int8_weights else {}),
+            **({"half_weights": True} if self.attempt.half_weights else {}),
             "passed": self.passed,
             "metrics": {k: self.metrics[k] for k in keys if k in self.metrics},
             "failures": self.failures,
@@ -342,6 +348,7 @@ def _carried(ctx: ExportContext, route: str) -> Attempt | None:
         bias_corrected=shipped.bias_corrected,
         route=route,
         int8_weights=shipped.int8_weights,
+        half_weights=shipped.half_weights,
     )
 
 
@@ -397,6 +404,7 @@ def run_search(
     corrects_biases: bool = False,
     remedy_route: str = "",
     int8_float_group_weights: bool = False,
+    half_float_weights: bool = False,
 ) -> Artifact:
     """Try attempts until one verifies; copy the winner (or the best failure) into the bundle.
 
@@ -411,6 +419,9 @@ def run_search(
     bias correction is tried there too. ``int8_float_group_weights``: whether the quantiser can store
     the float groups' weights as int8 (the QDQ graph, :mod:`.onnx_weight_only`); a winner with
     groups in float is then tried that way and shipped where it passes and is not slower.
+    ``half_float_weights``: whether the build stores the float ops' weights as float16 for an
+    attempt with ``half_weights`` (all three targets can); a winner that did not ship int8 weights is
+    then tried that way, under the same rule.
     """
     # the clock starts after the INT8 preparation: it is done once per run for every target (137 s
     # of the detector's 600 s went to it before the search's first attempt)
@@ -542,6 +553,8 @@ def run_search(
         and winner.attempt.route == remedy_route
     ):
         winner = _slimmer(winner, attempt, info.name)
+    if winner is not None and half_float_weights and not (winner.attempt.int8_weights or winner.attempt.half_weights):
+        winner = _slimmer(winner, attempt, info.name, "fp16")
     built = [o for o in outcomes if o.artifact is not None]
     if not built:
         raise RuntimeError(f"{info.name}: every quantisation attempt failed: " + "; ".join(o.failures[0] for o in outcomes))
@@ -580,35 +593,57 @@ def run_search(
 
 
 SLIMMER_SLOWDOWN = 1.05
-"""A winner's int8-weight variant ships when its median latency is at most this factor of the winner's."""
+"""A winner's slimmer variant ships when its median latency is at most this factor of the winner's."""
+SLIMMER_ROUNDS = 4
+"""Timing rounds of the winner and its variant, alternated (each the median of 30 runs)."""
+
+# variant -> (the attempt's field, the manifest note, what the weights are called in it)
+_VARIANTS = {
+    "int8": ("int8_weights", "int8_weights_of_float_groups", "int8 weights"),
+    "fp16": ("half_weights", "fp16_weights_of_float_ops", "fp16 weights"),
+}
 
 
-def _slimmer(winner: Outcome, attempt: Callable[..., Outcome], target: str) -> Outcome:
-    """The winner with its float groups' weights stored as int8, where that verifies and is not
-    slower. Why measured, not assumed: OpenVINO folds the dequantisation into the weights when it
-    compiles (measured on w0.5-e16: not slower, 2.33 -> 1.70 MB), onnxruntime runs it on every
-    inference (w0.5-e16: 3.4 -> 4.7 ms at one thread, 1.77 -> 1.06 MB; the 640x480 detector: no slower)."""
-    slim = attempt(replace(winner.attempt, int8_weights=True), paid=True)  # one build: not held to the budget
+def _slimmer(winner: Outcome, attempt: Callable[..., Outcome], target: str, variant: str = "int8") -> Outcome:
+    """The winner with the weights of its float ops stored smaller, where that verifies, keeps
+    :data:`SLIMMER_KEEPS` of the winner's slack and is not slower; else the winner.
+
+    ``"int8"``: the float groups' weights as int8 (QDQ graphs only). Why measured, not assumed:
+    OpenVINO folds the dequantisation into the weights when it compiles (measured on w0.5-e16: not
+    slower, 2.33 -> 1.70 MB), onnxruntime runs it on every inference (w0.5-e16: 3.4 -> 4.7 ms at
+    one thread, 1.77 -> 1.06 MB; the 640x480 detector: no slower). ``"fp16"``: every float op's
+    weights (the groups and the output layers) as float16, turned into FP32 when the model loads
+    on all three runtimes: half those bytes, the same kernels."""
+    field_name, note, called = _VARIANTS[variant]
+    slim = attempt(replace(winner.attempt, **{field_name: True}), paid=True)  # one build: not held to the budget
     if not slim.passed:
-        winner.artifact.notes["int8_weights_of_float_groups"] = "tried, failed verification: " + "; ".join(slim.failures)
+        winner.artifact.notes[note] = "tried, failed verification: " + "; ".join(slim.failures)
+        return winner
+    if variant == "fp16" and not slim.artifact.notes.get("weights_stored_fp16"):
+        winner.artifact.notes[note] = f"none to store: no float op has FP32 weights of {MIN_HALF_WEIGHTS} values or more"
         return winner
     given_back = _slack_given_back(winner, slim)
     if given_back:
-        log.info("%s: the float groups keep FP32 weights: int8 storage verified, but %s", target, given_back)
-        winner.artifact.notes["int8_weights_of_float_groups"] = "tried, verified, less faithful: " + given_back
+        log.info("%s: the float ops keep FP32 weights: %s verified, but %s", target, called, given_back)
+        winner.artifact.notes[note] = "tried, verified, less faithful: " + given_back
         return winner
     try:
-        rounds = [(median_latency_ms(winner.folder), median_latency_ms(slim.folder)) for _ in range(2)]  # alternated: a busy CPU slows both
+        # alternated, so a busy CPU slows both; one thread, as the export's own process may still
+        # have the distillation's threads spinning (w0.5-e16 onnx-int8's int8 weights timed 3.63
+        # against 3.51 ms that way and shipped; alone, one thread: 2.28 against 2.03)
+        fat_ms, slim_ms = paired_latency_ms([winner.folder, slim.folder], rounds=SLIMMER_ROUNDS, threads=1)
     except Exception as exc:  # a timing failure must not fail the export; unmeasured, the winner stays
-        log.warning("could not time %s's int8-weight variant: %s", target, exc)
+        log.warning("could not time %s's %s variant: %s", target, called, exc)
         return winner
-    fat_ms, slim_ms = min(r[0] for r in rounds), min(r[1] for r in rounds)
-    timing = f"median {slim_ms:.2f} ms with int8 weights, {fat_ms:.2f} ms with FP32 weights"
+    timing = f"median {slim_ms:.2f} ms with {called}, {fat_ms:.2f} ms with FP32 weights"
     if slim_ms > SLIMMER_SLOWDOWN * fat_ms:
-        log.info("%s: the float groups keep FP32 weights: int8 storage verified, but %s", target, timing)
-        winner.artifact.notes["int8_weights_of_float_groups"] = "tried, verified, slower: " + timing
+        log.info("%s: the float ops keep FP32 weights: %s verified, but %s", target, called, timing)
+        winner.artifact.notes[note] = "tried, verified, slower: " + timing
         return winner
-    slim.artifact.notes["int8_weights_of_float_groups"] = "shipped: " + timing
+    slim.artifact.notes[note] = "shipped: " + timing
+    for _, earlier, _ in _VARIANTS.values():  # what the variants tried before this one found
+        if earlier in winner.artifact.notes:
+            slim.artifact.notes.setdefault(earlier, winner.artifact.notes[earlier])
     return slim
 
 
@@ -623,7 +658,7 @@ the reference's threshold instead of 3 (FP32 detector with either recogniser: 4 
 
 
 def _slack_given_back(winner: Outcome, slim: Outcome) -> str:
-    """Which continuous metrics the int8-weight variant moves past :data:`SLIMMER_KEEPS` of the
+    """Which continuous metrics the slimmer variant moves past :data:`SLIMMER_KEEPS` of the
     winner's slack (empty: none), e.g. ``landmark_nme 0.00873 (FP32 weights 0.00436)``."""
     kept, slimmed = _slack_by_key(winner.tolerances, winner.metrics), _slack_by_key(winner.tolerances, slim.metrics)
     worse = [
@@ -664,10 +699,13 @@ def _remedies(chosen: Outcome, outcomes: list[Outcome], recipe: Attempt | None =
         done.append(f"kept in float (most sensitive first): {', '.join(chosen.attempt.float_groups)}")
         if chosen.attempt.int8_weights:
             done.append("the float groups' weights stored as int8 (weight-only, computed in float; verified, no slower)")
+    if chosen.attempt.half_weights:
+        done.append("the float ops' weights stored as float16 (computed in FP32; verified, no slower)")
     return done
 
 
-def median_latency_ms(bundle: Path, runs: int = 30, threads: int | None = None) -> float:
+def _timed_model(bundle: Path, threads: int | None):
+    """The bundle opened on its runtime, with an input of its size."""
     from gfn_edge.runtimes import open_model
 
     model = open_model(bundle, verify_files=False, threads=threads)
@@ -675,15 +713,39 @@ def median_latency_ms(bundle: Path, runs: int = 30, threads: int | None = None) 
     hw = model.input_hw or ((int(size[1]), int(size[0])) if size else None)
     if hw is None:
         raise ValueError(f"{bundle}: neither the model nor its manifest gives an input size to time it at")
-    x = np.random.default_rng(0).standard_normal((1, hw[0], hw[1], 3)).astype(np.float32)
-    for _ in range(3):
-        model.run(x)
+    return model, np.random.default_rng(0).standard_normal((1, hw[0], hw[1], 3)).astype(np.float32)
+
+
+def _median_run_ms(model, x: np.ndarray, runs: int) -> float:
     times = []
     for _ in range(runs):
         start = time.perf_counter()
         model.run(x)
         times.append((time.perf_counter() - start) * 1000)
     return float(statistics.median(times))
+
+
+def median_latency_ms(bundle: Path, runs: int = 30, threads: int | None = None) -> float:
+    model, x = _timed_model(bundle, threads)
+    for _ in range(3):
+        model.run(x)
+    return _median_run_ms(model, x, runs)
+
+
+def paired_latency_ms(bundles: list[Path], rounds: int = 4, runs: int = 30, threads: int | None = 1) -> list[float]:
+    """Median latency of each bundle, opened once and warmed up, timed in alternating rounds (a
+    busy CPU slows all alike); the median of each bundle's round medians. Opening a model anew for
+    each round put w0.5-e16 onnx-int8's float16-weight variant 7 % behind its winner in the export,
+    where the same two files timed this way run equally fast (2.04 against 2.05 ms)."""
+    opened = [_timed_model(b, threads) for b in bundles]
+    for model, x in opened:
+        for _ in range(10):
+            model.run(x)
+    medians: list[list[float]] = [[] for _ in opened]
+    for _ in range(rounds):
+        for i, (model, x) in enumerate(opened):
+            medians[i].append(_median_run_ms(model, x, runs))
+    return [float(statistics.median(m)) for m in medians]
 
 
 def _fp32_sibling(ctx: ExportContext, info: TargetInfo, build_fp32: Callable[[Path], Artifact]) -> dict[str, Any]:

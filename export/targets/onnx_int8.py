@@ -28,6 +28,7 @@ from gfn_edge.errors import MissingDependencyError
 
 from ..context import ExportContext
 from ..int8.float_outputs import drop_output_quantisers, onnx_output_chain
+from ..int8.onnx_half_weights import store_float_weights_fp16
 from ..int8.onnx_names import float_graph_names, shorten_added_names
 from ..int8.onnx_weight_only import compress_float_weights
 from ..int8.ort_calibration import CalibrationReader
@@ -233,6 +234,7 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
     def build(attempt: Attempt, folder: Path) -> Artifact:
         dst = folder / "model.onnx"
         in_float = quantize_qdq(ctx, attempt, dst)
+        halved = store_float_weights_fp16(dst) if attempt.half_weights else 0
         inputs, outputs = tensor_specs(dst)
         embed_metadata(dst, ctx.embedded_manifest(info, inputs, outputs))
         return Artifact(
@@ -248,15 +250,30 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
                 "u8u8 kernels (no u8s8 saturation on x86 without VNNI); depthwise int8",
                 "nodes_in_float": in_float,
                 **(
-                    {"weights_of_nodes_in_float": "int8 per channel, weight-only (dequantised, computed in float)" if attempt.int8_weights else "FP32"}
+                    {
+                        "weights_of_nodes_in_float": "int8 per channel, weight-only (dequantised, computed in float)"
+                        if attempt.int8_weights
+                        else "float16 (cast to FP32 when the model loads)"
+                        if halved
+                        else "FP32"
+                    }
                     if in_float
                     else {}
                 ),
+                **({"weights_stored_fp16": halved} if attempt.half_weights else {}),
                 "distilled": attempt.distilled,
                 "bias_corrected": attempt.bias_corrected,
             },
         )
 
     return run_search(
-        ctx, info, build, list(_METHODS), partial(_fp32_onnx_files, ctx), weight_qmax=WEIGHT_QMAX, corrects_biases=True, int8_float_group_weights=True
+        ctx,
+        info,
+        build,
+        list(_METHODS),
+        partial(_fp32_onnx_files, ctx),
+        weight_qmax=WEIGHT_QMAX,
+        corrects_biases=True,
+        int8_float_group_weights=True,
+        half_float_weights=True,
     )

@@ -28,6 +28,7 @@ import numpy as np
 from gfn_edge.errors import MissingDependencyError
 
 from ..context import ExportContext
+from ..int8.openvino_half_weights import store_float_weights_fp16
 from ..int8.prepare import names_in_groups, onnx_name_patterns
 from ..int8.search import Attempt, run_search
 from ..target_info import Artifact, TargetInfo
@@ -185,6 +186,7 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
     def _saved(quantized, attempt: Attempt, in_float: int, folder: Path, bias_note: str) -> Artifact:
         target_ctx = ExportContext(ctx.ref, folder, ctx.work_dir, ctx.metadata)
         qdq = attempt.route == "qdq"
+        halved = store_float_weights_fp16(quantized) if attempt.half_weights else 0
         return save_ir(
             quantized,
             target_ctx,
@@ -199,6 +201,7 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
                 + ("; the ops in float: int8 per channel, weight-only (dequantised, computed in float)" if qdq and in_float and attempt.int8_weights else ""),
                 "activations": "uint8 per tensor (asymmetric)" + ("; the outputs handed over in float" if qdq else ""),
                 "ops_in_float": in_float,
+                **({"weights_stored_fp16": halved} if attempt.half_weights else {}),
                 "bias_correction": bias_note,
                 "distilled": attempt.distilled,
                 "bias_corrected": attempt.bias_corrected,
@@ -218,4 +221,5 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
         weight_qmax=WEIGHT_QMAX,
         remedy_route="qdq",
         int8_float_group_weights=True,  # the remedies' QDQ graph can store them as int8
+        half_float_weights=True,
     )

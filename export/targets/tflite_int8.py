@@ -28,6 +28,7 @@ from ..context import ExportContext
 from ..int8.float_outputs import tflite_output_chain
 from ..int8.prepare import names_in_groups, tf_name_patterns
 from ..int8.search import Attempt, int8_model, run_search
+from ..int8.tflite_half_weights import store_float_weights_fp16
 from ..target_info import Artifact, TargetInfo
 from ..tools import versions
 from .tflite_fp import embed_metadata, fp32_tflite
@@ -217,6 +218,7 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
         if not int8_io:  # integer outputs asked for: the output layers stay integer too
             denylist = denylist + [n for n in _output_chain_names(ctx) if n not in denylist]
         content = quantized_model(int8_converter(_tf_function(ctx, attempt), calib, int8_io), int8_io, denylist)
+        content, halved = store_float_weights_fp16(content) if attempt.half_weights else (content, 0)
         dst = folder / "model.tflite"
         dst.write_bytes(content)
         inputs, outputs = _tensor_specs(dst, canonical, shapes)
@@ -231,12 +233,15 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
                 "io": "int8" if int8_io else "float32",
                 "prelu": "relu(x) - a*relu(-x) as ReLU-fused 1x1 depthwise convs (XNNPACK int8)",
                 "tensors_in_float": len(denylist),
+                **({"weights_stored_fp16": halved} if attempt.half_weights else {}),
                 "distilled": attempt.distilled,
                 "bias_corrected": attempt.bias_corrected,
             },
         )
 
-    return run_search(ctx, info, build, ["minmax"], lambda folder: _fp32_tflite_files(ctx, folder), weight_qmax=WEIGHT_QMAX, corrects_biases=True)
+    return run_search(
+        ctx, info, build, ["minmax"], lambda folder: _fp32_tflite_files(ctx, folder), weight_qmax=WEIGHT_QMAX, corrects_biases=True, half_float_weights=True
+    )
 
 
 __all__ = ["export"]
