@@ -16,36 +16,14 @@ refused (``search._slimmer``).
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from .half_weights import MIN_WEIGHTS, storable
+from .half_weights import storable
+from .onnx_weight_only import float_weights
 
 log = logging.getLogger(__name__)
-
-# op type -> input index of its weight
-_WEIGHT_SLOTS = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}
-
-
-def float_weight_names(graph) -> list[str]:
-    """FP32 weight initializers of float ops (no DequantizeLinear in front), each used once."""
-    import onnx
-
-    inits = {i.name: i for i in graph.initializer}
-    users = Counter(name for node in graph.node for name in node.input)
-    found = []
-    for node in graph.node:
-        slot = _WEIGHT_SLOTS.get(node.op_type)
-        if slot is None or len(node.input) <= slot:
-            continue
-        init = inits.get(node.input[slot])
-        if init is None or init.data_type != onnx.TensorProto.FLOAT or users[init.name] != 1:
-            continue
-        if int(np.prod(init.dims)) >= MIN_WEIGHTS:
-            found.append(init.name)
-    return found
 
 
 def store_float_weights_fp16(path: Path) -> int:
@@ -58,7 +36,7 @@ def store_float_weights_fp16(path: Path) -> int:
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     chosen = {}
-    for name in float_weight_names(graph):
+    for name in float_weights(graph, inits):  # the float ops' FP32 weights, found as the int8 storage finds them
         w = numpy_helper.to_array(inits[name])
         if storable(w):
             chosen[name] = w

@@ -58,7 +58,7 @@ def quantize_weights(w: np.ndarray, axis: int, qmax: int = WEIGHT_QMAX) -> tuple
     return q, scale
 
 
-def _float_weights(graph, inits: dict) -> dict[str, int]:
+def float_weights(graph, inits: dict) -> dict[str, int]:
     """Float layers' weight initializers no DequantizeLinear feeds yet: name -> output-channel axis."""
     import onnx
 
@@ -101,7 +101,7 @@ def compress_float_weights(path: Path, byte_share: float = BYTE_SHARE) -> int:
     model = onnx.load(str(path))
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    axes = _float_weights(graph, inits)
+    axes = float_weights(graph, inits)
     chosen = largest_share({name: int(np.prod(inits[name].dims)) for name in axes}, byte_share)
     converted = 0
     new_nodes = []
