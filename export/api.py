@@ -17,11 +17,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from gfn_edge.errors import GfnEdgeError, VerificationError
+from gfn_edge.manifest import read_manifest
 
 from .context import ExportContext
 from .flops import manifest_flops
@@ -242,6 +243,7 @@ def _build_bundle(run: _Run, name: str, info: Any, staging: Path, work_dir: Path
         sample=run.vset.inputs,
         verify=run.verify,
         shared=run.shared,
+        verify_on=_platform_check(run, work_dir) if run.verify_on and info.precision == "int8" else None,
     )
     with t.stage(f"{name}: export"):
         artifact = run_target(name, ctx)
@@ -260,6 +262,17 @@ def _build_bundle(run: _Run, name: str, info: Any, staging: Path, work_dir: Path
     manifest.write(staging)
     result.size_bytes = sum((staging / f).stat().st_size for f in artifact.files.values())
     return manifest
+
+
+def _platform_check(run: _Run, work_dir: Path) -> Callable[[Path, dict[str, tuple[str, float]]], list[dict[str, Any]]]:
+    """The INT8 search's check of a candidate on the CPUs named by ``verify_on`` (the same case and
+    tolerances the bundle is verified on there afterwards)."""
+    from .verify_on import verify_on_platforms
+
+    def check(folder: Path, tolerances: dict[str, tuple[str, float]]) -> list[dict[str, Any]]:
+        return verify_on_platforms(folder, run.vset, run.ref_out, read_manifest(folder).spec, tolerances, run.verify_on, work_dir)
+
+    return check
 
 
 def _int8_debug(run: _Run, name: str, ctx: ExportContext, staging: Path) -> dict[str, Any]:
@@ -288,7 +301,9 @@ def _verify_bundle(run: _Run, name: str, info: Any, staging: Path, work_dir: Pat
         from .verify_on import record_platforms
 
         with t.stage(f"{name}: verify on {','.join(run.verify_on)}"):
-            result.platforms = record_platforms(manifest, staging, run.vset, run.ref_out, report, run.verify_on, work_dir)
+            # an INT8 search verified its choice there already (the same model files): reused
+            checked = run.shared.get(f"int8-platforms:{name}") if info.precision == "int8" else None
+            result.platforms = record_platforms(manifest, staging, run.vset, run.ref_out, report, run.verify_on, work_dir, emulated=checked)
     manifest.export["seconds"] = {**run.timer.seconds, **{k.split(": ", 1)[1]: v for k, v in t.seconds.items()}}
     manifest.export["size_bytes"] = result.size_bytes
     manifest.write(staging)

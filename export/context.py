@@ -26,6 +26,8 @@ class ExportContext:
     sample: np.ndarray | None = None  # one normalised NHWC input batch for tracing
     verify: Callable[[Path, str], Any] | None = None  # (bundle dir, precision) -> VerificationReport
     shared: dict[str, Any] = field(default_factory=dict)  # computed once per run, reused by every target
+    # --verify-on: (candidate bundle dir, its tolerances) -> its verification on each named emulated CPU
+    verify_on: Callable[[Path, dict[str, tuple[str, float]]], list[dict[str, Any]]] | None = None
 
     @property
     def spec(self):

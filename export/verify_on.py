@@ -141,14 +141,23 @@ def verify_on_platforms(
 
 
 def record_platforms(
-    manifest: Manifest, bundle: Path, vset: VerificationSet, ref_out: dict[str, np.ndarray], report: VerificationReport, platforms: list[str], work_dir: Path
+    manifest: Manifest,
+    bundle: Path,
+    vset: VerificationSet,
+    ref_out: dict[str, np.ndarray],
+    report: VerificationReport,
+    platforms: list[str],
+    work_dir: Path,
+    emulated: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Verify ``bundle`` on each platform and write where it was verified into ``manifest.verification``.
 
     The host's own verification is the first entry (its metrics stay in ``verification.metrics``);
-    the manifest is rewritten in the bundle folder.
+    the manifest is rewritten in the bundle folder. ``emulated``: the platforms' results for the
+    same model files, already computed (the INT8 search verifies its candidates there).
     """
-    emulated = verify_on_platforms(bundle, vset, ref_out, manifest.spec, report.tolerances, platforms, work_dir)
+    if emulated is None or [e.get("platform") for e in emulated] != platforms:
+        emulated = verify_on_platforms(bundle, vset, ref_out, manifest.spec, report.tolerances, platforms, work_dir)
     host = {**host_platform_entry(manifest), "passed": report.passed, "metrics": "verification.metrics"}
     manifest.verification["platforms"] = [host, *emulated]
     manifest.write(bundle)

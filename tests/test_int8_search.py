@@ -50,12 +50,15 @@ def _search(
     target: str = "onnx-int8",
     distilled: list | None = None,
     stored_fp16: int = 3,
+    fails_on_a76: set[str] | None = None,
     **search_args,
 ) -> list[str]:
     """Runs run_search with a fake quantiser and verifier: ``results`` maps an attempt's label to
     (cos_mean, cos_min, pair Δ); returns the labels in the order the search tried them (and appends
     the artifact it chose to ``chosen``, and each distillation asked for, as (groups, from the
-    bias-corrected model), to ``distilled``). Each build takes ``build_seconds``."""
+    bias-corrected model), to ``distilled``). Each build takes ``build_seconds``. With
+    ``fails_on_a76`` the user named a Cortex-A76 (``--verify-on``), where those labels fail; the
+    labels checked there are appended to ``shared["a76"]``."""
     import time
     from types import SimpleNamespace
 
@@ -105,7 +108,17 @@ def _search(
         metadata={},
         spec=SimpleNamespace(name="student", int8_recipes={}, task="embed"),
         verify=verify,
+        verify_on=None,
     )
+    if fails_on_a76 is not None:
+
+        def on_a76(folder, tolerances):
+            label = (folder / "label").read_text()
+            ctx.shared.setdefault("a76", []).append(label)
+            failed = label in fails_on_a76
+            return [{"platform": "cortex-a76", "passed": not failed, "failures": ["pair_acc_delta = 0.57 > 0.5"] if failed else []}]
+
+        ctx.verify_on = on_a76
     search_args = search_args or {"corrects_biases": True}
     artifact = search.run_search(ctx, TARGETS[target], build, ["minmax", "entropy"], lambda folder: None, **search_args)
     if chosen is not None:
@@ -446,3 +459,38 @@ def test_an_int8_artifact_no_faster_than_fp32_is_said_so(tmp_path, monkeypatch, 
     assert bool(said) is warned, said
     if warned:
         assert "2 layer groups in float" in said[0] and "12.00 ms against FP32's 10.00 ms" in said[0] and "60 % of its size" in said[0]
+
+
+def test_named_cpus_judge_every_candidate_that_would_ship(tmp_path, monkeypatch):
+    """``--verify-on cortex-a76``: w0.5-e16's float16 openvino-int8 passed on x86 and flipped one pair
+    more on an emulated Cortex-A76 (pair Δ 0.57 > 0.5), where its FP32-weight winner passed. A
+    candidate is verified on the named CPUs once it passed here and would ship; failing there, the
+    search goes on as after any failure, and the chosen one's results are kept for the bundle."""
+    from gfn_edge.export.int8 import search
+
+    monkeypatch.setattr(search, "paired_latency_ms", lambda folders, *a, **k: [1.0] * len(folders))
+    winner = "minmax + float stem"  # on the plain model: it came closer here than the bias-corrected one
+    half = f"{winner} (float weights fp16)"
+    results = {"minmax": (0.996, 0.985, 0.0), "minmax + bias correction": (0.98, 0.95, 0.3), winner: (0.998, 0.99, 0.0), half: (0.998, 0.99, 0.0)}
+    shared: dict = {}
+    chosen: list = []
+    tried = _search(
+        tmp_path / "a", monkeypatch, results, shared=shared, chosen=chosen, fails_on_a76={"minmax", half}, half_float_weights=True, corrects_biases=True
+    )
+    # plain min/max passed here but not there: the remedies follow; the float16 variant is checked
+    # there only after it passed here, kept the slack and was timed
+    assert tried == ["minmax", "entropy", "minmax + bias correction", winner, half]
+    assert shared["a76"] == ["minmax", winner, half]
+    assert (tmp_path / "a" / "bundle" / "label").read_text() == winner
+    notes = chosen[0].notes
+    assert notes["fp16_weights_of_float_ops"].startswith("tried, verified here") and "fails on cortex-a76: pair_acc_delta" in notes["fp16_weights_of_float_ops"]
+    first = notes["attempts"][0]
+    assert first["passed"] is False and first["platforms"] == {"cortex-a76": False}
+    assert first["failures"] == ["on cortex-a76: pair_acc_delta = 0.57 > 0.5"]
+    assert [p["platform"] for p in shared["int8-platforms:onnx-int8"]] == ["cortex-a76"] and shared["int8-platforms:onnx-int8"][0]["passed"]
+    # where both pass there, the float16 variant ships as it would without the CPU named
+    shared = {}
+    _search(
+        tmp_path / "b", monkeypatch, {**results, "minmax (float weights fp16)": (0.996, 0.985, 0.0)}, shared=shared, fails_on_a76=set(), half_float_weights=True
+    )
+    assert (tmp_path / "b" / "bundle" / "label").read_text() == "minmax (float weights fp16)" and shared["a76"] == ["minmax", "minmax (float weights fp16)"]

@@ -14,6 +14,7 @@ import logging
 
 import numpy as np
 
+from ..tflite_flatbuffer import pack, unpack
 from .half_weights import storable
 
 log = logging.getLogger(__name__)
@@ -41,15 +42,9 @@ def _opcode(model, schema, builtin: int, version: int) -> int:
 def store_float_weights_fp16(data: bytes) -> tuple[bytes, int]:
     """``data`` (a .tflite flatbuffer) with its float ops' FP32 weight constants stored as FLOAT16
     behind a DEQUANTIZE; returns the new flatbuffer and how many weights were converted."""
-    import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
-    raw = bytearray(data)
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(raw, 0))
-    for buf in model.buffers or []:
-        if getattr(buf, "offset", 0) and getattr(buf, "size", 0):  # stored after the flatbuffer: inline it
-            buf.data = np.frombuffer(bytes(raw[buf.offset : buf.offset + buf.size]), dtype=np.uint8)
-            buf.offset = buf.size = 0
+    model = unpack(data)
     slots = _weight_slots(schema)
     converted = 0
     for graph in model.subgraphs:
@@ -106,7 +101,5 @@ def store_float_weights_fp16(data: bytes) -> tuple[bytes, int]:
         converted += len(dequantize)
     if not converted:
         return data, 0
-    builder = flatbuffers.Builder(len(data) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     log.info("INT8: %d float ops' weights stored as float16 (computed in FP32)", converted)
-    return bytes(builder.Output()), converted
+    return pack(model, len(data)), converted

@@ -20,6 +20,7 @@ from gfn_edge.manifest import METADATA_KEY, TensorSpec
 
 from ..context import ExportContext
 from ..target_info import Artifact, TargetInfo
+from ..tflite_flatbuffer import pack, unpack
 from ..tools import versions
 
 log = logging.getLogger(__name__)
@@ -83,17 +84,10 @@ def tensor_specs(path: Path, canonical: list[str]) -> tuple[list[TensorSpec], li
 
 def embed_metadata(path: Path, text: str) -> None:
     """Add (or replace) a metadata entry holding ``text`` in the .tflite flatbuffer."""
-    import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
-    data = bytearray(path.read_bytes())
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
-    for buf in model.buffers or []:
-        # converters may store weights after the flatbuffer (offset/size); inline them before re-packing
-        if getattr(buf, "offset", 0) and getattr(buf, "size", 0):
-            buf.data = np.frombuffer(bytes(data[buf.offset : buf.offset + buf.size]), dtype=np.uint8)
-            buf.offset = 0
-            buf.size = 0
+    data = path.read_bytes()
+    model = unpack(data)
     model.metadata = [m for m in (model.metadata or []) if (m.name.decode() if isinstance(m.name, bytes) else m.name) != METADATA_KEY]
     buf = schema.BufferT()
     buf.data = np.frombuffer(text.encode(), dtype=np.uint8)
@@ -102,9 +96,7 @@ def embed_metadata(path: Path, text: str) -> None:
     meta.name = METADATA_KEY
     meta.buffer = len(model.buffers) - 1
     model.metadata.append(meta)
-    builder = flatbuffers.Builder(len(data) + len(text) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    path.write_bytes(bytes(builder.Output()))
+    path.write_bytes(pack(model, len(data) + len(text)))
 
 
 def to_fp16(src: Path, dst: Path) -> None:
