@@ -1,7 +1,7 @@
 """A .tflite flatbuffer as LiteRT's object tree, for the edits the converters cannot make.
 
 Two writers rewrite a converted model: the manifest embedded as metadata (:mod:`.targets.tflite_fp`)
-and the float16 storage of an INT8 model's float weights (:mod:`.int8.tflite_half_weights`). Both
+and the smaller storage of an INT8 model's float weights (:mod:`.int8.tflite_float_weights`). Both
 need the same two steps done the same way: converters may keep large constants after the
 flatbuffer (a buffer's offset and size instead of its data), which packing the tree again would
 drop, so they are read into the tree first; and the packed file needs TFLite's identifier.

@@ -140,12 +140,12 @@ def _invoke(content: bytes) -> tuple[np.ndarray, list[str]]:
 def test_tflite_float_weights_stored_fp16_compute_what_rounded_fp32_weights_compute():
     pytest.importorskip("tensorflow", reason="asset missing: tensorflow (the training side)")
     pytest.importorskip("ai_edge_litert", reason="asset missing: ai-edge-litert")
-    from gfn_edge.export.int8.tflite_half_weights import store_float_weights_fp16
+    from gfn_edge.export.int8.tflite_float_weights import store_float_weights
 
     w = _weights()["w_float"]
     fc = (RNG.normal(size=(12 * 12 * 16, 8)) * 0.05).astype(np.float32)
     content = _tflite_model(w, fc)
-    halved, count = store_float_weights_fp16(content)
+    halved, count = store_float_weights(content)
     assert count == 2  # the convolution's and the fully connected layer's weights
     assert len(content) - len(halved) >= (w.nbytes + fc.nbytes) // 2 - 1024
     out, ops = _invoke(halved)
@@ -154,4 +154,30 @@ def test_tflite_float_weights_stored_fp16_compute_what_rounded_fp32_weights_comp
     np.testing.assert_allclose(out, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
     before, _ = _invoke(content)
     assert 0 < np.abs(out - before).max() < 1e-3 * np.abs(before).max()
-    assert store_float_weights_fp16(halved) == (halved, 0)
+    assert store_float_weights(halved) == (halved, 0)
+
+
+def test_tflite_largest_float_weights_stored_int8_compute_what_rounded_weights_compute():
+    """The int8 form: per-output-channel int8 constants behind a DEQUANTIZE, for the largest float
+    weights only (the same 90 % byte share as the QDQ graphs' weight-only storage); the model then
+    computes what the FP32 model with those weights rounded to their int8 grid computes."""
+    pytest.importorskip("tensorflow", reason="asset missing: tensorflow (the training side)")
+    pytest.importorskip("ai_edge_litert", reason="asset missing: ai-edge-litert")
+    from gfn_edge.export.int8.tflite_float_weights import store_float_weights
+
+    w = _weights()["w_float"]
+    fc = (RNG.normal(size=(12 * 12 * 16, 8)) * 0.05).astype(np.float32)
+    content = _tflite_model(w, fc)
+    small, count = store_float_weights(content, "int8")
+    assert count == 1  # the fully connected layer: 97 % of the float bytes; the 576-value kernel stays FP32
+    assert len(content) - len(small) >= fc.nbytes * 3 // 4 - 1024
+    out, ops = _invoke(small)
+    assert ops[0] == "DEQUANTIZE" and ops.count("DEQUANTIZE") == 1
+    scale = np.abs(fc).max(axis=0) / 127  # per output channel (a column of the matmul's weights)
+    rounded = np.clip(np.rint(fc / scale), -127, 127) * scale
+    expected, _ = _invoke(_tflite_model(w, rounded.astype(np.float32)))
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+    before, _ = _invoke(content)
+    assert 0 < np.abs(out - before).max() < 2e-2 * np.abs(before).max()
+    with pytest.raises(ValueError, match="unknown weight storage 'int4'"):
+        store_float_weights(content, "int4")

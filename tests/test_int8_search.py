@@ -50,6 +50,7 @@ def _search(
     target: str = "onnx-int8",
     distilled: list | None = None,
     stored_fp16: int = 3,
+    stored_int8: int | None = None,
     fails_on_a76: set[str] | None = None,
     **search_args,
 ) -> list[str]:
@@ -77,7 +78,10 @@ def _search(
         time.sleep(build_seconds)
         tried.append(attempt.label())
         (folder / "label").write_text(attempt.label())
-        return Artifact({"model": "label"}, [], [], notes={"weights_stored_fp16": stored_fp16} if attempt.half_weights else {})
+        notes = {"weights_stored_fp16": stored_fp16} if attempt.half_weights else {}
+        if attempt.int8_weights and stored_int8 is not None:  # a build that counts them (TFLite)
+            notes["weights_stored_int8"] = stored_int8
+        return Artifact({"model": "label"}, [], [], notes=notes)
 
     from torch import nn
 
@@ -494,3 +498,23 @@ def test_named_cpus_judge_every_candidate_that_would_ship(tmp_path, monkeypatch)
         tmp_path / "b", monkeypatch, {**results, "minmax (float weights fp16)": (0.996, 0.985, 0.0)}, shared=shared, fails_on_a76=set(), half_float_weights=True
     )
     assert (tmp_path / "b" / "bundle" / "label").read_text() == "minmax (float weights fp16)" and shared["a76"] == ["minmax", "minmax (float weights fp16)"]
+
+
+def test_where_the_output_layers_compute_in_float_a_winner_without_groups_gets_the_int8_variant(tmp_path, monkeypatch):
+    """TFLite computes the output layers in float (its denylist): w0.5-e6 tflite-int8 passes with no
+    group in float and keeps its 512x120 embedding layer's weights in float. There the int8-weight
+    variant is tried on a winner without groups too; a build that stored nothing ships nothing new."""
+    from gfn_edge.export.int8 import search
+
+    monkeypatch.setattr(search, "paired_latency_ms", lambda folders, *a, **k: [1.0] * len(folders))
+    int8, half = "minmax (float weights int8)", "minmax (float weights fp16)"
+    results = {"minmax": (0.998, 0.99, 0.0), int8: (0.998, 0.99, 0.0), half: (0.998, 0.99, 0.0)}
+    args = {"int8_float_group_weights": True, "half_float_weights": True}
+    assert _search(tmp_path / "qdq", monkeypatch, results, **args) == ["minmax", half]  # QDQ graphs: groups only
+    chosen: list = []
+    assert _search(tmp_path / "a", monkeypatch, results, chosen=chosen, stored_int8=1, int8_output_layer_weights=True, **args) == ["minmax", int8]
+    assert (tmp_path / "a" / "bundle" / "label").read_text() == int8 and chosen[0].notes["int8_weights_of_float_groups"].startswith("shipped")
+    chosen = []
+    tried = _search(tmp_path / "b", monkeypatch, results, chosen=chosen, stored_int8=0, int8_output_layer_weights=True, **args)
+    assert tried == ["minmax", int8, half] and chosen[0].notes["int8_weights_of_float_groups"].startswith("none to store")
+    assert (tmp_path / "b" / "bundle" / "label").read_text() == half

@@ -1,5 +1,5 @@
 """What every backend's float16 weight storage agrees on: which float weights are worth storing
-as float16 (:mod:`.onnx_half_weights`, :mod:`.openvino_half_weights`, :mod:`.tflite_half_weights`)."""
+as float16 (:mod:`.onnx_half_weights`, :mod:`.openvino_half_weights`, :mod:`.tflite_float_weights`)."""
 
 from __future__ import annotations
 

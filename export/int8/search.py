@@ -67,7 +67,7 @@ class Attempt:
     # tried on a QDQ graph's winner (:func:`run_search`)
     int8_weights: bool = False
     # the weights of every op left in float stored as float16, computed in FP32 (:mod:`.onnx_half_weights`,
-    # :mod:`.openvino_half_weights`, :mod:`.tflite_half_weights`), tried on a winner (:func:`run_search`)
+    # :mod:`.openvino_half_weights`, :mod:`.tflite_float_weights`), tried on a winner (:func:`run_search`)
     half_weights: bool = False
 
     def label(self) -> str:
@@ -76,7 +76,7 @@ class Attempt:
             + (" + bias correction" if self.bias_corrected else "")
             + (" + distillation QAT" if self.distilled else "")
             + (f" + float {', '.join(self.float_groups)}" if self.float_groups else "")
-            + (" (their weights int8)" if self.int8_weights and self.float_groups else "")
+            + ((" (their weights int8)" if self.float_groups else " (float weights int8)") if self.int8_weights else "")
             + (" (float weights fp16)" if self.half_weights else "")
             + (" (onnxruntime QDQ)" if self.route == "qdq" else "")
         )
@@ -407,6 +407,7 @@ def run_search(
     corrects_biases: bool = False,
     remedy_route: str = "",
     int8_float_group_weights: bool = False,
+    int8_output_layer_weights: bool = False,
     half_float_weights: bool = False,
 ) -> Artifact:
     """Try attempts until one verifies; copy the winner (or the best failure) into the bundle.
@@ -422,6 +423,8 @@ def run_search(
     bias correction is tried there too. ``int8_float_group_weights``: whether the quantiser can store
     the float groups' weights as int8 (the QDQ graph, :mod:`.onnx_weight_only`); a winner with
     groups in float is then tried that way and shipped where it passes and is not slower.
+    ``int8_output_layer_weights``: whether that storage also reaches the output layers, which this
+    backend computes in float (TFLite's denylist), so a winner without groups is tried too.
     ``half_float_weights``: whether the build stores the float ops' weights as float16 for an
     attempt with ``half_weights`` (all three targets can); a winner that did not ship int8 weights is
     then tried that way, under the same rule.
@@ -564,7 +567,7 @@ def run_search(
     if (
         winner is not None
         and int8_float_group_weights
-        and winner.attempt.float_groups
+        and (winner.attempt.float_groups or int8_output_layer_weights)
         and not winner.attempt.int8_weights
         and winner.attempt.route == remedy_route
     ):
@@ -615,10 +618,11 @@ SLIMMER_SLOWDOWN = 1.05
 SLIMMER_ROUNDS = 4
 """Timing rounds of the winner and its variant, alternated (each the median of 30 runs)."""
 
-# variant -> (the attempt's field, the manifest note, what the weights are called in it)
+# variant -> (the attempt's field, the manifest note, what the weights are called in it, the
+# build's note of how many it stored)
 _VARIANTS = {
-    "int8": ("int8_weights", "int8_weights_of_float_groups", "int8 weights"),
-    "fp16": ("half_weights", "fp16_weights_of_float_ops", "fp16 weights"),
+    "int8": ("int8_weights", "int8_weights_of_float_groups", "int8 weights", "weights_stored_int8"),
+    "fp16": ("half_weights", "fp16_weights_of_float_ops", "fp16 weights", "weights_stored_fp16"),
 }
 
 
@@ -636,12 +640,12 @@ def _slimmer(
     on all three runtimes: half those bytes, the same kernels. With ``--verify-on`` the variant is
     verified on the named CPUs last, once it would ship (``on_platforms``): w0.5-e16's float16
     openvino-int8 passed here and flipped a pair more on an emulated Cortex-A76 (pair Δ 0.57)."""
-    field_name, note, called = _VARIANTS[variant]
+    field_name, note, called, stored = _VARIANTS[variant]
     slim = attempt(replace(winner.attempt, **{field_name: True}), paid=True, platforms=False)  # one build: not held to the budget
     if not slim.passed:
         winner.artifact.notes[note] = "tried, failed verification: " + "; ".join(slim.failures)
         return winner
-    if variant == "fp16" and not slim.artifact.notes.get("weights_stored_fp16"):
+    if not slim.artifact.notes.get(stored, True):  # a build that says how many it stored stored none
         winner.artifact.notes[note] = f"none to store: no float op has FP32 weights of {MIN_HALF_WEIGHTS} values or more"
         return winner
     given_back = _slack_given_back(winner, slim)
@@ -665,7 +669,7 @@ def _slimmer(
         winner.artifact.notes[note] = f"tried, verified here, {timing}, but fails " + "; ".join(slim.failures)
         return winner
     slim.artifact.notes[note] = "shipped: " + timing
-    for _, earlier, _ in _VARIANTS.values():  # what the variants tried before this one found
+    for _, earlier, _, _ in _VARIANTS.values():  # what the variants tried before this one found
         if earlier in winner.artifact.notes:
             slim.artifact.notes.setdefault(earlier, winner.artifact.notes[earlier])
     return slim

@@ -28,7 +28,7 @@ from ..context import ExportContext
 from ..int8.float_outputs import tflite_output_chain
 from ..int8.prepare import names_in_groups, tf_name_patterns
 from ..int8.search import Attempt, int8_model, run_search
-from ..int8.tflite_half_weights import store_float_weights_fp16
+from ..int8.tflite_float_weights import store_float_weights
 from ..target_info import Artifact, TargetInfo
 from ..tools import versions
 from .tflite_fp import embed_metadata, fp32_tflite
@@ -218,7 +218,10 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
         if not int8_io:  # integer outputs asked for: the output layers stay integer too
             denylist = denylist + [n for n in _output_chain_names(ctx) if n not in denylist]
         content = quantized_model(int8_converter(_tf_function(ctx, attempt), calib, int8_io), int8_io, denylist)
-        content, halved = store_float_weights_fp16(content) if attempt.half_weights else (content, 0)
+        # the float ops' weights stored smaller (int8/tflite_float_weights.py)
+        stored = 0
+        if attempt.int8_weights or attempt.half_weights:
+            content, stored = store_float_weights(content, "int8" if attempt.int8_weights else "float16")
         dst = folder / "model.tflite"
         dst.write_bytes(content)
         inputs, outputs = _tensor_specs(dst, canonical, shapes)
@@ -233,14 +236,24 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
                 "io": "int8" if int8_io else "float32",
                 "prelu": "relu(x) - a*relu(-x) as ReLU-fused 1x1 depthwise convs (XNNPACK int8)",
                 "tensors_in_float": len(denylist),
-                **({"weights_stored_fp16": halved} if attempt.half_weights else {}),
+                **({"weights_stored_int8": stored} if attempt.int8_weights else {}),
+                **({"weights_stored_fp16": stored} if attempt.half_weights else {}),
                 "distilled": attempt.distilled,
                 "bias_corrected": attempt.bias_corrected,
             },
         )
 
     return run_search(
-        ctx, info, build, ["minmax"], lambda folder: _fp32_tflite_files(ctx, folder), weight_qmax=WEIGHT_QMAX, corrects_biases=True, half_float_weights=True
+        ctx,
+        info,
+        build,
+        ["minmax"],
+        lambda folder: _fp32_tflite_files(ctx, folder),
+        weight_qmax=WEIGHT_QMAX,
+        corrects_biases=True,
+        int8_float_group_weights=True,
+        int8_output_layer_weights=True,  # the output layers are computed in float here (the denylist)
+        half_float_weights=True,
     )
 
 
