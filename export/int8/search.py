@@ -198,6 +198,7 @@ def distillation(ctx: ExportContext, weight_qmax: int, float_groups: tuple[str, 
     groups in float, worse than the bias-corrected attempt before it."""
     key = f"int8_distilled:{weight_qmax}:{int(from_corrected)}:{','.join(float_groups)}"
     if key not in ctx.shared:
+        from .learned.augment import PIXEL_SCALE
         from .learned.distill import distill_for_int8
 
         seconds = distill_seconds(ctx) if budget_s is None else min(distill_seconds(ctx), budget_s)
@@ -218,7 +219,7 @@ def distillation(ctx: ExportContext, weight_qmax: int, float_groups: tuple[str, 
         # 0.0166, precision 0.9987 against 0.9950, 2026-12-05), so the jitter stays as validated.
         augmentation = ctx.shared[key].report.get("augmentation", {})
         if "brightness_8bit" in augmentation:
-            augmentation["brightness_8bit"] = round(augmentation["brightness_8bit"] * float(np.mean(ctx.spec.preprocess.std)) / 128, 3)
+            augmentation["brightness_8bit"] = round(augmentation["brightness_8bit"] * PIXEL_SCALE * float(np.mean(ctx.spec.preprocess.std)), 3)
     return ctx.shared[key]
 
 

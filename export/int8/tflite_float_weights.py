@@ -23,7 +23,7 @@ import numpy as np
 
 from ..tflite_flatbuffer import pack, unpack
 from .half_weights import storable
-from .onnx_weight_only import BYTE_SHARE, WEIGHT_QMAX, largest_share
+from .onnx_weight_only import BYTE_SHARE, largest_share, quantize_weights
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +84,7 @@ def _encode(w: np.ndarray, axis: int, form: str, schema) -> tuple[int, np.ndarra
     """(tensor type, stored values, quantization parameters or None) of weight ``w`` in ``form``."""
     if form == "float16":
         return schema.TensorType.FLOAT16, w.astype(np.float16), None
-    reduce = tuple(i for i in range(w.ndim) if i != axis)
-    scale = (np.maximum(np.abs(w).max(axis=reduce), np.finfo(np.float32).tiny) / WEIGHT_QMAX).astype(np.float32)
-    shape = [1] * w.ndim
-    shape[axis] = -1
-    q = np.clip(np.rint(w / scale.reshape(shape)), -WEIGHT_QMAX, WEIGHT_QMAX).astype(np.int8)
+    q, scale = quantize_weights(w, axis)  # the QDQ graphs' weight-only grid
     params = schema.QuantizationParametersT()
     params.scale = scale.tolist()
     params.zeroPoint = [0] * len(scale)

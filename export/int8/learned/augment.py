@@ -14,7 +14,11 @@ import torch
 SMALL_SET = 256  # fewer calibration samples than this: augment while learning
 
 
-def augment_batch(x: torch.Tensor, generator: torch.Generator, max_shift: int = 4, brightness: float = 24.0, pixel_scale: float = 1 / 128) -> torch.Tensor:
+PIXEL_SCALE = 1 / 128
+"""One grey level in the input units the jitter assumes by default: GhostFaceNets' (x - 127.5) / 128."""
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator, max_shift: int = 4, brightness: float = 24.0, pixel_scale: float = PIXEL_SCALE) -> torch.Tensor:
     """A randomly flipped, shifted and brightness/contrast-jittered copy of an NCHW batch."""
     n = x.shape[0]
     flip = torch.rand(n, generator=generator) < 0.5

@@ -32,7 +32,7 @@ from ..graph import trace_folded
 from ..prepare import _write_back, nodes_of_groups
 from ..simulate import ActivationRange, calibrate_ranges, quantised_outputs
 from ..weight_grid import layer_qmax
-from .augment import augment_batch, describe
+from .augment import PIXEL_SCALE, augment_batch, describe
 from .detector_views import VIEWS, detector_view
 from .detector_views import describe as describe_views
 from .quantizers import ACT_LEVELS, round_ste
@@ -205,7 +205,7 @@ def distill_for_int8(
     batch: int = 16,
     lr: float | None = None,
     range_every: int = 20,
-    pixel_scale: float = 1 / 128,
+    pixel_scale: float = PIXEL_SCALE,
     seed: int = 0,
     threads: int | None = 1,
     float_groups: tuple[str, ...] = (),
