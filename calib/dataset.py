@@ -65,6 +65,7 @@ class CalibrationSet:
             "augment_copies": self.manifest.get("augment_copies", 2 if augment else 0),
             "augment_auto": self.manifest.get("augment_auto", False),
             "mosaics": self.manifest.get("mosaics"),  # detector sets: k x k grids of shrunken pictures
+            "recaptures": self.manifest.get("recaptures"),  # liveness sets: the faces as a print or a screen shows them
         }
 
     def inputs(self, limit: int | None = None) -> np.ndarray:

@@ -74,6 +74,25 @@ def test_detector_set_is_what_the_device_feeds(faces_dir: Path, calib_photos: Pa
     assert build_calibration_set(spec, calib_photos, num_samples=8, seed=1, augment=False).samples.shape[0] == 8  # none when refused
 
 
+def test_liveness_set_adds_each_face_as_a_print_or_screen_shows_it(faces_dir: Path, mirror: Path, tmp_path: Path):
+    """The attacks a liveness model refuses must be inside its INT8 ranges: one re-captured copy of
+    each face (fewer pixels, washed-out contrast, shifted white point, JPEG), on record."""
+    spec = get_spec("minifasnet-v1se-4.0")
+    folder = _link_all(sorted((faces_dir / "portraits").glob("*.jpg"))[:4], tmp_path / "photos")
+    faces = ReferenceFaces(mirror=mirror)
+    plain = build_calibration_set(spec, folder, augment=False, faces=faces)
+    assert plain.manifest["recaptures"] is None and plain.augmentation["recaptures"] is None  # refused: none
+    cset = build_calibration_set(spec, folder, augment=True, faces=faces)
+    n = len(plain) * 3  # the faces and two varied copies each, then one re-capture of every one
+    assert len(cset) == 2 * n and cset.manifest["recaptures"] == {"samples": n} and cset.augmentation["recaptures"] == {"samples": n}
+    np.testing.assert_array_equal(cset.samples[: len(plain)], plain.samples)
+    gray = lambda img: cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32)  # noqa: E731
+    for face, shown in zip(cset.samples[:n], cset.samples[n:]):
+        assert shown.shape == face.shape and shown.dtype == np.uint8
+        assert gray(shown).std() < gray(face).std()  # flatter
+        assert cv2.Laplacian(gray(shown), cv2.CV_32F).var() < cv2.Laplacian(gray(face), cv2.CV_32F).var()  # less detail
+
+
 def test_recogniser_set_holds_aligned_faces(calib_photos: Path, mirror: Path, tmp_path: Path):
     spec = get_spec(RECOGNISER)
     cset = build_calibration_set(spec, calib_photos, faces=ReferenceFaces(mirror=mirror))

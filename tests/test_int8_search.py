@@ -52,6 +52,7 @@ def _search(
     stored_fp16: int = 3,
     stored_int8: int | None = None,
     fails_on_a76: set[str] | None = None,
+    task: str = "embed",
     **search_args,
 ) -> list[str]:
     """Runs run_search with a fake quantiser and verifier: ``results`` maps an attempt's label to
@@ -110,7 +111,7 @@ def _search(
         work_dir=tmp_path,
         bundle_dir=tmp_path / "bundle",
         metadata={},
-        spec=SimpleNamespace(name="student", int8_recipes={}, task="embed"),
+        spec=SimpleNamespace(name="student", int8_recipes={}, task=task),
         verify=verify,
         verify_on=None,
     )
@@ -518,3 +519,31 @@ def test_where_the_output_layers_compute_in_float_a_winner_without_groups_gets_t
     tried = _search(tmp_path / "b", monkeypatch, results, chosen=chosen, stored_int8=0, int8_output_layer_weights=True, **args)
     assert tried == ["minmax", int8, half] and chosen[0].notes["int8_weights_of_float_groups"].startswith("none to store")
     assert (tmp_path / "b" / "bundle" / "label").read_text() == half
+
+
+def test_liveness_models_get_their_output_side_in_float_after_the_ranked_groups(tmp_path, monkeypatch):
+    """MiniFASNetV1SE calibrated on live portraits: the ranking (first layers first) never reached
+    the last stage, where a spoof crop's verdict was lost; after the ranked steps the search keeps
+    the output side in float too."""
+    import gfn_edge.export.int8.search as search
+
+    monkeypatch.setattr(search, "output_side_groups", lambda ctx, model: ["blocks.2", "blocks.3"])
+    fixed = {"minmax + float stem, blocks.1, blocks.2, blocks.3": (0.996, 0.985, 0.0)}
+    tried = _search(tmp_path / "a", monkeypatch, fixed, task="liveness")
+    assert tried[-3:] == ["minmax + float stem", "minmax + float stem, blocks.1", "minmax + float stem, blocks.1, blocks.2, blocks.3"]
+    # other tasks' calibration shows what verification judges: no such step
+    assert not any("blocks.3" in t for t in _search(tmp_path / "b", monkeypatch, fixed))
+    # a cap the user set holds: 4 groups are more than --max-float-groups 2
+    assert not any("blocks.3" in t for t in _search(tmp_path / "c", monkeypatch, fixed, {"max_float_groups": 2}, task="liveness"))
+
+
+def test_the_output_side_is_the_last_third_of_a_liveness_models_groups_in_running_order():
+    from types import SimpleNamespace
+
+    from gfn_edge.export.int8.search import output_side_groups
+    from gfn_edge.export.models.minifasnet import build_minifasnet
+
+    ctx = SimpleNamespace(calibration=SimpleNamespace(inputs=lambda limit=None: np.full((limit or 4, 80, 80, 3), 128.0, np.float32)))
+    model = build_minifasnet("MiniFASNetV1SE").eval()
+    # 22 groups from conv1 to prob; the last 7 are the last stage on, less the flatten (no module)
+    assert output_side_groups(ctx, model) == ["conv_5.model.0", "conv_5.model.1", "conv_6_sep", "conv_6_dw", "linear", "prob"]

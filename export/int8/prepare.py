@@ -232,6 +232,12 @@ def rank_groups(model: nn.Module, calibration: np.ndarray, score, batch: int = 3
     return sensitivity, {"all_int8": float(score(run_fake_quant(gm, xs, ranges), ref))}
 
 
+def groups_in_order(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """The model's quantised module groups in the order the network runs them (input first)."""
+    gm = trace_folded(model, example)
+    return list(group_nodes(gm, quantisable_nodes(gm)))
+
+
 def _as_list(out) -> list[np.ndarray]:
     return [o.detach().numpy() for o in (out if isinstance(out, (tuple, list)) else (out,))]
 

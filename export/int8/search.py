@@ -40,13 +40,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import torch
 
 from ..context import ExportContext
 from ..manifest_writer import write_manifest
 from ..target_info import TARGETS, Artifact, TargetInfo
 from ..verify_on import platform_failures
 from .half_weights import MIN_WEIGHTS as MIN_HALF_WEIGHTS
-from .prepare import Int8Preparation, prepare_for_int8, rank_groups
+from .prepare import Int8Preparation, groups_in_order, prepare_for_int8, rank_groups
 
 log = logging.getLogger(__name__)
 
@@ -391,6 +392,26 @@ def plan(ctx: ExportContext, methods: list[str], groups: list[str], model_groups
     return [Attempt(m) for m in method_list], [groups[:k] for k in steps]
 
 
+OUTPUT_SIDE_SHARE = 1 / 3
+"""The share of a liveness model's layer groups, counted from its output, that
+:func:`output_side_groups` adds in float."""
+
+
+def output_side_groups(ctx: ExportContext, model: Any) -> list[str]:
+    """The module groups nearest a liveness model's output (the last third, in running order).
+
+    Why: the ranking sees the calibration faces, which are live, and on them the first layers do
+    the most int8 damage; where the model tells a print or a replay from a face, its last stage,
+    only the attacks show the damage. MiniFASNetV1SE calibrated on the portraits kept the ten
+    ranked groups in float and still turned a spoof crop live (0.29 -> 0.61); those ten plus its
+    last six groups (``conv_5`` to ``linear``) keep every verdict. Other tasks' calibration shows
+    what verification judges, so they are not given this step."""
+    example = ctx.calibration.inputs(limit=2).transpose(0, 3, 1, 2)
+    order = groups_in_order(model, torch.from_numpy(np.ascontiguousarray(example, dtype=np.float32)))
+    tail = order[len(order) - max(1, round(len(order) * OUTPUT_SIDE_SHARE)) :]
+    return [g for g in tail if is_module_group(model, g)]
+
+
 def _recipe(ctx: ExportContext, info: TargetInfo, methods: list[str]) -> Attempt | None:
     """The first attempt to make when one is known: the user's ``float_groups`` option, else the
     registry's recipe for this target (a fact about the registry weights, so only for them and
@@ -547,6 +568,12 @@ def run_search(
                 if attempt(candidate).passed:
                     winner = outcomes[-1]
                     break
+            if winner is None and ctx.spec.task == "liveness":
+                tail = tuple(g for g in output_side_groups(ctx, prep.model) if g not in tried_groups)
+                cap = ctx.options.get("max_float_groups")
+                candidate = Attempt(base.method, tried_groups + tail, bias_corrected=base.bias_corrected, route=remedy_route)
+                if tail and (cap is None or len(candidate.float_groups) <= int(cap)) and candidate not in made and attempt(candidate).passed:
+                    winner = outcomes[-1]
         # from the base's model: bias-corrected where the groups were tried on the corrected one
         tuned_attempt = Attempt(base.method, tried_groups, distilled=True, bias_corrected=base.bias_corrected, route=remedy_route)
         if winner is None and distill_seconds(ctx) > 0 and tuned_attempt not in made:
