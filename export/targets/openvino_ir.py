@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from gfn_edge.errors import MissingDependencyError
 from gfn_edge.manifest import RT_INFO_KEY, TensorSpec
 
@@ -29,6 +32,20 @@ def ir_tensor_specs(model) -> tuple[list[TensorSpec], list[TensorSpec]]:
     return ins, outs
 
 
+_BETWEEN_TAGS = re.compile(rb">\s+<")
+
+
+def compact_xml(xml: Path) -> int:
+    """Drop the indentation OpenVINO writes between the IR's tags (a tab per level, a line per
+    element); returns the bytes saved. Why: 18 % of w0.5-e6's INT8 .xml (499 -> 411 KB), which
+    outweighs its weights 4 to 1; the parser needs none of it. Nothing else can match: the IR has
+    text only in ``<dim>`` elements, and attribute values (the embedded manifest) escape ``<``."""
+    data = xml.read_bytes()
+    compact = _BETWEEN_TAGS.sub(b"><", data)
+    xml.write_bytes(compact)
+    return len(data) - len(compact)
+
+
 def save_ir(model, ctx: ExportContext, info: TargetInfo, compress_to_fp16: bool, extra: dict | None = None) -> Artifact:
     ov = _ov()
     inputs, outputs = ir_tensor_specs(model)
@@ -38,6 +55,7 @@ def save_ir(model, ctx: ExportContext, info: TargetInfo, compress_to_fp16: bool,
     )
     xml = ctx.bundle_dir / "model.xml"
     ov.save_model(model, str(xml), compress_to_fp16=compress_to_fp16)
+    compact_xml(xml)
     return Artifact(
         files={"model": xml.name, "weights": xml.with_suffix(".bin").name},
         inputs=inputs,
