@@ -340,3 +340,22 @@ def test_tflite_int8_io_carries_scale_and_zero_point(calib_photos: Path, faces_d
     a = Embedder(result.bundle).embed(crop[None])[0]
     b = Embedder(recogniser_int8["tflite-int8"].bundle).embed(crop[None])[0]
     assert float(a @ b) > 0.98
+
+
+@pytest.mark.int8_export
+@pytest.mark.slow
+@pytest.mark.parametrize("checkpoint", ["2.7_80x80_MiniFASNetV2.pth", "4_0_0_80x80_MiniFASNetV1SE.pth"])
+def test_liveness_int8_keeps_every_verdict_the_reference_holds(checkpoint: str, faces_dir: Path, tmp_path: Path):
+    """Issue 12: MiniFASNet INT8 (both) keeps the decisions on the liveness photos and the face
+    crops. As a user runs it: the checkpoint as a file, default options, calibrated on the portraits
+    (live faces; the exporter adds their re-captured copies), verified on ../shared/faces. V1SE
+    changed one verdict on onnxruntime and LiteRT before the copies and the output-side step."""
+    from gfn_edge.export.api import export_model
+
+    results = export_model(shared_path("models", "antispoof", checkpoint), INT8_TARGETS, tmp_path, verify_images=faces_dir, calib=faces_dir / "portraits")
+    for r in results:
+        assert r.passed, (r.target, r.failures)
+        m = read_manifest(r.bundle)
+        metrics = m.verification["metrics"]
+        assert metrics["decision_flips_robust"] == 0 and metrics["decision_agree"] >= 0.95 and metrics["crops"] >= 60, (r.target, metrics)
+        assert m.export["notes"]["calibration"]["recaptures"]["samples"] > 0, r.target
