@@ -404,7 +404,7 @@ def output_side_groups(ctx: ExportContext, model: Any) -> list[str]:
     the most int8 damage; where the model tells a print or a replay from a face, its last stage,
     only the attacks show the damage. MiniFASNetV1SE calibrated on the portraits kept the ten
     ranked groups in float and still turned a spoof crop live (0.29 -> 0.61); those ten plus its
-    last six groups (``conv_5`` to ``linear``) keep every verdict. Other tasks' calibration shows
+    last six groups (``conv_5.model.0`` to ``prob``) keep every verdict. Other tasks' calibration shows
     what verification judges, so they are not given this step."""
     example = ctx.calibration.inputs(limit=2).transpose(0, 3, 1, 2)
     order = groups_in_order(model, torch.from_numpy(np.ascontiguousarray(example, dtype=np.float32)))
