@@ -81,13 +81,19 @@ def _occlude(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
+def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    """``image`` after a JPEG round trip at ``quality`` (as a camera stream or a re-capture
+    compresses it); unchanged where OpenCV cannot encode it."""
+    ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return cv2.imdecode(jpeg, cv2.IMREAD_COLOR) if ok else image
+
+
 def _low_resolution(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A face far from the camera: fewer pixels, then JPEG-compressed as a camera stream is."""
     h, w = image.shape[:2]
     f = rng.uniform(0.35, 0.7)
     small = cv2.resize(image, (max(8, int(w * f)), max(8, int(h * f))), interpolation=cv2.INTER_AREA)
-    ok, jpeg = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(35, 75))])
-    small = cv2.imdecode(jpeg, cv2.IMREAD_COLOR) if ok else small
+    small = _jpeg(small, int(rng.integers(35, 75)))
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
@@ -132,8 +138,7 @@ def _recapture(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     flat = (flat - mean) * rng.uniform(0.5, 0.9) + mean + rng.uniform(-40.0, 40.0)
     flat *= rng.uniform(0.8, 1.2, size=3).astype(np.float32)
     out = np.clip(flat, 0, 255).astype(np.uint8)
-    ok, jpeg = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(15, 50))])
-    return np.ascontiguousarray(cv2.imdecode(jpeg, cv2.IMREAD_COLOR) if ok else out)
+    return np.ascontiguousarray(_jpeg(out, int(rng.integers(15, 50))))
 
 
 def _recaptures(samples: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
