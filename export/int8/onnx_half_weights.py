@@ -8,9 +8,8 @@ tensors around them add). onnxruntime folds a Cast of a constant when it loads t
 runtime runs the same FP32 kernels at the same speed (measured on that detector: 17.3 ms either
 way, 1.42 -> 0.80 MB; scenes landmark NME 0.00822 -> 0.00825).
 
-Int8 weight-only storage (:mod:`.onnx_weight_only`) is smaller still but moves accuracy and is
-dequantised on every inference by onnxruntime; the search tries it first and this where it is
-refused (``search._slimmer``).
+Int8 weight-only storage (:mod:`.onnx_weight_only`) is smaller still but moves accuracy more; the
+search tries it first and this where it is refused (``search._slimmer``).
 """
 
 from __future__ import annotations
