@@ -242,6 +242,9 @@ PAIR_PARAMS = [pytest.param(t, b, id=f"{t}@{b}", marks=[pytest.mark.int8_export]
 DECISION_BAND = {"fp32": 0.002, "fp16": 0.02, "int8": 0.1}
 # Accuracy may differ by the pairs inside the band and no more than 1 point (3.5 of 349 pairs).
 ACCURACY_TOLERANCE = 0.01
+# Issue 12: the INT8 pipeline changes at most 1 % of the reference pipeline's decisions (3 of 349);
+# accuracy alone would let changes that cancel out pass.
+CHANGED_DECISIONS = 0.01
 
 
 def _pairs(folder) -> tuple[list[str], list[tuple[str, str]], np.ndarray]:
@@ -333,3 +336,4 @@ def test_identity_decisions_match_the_reference(bundles, pair_data, target, back
     outside = differ & (np.abs(ref - thr) > band)
     assert not outside.any(), f"{int(outside.sum())} decisions differ on pairs further than {band} from the threshold"
     assert abs(acc - pair_data["acc"]) <= ACCURACY_TOLERANCE
+    assert differ.sum() <= CHANGED_DECISIONS * len(ours), f"{int(differ.sum())} of {len(ours)} decisions differ (at most {CHANGED_DECISIONS:.0%})"
