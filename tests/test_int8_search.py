@@ -547,3 +547,61 @@ def test_the_output_side_is_the_last_third_of_a_liveness_models_groups_in_runnin
     model = build_minifasnet("MiniFASNetV1SE").eval()
     # 22 groups from conv1 to prob; the last 7 are the last stage on, less the flatten (no module)
     assert output_side_groups(ctx, model) == ["conv_5.model.0", "conv_5.model.1", "conv_6_sep", "conv_6_dw", "linear", "prob"]
+
+
+def test_detectors_first_keep_in_float_what_their_coarser_levels_depend_on(tmp_path, monkeypatch):
+    """Recognition reads the detector through the landmarks of faces large enough to recognise,
+    found on the coarser pyramid levels: before the ranked groups, a detector's search tries every
+    group but the finest level's own branch in float; a pass ends the search (no ranking)."""
+    import gfn_edge.export.int8.search as search
+
+    monkeypatch.setattr(search, "recognition_levels_groups", lambda ctx, model: ["stem", "blocks.3"])
+    passes = {"minmax + float stem, blocks.3": (0.996, 0.985, 0.0)}
+    first = ["minmax", "entropy", "minmax + bias correction"]
+    assert _search(tmp_path / "a", monkeypatch, passes, task="detect") == [*first, "minmax + float stem, blocks.3"]
+    # failing, the ranked groups (most damaging first) are added to them, the coarser levels kept
+    tried = _search(tmp_path / "b", monkeypatch, {"minmax + float stem, blocks.3, blocks.1, blocks.2": (0.996, 0.985, 0.0)}, task="detect")
+    assert tried == [*first, "minmax + float stem, blocks.3", "minmax + float stem, blocks.3, blocks.1", "minmax + float stem, blocks.3, blocks.1, blocks.2"]
+    # other tasks have no such step; a cap the user set holds
+    assert "minmax + float stem, blocks.3" not in _search(tmp_path / "c", monkeypatch, passes)
+    assert "minmax + float stem, blocks.3" not in _search(tmp_path / "d", monkeypatch, passes, {"max_float_groups": 1}, task="detect")
+
+
+def test_retinafaces_coarser_levels_depend_on_all_but_the_finest_levels_own_branch():
+    """RetinaFace-MobileNet-0.25 (the real architecture; weights do not matter): the stride-16 and
+    stride-32 heads read the whole backbone and their own pyramid and context modules; the stride-8
+    branch (fpn.output1, fpn.merge1, ssh1, the heads' first entries) stays int8, and so does the
+    pyramid's own up-sampling and sums (``fpn``), whose name would cover the whole pyramid."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from gfn_edge.export.int8.prepare import coarse_level_groups
+    from gfn_edge.export.int8.search import recognition_levels_groups
+    from gfn_edge.export.models.retinaface import RetinaFace
+
+    model = RetinaFace("mobilenet0.25").eval()
+    ctx = SimpleNamespace(calibration=SimpleNamespace(inputs=lambda limit=None: np.full((limit or 4, 240, 320, 3), 0.5, np.float32)))
+    levels = recognition_levels_groups(ctx, model)
+    assert {"body.stage1.0", "body.stage2.5", "body.stage3.1", "fpn.output3.0", "fpn.merge2.0", "ssh3", "LandmarkHead.2", "ClassHead.1"} <= set(levels)
+    finest = ("fpn.output1", "fpn.merge1", "ssh1", "BboxHead.0", "ClassHead.0", "LandmarkHead.0")
+    assert not any(g.startswith(finest) for g in levels) and "fpn" not in levels
+    assert "fpn" in coarse_level_groups(model, torch.zeros(1, 3, 240, 320))  # the graph's own view: its glue serves both
+    assert levels == sorted(levels, key=levels.index) and levels[0] == "body.stage1.0"  # running order
+
+
+def test_a_single_level_model_has_no_coarser_levels():
+    import torch
+    from torch import nn
+
+    from gfn_edge.export.int8.prepare import coarse_level_groups
+
+    class OneLevel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 1)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.stem(x))).permute(0, 2, 3, 1).reshape(x.shape[0], -1, 2)
+
+    assert coarse_level_groups(OneLevel().eval(), torch.zeros(1, 3, 16, 16)) == []

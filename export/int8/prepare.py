@@ -238,6 +238,30 @@ def groups_in_order(model: nn.Module, example: torch.Tensor) -> list[str]:
     return list(group_nodes(gm, quantisable_nodes(gm)))
 
 
+def coarse_level_groups(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """A pyramid detector's module groups that its coarser levels' outputs depend on (running order):
+    every group but the finest level's own branch. Empty for a model whose per-position outputs
+    (a detector head's maps, one value per anchor) all have one size, or that has none."""
+    gm = trace_folded(model, example)
+    maps = {}
+    for node in output_layers(gm):
+        shape = getattr(node.meta.get("tensor_meta"), "shape", None)
+        if shape is not None and len(shape) == 4 and shape[2] * shape[3] > 1:
+            maps[node] = int(shape[2] * shape[3])
+    if len(set(maps.values())) < 2:
+        return []
+    finest = max(maps.values())
+    needed: set[fx.Node] = set()
+    stack = [node for node, positions in maps.items() if positions < finest]
+    while stack:
+        node = stack.pop()
+        if node not in needed:
+            needed.add(node)
+            stack.extend(node.all_input_nodes)
+    computing = set(quantisable_nodes(gm)) | set(maps)
+    return list(group_nodes(gm, [n for n in gm.graph.nodes if n in needed and n in computing]))
+
+
 def _as_list(out) -> list[np.ndarray]:
     return [o.detach().numpy() for o in (out if isinstance(out, (tuple, list)) else (out,))]
 
