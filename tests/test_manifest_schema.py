@@ -167,6 +167,7 @@ def test_detector_manifest_without_anchors(originals):
         ("inputs.0.quantization", {"scale": 0.0, "zero_point": 0}, r"inputs\[0\].quantization.scale is 0.0; it must be greater than 0"),
         ("spec.task", "detect", "spec.task is 'detect' but task is 'embed'"),
         ("spec.name", DET, f"spec.name is '{DET}' but model is '{REC}'"),
+        ("source.sha256", True, "source.sha256 must be a non-empty string"),  # found by test_fuzz_manifest
     ],
 )
 def test_wrong_types_and_values_name_the_key(originals, key, value, words):
