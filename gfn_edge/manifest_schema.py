@@ -123,7 +123,7 @@ def validate_manifest(data: Any, where: str = "") -> None:
     _files(check, data["files"], data["sha256"])
     for name in OPTIONAL_SECTIONS:
         check.optional_mapping(data, name, name)
-    if "sha256" in (data.get("source") or {}):  # the weights' digest: part of the embeddings' signature
+    if (data.get("source") or {}).get("sha256") is not None:  # the weights' digest (none for random weights)
         check.text(data["source"]["sha256"], "source.sha256")
     spec = check.mapping(data["spec"], "spec")
     check.require(spec, ("name", "task", "preprocess"), "spec.")

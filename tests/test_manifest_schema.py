@@ -168,12 +168,20 @@ def test_detector_manifest_without_anchors(originals):
         ("spec.task", "detect", "spec.task is 'detect' but task is 'embed'"),
         ("spec.name", DET, f"spec.name is '{DET}' but model is '{REC}'"),
         ("source.sha256", True, "source.sha256 must be a non-empty string"),  # found by test_fuzz_manifest
+        ("source.sha256", "", "source.sha256 must be a non-empty string"),
     ],
 )
 def test_wrong_types_and_values_name_the_key(originals, key, value, words):
     data = _set(_raw(originals[(REC, "onnx")]), key, value)
     with pytest.raises(ManifestError, match=words):
         Manifest.from_dict(data)
+
+
+def test_weights_without_a_digest_give_the_model_name_as_signature(originals):
+    """Random weights (shape and speed checks) have no source digest: null, or no key at all."""
+    for damage in (None, _DROP):
+        manifest = Manifest.from_dict(_set(_raw(originals[(REC, "onnx")]), "source.sha256", damage))
+        assert manifest.signature == REC
 
 
 @pytest.mark.parametrize("std", [[0.0, 128.0, 128.0], [128.0, -1.0, 128.0], [math.nan, 128.0, 128.0], [128.0, 128.0, math.inf]])
