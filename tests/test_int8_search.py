@@ -576,7 +576,7 @@ def test_retinafaces_coarser_levels_depend_on_all_but_the_finest_levels_own_bran
 
     import torch
 
-    from gfn_edge.export.int8.prepare import coarse_level_groups
+    from gfn_edge.export.int8.prepare import pyramid_groups
     from gfn_edge.export.int8.search import recognition_levels_groups
     from gfn_edge.export.models.retinaface import RetinaFace
 
@@ -586,7 +586,8 @@ def test_retinafaces_coarser_levels_depend_on_all_but_the_finest_levels_own_bran
     assert {"body.stage1.0", "body.stage2.5", "body.stage3.1", "fpn.output3.0", "fpn.merge2.0", "ssh3", "LandmarkHead.2", "ClassHead.1"} <= set(levels)
     finest = ("fpn.output1", "fpn.merge1", "ssh1", "BboxHead.0", "ClassHead.0", "LandmarkHead.0")
     assert not any(g.startswith(finest) for g in levels) and "fpn" not in levels
-    assert "fpn" in coarse_level_groups(model, torch.zeros(1, 3, 240, 320))  # the graph's own view: its glue serves both
+    coarse, rest = pyramid_groups(model, torch.zeros(1, 3, 240, 320))
+    assert "fpn" in coarse and not set(coarse) & set(rest)  # the graph's own view: its glue serves both
     assert levels == sorted(levels, key=levels.index) and levels[0] == "body.stage1.0"  # running order
 
 
@@ -594,7 +595,7 @@ def test_a_single_level_model_has_no_coarser_levels():
     import torch
     from torch import nn
 
-    from gfn_edge.export.int8.prepare import coarse_level_groups
+    from gfn_edge.export.int8.prepare import groups_in_order, pyramid_groups
 
     class OneLevel(nn.Module):
         def __init__(self):
@@ -604,4 +605,5 @@ def test_a_single_level_model_has_no_coarser_levels():
         def forward(self, x):
             return self.head(torch.relu(self.stem(x))).permute(0, 2, 3, 1).reshape(x.shape[0], -1, 2)
 
-    assert coarse_level_groups(OneLevel().eval(), torch.zeros(1, 3, 16, 16)) == []
+    model, x = OneLevel().eval(), torch.zeros(1, 3, 16, 16)
+    assert pyramid_groups(model, x) == ([], groups_in_order(model, x)) == ([], ["stem", "relu", "head"])

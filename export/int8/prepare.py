@@ -238,18 +238,21 @@ def groups_in_order(model: nn.Module, example: torch.Tensor) -> list[str]:
     return list(group_nodes(gm, quantisable_nodes(gm)))
 
 
-def coarse_level_groups(model: nn.Module, example: torch.Tensor) -> list[str]:
-    """A pyramid detector's module groups that its coarser levels' outputs depend on (running order):
-    every group but the finest level's own branch. Empty for a model whose per-position outputs
-    (a detector head's maps, one value per anchor) all have one size, or that has none."""
+def pyramid_groups(model: nn.Module, example: torch.Tensor) -> tuple[list[str], list[str]]:
+    """A pyramid detector's module groups, from one trace, in running order: those its coarser
+    levels' outputs depend on, and the rest (the finest level's own branch). No coarser groups for
+    a model whose per-position outputs (a detector head's maps, one value per anchor) all have one
+    size, or that has none."""
     gm = trace_folded(model, example)
     maps = {}
     for node in output_layers(gm):
         shape = getattr(node.meta.get("tensor_meta"), "shape", None)
         if shape is not None and len(shape) == 4 and shape[2] * shape[3] > 1:
             maps[node] = int(shape[2] * shape[3])
+    computing = set(quantisable_nodes(gm)) | set(maps)
+    groups = list(group_nodes(gm, [n for n in gm.graph.nodes if n in computing]))
     if len(set(maps.values())) < 2:
-        return []
+        return [], groups
     finest = max(maps.values())
     needed: set[fx.Node] = set()
     stack = [node for node, positions in maps.items() if positions < finest]
@@ -258,8 +261,8 @@ def coarse_level_groups(model: nn.Module, example: torch.Tensor) -> list[str]:
         if node not in needed:
             needed.add(node)
             stack.extend(node.all_input_nodes)
-    computing = set(quantisable_nodes(gm)) | set(maps)
-    return list(group_nodes(gm, [n for n in gm.graph.nodes if n in needed and n in computing]))
+    coarse = list(group_nodes(gm, [n for n in gm.graph.nodes if n in needed and n in computing]))
+    return coarse, [g for g in groups if g not in coarse]
 
 
 def _as_list(out) -> list[np.ndarray]:

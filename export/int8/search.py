@@ -47,7 +47,7 @@ from ..manifest_writer import write_manifest
 from ..target_info import TARGETS, Artifact, TargetInfo
 from ..verify_on import platform_failures
 from .half_weights import MIN_WEIGHTS as MIN_HALF_WEIGHTS
-from .prepare import Int8Preparation, coarse_level_groups, groups_in_order, prepare_for_int8, rank_groups
+from .prepare import Int8Preparation, groups_in_order, prepare_for_int8, pyramid_groups, rank_groups
 
 log = logging.getLogger(__name__)
 
@@ -397,6 +397,11 @@ OUTPUT_SIDE_SHARE = 1 / 3
 :func:`output_side_groups` adds in float."""
 
 
+def _example(ctx: ExportContext) -> torch.Tensor:
+    """Two calibration inputs, NCHW, for tracing the model's graph."""
+    return torch.from_numpy(np.ascontiguousarray(ctx.calibration.inputs(limit=2).transpose(0, 3, 1, 2), dtype=np.float32))
+
+
 def output_side_groups(ctx: ExportContext, model: Any) -> list[str]:
     """The module groups nearest a liveness model's output (the last third, in running order).
 
@@ -406,14 +411,13 @@ def output_side_groups(ctx: ExportContext, model: Any) -> list[str]:
     ranked groups in float and still turned a spoof crop live (0.29 -> 0.61); those ten plus its
     last six groups (``conv_5.model.0`` to ``prob``) keep every verdict. Other tasks' calibration shows
     what verification judges, so they are not given this step."""
-    example = ctx.calibration.inputs(limit=2).transpose(0, 3, 1, 2)
-    order = groups_in_order(model, torch.from_numpy(np.ascontiguousarray(example, dtype=np.float32)))
+    order = groups_in_order(model, _example(ctx))
     tail = order[len(order) - max(1, round(len(order) * OUTPUT_SIDE_SHARE)) :]
     return [g for g in tail if is_module_group(model, g)]
 
 
 def recognition_levels_groups(ctx: ExportContext, model: Any) -> list[str]:
-    """A pyramid detector's groups every coarser level depends on (:func:`.prepare.coarse_level_groups`),
+    """A pyramid detector's groups every coarser level depends on (:func:`.prepare.pyramid_groups`),
     less any group whose name also covers a part of the finest level's own branch: the backends
     find a group's layers by its name's prefix, so ``fpn`` would keep the whole pyramid in float.
 
@@ -426,10 +430,7 @@ def recognition_levels_groups(ctx: ExportContext, model: Any) -> list[str]:
     changed (pair scores 0.0016), the INT8 pipeline 1. The finest level's own branch, half the
     compute at 640x480, stays int8. Tried first among a detector's float-group steps; when it fails,
     the ranked groups are added to it."""
-    example = ctx.calibration.inputs(limit=2).transpose(0, 3, 1, 2)
-    x = torch.from_numpy(np.ascontiguousarray(example, dtype=np.float32))
-    coarse = coarse_level_groups(model, x)
-    finest_branch = [g for g in groups_in_order(model, x) if g not in coarse]
+    coarse, finest_branch = pyramid_groups(model, _example(ctx))
     return [g for g in coarse if is_module_group(model, g) and not any(other.startswith(g + ".") for other in finest_branch)]
 
 
@@ -576,18 +577,23 @@ def run_search(
                     break
         base = _remedy_base(outcomes, remedy_route)
         cap = ctx.options.get("max_float_groups")
+
+        def within_cap(groups: tuple[str, ...]) -> bool:
+            """Whether ``groups`` keeps to the user's --max-float-groups (the steps beyond the ranked
+            ones are not held to the default cap, half the groups)."""
+            return cap is None or len(groups) <= int(cap)
+
         levels: tuple[str, ...] = ()
         if winner is None:
             if out_of_time(f"{base.label()} + layer groups in float (not ranked)"):
                 raise _BudgetSpent  # the ranking itself takes minutes on the wider networks
             levels = tuple(recognition_levels_groups(ctx, prep.model)) if ctx.spec.task == "detect" else ()
-            if levels and (cap is None or len(levels) <= int(cap)):
+            levels = levels if within_cap(levels) else ()
+            if levels:
                 candidate = Attempt(base.method, levels, bias_corrected=base.bias_corrected, route=remedy_route)
                 tried_groups = levels
                 if candidate not in made and attempt(candidate).passed:
                     winner = outcomes[-1]
-            else:
-                levels = ()
         if winner is None:
             if out_of_time(f"{base.label()} + layer groups in float (not ranked)"):
                 raise _BudgetSpent
@@ -597,7 +603,7 @@ def run_search(
             _, fallbacks = plan(ctx, methods, groups, model_groups=len(ranked))
             for fl in fallbacks:
                 candidate = Attempt(base.method, levels + tuple(fl), bias_corrected=base.bias_corrected, route=remedy_route)
-                if cap is not None and len(candidate.float_groups) > int(cap):
+                if not within_cap(candidate.float_groups):
                     break
                 tried_groups = candidate.float_groups
                 if candidate in made:
@@ -608,7 +614,7 @@ def run_search(
             if winner is None and ctx.spec.task == "liveness":
                 tail = tuple(g for g in output_side_groups(ctx, prep.model) if g not in tried_groups)
                 candidate = Attempt(base.method, tried_groups + tail, bias_corrected=base.bias_corrected, route=remedy_route)
-                if tail and (cap is None or len(candidate.float_groups) <= int(cap)) and candidate not in made and attempt(candidate).passed:
+                if tail and within_cap(candidate.float_groups) and candidate not in made and attempt(candidate).passed:
                     winner = outcomes[-1]
         # from the base's model: bias-corrected where the groups were tried on the corrected one
         tuned_attempt = Attempt(base.method, tried_groups, distilled=True, bias_corrected=base.bias_corrected, route=remedy_route)
