@@ -92,7 +92,9 @@ def open_model(
     ``threads`` defaults to the machine's physical cores; ``task`` ("detect", "embed", "liveness")
     makes a bundle of the wrong kind fail here with a clear message rather than later.
     Backend-specific ``options``: OpenVINO ``precision`` ("f32" default, "bf16", "f16") and
-    ``int8_kernels`` (INT8 IR on integer kernels: default on x86, off on ARM, where they fail).
+    ``int8_kernels`` (INT8 IR on integer kernels: default on x86, off on ARM, where they fail);
+    onnxruntime ``spinning`` (worker threads busy-wait between runs: default off, which a pipeline of
+    several models needs; on is a little faster for one model alone).
     """
     path = Path(source)
     if path.is_dir():

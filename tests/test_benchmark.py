@@ -260,6 +260,25 @@ def test_thread_counts_reach_the_runtime(bundles, target):
             assert int(model.compiled.get_property("INFERENCE_NUM_THREADS")) == threads
 
 
+def test_onnxruntime_threads_do_not_spin_between_runs_unless_asked(bundles):
+    """A pipeline's sessions run one after another; spinning threads of one slow the next (1.7x a frame
+    on 2 cores), so the default is off, read back from the session itself."""
+    from gfn_edge import FaceAnalyzer
+    from gfn_edge.errors import InvalidTypeError
+    from gfn_edge.runtimes import open_model
+
+    def spinning(model) -> str:
+        return model.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+
+    det, rec = bundles.get(DET, "onnx"), bundles.get(REC, "onnx")
+    assert spinning(open_model(det, "onnxruntime", threads=2)) == "0"
+    assert spinning(open_model(det, "onnxruntime", threads=2, spinning=True)) == "1"
+    analyzer = FaceAnalyzer(det, rec, backend="onnxruntime", threads=2)
+    assert spinning(analyzer.detector.model) == spinning(analyzer.recognizer.model) == "0"
+    with pytest.raises(InvalidTypeError, match="spinning"):
+        open_model(det, "onnxruntime", threads=2, spinning="no")
+
+
 def test_peer_thread_counts_reach_the_runtime(peer_dir, tmp_path):
     found = peers.find_peers(peer_dir, ["ultraface-slim-320", "blazeface-short-128"])
     cands = peer_candidates(found)
@@ -541,3 +560,29 @@ def test_gfn_bench_console_script_is_installed():
     assert exe, "gfn-bench is not installed (pip install -e .)"
     proc = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "--threads" in proc.stdout
+
+
+# ----------------------------------------------------------------------------- benchmarks/run.py
+
+
+def _run_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("benchmarks_run", ROOT / "benchmarks" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_exports_int8_only_for_real_weights():
+    run = _run_script()
+    real, notes = run.job_targets(run.STUDENT, {}, int8=True)
+    assert set(run.INT8_TARGETS) <= set(real) and not notes
+    random, notes = run.job_targets(run.RECOGNISER, {"random_weights": True}, int8=True)
+    assert random == run.FP_TARGETS
+    assert [n["bundle"] for n in notes] == [f"{run.RECOGNISER}-{t}" for t in run.INT8_TARGETS]
+    assert all(n["reason"].startswith("random weights") for n in notes)
+    detector, _ = run.job_targets(run.DETECTOR, {"input_size": (320, 240)}, int8=True)
+    assert set(run.INT8_TARGETS) <= set(detector)
+    assert run.job_targets(run.DETECTOR, {}, int8=False) == (run.FP_TARGETS, [])
+    assert run.job_targets(run.LIVENESS, {}, int8=True) == (["onnx", "openvino", "tflite"], [])
