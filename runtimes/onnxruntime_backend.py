@@ -61,6 +61,7 @@ class OnnxRuntimeModel(InferenceModel):
         if not isinstance(spinning, (bool, np.bool_)):
             raise InvalidTypeError(f"spinning must be True or False, got {spinning!r}")
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        self.spinning = bool(spinning)
         try:
             self.session = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
@@ -74,6 +75,10 @@ class OnnxRuntimeModel(InferenceModel):
             raise ArtifactError(f"{self.path}: manifest outputs {missing} are not in the model (has {sorted(outputs)})")
         self.check_model_shapes(inputs[self.input.tensor].shape, [outputs[o.tensor].shape for o in self.outputs])
         self._out_names = [o.tensor for o in self.outputs]
+
+    def describe(self) -> dict[str, object]:
+        """As the base class, plus whether the worker threads spin between runs (timings depend on it)."""
+        return {**super().describe(), "spinning": self.spinning}
 
     def _infer(self, x: np.ndarray) -> list[np.ndarray]:
         try:

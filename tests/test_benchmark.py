@@ -273,6 +273,7 @@ def test_onnxruntime_threads_do_not_spin_between_runs_unless_asked(bundles):
     det, rec = bundles.get(DET, "onnx"), bundles.get(REC, "onnx")
     assert spinning(open_model(det, "onnxruntime", threads=2)) == "0"
     assert spinning(open_model(det, "onnxruntime", threads=2, spinning=True)) == "1"
+    assert open_model(det, "onnxruntime", threads=2).describe()["spinning"] is False  # recorded beside the timings
     analyzer = FaceAnalyzer(det, rec, backend="onnxruntime", threads=2)
     assert spinning(analyzer.detector.model) == spinning(analyzer.recognizer.model) == "0"
     with pytest.raises(InvalidTypeError, match="spinning"):
