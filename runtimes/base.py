@@ -164,6 +164,11 @@ class InferenceModel(ABC):
             out[spec.name] = np.asarray(arr, dtype=np.float32)
         return out
 
+    def settings(self) -> dict[str, object]:
+        """The backend's own run settings that outputs or timings depend on (none here; each backend
+        adds its own), recorded beside verification results and benchmark timings."""
+        return {}
+
     def describe(self) -> dict[str, object]:
         return {
             "backend": self.backend,
@@ -173,6 +178,7 @@ class InferenceModel(ABC):
             "threads": self.threads,
             "input": self.input.to_dict(),
             "outputs": [o.to_dict() for o in self.outputs],
+            **self.settings(),
         }
 
     def __repr__(self) -> str:

@@ -76,9 +76,9 @@ class OnnxRuntimeModel(InferenceModel):
         self.check_model_shapes(inputs[self.input.tensor].shape, [outputs[o.tensor].shape for o in self.outputs])
         self._out_names = [o.tensor for o in self.outputs]
 
-    def describe(self) -> dict[str, object]:
-        """As the base class, plus whether the worker threads spin between runs (timings depend on it)."""
-        return {**super().describe(), "spinning": self.spinning}
+    def settings(self) -> dict[str, object]:
+        """Whether the worker threads spin between runs (timings depend on it)."""
+        return {"spinning": self.spinning}
 
     def _infer(self, x: np.ndarray) -> list[np.ndarray]:
         try:

@@ -162,10 +162,9 @@ class OpenVINOModel(InferenceModel):
             raise ArtifactError(f"{self.path}: manifest outputs {missing} are not in the model (has {sorted(ports)})")
         self.check_model_shapes(_dims(model.inputs[0]), [_dims(ports[o.tensor]) for o in self.outputs])
 
-    def describe(self) -> dict[str, object]:
-        """As the base class, plus the hint asked for and the precision the CPU plugin really uses."""
-        out = super().describe()
-        out["precision_hint"] = self.precision
+    def settings(self) -> dict[str, object]:
+        """The hint asked for and the precision the CPU plugin really uses (and, for INT8 IR, its kernels)."""
+        out: dict[str, object] = {"precision_hint": self.precision}
         if self.quantized:
             out["int8_kernels"] = self.int8_kernels
         try:

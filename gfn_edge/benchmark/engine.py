@@ -269,5 +269,5 @@ def _describe(model: Any) -> dict[str, Any]:
         "threads": model.threads,
         "path": str(model.path),
         "complexity": (m.export or {}).get("flops") or {"note": "FLOPs unknown"},
-        **({"spinning": model.spinning} if hasattr(model, "spinning") else {}),  # onnxruntime's threads
+        **model.settings(),  # the backend's own (onnxruntime's spinning threads, OpenVINO's precision)
     }
