@@ -36,6 +36,16 @@ def hang_guard(seconds: float) -> float:
     return seconds * (20 if EMULATED_CPU else 1)
 
 
+def load_script(path: Path, name: str):
+    """A script that is not a package module (scripts/, benchmarks/, tests/helpers/), imported by path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def shared_path(*parts: str) -> Path:
     """A file or folder under shared/, or skip the test naming what is missing."""
     path = SHARED.joinpath(*parts)

@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, shared_path
+from conftest import ROOT, load_script, shared_path
 
 from gfn_edge.errors import ArtifactError, GfnEdgeError
 from gfn_edge.manifest import read_manifest
@@ -238,12 +238,7 @@ def test_arm64_tests_shard_runs_numerics_on_every_cpu_and_splits_the_rest(tmp_pa
 
 def _readme_commands():
     """scripts/readme_commands.py, the one parser of README blocks .ci/run uses too."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("readme_commands", ROOT / "scripts" / "readme_commands.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "scripts" / "readme_commands.py", "readme_commands")
 
 
 def _arm64_ci_commands() -> list[list[str]]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import ROOT, shared_path
+from conftest import ROOT, load_script, shared_path
 
 from gfn_edge.benchmark import peers, report, timing
 from gfn_edge.benchmark.models import bundle_candidate, peer_candidates, runtime_threads, sample_input
@@ -566,17 +566,8 @@ def test_gfn_bench_console_script_is_installed():
 # ----------------------------------------------------------------------------- benchmarks/run.py
 
 
-def _run_script():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("benchmarks_run", ROOT / "benchmarks" / "run.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_benchmark_exports_int8_only_for_real_weights():
-    run = _run_script()
+    run = load_script(ROOT / "benchmarks" / "run.py", "benchmarks_run")
     real, notes = run.job_targets(run.STUDENT, {}, int8=True)
     assert set(run.INT8_TARGETS) <= set(real) and not notes
     random, notes = run.job_targets(run.RECOGNISER, {"random_weights": True}, int8=True)

@@ -13,7 +13,6 @@ centre plus noise, giving genuine cosines around 0.6-0.8 and impostors around 0.
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import shutil
 import signal
@@ -27,7 +26,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import hang_guard
+from conftest import hang_guard, load_script
 
 from gfn_edge import GalleryError, GfnEdgeError
 from gfn_edge.gallery import (
@@ -48,10 +47,7 @@ HELPER = Path(__file__).parent / "helpers" / "gallery_writer.py"
 
 
 def _writer_module():
-    spec = importlib.util.spec_from_file_location("gallery_writer", HELPER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(HELPER, "gallery_writer")
 
 
 def unit(x: np.ndarray) -> np.ndarray:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_script
 
 from gfn_edge import GalleryError, MissingDependencyError
 from gfn_edge.cli import main as cli_main
@@ -41,10 +42,7 @@ HELPER = Path(__file__).parent / "helpers" / "gallery_writer.py"
 
 
 def _writer():
-    spec = importlib.util.spec_from_file_location("gallery_writer", HELPER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(HELPER, "gallery_writer")
 
 
 def unit(x: np.ndarray) -> np.ndarray:
