@@ -283,7 +283,7 @@ def _int8_debug(run: _Run, name: str, ctx: ExportContext, staging: Path) -> dict
 
     judged = run.vset.judged if run.vset.judged is not None and run.vset.judged.any() else np.ones(len(run.vset), bool)
     try:
-        return debug_export(name, ctx, staging, run.vset.inputs[judged], run.out / f"{run.spec.name}-{name}-int8-debug")
+        return debug_export(name, ctx, staging, run.vset.inputs[judged], run.out / f"{run.spec.name}-{name}-int8-debug", run.vset, run.ref_out)
     except Exception as exc:  # the artifact is still verified and reported
         log.exception("%s %s: the INT8 debugger failed", run.spec.name, name)
         return {"error": f"{type(exc).__name__}: {exc}"}

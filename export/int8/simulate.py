@@ -18,6 +18,7 @@ from torch import nn
 
 from . import headroom
 from .equalize import collect_ranges
+from .weight_grid import FULL_QMAX, layer_qmax
 
 
 def _fq_weight(w: torch.Tensor, qmax: int = 127) -> torch.Tensor:
@@ -166,13 +167,33 @@ def calibrate_ranges(gm: fx.GraphModule, batches: list[torch.Tensor]) -> dict[fx
 
 
 class FakeQuant(fx.Interpreter):
-    """Runs ``gm`` with int8 weights and activations everywhere except the ``skip`` layers."""
+    """Runs ``gm`` with int8 weights and activations everywhere except the ``skip`` layers.
 
-    def __init__(self, gm: fx.GraphModule, ranges: dict[fx.Node, ActivationRange], only: set[fx.Node] | None = None, skip: set[fx.Node] | None = None):
+    ``weights`` / ``activations`` False leave that half in float, which tells which of the two costs
+    the accuracy (:mod:`gfn_edge.export.int8_debug.error_sources`); ``weight_qmax`` is the backend's
+    weight grid (depthwise layers keep the full one, :func:`.weight_grid.layer_qmax`); ``boundary``
+    holds skipped layers whose results an int8 layer reads: a backend quantises those at the int8
+    layer's input, so they are quantised here too.
+    """
+
+    def __init__(
+        self,
+        gm: fx.GraphModule,
+        ranges: dict[fx.Node, ActivationRange],
+        only: set[fx.Node] | None = None,
+        skip: set[fx.Node] | None = None,
+        *,
+        weights: bool = True,
+        activations: bool = True,
+        weight_qmax: int = FULL_QMAX,
+        boundary: set[fx.Node] | None = None,
+    ):
         super().__init__(gm)
         self.ranges = ranges
         self.only = only
         self.skip = skip or set()
+        self.weights, self.activations, self.weight_qmax = weights, activations, weight_qmax
+        self.boundary = boundary or set()
         self._weights: dict[str, torch.Tensor] = {}
 
     def _active(self, n: fx.Node) -> bool:
@@ -181,9 +202,9 @@ class FakeQuant(fx.Interpreter):
     def call_module(self, target, args, kwargs):
         mod = self.module.get_submodule(target)
         node = self._current
-        if isinstance(mod, (nn.Conv2d, nn.Linear)) and self._active(node):
+        if self.weights and isinstance(mod, (nn.Conv2d, nn.Linear)) and self._active(node):
             if target not in self._weights:
-                self._weights[target] = _fq_weight(mod.weight.detach())
+                self._weights[target] = _fq_weight(mod.weight.detach(), layer_qmax(mod, self.weight_qmax))
             w = self._weights[target]
             if isinstance(mod, nn.Conv2d):
                 return mod._conv_forward(args[0], w, mod.bias)
@@ -194,7 +215,7 @@ class FakeQuant(fx.Interpreter):
         self._current = n
         out = super().run_node(n)
         r = self.ranges.get(n)
-        if r is not None and isinstance(out, torch.Tensor) and self._active(n):
+        if self.activations and r is not None and isinstance(out, torch.Tensor) and (self._active(n) or n in self.boundary):
             out = _fq_act(out, r.lo, r.hi)
         return out
 

@@ -305,10 +305,13 @@ def _tflite_output_points(q: Any, inner: list[TensorPoint]) -> list[tuple[Tensor
 # ----------------------------------------------------------------------------- one export's artifact
 
 
-def debug_export(target: str, ctx: Any, bundle: Path, inputs: np.ndarray, out_dir: Path) -> dict[str, Any]:
+def debug_export(
+    target: str, ctx: Any, bundle: Path, inputs: np.ndarray, out_dir: Path, vset: Any = None, ref_out: dict[str, np.ndarray] | None = None
+) -> dict[str, Any]:
     """Debug the INT8 artifact the search chose for ``target`` (in ``bundle``) on ``inputs`` (the
     judged verification faces, NHWC normalised); writes the report to ``out_dir`` and returns its
-    summary (for the manifest's notes)."""
+    summary (for the manifest's notes). With the verification set and the reference's outputs on
+    it, the report also says whether weights or activations cause the error (:mod:`.error_sources`)."""
     if target == "onnx-int8":
         from ..int8.search import chosen_attempt
         from ..targets.onnx_int8 import prepared_onnx
@@ -332,9 +335,28 @@ def debug_export(target: str, ctx: Any, bundle: Path, inputs: np.ndarray, out_di
     else:
         raise GfnEdgeError(f"--int8-debug: {target} is not an INT8 target (onnx-int8, openvino-int8, tflite-int8)")
     summary = summarise(rows, artifact=f"{ctx.spec.name} {target}", fp32_twin=twin, faces=len(inputs), data="verification faces (never calibration)")
+    if vset is not None and ref_out is not None:
+        summary["error_sources"] = _error_sources(target, ctx, vset, ref_out)
     paths = write_report(rows, summary, out_dir)
     log.info("INT8 debug for %s: %s (worst: %s)", target, paths["md"], ", ".join(w["layer"] for w in summary["worst"][:3]))
     return {"folder": str(out_dir), **{k: v for k, v in summary.items() if k != "worst"}, "worst": [w["layer"] for w in summary["worst"]]}
+
+
+def _error_sources(target: str, ctx: Any, vset: Any, ref_out: dict[str, np.ndarray]) -> dict[str, Any]:
+    """:func:`.error_sources.error_sources` of the chosen attempt's model on the target's weight grid;
+    a failure is recorded, never loses the per-tensor table."""
+    from ..int8.search import chosen_attempt, int8_model
+    from ..targets import onnx_int8, openvino_int8, tflite_int8
+    from .error_sources import error_sources
+
+    try:
+        qmax = {"onnx-int8": onnx_int8, "openvino-int8": openvino_int8, "tflite-int8": tflite_int8}[target].WEIGHT_QMAX
+        attempt = chosen_attempt(ctx, target)
+        model = int8_model(ctx, attempt, qmax)
+        return error_sources(model, ctx.calibration.inputs(), vset, ref_out, ctx.spec, attempt.float_groups, qmax)
+    except Exception as exc:
+        log.exception("%s: the INT8 error sources could not be simulated", target)
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def _onnx_is_nchw(path: Path) -> bool:

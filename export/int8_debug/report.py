@@ -246,7 +246,7 @@ def _cell(row: dict[str, Any], header: str, key: str | None, fmt: str) -> str:
 
 def markdown(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     lines = [f"# INT8 debug: {summary['artifact']}", ""]
-    lines += [f"- {k}: {v}" for k, v in summary.items() if k not in ("artifact", "worst")]
+    lines += [f"- {k}: {v}" for k, v in summary.items() if k not in ("artifact", "worst", "error_sources")]
     lines += [
         "",
         "## Worst layers (error added there)",
@@ -264,6 +264,13 @@ def markdown(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     lines.append("|" + "---|" * len(_COLUMNS))
     for row in rows:
         lines.append("| " + " | ".join(_cell(row, h, k, f) for h, k, f in _COLUMNS) + " |")
+    sources = summary.get("error_sources")
+    if sources and sources.get("cases"):
+        from .error_sources import markdown as sources_markdown
+
+        lines += ["", sources_markdown(sources).rstrip("\n")]
+    elif sources:
+        lines += ["", f"Error sources not simulated: {sources.get('error')}"]
     return "\n".join(lines) + "\n"
 
 
