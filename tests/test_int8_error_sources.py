@@ -76,6 +76,7 @@ def test_the_verdict_names_the_half_that_costs_more():
 def test_the_markdown_section_lists_every_case():
     report = {
         "cause": "activations: ...",
+        "cause_everywhere": "weights: ...",
         "float_groups": ["a", "b"],
         "float_macs_share": 0.25,
         "macs": 1000,
@@ -86,6 +87,7 @@ def test_the_markdown_section_lists_every_case():
         ],
     }
     text = markdown(report)
+    assert "- cause with every layer int8: weights" in text
     assert "25 % of the 1,000 multiply-accumulates" in text and "| int8 everywhere | int8 | int8 | 0 | 0.018 |" in text
 
 
@@ -116,4 +118,6 @@ def test_the_real_detectors_int8_error_is_in_its_activations(mirror):
     everywhere, shipped = cases["int8 everywhere"]["landmark_nme"], cases["int8, float groups as shipped"]["landmark_nme"]
     assert everywhere > 0.012 and shipped < 0.011 and shipped < 0.7 * everywhere, (everywhere, shipped)
     assert cases["int8 weights only"]["landmark_nme"] < 0.5 * cases["int8 activations only"]["landmark_nme"]
+    assert cases["int8 weights only, everywhere"]["landmark_nme"] < 0.5 * cases["int8 activations only, everywhere"]["landmark_nme"]
+    assert report["cause_everywhere"].startswith("activations"), report
     assert 0.4 < report["float_macs_share"] < 0.6, report["float_macs_share"]
