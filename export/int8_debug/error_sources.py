@@ -9,12 +9,14 @@ activations int8, and with every layer int8 (the last three again with nothing i
 attempt keeps groups in float), each judged as the verification judges (cosine and pair accuracy,
 landmark NME and recall, liveness decisions).
 
-Why it matters, measured on RetinaFace-MobileNet-0.25 (calibrated on the pairs photos, the scenes,
-2026-12-05): nothing in float, int8 everywhere gives landmark NME 0.018, int8 weights alone 0.0066,
-int8 activations alone 0.017 (the shipped float groups kept: 0.0091, 0.0028, 0.0084). Activation resolution is the limit, so learned weight rounding cannot fix it; the
-layers kept in float can, but the cheapest float set within NME 0.01 holds 30 % of the
-multiply-accumulates (the shipped one 49 %), which is why that detector's INT8 is not twice as fast
-as FP32. The share of the compute in float is reported for the same reason.
+Why it matters, measured on RetinaFace-MobileNet-0.25 (calibrated on the pairs photos, judged on
+the scenes, 2026-12-05): nothing in float, int8 everywhere gives landmark NME 0.018, int8 weights
+alone 0.0066, int8 activations alone 0.017 (with the shipped float groups: 0.0091, 0.0028, 0.0084).
+Activation resolution is the limit, so learned weight rounding cannot fix it; layers kept in float
+can, but the cheapest float set the simulation found within NME 0.01 holds 34 % of the
+multiply-accumulates (the whole backbone; the shipped coarser levels 49 %), which is why that
+detector's INT8 is not twice as fast as FP32. The share of the compute in float is reported for the
+same reason.
 """
 
 from __future__ import annotations
