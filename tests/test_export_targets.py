@@ -180,8 +180,12 @@ def test_fixture_weights_export_and_verify(bundles, model):
 
 
 def _untrained_detector_agrees(metrics: dict) -> None:
+    """The raw outputs agree to 1e-3 (scores among them); after NMS an untrained detector's dense,
+    near-equal overlapping boxes may keep a neighbouring anchor instead, so the matched scores are
+    held loosely (2026-12-05, an Intel AMX CPU, RetinaFace-GhostNet-SE fixture: raw outputs 7e-6
+    apart, one of 34,500 boxes swapped, its score 0.034 from the reference's; the AMD one: < 0.01)."""
     assert metrics["images"] == 16 and metrics["faces_reference"] > 0
-    assert metrics["output_rel_err"] <= 1e-3 and metrics["score_err_max"] <= 1e-2
+    assert metrics["output_rel_err"] <= 1e-3 and metrics["score_err_max"] <= 0.1
     assert metrics["recall"] >= 0.999 and metrics["precision"] >= 0.999
 
 
