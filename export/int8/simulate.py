@@ -9,6 +9,7 @@ candidate takes minutes; the backends' real numbers still decide (verification).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -139,8 +140,9 @@ class ActivationRange:
     hi: float
 
 
-def calibrate_ranges(gm: fx.GraphModule, batches: list[torch.Tensor]) -> dict[fx.Node, ActivationRange]:
-    """Min/max of every quantisable output over ``batches``, small tensors widened (:mod:`.headroom`)."""
+def calibrate_ranges(gm: fx.GraphModule, batches: Iterable[torch.Tensor]) -> dict[fx.Node, ActivationRange]:
+    """Min/max of every quantisable output over ``batches`` (read once, so a generator will do),
+    small tensors widened (:mod:`.headroom`)."""
     handed_over = output_layers(gm)  # their results are not quantised: no range
     nodes = [n for n in quantisable_nodes(gm) if n not in handed_over]
     ranges: dict[fx.Node, ActivationRange] = {}

@@ -32,6 +32,7 @@ from torch import nn
 from gfn_edge.registry import ModelSpec
 
 from ..int8.graph import trace_folded
+from ..int8.learned.tensors import nchw
 from ..int8.prepare import nodes_of_groups
 from ..int8.simulate import FakeQuant, calibrate_ranges, quantisable_nodes
 from ..verification_set import VerificationSet
@@ -52,10 +53,6 @@ _CASES = (
     ("int8 weights only, everywhere", True, False, False),
     ("int8 activations only, everywhere", False, True, False),
 )
-
-
-def _nchw(x: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32))
 
 
 def _chunks(x: np.ndarray, task: str) -> list[np.ndarray]:
@@ -122,8 +119,8 @@ def error_sources(
     the NHWC inputs its activation ranges come from (the export's calibration set)."""
     model = model.eval()
     x_cal = _chunks(calibration, spec.task)
-    gm = trace_folded(model, _nchw(vset.inputs[:1]))
-    ranges = calibrate_ranges(gm, [_nchw(c) for c in x_cal])
+    gm = trace_folded(model, nchw(vset.inputs[:1]))
+    ranges = calibrate_ranges(gm, (nchw(c) for c in x_cal))  # one chunk at a time: a detector's set is 0.5 GB
     in_float = nodes_of_groups(gm, list(float_groups)) if float_groups else set()
     boundary = boundary_nodes(gm, in_float)
     macs = multiply_accumulates(gm)
@@ -137,7 +134,7 @@ def error_sources(
         outs: list[list[np.ndarray]] = []
         with torch.no_grad():
             for chunk in _chunks(vset.inputs, spec.task):
-                out = FakeQuant(gm, ranges, skip=skip, weights=weights, activations=activations, weight_qmax=weight_qmax, boundary=edge).run(_nchw(chunk))
+                out = FakeQuant(gm, ranges, skip=skip, weights=weights, activations=activations, weight_qmax=weight_qmax, boundary=edge).run(nchw(chunk))
                 outs.append([o.numpy() for o in (out if isinstance(out, (tuple, list)) else (out,))])
         art = {k: np.concatenate([o[j] for o in outs]) for j, k in enumerate(ref_out)}
         metrics = compare(ref_out, art, vset, spec)
