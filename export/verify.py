@@ -40,7 +40,11 @@ Tolerances = dict[str, tuple[str, float]]
 DEFAULT_TOLERANCES: dict[tuple[str, str], Tolerances] = {
     ("embed", "fp32"): {"cos_min": (">=", 0.9999)},
     ("embed", "fp16"): {"cos_min": (">=", 0.999)},
-    ("embed", "int8"): {"cos_mean": (">=", 0.995), "cos_min": (">=", 0.98), "pair_acc_delta": ("<=", 0.5)},
+    # INT8 recognisers, since 2026-12-06: at most 1 % of the labelled pairs' decisions may change at
+    # the reference's threshold (issue 12's limit for the whole INT8 pipeline, which the recogniser
+    # alone must not use up). Accuracy alone lets changes that cancel out pass: w0.5-e16 exports
+    # within 0.5 points changed 4 of 349 (pair_decisions_agree 0.9885).
+    ("embed", "int8"): {"cos_mean": (">=", 0.995), "cos_min": (">=", 0.98), "pair_acc_delta": ("<=", 0.5), "pair_decisions_agree": (">=", 0.99)},
     ("detect", "fp32"): {
         "recall": (">=", 1.0),
         "precision": (">=", 1.0),

@@ -56,7 +56,7 @@ def _search(
     **search_args,
 ) -> list[str]:
     """Runs run_search with a fake quantiser and verifier: ``results`` maps an attempt's label to
-    (cos_mean, cos_min, pair Δ); returns the labels in the order the search tried them (and appends
+    (cos_mean, cos_min, pair Δ[, share of pair decisions kept]); returns the labels in the order the search tried them (and appends
     the artifact it chose to ``chosen``, and each distillation asked for, as (groups, from the
     bias-corrected model), to ``distilled``). Each build takes ``build_seconds``. With
     ``fails_on_a76`` the user named a Cortex-A76 (``--verify-on``), where those labels fail; the
@@ -71,7 +71,8 @@ def _search(
     tolerances = DEFAULT_TOLERANCES[("embed", "int8")]
 
     def verify(folder, precision):
-        metrics = dict(zip(("cos_mean", "cos_min", "pair_acc_delta"), results.get((folder / "label").read_text(), (0.9, 0.8, 3.0))))
+        measured = results.get((folder / "label").read_text(), (0.9, 0.8, 3.0))
+        metrics = dict(zip(("cos_mean", "cos_min", "pair_acc_delta", "pair_decisions_agree"), measured))
         probe = VerificationReport(False, metrics, tolerances)
         return VerificationReport(margin(probe) >= 0, metrics, tolerances)
 
@@ -149,6 +150,20 @@ def test_bias_correction_is_tried_after_the_plain_methods_and_carried_into_float
         "minmax + bias correction + float stem",
         "minmax + bias correction + float stem, blocks.1",
     ]
+
+
+def test_an_attempt_that_changes_more_than_one_percent_of_the_pair_decisions_is_not_shipped(tmp_path, monkeypatch):
+    """Within cosine and pair accuracy, w0.5-e16's onnx-int8 once changed 4 of 349 decisions at the
+    reference's threshold (two each way, so accuracy did not move): the whole INT8 pipeline may
+    change 1 %, so the search goes on to a float group that keeps them."""
+    tried = _search(
+        tmp_path,
+        monkeypatch,
+        {"minmax": (0.996, 0.985, 0.0, 0.9885), "minmax + float stem": (0.997, 0.988, 0.0, 0.9943)},
+        {"bias_correction": False},
+    )
+    assert tried == ["minmax", "entropy", "minmax + float stem"]
+    assert (tmp_path / "bundle" / "label").read_text() == "minmax + float stem"
 
 
 def test_float_groups_go_without_bias_correction_where_it_did_worse(tmp_path, monkeypatch):

@@ -114,6 +114,7 @@ class Outcome:
             "cos_mean",
             "cos_min",
             "pair_acc_delta",
+            "pair_decisions_agree",
             "recall",
             "precision",
             "landmark_nme",
@@ -292,8 +293,9 @@ def margin(report) -> float:
 
 # Metrics that move in coarse steps: the pair-accuracy change moves by one pair of 349 (0.29
 # points, a relative slack of 0.57 against its 0.5-point tolerance), so one flipped pair outweighs
-# any cosine difference in the margin; a verdict of a liveness crop, likewise.
-_STEPPED = ("pair_acc_delta", "decision_flips_robust")
+# any cosine difference in the margin; the share of unchanged pair decisions (one pair: 0.0029)
+# and a verdict of a liveness crop, likewise.
+_STEPPED = ("pair_acc_delta", "pair_decisions_agree", "decision_flips_robust")
 
 
 def fidelity(report) -> float:
