@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from gfn_edge.align import CropGeometry
+from gfn_edge.checks import check_count
 from gfn_edge.errors import CalibrationError, ImageError
 from gfn_edge.image import list_images, read_image, relative_name
 from gfn_edge.liveness import liveness_crop
@@ -285,6 +286,8 @@ def build_calibration_set(
     finds the faces recogniser and liveness samples are cut around (e.g.
     ``gfn_edge.export.faces.ReferenceFaces(mirror)``); detectors need none.
     """
+    if num_samples is not None:
+        check_count(num_samples, "num_samples (the calibration sample cap)")
     if spec.task in ("embed", "liveness") and faces is None:
         raise CalibrationError(
             f"a calibration set for the {spec.task} model {spec.name} is cut around faces: pass faces=... "
@@ -377,6 +380,15 @@ def build_calibration_set(
     return CalibrationSet(chosen, manifest)
 
 
+def _capped(cset: CalibrationSet, num_samples: int | None) -> CalibrationSet:
+    """A saved set cut to its first ``num_samples`` samples (its pictures come before their
+    varied copies), recorded in its manifest; the cap used to be ignored for saved sets."""
+    if num_samples is None or num_samples >= len(cset):
+        return cset
+    log.info("calibration: using the first %d of the saved set's %d samples", num_samples, len(cset))
+    return CalibrationSet(cset.samples[:num_samples], dict(cset.manifest, capped_from=len(cset), num_samples=num_samples))
+
+
 def resolve_calibration(
     calib: Any,
     spec: ModelSpec,
@@ -396,12 +408,14 @@ def resolve_calibration(
             raise CalibrationError(
                 "INT8 targets need calibration data: pass --calib DIR (photos) or --calib SET.npz (from gfn-calib build), or set GFN_EDGE_CALIB_IMAGES"
             )
+    if num_samples is not None:
+        check_count(num_samples, "num_samples (the calibration sample cap)")
     if isinstance(calib, CalibrationSet):
-        cset = calib
+        cset = _capped(calib, num_samples)
     else:
         path = Path(calib)
         if path.is_file():
-            cset = CalibrationSet.load(path)
+            cset = _capped(CalibrationSet.load(path), num_samples)
         elif path.is_dir():
             cset = build_calibration_set(spec, path, num_samples=num_samples, seed=seed, augment=augment, faces=faces, exclude=exclude)
         else:

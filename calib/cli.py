@@ -14,6 +14,7 @@ import logging
 import sys
 from typing import Callable, Optional
 
+from gfn_edge.arg_types import count
 from gfn_edge.cli_errors import run_cli
 from gfn_edge.errors import GfnEdgeError
 from gfn_edge.registry import ModelSpec, get_spec
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", required=True, help="registry name, or (through gfn-calib) a checkpoint file as gfn-export takes it (the set records the name)")
     b.add_argument("--images", required=True, help="folder of ordinary photos (searched recursively)")
     b.add_argument("--out", required=True, help="output .npz (a readable .json is written beside it)")
-    b.add_argument("--samples", type=int, help="cap on samples (default 100 detector pictures / 300 faces)")
+    b.add_argument("--samples", type=count(1), help="cap on samples (default 100 detector pictures / 300 faces)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument(
         "--augment",

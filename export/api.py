@@ -26,6 +26,7 @@ from gfn_edge.manifest import read_manifest
 
 from .context import ExportContext
 from .flops import manifest_flops
+from .int8_options import check_int8_options
 from .liveness_data import reference_noise_logits
 from .manifest_writer import build_manifest, manifest_header, now_utc
 from .reference import Reference, reference_for, resolve_spec
@@ -144,6 +145,7 @@ def export_model(
     _check_writable(out)
     timer = Timer()
     options = dict(options or {})
+    check_int8_options(options)
     spec, checkpoint = resolve_spec(model, arch, input_size, random_weights, mirror)
     check_tolerance_overrides(tolerances, spec.task)
     if any(TARGETS[n].needs_calibration for n in names):

@@ -10,10 +10,12 @@ import sys
 import warnings
 from pathlib import Path
 
+from gfn_edge.arg_types import count
 from gfn_edge.cli_errors import run_cli
 from gfn_edge.errors import GfnEdgeError
 from gfn_edge.registry import REGISTRY
 
+from .int8_options import CALIBRATION_METHODS
 from .report import format_results
 from .targets import TARGETS
 
@@ -65,15 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", help="registry architecture of a checkpoint path (detected from the file if omitted)")
     p.add_argument("--input-size", type=_size, help="detector input WIDTHxHEIGHT (default: the registry's, 640x480)")
     p.add_argument("--verify-images", help="folder of real photos to verify on (default: $GFN_EDGE_VERIFY_IMAGES)")
-    p.add_argument("--max-verify-images", type=int, default=48, help="detector verification pictures (default 48)")
+    p.add_argument("--max-verify-images", type=count(1), default=48, help="detector verification pictures (default 48)")
     p.add_argument("--tolerance", action="append", metavar="KEY=VALUE", help="override a tolerance, e.g. cos_min=0.9995 (repeatable)")
     p.add_argument("--force", action="store_true", help="keep artifacts that fail verification (manifest says passed: false)")
     p.add_argument("--random-weights", action="store_true", help="seeded random weights (shape/speed checks only, never accuracy)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mirror", help="folder mirroring upstream weights (default: $GFN_EDGE_MIRROR)")
     p.add_argument("--calib", help="INT8 calibration: a folder of photos or a saved set (.npz) from gfn-calib")
-    p.add_argument("--calib-method", choices=["minmax", "percentile", "entropy"], help="INT8 calibration method (default: per backend)")
-    p.add_argument("--calib-samples", type=int, default=None, help="calibration samples to use")
+    p.add_argument("--calib-method", choices=CALIBRATION_METHODS, help="INT8 calibration method (default: per backend)")
+    p.add_argument("--calib-samples", type=count(1), default=None, help="calibration samples to use")
     p.add_argument(
         "--calib-augment",
         action=argparse.BooleanOptionalAction,
@@ -112,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="INT8: quantise onnx-int8 / tflite-int8 without first correcting the model's biases for int8 (on by default; NNCF corrects its own)",
     )
-    p.add_argument("--max-float-groups", type=int, help="INT8 remedy: most layer groups that may be kept in float (default: half)")
+    p.add_argument("--max-float-groups", type=count(0), help="INT8 remedy: most layer groups that may be kept in float (default: half)")
     p.add_argument(
         "--verify-on",
         metavar="CPUS",

@@ -81,6 +81,16 @@ def check_number(
     return value
 
 
+def check_count(value: Any, name: str, minimum: int = 1) -> int:
+    """``value`` as a whole number of at least ``minimum`` (a sample cap of 0 or -5, a float group
+    count of -3: refused, not sliced from the end or silently ignored)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InvalidTypeError(f"{name} must be a whole number, got {value!r}")
+    if value < minimum:
+        raise InvalidArgumentError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
 def check_threshold(value: Any, name: str = "threshold") -> float:
     """A cosine-similarity threshold: finite, in [-1, 1]."""
     return check_number(value, name, -1.0, 1.0)

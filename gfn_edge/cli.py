@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
+from .arg_types import count
 from .checks import check_number, check_threshold, clamp_threads
 from .cli_errors import run_cli
 from .errors import GfnEdgeError, UsageError
@@ -32,21 +33,11 @@ class CliError(UsageError):
     """A problem with what the user gave us: reported in one line, exit status 1."""
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def _common(p: argparse.ArgumentParser, recognizer_required: bool) -> None:
     p.add_argument("--detector", required=True, metavar="BUNDLE", help="detector bundle folder from gfn-export (e.g. retinaface-mnet025-onnx)")
     p.add_argument("--recognizer", required=recognizer_required, metavar="BUNDLE", help="recogniser bundle folder (e.g. ghostfacenet-...-onnx)")
     p.add_argument("--backend", default="auto", help="auto, onnxruntime, openvino or tflite (default: auto, the bundle's own)")
-    p.add_argument("--threads", type=_positive_int, help="inference threads (default: physical cores)")
+    p.add_argument("--threads", type=count(1), help="inference threads (default: physical cores)")
     p.add_argument("--score-threshold", type=float, help="detector score threshold (default: the detector manifest's)")
     p.add_argument("--flip", action="store_true", help="average each embedding with the mirrored face's (slower, a bit more accurate)")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
@@ -64,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("analyze", help="faces, landmarks and embeddings of each picture", description="Print one JSON line per picture.")
     _common(p, recognizer_required=False)
-    p.add_argument("--max-faces", type=_positive_int, help="keep at most this many faces per picture (the largest)")
+    p.add_argument("--max-faces", type=count(1), help="keep at most this many faces per picture (the largest)")
     p.add_argument("--min-face-size", type=float, default=0.0, help="drop faces whose shorter box side is under this many pixels")
     p.add_argument("--no-embedding", action="store_true", help="leave embeddings out of the output")
     p.add_argument("images", nargs="+", metavar="IMAGE")

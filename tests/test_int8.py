@@ -183,6 +183,25 @@ def test_wrong_model_and_wrong_shape_sets_are_refused(faces_dir: Path, tmp_path:
         CalibrationSet.load(broken)
 
 
+def test_the_sample_cap_applies_to_saved_sets_and_absurd_caps_are_refused(faces_dir: Path, tmp_path: Path):
+    """A cap used to be ignored for a saved set, and -5 sliced a folder's samples from the end."""
+    from gfn_edge.calib import resolve_calibration
+    from gfn_edge.errors import InvalidArgumentError
+
+    spec = get_spec(DETECTOR)
+    whole = build_calibration_set(spec, faces_dir / "liveness", augment=True)
+    path = whole.save(tmp_path / "det.npz")
+    capped = resolve_calibration(path, spec, num_samples=4)
+    assert len(whole) > 4 and len(capped) == 4
+    assert np.array_equal(capped.samples, whole.samples[:4]) and capped.manifest["capped_from"] == len(whole)
+    assert len(resolve_calibration(path, spec, num_samples=10_000)) == len(whole)  # a cap above the set: all of it
+    for bad in (0, -5, 2.5, True, "4"):
+        with pytest.raises(InvalidArgumentError, match="num_samples"):
+            resolve_calibration(path, spec, num_samples=bad)
+        with pytest.raises(InvalidArgumentError, match="num_samples"):
+            build_calibration_set(spec, faces_dir / "liveness", num_samples=bad)
+
+
 def test_export_refuses_a_set_for_another_model(faces_dir: Path, mirror: Path, tmp_path: Path):
     from gfn_edge.export.api import export_model
 

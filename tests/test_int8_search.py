@@ -444,6 +444,63 @@ def test_the_search_budget_option_is_parsed_and_absurd_values_refused(tmp_path, 
     assert search_seconds(SimpleNamespace(options={"search_seconds": 0})) == float("inf")
 
 
+def test_absurd_int8_options_are_refused_before_anything_is_loaded(tmp_path, capsys):
+    """On the command line by argparse, from Python by export_model, with the option named: a
+    sample cap of -5 once sliced the calibration set from its end, a float-group cap of -3 meant none."""
+    from gfn_edge.errors import InvalidArgumentError
+    from gfn_edge.export.api import export_model
+    from gfn_edge.export.cli import build_parser
+
+    base = ["--model", "m", "--target", "onnx-int8", "--out", str(tmp_path)]
+    assert build_parser().parse_args(base + ["--calib-samples", "40", "--max-float-groups", "0"]).max_float_groups == 0
+    for flag, bad in (
+        ("--calib-samples", "0"),
+        ("--calib-samples", "-5"),
+        ("--calib-samples", "many"),
+        ("--max-float-groups", "-3"),
+        ("--max-verify-images", "0"),
+    ):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(base + [flag, bad])
+        assert flag in capsys.readouterr().err
+    for options, named in (
+        ({"calib_samples": -5}, "calib_samples"),
+        ({"calib_samples": 2.5}, "calib_samples"),
+        ({"max_float_groups": -3}, "max_float_groups"),
+        ({"search_seconds": float("nan")}, "search_seconds"),
+        ({"distill_seconds": -1}, "distill_seconds"),
+        ({"calib_method": "median"}, "calib_method"),
+        ({"float_groups": "blocks.1"}, "float_groups"),
+        ({"float_groups": ["blocks.1", ""]}, "float_groups"),
+    ):
+        # the model name is not even looked up: the options are checked first
+        with pytest.raises(InvalidArgumentError, match=named):
+            export_model("no-such-model", ["onnx-int8"], tmp_path / "out", options=options)
+
+
+def test_a_float_group_the_model_does_not_have_is_refused_with_its_groups(monkeypatch):
+    """``--int8-float blocks.9`` on a model without it used to match no node and keep nothing in float."""
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    from gfn_edge.errors import OptionError
+    from gfn_edge.export.int8.search import check_user_groups
+
+    model = nn.Sequential()
+    model.add_module("stem", nn.Conv2d(3, 4, 3))
+    model.add_module("head", nn.Conv2d(4, 2, 1))
+    calibration = SimpleNamespace(inputs=lambda limit=None: np.zeros((limit or 2, 8, 8, 3), np.float32))
+
+    def ctx(groups):
+        return SimpleNamespace(options={"float_groups": groups}, calibration=calibration, spec=SimpleNamespace(name="tiny"))
+
+    check_user_groups(ctx(["head"]), model)  # a real group passes
+    check_user_groups(ctx(None), model)
+    with pytest.raises(OptionError, match=r"--int8-float blocks\.9: no such layer group in tiny; its groups, input first: stem, head"):
+        check_user_groups(ctx(["head", "blocks.9"]), model)
+
+
 def test_the_budget_is_checked_before_the_group_ranking(tmp_path, monkeypatch):
     """Ranking the layer groups takes minutes on the 1.3-wide networks: not started once the budget is spent."""
     import gfn_edge.export.int8.search as search

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gfn_edge.arg_types import count
 from gfn_edge.cli_errors import run_cli
 from gfn_edge.errors import GfnEdgeError
 
@@ -43,7 +44,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", help="registry architecture of a --reference checkpoint path (detected if omitted)")
     p.add_argument("--bundle", action="append", default=[], metavar="DIR", help="a bundle folder written by gfn-export (repeatable)")
     p.add_argument("--backend", default="auto", help="backend for bundles: auto, onnxruntime, openvino, tflite")
-    p.add_argument("--threads", type=int, help="inference threads for bundles (default: physical cores)")
+    p.add_argument("--threads", type=count(1), help="inference threads for bundles (default: physical cores)")
     p.add_argument("--mirror", help="folder mirroring upstream weights (default: $GFN_EDGE_MIRROR)")
     p.add_argument("--out", default="gfn-eval-results", help="folder for the JSON, Markdown and PNG outputs")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -58,7 +59,7 @@ def _recogniser_options(p: argparse.ArgumentParser, fars: tuple[float, ...]) -> 
         default=MIN_NEGATIVES_FACTOR,
         help="report TAR@FAR only with at least FACTOR/FAR different-person pairs (default 10; 0 reports always)",
     )
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=count(1), default=64)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("data", nargs="+", help="lfw.bin / cfp_fp.bin / agedb_30.bin ..., or pairs.csv (image_a,image_b,same[,source]) or its folder")
     _common(v)
     _recogniser_options(v, DEFAULT_FARS)
-    v.add_argument("--folds", type=int, default=10, help="k of k-fold accuracy (default 10)")
+    v.add_argument("--folds", type=count(2), default=10, help="k of k-fold accuracy (default 10)")
     v.add_argument(
         "--fold-assignment",
         choices=["auto", "contiguous", "interleaved"],
@@ -97,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--widerface-images", help="WIDER_val/images (one folder per event)")
     d.add_argument("--predictions", action="append", default=[], metavar="DIR", help="also score a folder of WIDER-format prediction .txt files")
     d.add_argument("--images", help="a folder of pictures: agreement of each bundle with the reference (needs --reference)")
-    d.add_argument("--max-images", type=int, help="use at most this many pictures, spread over the set (quick runs)")
+    d.add_argument("--max-images", type=count(1), help="use at most this many pictures, spread over the set (quick runs)")
     d.add_argument(
         "--ref-size",
         type=_size,

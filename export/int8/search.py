@@ -42,6 +42,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from gfn_edge.errors import OptionError
+
 from ..context import ExportContext
 from ..manifest_writer import write_manifest
 from ..target_info import TARGETS, Artifact, TargetInfo
@@ -436,6 +438,19 @@ def recognition_levels_groups(ctx: ExportContext, model: Any) -> list[str]:
     return [g for g in coarse if is_module_group(model, g) and not any(other.startswith(g + ".") for other in finest_branch)]
 
 
+def check_user_groups(ctx: ExportContext, model: Any) -> None:
+    """Refuse ``--int8-float`` names that are no layer group of this model, listing the groups: a
+    misspelt group used to be dropped by every backend's node matching, so the user's first attempt
+    quietly kept nothing in float."""
+    wanted = ctx.options.get("float_groups") or ()
+    if not wanted:
+        return
+    known = [g for g in groups_in_order(model, _example(ctx)) if is_module_group(model, g)]
+    unknown = [g for g in wanted if g not in known]
+    if unknown:
+        raise OptionError(f"--int8-float {', '.join(unknown)}: no such layer group in {ctx.spec.name}; its groups, input first: {', '.join(known)}")
+
+
 def _recipe(ctx: ExportContext, info: TargetInfo, methods: list[str]) -> Attempt | None:
     """The first attempt to make when one is known: the user's ``float_groups`` option, else the
     registry's recipe for this target (a fact about the registry weights, so only for them and
@@ -486,6 +501,7 @@ def run_search(
     # the clock starts after the INT8 preparation: it is done once per run for every target (137 s
     # of the detector's 600 s went to it before the search's first attempt)
     prep = preparation(ctx)
+    check_user_groups(ctx, prep.model)
     started = time.perf_counter()
     budget = search_seconds(ctx)
     corrected = bias_correction_wanted(ctx, corrects_biases or remedy_route == "qdq")
