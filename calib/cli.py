@@ -14,17 +14,12 @@ import logging
 import sys
 from typing import Callable, Optional
 
-from gfn_edge.arg_types import count
+from gfn_edge.arg_types import count, input_size
 from gfn_edge.cli_errors import run_cli
 from gfn_edge.errors import GfnEdgeError
 from gfn_edge.registry import ModelSpec, get_spec
 
 from .faces import CalibrationFaces
-
-
-def _size(text: str) -> tuple[int, int]:
-    w, h = (int(v) for v in text.lower().split("x"))
-    return w, h
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="varied copies of each sample: 2 with --augment, none with --no-augment; by default enough to bring a small folder to 200",
     )
-    b.add_argument("--input-size", type=_size, help="detector input WIDTHxHEIGHT (must match the export's)")
+    b.add_argument("--input-size", type=input_size, help="detector input WIDTHxHEIGHT (must match the export's)")
     b.add_argument("--min-face-size", type=float, default=40.0)
     b.add_argument("--no-quality-gates", action="store_true", help="keep faces the device's quality gates would reject")
     b.add_argument("--exclude", action="append", default=[], help="picture file name to leave out (repeatable)")

@@ -42,7 +42,7 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict:
         except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
             if "weights_only" in str(exc):
                 raise _refusal(path, exc) from None
-            raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint ({exc}); it may be truncated or not a .pth") from exc
+            raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint ({str(exc) or type(exc).__name__}); it may be truncated or not a .pth") from exc
         except Exception as exc:  # weights_only's unpickler: UnpicklingError, or IndexError etc. on garbage
             raise _refusal(path, exc) from None  # torch's text would advise weights_only=False: never relayed
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):

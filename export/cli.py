@@ -10,7 +10,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from gfn_edge.arg_types import count
+from gfn_edge.arg_types import count, input_size
 from gfn_edge.cli_errors import run_cli
 from gfn_edge.errors import GfnEdgeError
 from gfn_edge.registry import REGISTRY
@@ -18,17 +18,6 @@ from gfn_edge.registry import REGISTRY
 from .int8_options import CALIBRATION_METHODS
 from .report import format_results
 from .targets import TARGETS
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x480, got {text!r}") from None
-    if w < 32 or h < 32:
-        # any size works (feature maps and priors both round up: ceil(side / stride)); 320x240 is common
-        raise argparse.ArgumentTypeError(f"input size {text} is too small: both sides must be at least 32 (the largest stride)")
-    return w, h
 
 
 def configure_logging(verbose: bool = False) -> None:
@@ -65,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="onnx", help="comma-separated targets, or 'all' (default: onnx)")
     p.add_argument("--out", default="artifacts", help="output folder; bundles go to OUT/<model>-<target>/")
     p.add_argument("--arch", help="registry architecture of a checkpoint path (detected from the file if omitted)")
-    p.add_argument("--input-size", type=_size, help="detector input WIDTHxHEIGHT (default: the registry's, 640x480)")
+    p.add_argument("--input-size", type=input_size, help="detector input WIDTHxHEIGHT (default: the registry's, 640x480)")
     p.add_argument("--verify-images", help="folder of real photos to verify on (default: $GFN_EDGE_VERIFY_IMAGES)")
     p.add_argument("--max-verify-images", type=count(1), default=48, help="detector verification pictures (default 48)")
     p.add_argument("--tolerance", action="append", metavar="KEY=VALUE", help="override a tolerance, e.g. cos_min=0.9995 (repeatable)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from .checks import check_count
+from .checks import MAX_INPUT_SIDE, MIN_INPUT_SIDE, check_count, check_input_size
 from .errors import GfnEdgeError
 
 
@@ -23,3 +23,15 @@ def count(minimum: int = 1) -> Callable[[str], int]:
 
     parse.__name__ = f"count({minimum})"  # argparse names the type in its messages
     return parse
+
+
+def input_size(text: str) -> tuple[int, int]:
+    """``WIDTHxHEIGHT`` of a detector input, e.g. 640x480, with :func:`.checks.check_input_size`'s limits."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x480, got {text!r}") from None
+    try:
+        return check_input_size((w, h), f"input size {text}")
+    except GfnEdgeError:
+        raise argparse.ArgumentTypeError(f"input size {text}: both sides must be {MIN_INPUT_SIDE} to {MAX_INPUT_SIDE}") from None

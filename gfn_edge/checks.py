@@ -91,6 +91,24 @@ def check_count(value: Any, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
+MIN_INPUT_SIDE = 32
+"""A detector input side below RetinaFace's largest stride leaves its coarsest level no cell."""
+MAX_INPUT_SIDE = 4096
+"""A 4K frame's side: 99999x99999 asked OpenCV for a 30 GB canvas and ended in a crash report."""
+
+
+def check_input_size(size: Any, name: str = "input size") -> tuple[int, int]:
+    """A detector input (width, height): two whole numbers within
+    [:data:`MIN_INPUT_SIDE`, :data:`MAX_INPUT_SIDE`]. Any size in between works (feature maps and
+    priors both round up: ceil(side / stride)); 320x240 and 640x480 are common."""
+    if not isinstance(size, (tuple, list)) or len(size) != 2:
+        raise InvalidTypeError(f"{name} must be (width, height), got {size!r}")
+    w, h = (check_count(v, name, MIN_INPUT_SIDE) for v in size)
+    if max(w, h) > MAX_INPUT_SIDE:
+        raise InvalidArgumentError(f"{name} {w}x{h} is too large: both sides must be at most {MAX_INPUT_SIDE}")
+    return w, h
+
+
 def check_threshold(value: Any, name: str = "threshold") -> float:
     """A cosine-similarity threshold: finite, in [-1, 1]."""
     return check_number(value, name, -1.0, 1.0)

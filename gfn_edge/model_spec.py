@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from .checks import check_input_size
+
 # ArcFace's five-point template for 112x112 crops (left eye, right eye, nose, mouth left, mouth right).
 ARCFACE_112_TEMPLATE: tuple[tuple[float, float], ...] = (
     (38.2946, 51.6963),
@@ -156,4 +158,5 @@ class ModelSpec:
         )
 
     def with_input_size(self, size: tuple[int, int] | None) -> ModelSpec:
-        return replace(self, preprocess=replace(self.preprocess, input_size=size))
+        """This spec at another detector input size (None: the model's own), checked first."""
+        return replace(self, preprocess=replace(self.preprocess, input_size=None if size is None else check_input_size(size)))
