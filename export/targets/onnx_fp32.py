@@ -15,6 +15,7 @@ from gfn_edge.errors import MissingDependencyError
 from gfn_edge.manifest import METADATA_KEY, TensorSpec
 
 from ..context import ExportContext
+from ..onnx_prelu import decompose_prelu
 from ..target_info import Artifact, TargetInfo
 from ..tools import versions
 
@@ -116,6 +117,7 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
     src = fp32_onnx(ctx)
     dst = ctx.bundle_dir / "model.onnx"
     shutil.copyfile(src, dst)
+    rewritten = decompose_prelu(dst)  # the file onnxruntime runs (fp32_onnx stays as OpenVINO converts it)
     inputs, outputs = tensor_specs(dst)
     embed_metadata(dst, ctx.embedded_manifest(info, inputs, outputs))
     return Artifact(
@@ -123,5 +125,9 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
         inputs=inputs,
         outputs=outputs,
         tools=versions("torch", "onnx", "onnxsim"),
-        notes={"opset": OPSET, "exporter": "torch.onnx (TorchScript, dynamo=False) + onnxsim"},
+        notes={
+            "opset": OPSET,
+            "exporter": "torch.onnx (TorchScript, dynamo=False) + onnxsim",
+            **({"prelu_as_relu_min_mul": rewritten} if rewritten else {}),
+        },
     )

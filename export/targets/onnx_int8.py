@@ -36,6 +36,7 @@ from ..int8.ort_entropy import entropy_thresholds
 from ..int8.prepare import names_in_groups, onnx_name_patterns
 from ..int8.search import Attempt, int8_model, run_search
 from ..int8.unsigned_weights import store_weights_unsigned
+from ..onnx_prelu import decompose_prelu
 from ..target_info import Artifact, TargetInfo
 from ..tools import versions
 from .onnx_fp32 import OPSET, embed_metadata, export_onnx, fp32_onnx, tensor_specs
@@ -126,6 +127,7 @@ def prepared_onnx(ctx: ExportContext, attempt: Attempt | None = None, weight_qma
 
 def _fp32_onnx_files(ctx: ExportContext, folder: Path) -> Artifact:
     shutil.copyfile(fp32_onnx(ctx), folder / "model.onnx")
+    decompose_prelu(folder / "model.onnx")  # as the onnx target ships it: the INT8 one is timed against that
     ins, outs = tensor_specs(folder / "model.onnx")
     return Artifact({"model": "model.onnx"}, ins, outs)
 
@@ -235,6 +237,7 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
         dst = folder / "model.onnx"
         in_float = quantize_qdq(ctx, attempt, dst)
         halved = store_float_weights_fp16(dst) if attempt.half_weights else 0
+        rewritten = decompose_prelu(dst)  # onnxruntime's file only: OpenVINO's route converts quantize_qdq's graph
         inputs, outputs = tensor_specs(dst)
         embed_metadata(dst, ctx.embedded_manifest(info, inputs, outputs))
         return Artifact(
@@ -261,6 +264,7 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
                     else {}
                 ),
                 **({"weights_stored_fp16": halved} if attempt.half_weights else {}),
+                **({"prelu_as_relu_min_mul": rewritten} if rewritten else {}),
                 "distilled": attempt.distilled,
                 "bias_corrected": attempt.bias_corrected,
             },
