@@ -15,7 +15,7 @@ from gfn_edge.cli_errors import run_cli
 from gfn_edge.errors import GfnEdgeError
 from gfn_edge.registry import REGISTRY
 
-from .int8_options import CALIBRATION_METHODS
+from .int8_options import CALIBRATION_METHODS, MAX_SECONDS
 from .report import format_results
 from .targets import TARGETS
 
@@ -38,8 +38,8 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 <= value <= 86400:
-        raise argparse.ArgumentTypeError(f"{text} seconds is outside 0 .. 86400")
+    if not 0 <= value <= MAX_SECONDS:  # the bound export_model holds the same options to
+        raise argparse.ArgumentTypeError(f"{text} seconds is outside 0 .. {MAX_SECONDS:g}")
     return value
 
 

@@ -31,6 +31,7 @@ from ..context import ExportContext
 from ..int8.openvino_half_weights import store_float_weights_fp16
 from ..int8.prepare import names_in_groups, onnx_name_patterns
 from ..int8.search import Attempt, run_search
+from ..int8_options import CALIBRATION_METHODS
 from ..target_info import Artifact, TargetInfo
 from .onnx_int8 import SEVEN_BIT_QMAX, prepared_onnx, quantize_qdq
 from .openvino_ir import save_ir
@@ -216,7 +217,7 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
         ctx,
         info,
         build,
-        ["minmax", "percentile", "entropy"],
+        list(CALIBRATION_METHODS),
         lambda folder: _fp32_ir_files(ctx, folder),
         weight_qmax=WEIGHT_QMAX,
         remedy_route="qdq",
