@@ -86,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="INT8: per-layer error of the chosen artifact against FP32 on the verification faces (table, plot) in OUT/<model>-<target>-int8-debug/",
     )
     p.add_argument(
+        "--int8-rounding-seconds",
+        type=_seconds,
+        metavar="S",
+        help="INT8 remedy after the float groups: learned rounding (AdaRound) of the int8 weights for S seconds (default 60; 0 skips it)",
+    )
+    p.add_argument(
         "--int8-distill-seconds",
         type=_seconds,
         metavar="S",
@@ -149,6 +155,7 @@ def _main(argv: list[str] | None = None) -> int:
         "float_groups": args.int8_float,
         "int8_debug": args.int8_debug,
         "distill_seconds": args.int8_distill_seconds,
+        "rounding_seconds": args.int8_rounding_seconds,
         "search_seconds": args.int8_search_seconds,
         "bias_correction": args.int8_bias_correction,
     }

@@ -14,7 +14,7 @@ from gfn_edge.errors import OptionError
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 _COUNTS = {"calib_samples": 1, "max_float_groups": 0}
-_SECONDS = ("distill_seconds", "search_seconds")
+_SECONDS = ("distill_seconds", "rounding_seconds", "search_seconds")
 MAX_SECONDS = 86400.0
 
 

@@ -49,6 +49,8 @@ def _search(
     shared: dict | None = None,
     target: str = "onnx-int8",
     distilled: list | None = None,
+    rounded: list | None = None,
+    rounding_improves: bool = True,
     stored_fp16: int = 3,
     stored_int8: int | None = None,
     fails_on_a76: set[str] | None = None,
@@ -101,13 +103,20 @@ def _search(
         return SimpleNamespace(report={})
 
     monkeypatch.setattr(search, "distillation", distillation)
+
+    def learned_rounding(ctx, q, groups=(), budget_s=None):
+        if rounded is not None:
+            rounded.append(tuple(groups))
+        return SimpleNamespace(report={}, improved=rounding_improves)
+
+    monkeypatch.setattr(search, "learned_rounding", learned_rounding)
     monkeypatch.setattr(search, "bias_correction", lambda ctx, q, groups=(): SimpleNamespace(report={}))
     monkeypatch.setattr(search, "write_manifest", lambda *a, **k: None)
     monkeypatch.setattr(search, "_calibration_note", lambda ctx, method: {})
     monkeypatch.setattr(search, "_compare_with_fp32", lambda *a: {})
     (tmp_path / "bundle").mkdir(parents=True)
     ctx = SimpleNamespace(
-        options={"distill_seconds": 0, **(options or {})},
+        options={"distill_seconds": 0, "rounding_seconds": 0, **(options or {})},
         shared={} if shared is None else shared,
         work_dir=tmp_path,
         bundle_dir=tmp_path / "bundle",
@@ -199,6 +208,55 @@ def test_distillation_comes_last_with_the_last_groups_in_float(tmp_path, monkeyp
         "minmax + bias correction + float stem, blocks.1",
         "minmax + bias correction + distillation QAT + float stem, blocks.1",  # from the corrected model
     ]
+
+
+def test_learned_rounding_comes_after_the_float_groups_and_before_distillation(tmp_path, monkeypatch):
+    """The issue's escalation: plain PTQ, bias correction, float groups, then learned rounding of the
+    int8 weights with the last groups in float (from the prepared model: the roundings do what the
+    correction does, and its biases led them astray), then distillation QAT; each recorded as an attempt."""
+    rounded: list = []
+    chosen: list = []
+    tried = _search(
+        tmp_path,
+        monkeypatch,
+        {"minmax + bias correction": (0.98, 0.95, 0.3)},
+        {"distill_seconds": 5, "rounding_seconds": 5},
+        rounded=rounded,
+        chosen=chosen,
+    )
+    assert rounded == [("stem", "blocks.1")]
+    assert tried[-3:] == [
+        "minmax + bias correction + float stem, blocks.1",
+        "minmax + learned rounding + float stem, blocks.1",
+        "minmax + bias correction + distillation QAT + float stem, blocks.1",
+    ]
+    records = chosen[0].notes["attempts"]
+    assert [r.get("learned_rounding", False) for r in records[-2:]] == [True, False]
+    # a rounding that passes ships, and the distillation is not started
+    rounded.clear()
+    passed = _search(
+        tmp_path / "passes",
+        monkeypatch,
+        {"minmax + bias correction": (0.98, 0.95, 0.3), "minmax + learned rounding + float stem, blocks.1": (0.996, 0.985, 0.0)},
+        {"distill_seconds": 5, "rounding_seconds": 5},
+        rounded=rounded,
+        chosen=chosen,
+    )
+    assert passed[-1] == "minmax + learned rounding + float stem, blocks.1"
+    assert any("learned rounding" in r for r in chosen[-1].notes["remedies"])
+    assert chosen[-1].notes["learned_rounding"] == {}
+
+
+def test_a_learned_rounding_that_fits_no_better_is_not_verified_again(tmp_path, monkeypatch):
+    """Its model is then the one its start's attempt already verified: the search records why and
+    goes on to the distillation; ``rounding_seconds`` 0 skips the step."""
+    chosen: list = []
+    tried = _search(tmp_path, monkeypatch, {}, {"distill_seconds": 5, "rounding_seconds": 5}, rounding_improves=False, chosen=chosen)
+    assert not any("learned rounding" in t for t in tried) and "distillation QAT" in tried[-1]
+    assert "fitted the calibration inputs no better" in chosen[0].notes["search"]["not_verified"][0]
+    rounded: list = []
+    skipped = _search(tmp_path / "off", monkeypatch, {}, {"distill_seconds": 5}, rounded=rounded)
+    assert not rounded and not any("learned rounding" in t for t in skipped)
 
 
 def test_a_winner_with_float_groups_ships_their_weights_as_int8_where_that_verifies_and_is_no_slower(tmp_path, monkeypatch):
@@ -459,6 +517,7 @@ def test_absurd_int8_options_are_refused_before_anything_is_loaded(tmp_path, cap
         ("--calib-samples", "many"),
         ("--max-float-groups", "-3"),
         ("--max-verify-images", "0"),
+        ("--int8-rounding-seconds", "-1"),
     ):
         with pytest.raises(SystemExit):
             build_parser().parse_args(base + [flag, bad])
@@ -469,6 +528,7 @@ def test_absurd_int8_options_are_refused_before_anything_is_loaded(tmp_path, cap
         ({"max_float_groups": -3}, "max_float_groups"),
         ({"search_seconds": float("nan")}, "search_seconds"),
         ({"distill_seconds": -1}, "distill_seconds"),
+        ({"rounding_seconds": float("inf")}, "rounding_seconds"),
         ({"calib_method": "median"}, "calib_method"),
         ({"float_groups": "blocks.1"}, "float_groups"),
         ({"float_groups": ["blocks.1", ""]}, "float_groups"),

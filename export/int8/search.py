@@ -10,7 +10,11 @@ Order of attempts (each one verified on the real verification data with the devi
    is a coarse step), the module groups the int8 simulation ranked most sensitive kept in float,
    1, 2, 3, 4, 6, 8 ... groups, up to ``max_float_groups`` (default: half the model); bias
    correction, when it ranked better, recomputed for each set of groups;
-4. label-free distillation QAT (:mod:`.learned.distill`; ``--int8-distill-seconds``, 0 skips it)
+4. learned rounding (:mod:`.learned.rounding`, AdaRound; ``--int8-rounding-seconds``, 0 skips it)
+   of the base model's int8 weights with the last set of step 3's groups in float: each weight's
+   up-or-down choice fitted end to end against the FP32 model, the weights written on their
+   levels so the backend's quantiser rounds them as learned;
+5. label-free distillation QAT (:mod:`.learned.distill`; ``--int8-distill-seconds``, 0 skips it)
    of the prepared model with the last set of step 3's groups simulated in float (none when there
    were no groups to try), quantised by the same backend with those groups in float.
 
@@ -23,7 +27,7 @@ The first attempt within tolerance wins; otherwise the one closest to its tolera
 marked failed. Every attempt is recorded in the manifest (method, float groups, metrics).
 
 The search has a time budget (``--int8-search-seconds``, default 10 minutes per target): once it
-is spent no further attempt starts, and the distillation gets at most what is left. A checkpoint
+is spent no further attempt starts, and the learned steps get at most what is left. A checkpoint
 that no remedy rescues (random weights, a model INT8 cannot carry) then gets its verdict in
 bounded time, with the attempts not made named in the manifest, instead of a search of an hour.
 """
@@ -63,6 +67,7 @@ class Attempt:
     method: str
     float_groups: tuple[str, ...] = ()
     distilled: bool = False  # the model tuned by distillation QAT instead of the prepared one
+    rounded: bool = False  # the model's int8 weights on learned roundings (:mod:`.learned.rounding`)
     bias_corrected: bool = False  # the prepared model's biases corrected for int8 (:mod:`.bias_correction`)
     # which quantiser: "" the backend's own; "qdq" onnxruntime's QDQ graph, compiled by the backend
     route: str = ""
@@ -78,6 +83,7 @@ class Attempt:
             self.method
             + (" + bias correction" if self.bias_corrected else "")
             + (" + distillation QAT" if self.distilled else "")
+            + (" + learned rounding" if self.rounded else "")
             + (f" + float {', '.join(self.float_groups)}" if self.float_groups else "")
             + ((" (their weights int8)" if self.float_groups else " (float weights int8)") if self.int8_weights else "")
             + (" (float weights fp16)" if self.half_weights else "")
@@ -89,6 +95,8 @@ class Attempt:
         groups = hashlib.sha1(",".join(self.float_groups).encode()).hexdigest()[:8] if self.float_groups else "all"
         if self.distilled:
             return f"int8-distilled{weight_qmax}{'-bc' if self.bias_corrected else ''}-{groups}"
+        if self.rounded:
+            return f"int8-rounded{weight_qmax}-{groups}"
         if self.bias_corrected:
             return f"int8-biascorrected{weight_qmax}-{groups}"
         return "int8-prepared"
@@ -130,6 +138,7 @@ class Outcome:
         return {
             "method": self.attempt.method,
             "distilled": self.attempt.distilled,
+            **({"learned_rounding": True} if self.attempt.rounded else {}),
             "bias_corrected": self.attempt.bias_corrected,
             **({"route": self.attempt.route} if self.attempt.route else {}),
             "float_groups": list(self.attempt.float_groups),
@@ -175,14 +184,22 @@ def preparation(ctx: ExportContext) -> Int8Preparation:
 
 
 DEFAULT_DISTILL_SECONDS = 150.0
+DEFAULT_ROUNDING_SECONDS = 60.0
 DEFAULT_SEARCH_SECONDS = 600.0
 # a distillation shorter than this learns too little to be worth its verification
 MIN_DISTILL_SECONDS = 30.0
+# nor learned rounding shorter than this (its warm-up alone is a fifth of it)
+MIN_ROUNDING_SECONDS = 20.0
 
 
 def distill_seconds(ctx: ExportContext) -> float:
     value = ctx.options.get("distill_seconds")
     return DEFAULT_DISTILL_SECONDS if value is None else float(value)
+
+
+def rounding_seconds(ctx: ExportContext) -> float:
+    value = ctx.options.get("rounding_seconds")
+    return DEFAULT_ROUNDING_SECONDS if value is None else float(value)
 
 
 def search_seconds(ctx: ExportContext) -> float:
@@ -227,6 +244,28 @@ def distillation(ctx: ExportContext, weight_qmax: int, float_groups: tuple[str, 
     return ctx.shared[key]
 
 
+def learned_rounding(ctx: ExportContext, weight_qmax: int, float_groups: tuple[str, ...] = (), budget_s: float | None = None):
+    """The prepared model with its int8 weights on learned roundings for this backend's grid,
+    ``float_groups`` in float; computed once per run, grid and groups (``budget_s``: at most this
+    long, when the search has less time left than ``--int8-rounding-seconds``)."""
+    key = f"int8_rounded:{weight_qmax}:{','.join(float_groups)}"
+    if key not in ctx.shared:
+        from .learned.rounding import round_for_int8
+
+        seconds = rounding_seconds(ctx) if budget_s is None else min(rounding_seconds(ctx), budget_s)
+        log.info(
+            "INT8: learned rounding of %s (%.0f s budget, weights to %d levels a side, %d groups in float)",
+            ctx.spec.name,
+            seconds,
+            weight_qmax,
+            len(float_groups),
+        )
+        ctx.shared[key] = round_for_int8(
+            preparation(ctx).model, ctx.calibration.inputs(), ctx.spec.task, weight_qmax, budget_s=seconds, float_groups=float_groups
+        )
+    return ctx.shared[key]
+
+
 def bias_correction(ctx: ExportContext, weight_qmax: int, float_groups: tuple[str, ...] = ()):
     """The prepared model with biases corrected for int8 on this grid, the given groups left in
     float; computed once per run, grid and groups."""
@@ -245,10 +284,12 @@ def bias_correction_wanted(ctx: ExportContext, backend_default: bool) -> bool:
 
 
 def int8_model(ctx: ExportContext, attempt: Attempt, weight_qmax: int = 127):
-    """The FP32 model an attempt quantises: the prepared one, its bias-corrected copy or its
-    distillation-tuned copy."""
+    """The FP32 model an attempt quantises: the prepared one, its bias-corrected copy, its copy with
+    learned roundings or its distillation-tuned copy."""
     if attempt.distilled:
         return distillation(ctx, weight_qmax, attempt.float_groups, from_corrected=attempt.bias_corrected).model
+    if attempt.rounded:
+        return learned_rounding(ctx, weight_qmax, attempt.float_groups).model
     if attempt.bias_corrected:
         return bias_correction(ctx, weight_qmax, attempt.float_groups).model
     return preparation(ctx).model
@@ -340,7 +381,7 @@ def _remedy_base(outcomes: list[Outcome], route: str) -> Attempt:
     """The attempt the remedies build on: the one of their quantiser closest to the reference (by
     fidelity), else plain min/max ranges on it (onnxruntime's histogram calibrations take minutes
     per model, and the remedies themselves are what moves the result)."""
-    own = [o for o in outcomes if o.attempt.route == route and not o.attempt.float_groups and not o.attempt.distilled]
+    own = [o for o in outcomes if o.attempt.route == route and not o.attempt.float_groups and not o.attempt.distilled and not o.attempt.rounded]
     return max(own, key=_by_fidelity).attempt if own else Attempt("minmax", route=route)
 
 
@@ -362,6 +403,7 @@ def _carried(ctx: ExportContext, route: str) -> Attempt | None:
         shipped.method,
         shipped.float_groups,
         distilled=shipped.distilled,
+        rounded=shipped.rounded,
         bias_corrected=shipped.bias_corrected,
         route=route,
         int8_weights=shipped.int8_weights,
@@ -510,6 +552,7 @@ def run_search(
     root.mkdir(exist_ok=True)
     outcomes: list[Outcome] = []
     not_made: list[str] = []
+    not_verified: list[str] = []  # learned steps that fitted the calibration inputs no better than their start
 
     def time_left() -> float:
         return budget - (time.perf_counter() - started)
@@ -634,17 +677,40 @@ def run_search(
                 candidate = Attempt(base.method, tried_groups + tail, bias_corrected=base.bias_corrected, route=remedy_route)
                 if tail and within_cap(candidate.float_groups) and candidate not in made and attempt(candidate).passed:
                     winner = outcomes[-1]
+
+        def learn_budget(label: str, wanted_s: float, minimum_s: float) -> float:
+            """Seconds a learned step gets: its own budget, less the verification after it (about
+            as long as an attempt), at most what the search has left; too little ends the search."""
+            verify_s = statistics.median(o.seconds for o in outcomes) if outcomes else 0.0
+            learn_s = min(wanted_s, time_left() - verify_s)
+            if learn_s < min(minimum_s, wanted_s):
+                not_made.append(label)
+                raise _BudgetSpent
+            return learn_s
+
+        # from the prepared model, whatever the base: the roundings take off the error bias
+        # correction would, and its biases (fitted to nearest rounding) led them astray (w0.5-e16,
+        # two groups in float: from the corrected model 0.9882 / 0.9751 -> 0.9845 / 0.9695, from
+        # the plain one 0.9873 / 0.9655 -> 0.9878 / 0.9677; no groups 0.9784 / 0.9216 -> 0.9820 / 0.9289)
+        rounded_attempt = Attempt(base.method, tried_groups, rounded=True, route=remedy_route)
+        if winner is None and rounding_seconds(ctx) > 0 and rounded_attempt not in made:
+            learn_s = learn_budget(rounded_attempt.label(), rounding_seconds(ctx), MIN_ROUNDING_SECONDS)
+            start = time.perf_counter()
+            fitted = learned_rounding(ctx, weight_qmax, tried_groups, budget_s=learn_s)
+            learned_s = time.perf_counter() - start
+            if fitted.improved:
+                rounded_out = attempt(rounded_attempt, paid=True)
+                rounded_out.seconds += learned_s
+                if rounded_out.passed:
+                    winner = rounded_out
+            else:  # its model is the prepared one with these groups, no better
+                not_verified.append(f"{rounded_attempt.label()}: fitted the calibration inputs no better than nearest rounding in {learned_s:.0f} s")
         # from the base's model: bias-corrected where the groups were tried on the corrected one
         tuned_attempt = Attempt(base.method, tried_groups, distilled=True, bias_corrected=base.bias_corrected, route=remedy_route)
         if winner is None and distill_seconds(ctx) > 0 and tuned_attempt not in made:
             # trained with the same groups in float that the backend then keeps in float, so the
             # tuned weights make up for int8 only where int8 is
-            # the distillation's budget and the verification after it (about as long as an attempt)
-            verify_s = statistics.median(o.seconds for o in outcomes) if outcomes else 0.0
-            learn_s = min(distill_seconds(ctx), time_left() - verify_s)
-            if learn_s < min(MIN_DISTILL_SECONDS, distill_seconds(ctx)):
-                not_made.append(tuned_attempt.label())
-                raise _BudgetSpent
+            learn_s = learn_budget(tuned_attempt.label(), distill_seconds(ctx), MIN_DISTILL_SECONDS)
             start = time.perf_counter()
             distillation(ctx, weight_qmax, tried_groups, budget_s=learn_s, from_corrected=tuned_attempt.bias_corrected)
             learned_s = time.perf_counter() - start
@@ -692,6 +758,7 @@ def run_search(
                 if chosen.attempt.distilled
                 else {}
             ),
+            **({"learned_rounding": learned_rounding(ctx, weight_qmax, chosen.attempt.float_groups).report} if chosen.attempt.rounded else {}),
             **({"bias_correction": bias_correction(ctx, weight_qmax, chosen.attempt.float_groups).report} if chosen.attempt.bias_corrected else {}),
             "attempts": [o.record() for o in outcomes],
             "search": {
@@ -699,6 +766,7 @@ def run_search(
                 "seconds": round(time.perf_counter() - started, 1),
                 "stopped_by_budget": bool(not_made),
                 **({"not_tried": not_made[0]} if not_made else {}),
+                **({"not_verified": not_verified} if not_verified else {}),
             },
             "remedies": _remedies(chosen, outcomes, recipe),
             **({"same_quantisation_as": chosen.source} if chosen.source else {}),
@@ -818,6 +886,8 @@ def _remedies(chosen: Outcome, outcomes: list[Outcome], recipe: Attempt | None =
         done.append("quantised by onnxruntime (QDQ graph, the onnx-int8 quantiser), compiled by this backend")
     if chosen.attempt.bias_corrected:
         done.append("empirical bias correction of the FP32 model for int8 (sequential, per-channel output means on the calibration inputs)")
+    if chosen.attempt.rounded:
+        done.append("learned rounding (AdaRound) of the int8 weights against the FP32 model (int8 simulation of this backend), written on their levels")
     if chosen.attempt.distilled:
         done.append("label-free distillation QAT of the FP32 weights against the FP32 model (int8 simulation of this backend)")
     if chosen.attempt.float_groups and not (recipe is not None and chosen.attempt == recipe):

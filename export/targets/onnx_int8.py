@@ -266,6 +266,7 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
                 **({"weights_stored_fp16": halved} if attempt.half_weights else {}),
                 **({"prelu_as_relu_min_mul": rewritten} if rewritten else {}),
                 "distilled": attempt.distilled,
+                **({"learned_rounding": True} if attempt.rounded else {}),
                 "bias_corrected": attempt.bias_corrected,
             },
         )

@@ -205,6 +205,7 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
                 **({"weights_stored_fp16": halved} if attempt.half_weights else {}),
                 "bias_correction": bias_note,
                 "distilled": attempt.distilled,
+                **({"learned_rounding": True} if attempt.rounded else {}),
                 "bias_corrected": attempt.bias_corrected,
             },
         )

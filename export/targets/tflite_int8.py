@@ -239,6 +239,7 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
                 **({"weights_stored_int8": stored} if attempt.int8_weights else {}),
                 **({"weights_stored_fp16": stored} if attempt.half_weights else {}),
                 "distilled": attempt.distilled,
+                **({"learned_rounding": True} if attempt.rounded else {}),
                 "bias_corrected": attempt.bias_corrected,
             },
         )

@@ -1,23 +1,26 @@
 """Learned post-training quantisation of the INT8-prepared PyTorch twin, label-free.
 
 Plain PTQ rounds every weight to its nearest int8 level and takes activation ranges from
-calibration statistics; on GhostFaceNets students that leaves cosine 0.91-0.96 in the worst face
-because the error is spread through the whole network. Here the quantisation itself is fitted:
-per-channel int8 weights with learned rounding (AdaRound) and learned activation ranges (LSQ-style),
-block by block against the FP32 model's own block outputs on the calibration pictures (no labels).
-Status (w0.5 epoch-16 student, 38 calibration faces): the fit improves the simulated cosine on the
-calibration faces (worst face 0.953 -> 0.972) but not reliably on held-out faces, and the ONNX QDQ
-carry does not yet reproduce the twin on onnxruntime; it is not wired into the export search. Nor
-is it where the real models lose accuracy: ``--int8-debug``'s error sources put their int8 error in
-the activations (RetinaFace-mnet025 landmark NME 0.018 every layer int8, 0.0066 with int8 weights
-alone; GhostFaceNets w0.5-e16 min/max cosine 0.981, 0.998 with int8 weights alone), which learned
-weight rounding does not touch.
-:mod:`.distill` is: it tunes the FP32 weights themselves (distillation QAT) and leaves the
-quantising to each backend, so nothing has to be carried exactly.
+calibration statistics. The search's learned steps, after the float groups:
 
-:mod:`.quantizers` holds the two learnable quantisers, :mod:`.twin` runs the traced model with
-them, :mod:`.reconstruct` fits them under a time budget, :mod:`.augment` enlarges small
-calibration sets, and :mod:`.onnx_qdq` carries the result into an ONNX QDQ graph.
+- :mod:`.rounding`: each int8 weight's up-or-down rounding learned on the backend's own grid
+  (AdaRound), fitted to the FP32 model's outputs and block outputs through an int8 simulation of
+  the backend, kept only where it fits held-out calibration inputs better, and written as FP32
+  weights on their levels, so each backend's quantiser rounds them as learned;
+- :mod:`.distill`: distillation QAT of the FP32 weights themselves, leaving the quantising to each
+  backend, so nothing has to be carried exactly.
+
+Both act on weights, and ``--int8-debug``'s error sources put the real models' int8 error mostly
+in the activations (RetinaFace-mnet025 landmark NME 0.018 every layer int8, 0.0066 with int8
+weights alone; GhostFaceNets w0.5-e16 min/max cosine 0.981, 0.998 with int8 weights alone): what
+they can do is let the weights make up for it, which is why both learn with int8 activations in
+the loop.
+
+Groundwork not in the search: :mod:`.quantizers` holds the two learnable quantisers (AdaRound
+weights, which :mod:`.rounding` uses, and LSQ-style ranges), :mod:`.twin` runs the traced model with
+them, :mod:`.reconstruct` fits both block by block, and :mod:`.onnx_qdq` writes the result as an
+ONNX QDQ graph. Learned ranges fitted the w0.5 student's 38 calibration faces better and lost
+held-out cosine (worst face 0.898 -> 0.879). :mod:`.augment` enlarges small calibration sets.
 """
 
 from .reconstruct import LearnedQuantisation, learn_quantisation

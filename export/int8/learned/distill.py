@@ -94,6 +94,10 @@ class _Tuned(nn.Module):
     def bias(self) -> torch.Tensor | None:
         return None if self.b0 is None else self.b0 + self.b_step * self.db
 
+    def quantised(self) -> torch.Tensor:
+        """The weight as the backend's int8 grid holds it (rounded to nearest, straight-through)."""
+        return _fake_weight(self.weight(), self.qmax)
+
 
 class _Int8Simulation(fx.Interpreter):
     """Runs ``gm`` with fake-quantised weights and activations, differentiably (straight-through)."""
@@ -126,7 +130,7 @@ class _Int8Simulation(fx.Interpreter):
         t = self.tuned.get(target)
         if t is None:
             return super().call_module(target, args, kwargs)
-        w = t.weight() if target in self.in_float else _fake_weight(t.weight(), t.qmax)
+        w = t.weight() if target in self.in_float else t.quantised()
         if isinstance(mod, nn.Conv2d):
             return mod._conv_forward(args[0], w, t.bias())
         if isinstance(mod, nn.Linear):

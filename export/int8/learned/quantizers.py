@@ -23,9 +23,9 @@ def round_ste(x: torch.Tensor) -> torch.Tensor:
     return (torch.round(x) - x).detach() + x
 
 
-def per_channel_scale(w: torch.Tensor) -> torch.Tensor:
+def per_channel_scale(w: torch.Tensor, qmax: int = WEIGHT_QMAX) -> torch.Tensor:
     dims = tuple(range(1, w.dim()))
-    return w.detach().abs().amax(dim=dims, keepdim=True).clamp(min=1e-12) / WEIGHT_QMAX
+    return w.detach().abs().amax(dim=dims, keepdim=True).clamp(min=1e-12) / qmax
 
 
 class AdaRoundWeight(nn.Module):
@@ -35,15 +35,16 @@ class AdaRoundWeight(nn.Module):
     steep to a flat exponent pushes every h to 0 or 1, and :meth:`harden` then fixes the choice.
     """
 
-    def __init__(self, weight: torch.Tensor):
+    def __init__(self, weight: torch.Tensor, qmax: int = WEIGHT_QMAX):
         super().__init__()
         w = weight.detach().float()
-        self.register_buffer("scale", per_channel_scale(w))
+        self.qmax = qmax  # levels a side: 127 for int8, 64 on OpenVINO's 7-bit grid (:mod:`..weight_grid`)
+        self.register_buffer("scale", per_channel_scale(w, qmax))
         scaled = w / self.scale
         self.register_buffer("floor", torch.floor(scaled))
         # each channel's largest weight keeps its level (+-127): the backend derives the channel's
         # scale from it, so moving it would move every other weight of the channel to another grid
-        self.register_buffer("pinned", scaled.abs() >= WEIGHT_QMAX - 1e-3)
+        self.register_buffer("pinned", scaled.abs() >= qmax - 1e-3)
         self.register_buffer("pinned_offset", torch.round(scaled) - self.floor)
         rest = (scaled - self.floor).clamp(0.01, 0.99)  # start at the float value itself
         self.v = nn.Parameter(-torch.log((_ZETA - _GAMMA) / (rest - _GAMMA) - 1))
@@ -57,7 +58,7 @@ class AdaRoundWeight(nn.Module):
         return torch.where(self.pinned, self.pinned_offset, h)
 
     def integers(self) -> torch.Tensor:
-        return (self.floor + self.offset()).clamp(-WEIGHT_QMAX, WEIGHT_QMAX)
+        return (self.floor + self.offset()).clamp(-self.qmax, self.qmax)
 
     def forward(self) -> torch.Tensor:
         return self.integers() * self.scale
