@@ -58,32 +58,33 @@ WARM_UP = 0.2  # share of the budget the roundings move freely before the regula
 BETA_START, BETA_END = 20.0, 2.0  # the regulariser's exponent, annealed from flat-bottomed to steep
 
 
-class _Recorder(fx.Interpreter):
-    """Runs a graph and keeps the values of the named nodes (the FP32 side of the block terms)."""
+class _Recording:
+    """Keeps the values of the nodes named in ``record`` as an fx interpreter runs its graph."""
+
+    record: frozenset[str] = frozenset()
+    seen: dict[str, Any]
+
+    def run_node(self, n: fx.Node):
+        out = super().run_node(n)  # type: ignore[misc]
+        if n.name in self.record:
+            self.seen[n.name] = out
+        return out
+
+
+class _Recorder(_Recording, fx.Interpreter):
+    """The FP32 graph's run: the block terms' targets."""
 
     def __init__(self, gm: fx.GraphModule, record: frozenset[str]):
         super().__init__(gm)
         self.record, self.seen = record, {}
 
-    def run_node(self, n: fx.Node):
-        out = super().run_node(n)
-        if n.name in self.record:
-            self.seen[n.name] = out
-        return out
 
-
-class _RecordingSimulation(_Int8Simulation):
-    """The int8 simulation, keeping the (quantised) values of the named nodes."""
+class _RecordingSimulation(_Recording, _Int8Simulation):
+    """The int8 simulation's run: the block terms' quantised values."""
 
     def __init__(self, *args, record: frozenset[str] = frozenset(), **kwargs):
         super().__init__(*args, **kwargs)
         self.record, self.seen = record, {}
-
-    def run_node(self, n: fx.Node):
-        out = super().run_node(n)
-        if n.name in self.record:
-            self.seen[n.name] = out
-        return out
 
 
 def block_outputs(gm: fx.GraphModule, quantised: set[fx.Node]) -> frozenset[str]:
