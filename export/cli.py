@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--int8-rounding-seconds",
         type=_seconds,
         metavar="S",
-        help="INT8 remedy after the float groups: learned rounding (AdaRound) of the int8 weights for S seconds (default 60; 0 skips it)",
+        help="INT8 remedy after the float groups: learned rounding (AdaRound) of the int8 weights for S seconds (default 30; 0 skips it)",
     )
     p.add_argument(
         "--int8-distill-seconds",

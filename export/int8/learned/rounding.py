@@ -41,7 +41,7 @@ from .twin import node_group
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BUDGET_S = 60.0
+DEFAULT_BUDGET_S = 30.0
 # Adam's step on the rounding variables (a sigmoid's argument, about +-6 from one choice to the other)
 LEARNING_RATE = 0.05
 # the regulariser's weight, in units of the starting loss: at 1 it is as large as the loss it starts
