@@ -11,9 +11,10 @@ Order of attempts (each one verified on the real verification data with the devi
    1, 2, 3, 4, 6, 8 ... groups, up to ``max_float_groups`` (default: half the model); bias
    correction, when it ranked better, recomputed for each set of groups;
 4. learned rounding (:mod:`.learned.rounding`, AdaRound; ``--int8-rounding-seconds``, 0 skips it)
-   of the base model's int8 weights with the last set of step 3's groups in float: each weight's
-   up-or-down choice fitted end to end against the FP32 model, the weights written on their
-   levels so the backend's quantiser rounds them as learned;
+   of the prepared model's int8 weights with the last set of step 3's groups in float: each
+   weight's up-or-down choice fitted to the FP32 model's outputs and block outputs, verified only
+   where it fits held-out calibration inputs better than nearest rounding, the weights written on
+   their levels so the backend's quantiser rounds them as learned;
 5. label-free distillation QAT (:mod:`.learned.distill`; ``--int8-distill-seconds``, 0 skips it)
    of the prepared model with the last set of step 3's groups simulated in float (none when there
    were no groups to try), quantised by the same backend with those groups in float.
