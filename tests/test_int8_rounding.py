@@ -132,3 +132,14 @@ def test_a_rounding_no_better_than_the_nearest_is_not_kept():
     assert not result.improved and "kept" in result.report
     assert result.report["weights_rounded_the_other_way"] == 0
     assert all(torch.equal(a, b) for a, b in zip(result.model.state_dict().values(), model.state_dict().values()))
+
+
+def test_a_budget_the_setup_uses_up_learns_nothing_and_says_so():
+    """RetinaFace-mnet025's setup (the FP32 and nearest-rounding passes, the range measurements) took
+    39 s of a 30 s budget and then learned one step: with under a quarter of the budget left the
+    step stops at once and keeps nearest rounding, naming the reason."""
+    model = _Net().eval()
+    result = round_for_int8(model, _calibration(), "embed", budget_s=0.001, batch=8)
+    assert not result.improved and result.report["steps"] == 0
+    assert "too little left to learn" in result.report["kept"]
+    assert all(torch.equal(a, b) for a, b in zip(result.model.state_dict().values(), model.state_dict().values()))

@@ -708,7 +708,8 @@ def run_search(
                 if rounded_out.passed:
                     winner = rounded_out
             else:  # its model is the prepared one with these groups, no better
-                not_verified.append(f"{rounded_attempt.label()}: fitted the calibration inputs no better than nearest rounding in {learned_s:.0f} s")
+                kept = fitted.report.get("kept", "nearest rounding (the learned roundings fitted the calibration inputs no better)")
+                not_verified.append(f"{rounded_attempt.label()}: kept {kept}, {learned_s:.0f} s")
         # from the base's model: bias-corrected where the groups were tried on the corrected one
         tuned_attempt = Attempt(base.method, tried_groups, distilled=True, bias_corrected=base.bias_corrected, route=remedy_route)
         if winner is None and distill_seconds(ctx) > 0 and tuned_attempt not in made:
