@@ -153,6 +153,11 @@ def _outputs(out) -> list[torch.Tensor]:
     return list(out) if isinstance(out, (tuple, list)) else [out]
 
 
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> torch.Tensor:
+    """Squared error relative to the target's own size (outputs and block outputs of any scale alike)."""
+    return ((got - want) ** 2).mean() / ((want**2).mean() + 1e-8)
+
+
 def _loss(task: str, got: list[torch.Tensor], want: list[torch.Tensor]) -> torch.Tensor:
     """Embeddings: 1 - cosine (what verification judges); detectors: see :func:`_detector_loss`;
     other outputs: error relative to the output's size."""
@@ -161,7 +166,7 @@ def _loss(task: str, got: list[torch.Tensor], want: list[torch.Tensor]) -> torch
         return (1 - nn.functional.cosine_similarity(a, b, dim=1)).mean()
     if task == "detect" and len(got) == 3:
         return _detector_loss(got, want)
-    terms = [((g - w) ** 2).mean() / ((w**2).mean() + 1e-8) for g, w in zip(got, want)]
+    terms = [relative_error(g, w) for g, w in zip(got, want)]
     return torch.stack(terms).sum()
 
 

@@ -1,19 +1,20 @@
-"""Learned rounding (AdaRound) on the backend's own int8 grid, judged end to end, label-free.
+"""Learned rounding (AdaRound) on the backend's own int8 grid, fitted to the FP32 model, label-free.
 
 Plain post-training quantisation rounds every weight to its nearest level of its channel's grid.
 Here each weight's up-or-down choice is learned instead, so the roundings make up for each other
 and for the int8 activations around them: the int8 simulation of the backend (the one distillation
 trains, :mod:`.distill`: per-tensor min/max activation ranges from the calibration pictures, the
 attempt's float groups unquantised) runs with soft roundings, the loss is the distance of its
-outputs to the FP32 model's on augmented calibration inputs (no labels, never the verification
-pictures), and a regulariser annealed over the budget pushes each soft rounding to a definite 0
+outputs and of each module group's output to the FP32 model's on augmented calibration inputs (no
+labels, never the verification pictures), and a regulariser annealed over the budget pushes each soft rounding to a definite 0
 or 1 (Nagel et al. 2020, "Up or Down? Adaptive Rounding for Post-Training Quantization").
 
 Why this carries exactly to every backend: the result is an FP32 model whose weights lie on the
 grid already (level x step), each channel's largest weight kept at its level, so a backend's
 quantiser re-derives the same step (max|w| / qmax) and rounds each weight to the learned level.
 Unlike distillation, nothing but the roundings moves: biases, ranges and float layers stay as
-they were, and the result is at worst the nearest rounding it started from.
+they were, and on the calibration inputs held out of the fit the result is at worst the nearest
+rounding it started from (on other pictures it can be worse: the search verifies it like any attempt).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from ..prepare import _write_back, nodes_of_groups
 from ..simulate import ActivationRange, calibrate_ranges, quantised_outputs
 from ..weight_grid import layer_qmax
 from .augment import PIXEL_SCALE, augment_batch, describe
-from .distill import _agreement, _evaluation_inputs, _Int8Simulation, _loss, _outputs, _Tuned
+from .distill import _agreement, _evaluation_inputs, _Int8Simulation, _loss, _outputs, _Tuned, relative_error
 from .quantizers import AdaRoundWeight
 from .tensors import nchw, torch_threads
 from .twin import node_group
@@ -96,10 +97,6 @@ def block_outputs(gm: fx.GraphModule, quantised: set[fx.Node]) -> frozenset[str]
     terms of the loss compare int8 with FP32."""
     groups = {n: node_group(n) for n in gm.graph.nodes}
     return frozenset(n.name for n in gm.graph.nodes if n in quantised and any(u.op == "output" or groups[u] != groups[n] for u in n.users))
-
-
-def _relative_error(got: torch.Tensor, want: torch.Tensor) -> torch.Tensor:
-    return ((got - want) ** 2).mean() / ((want**2).mean() + 1e-8)
 
 
 def _why_nearest(starved: bool, setup_s: float, budget_s: float) -> str:
@@ -212,7 +209,6 @@ def _round(model, calibration, task, weight_qmax, budget_s, float_groups, batch,
     eval_sets = _evaluation_inputs(task, check_x, seed)
     with torch.no_grad():
         refs = [_outputs(teacher(x)) for x in eval_sets]
-        sync(originals)
         ranges0 = {n: r for n, r in calibrate_ranges(gm, chunks).items() if n in wanted}
 
         def eval_loss(ranges, layers_now) -> float:
@@ -240,7 +236,7 @@ def _round(model, calibration, task, weight_qmax, budget_s, float_groups, batch,
         sim = _RecordingSimulation(gm, rounded, ranges, input_range, in_float, record=blocks)
         fit = _loss(task, _outputs(sim.run(x)), want)
         if blocks and block_weight:
-            fit = fit + block_weight * torch.stack([_relative_error(sim.seen[k], recorder.seen[k]) for k in blocks]).mean()
+            fit = fit + block_weight * torch.stack([relative_error(sim.seen[k], recorder.seen[k]) for k in blocks]).mean()
         loss = fit
         if frac > WARM_UP:
             beta = BETA_START - (BETA_START - BETA_END) * (frac - WARM_UP) / (1 - WARM_UP)
@@ -274,7 +270,7 @@ def _round(model, calibration, task, weight_qmax, budget_s, float_groups, batch,
     _write_back(result, gm)
     result.eval()
     report = {
-        "method": "learned rounding (AdaRound) of the int8 weights, end to end against the FP32 model (int8 simulation of this backend)",
+        "method": "learned rounding (AdaRound) of the int8 weights against the FP32 model's outputs and block outputs (int8 simulation of this backend)",
         "budget_s": budget_s,
         "seconds": round(time.perf_counter() - start, 1),
         "steps": steps,
