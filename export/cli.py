@@ -15,7 +15,7 @@ from gfn_edge.cli_errors import run_cli
 from gfn_edge.errors import GfnEdgeError
 from gfn_edge.registry import REGISTRY
 
-from .int8_options import CALIBRATION_METHODS, MAX_SECONDS
+from .int8_options import CALIBRATION_METHODS, DEFAULT_DISTILL_STEPS, DEFAULT_ROUNDING_STEPS, MAX_SECONDS, MAX_STEPS
 from .report import format_results
 from .targets import TARGETS
 
@@ -41,6 +41,20 @@ def _seconds(text: str) -> float:
     if not 0 <= value <= MAX_SECONDS:  # the bound export_model holds the same options to
         raise argparse.ArgumentTypeError(f"{text} seconds is outside 0 .. {MAX_SECONDS:g}")
     return value
+
+
+def _steps(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of steps") from None
+    if not 1 <= value <= MAX_STEPS:  # the bound export_model holds the same options to
+        raise argparse.ArgumentTypeError(f"{text} steps is outside 1 .. {MAX_STEPS}")
+    return value
+
+
+def _per_task(steps: dict[str, int]) -> str:
+    return ", ".join(f"{n} for {task}" for task, n in steps.items())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,13 +103,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--int8-rounding-seconds",
         type=_seconds,
         metavar="S",
-        help="INT8 remedy after the float groups: learned rounding (AdaRound) of the int8 weights for S seconds (default 30; 0 skips it)",
+        help="INT8 remedy after the float groups: learned rounding (AdaRound) of the int8 weights for at most S seconds (default 30; 0 skips it)",
+    )
+    p.add_argument(
+        "--int8-rounding-steps",
+        type=_steps,
+        metavar="N",
+        help=f"INT8: learned rounding's schedule in steps (default per task: {_per_task(DEFAULT_ROUNDING_STEPS)}); "
+        "the same steps give the same weights every run, and --int8-rounding-seconds caps them",
     )
     p.add_argument(
         "--int8-distill-seconds",
         type=_seconds,
         metavar="S",
-        help="INT8 remedy after plain calibration fails: label-free distillation QAT for S seconds (default 150; 0 skips it)",
+        help="INT8 remedy after plain calibration fails: label-free distillation QAT for at most S seconds (default 150; 0 skips it)",
+    )
+    p.add_argument(
+        "--int8-distill-steps",
+        type=_steps,
+        metavar="N",
+        help=f"INT8: the distillation's schedule in steps (default per task: {_per_task(DEFAULT_DISTILL_STEPS)}); "
+        "the same steps give the same weights every run, and --int8-distill-seconds caps them",
     )
     p.add_argument(
         "--int8-search-seconds",
@@ -156,6 +184,8 @@ def _main(argv: list[str] | None = None) -> int:
         "int8_debug": args.int8_debug,
         "distill_seconds": args.int8_distill_seconds,
         "rounding_seconds": args.int8_rounding_seconds,
+        "distill_steps": args.int8_distill_steps,
+        "rounding_steps": args.int8_rounding_steps,
         "search_seconds": args.int8_search_seconds,
         "bias_correction": args.int8_bias_correction,
     }

@@ -518,6 +518,9 @@ def test_absurd_int8_options_are_refused_before_anything_is_loaded(tmp_path, cap
         ("--max-float-groups", "-3"),
         ("--max-verify-images", "0"),
         ("--int8-rounding-seconds", "-1"),
+        ("--int8-distill-steps", "0"),
+        ("--int8-rounding-steps", "2.5"),
+        ("--int8-distill-steps", "1000000000"),
     ):
         with pytest.raises(SystemExit):
             build_parser().parse_args(base + [flag, bad])
@@ -529,6 +532,9 @@ def test_absurd_int8_options_are_refused_before_anything_is_loaded(tmp_path, cap
         ({"search_seconds": float("nan")}, "search_seconds"),
         ({"distill_seconds": -1}, "distill_seconds"),
         ({"rounding_seconds": float("inf")}, "rounding_seconds"),
+        ({"distill_steps": 0}, "distill_steps"),
+        ({"rounding_steps": 2.5}, "rounding_steps"),
+        ({"rounding_steps": 10**9}, "rounding_steps"),
         ({"calib_method": "median"}, "calib_method"),
         ({"float_groups": "blocks.1"}, "float_groups"),
         ({"float_groups": ["blocks.1", ""]}, "float_groups"),

@@ -235,7 +235,9 @@ def distillation(ctx: ExportContext, weight_qmax: int, float_groups: tuple[str, 
             len(float_groups),
         )
         start = bias_correction(ctx, weight_qmax, float_groups).model if from_corrected else preparation(ctx).model
-        ctx.shared[key] = distill_for_int8(start, ctx.calibration.inputs(), ctx.spec.task, weight_qmax, budget_s=seconds, float_groups=float_groups)
+        ctx.shared[key] = distill_for_int8(
+            start, ctx.calibration.inputs(), ctx.spec.task, weight_qmax, budget_s=seconds, steps=ctx.options.get("distill_steps"), float_groups=float_groups
+        )
         ctx.shared[key].report["started_from"] = "the bias-corrected model" if from_corrected else "the prepared model"
         # the jitter's brightness is given in grey levels of an input scaled by 1/128 (GhostFaceNets');
         # on inputs scaled otherwise it is that many units of the model's input: recorded as grey
@@ -265,7 +267,13 @@ def learned_rounding(ctx: ExportContext, weight_qmax: int, float_groups: tuple[s
             len(float_groups),
         )
         ctx.shared[key] = round_for_int8(
-            preparation(ctx).model, ctx.calibration.inputs(), ctx.spec.task, weight_qmax, budget_s=seconds, float_groups=float_groups
+            preparation(ctx).model,
+            ctx.calibration.inputs(),
+            ctx.spec.task,
+            weight_qmax,
+            budget_s=seconds,
+            steps=ctx.options.get("rounding_steps"),
+            float_groups=float_groups,
         )
     return ctx.shared[key]
 

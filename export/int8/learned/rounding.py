@@ -6,7 +6,7 @@ and for the int8 activations around them: the int8 simulation of the backend (th
 trains, :mod:`.distill`: per-tensor min/max activation ranges from the calibration pictures, the
 attempt's float groups unquantised) runs with soft roundings, the loss is the distance of its
 outputs and of each module group's output to the FP32 model's on augmented calibration inputs (no
-labels, never the verification pictures), and a regulariser annealed over the budget pushes each soft rounding to a definite 0
+labels, never the verification pictures), and a regulariser annealed over the steps pushes each soft rounding to a definite 0
 or 1 (Nagel et al. 2020, "Up or Down? Adaptive Rounding for Post-Training Quantization").
 
 Why this carries exactly to every backend: the result is an FP32 model whose weights lie on the
@@ -30,13 +30,15 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from ...int8_options import DEFAULT_ROUNDING_STEPS as DEFAULT_STEPS
 from ..graph import trace_folded
 from ..prepare import _write_back, nodes_of_groups
 from ..simulate import ActivationRange, calibrate_ranges, quantised_outputs
 from ..weight_grid import layer_qmax
 from .augment import PIXEL_SCALE, augment_batch, describe
-from .distill import _agreement, _evaluation_inputs, _Int8Simulation, _loss, _outputs, _Tuned, relative_error
+from .distill import _agreement, _evaluation_inputs, _Int8Simulation, _loss, _outputs, _Tuned, held_out_split, relative_error
 from .quantizers import AdaRoundWeight
+from .schedule import StepPlan
 from .tensors import nchw, torch_threads
 from .twin import node_group
 
@@ -54,12 +56,11 @@ REGULARISER_WEIGHT = 1.0
 # its 182 fitting faces (loss 0.0105 -> 0.0092) while the verification faces lost cosine
 # (0.9882 -> 0.9815): 690,022 binary choices and one number per face
 BLOCK_WEIGHT = 1.0
-HELD_OUT = 0.2  # share of the calibration inputs kept out of the fit, to judge it on
 # the least share of the budget left to learn after the setup (the FP32 and nearest-rounding passes
 # and range measurements: 39 s of RetinaFace-mnet025's 30 s on 150 calibration pictures, which then
 # learned one step); with less, nothing is learned and nearest rounding is kept at once
 MIN_LEARNING_SHARE = 0.25
-WARM_UP = 0.2  # share of the budget the roundings move freely before the regulariser starts
+WARM_UP = 0.2  # share of the steps the roundings move freely before the regulariser starts
 BETA_START, BETA_END = 20.0, 2.0  # the regulariser's exponent, annealed from flat-bottomed to steep
 
 
@@ -145,6 +146,7 @@ def round_for_int8(
     weight_qmax: int = 127,
     budget_s: float = DEFAULT_BUDGET_S,
     float_groups: tuple[str, ...] = (),
+    steps: int | None = None,
     batch: int = 16,
     lr: float = LEARNING_RATE,
     reg_weight: float = REGULARISER_WEIGHT,
@@ -156,20 +158,22 @@ def round_for_int8(
 ) -> Rounded:
     """Learn the roundings of ``model``'s (the INT8-prepared FP32 model's) int8 layers from NHWC
     calibration inputs, on the backend's grid (``weight_qmax``, :mod:`..weight_grid`) with
-    ``float_groups`` kept in float, within ``budget_s`` seconds. ``threads``: torch threads while
+    ``float_groups`` kept in float, in ``steps`` steps (None: :data:`DEFAULT_STEPS` of the task)
+    within ``budget_s`` seconds (:class:`.schedule.StepPlan`). ``threads``: torch threads while
     learning (one: see :func:`.distill.distill_for_int8`)."""
+    steps = DEFAULT_STEPS.get(task, DEFAULT_STEPS["embed"]) if steps is None else steps
     with torch_threads(threads):
-        return _round(model, calibration, task, weight_qmax, budget_s, float_groups, batch, lr, reg_weight, block_weight, range_every, pixel_scale, seed)
+        return _round(model, calibration, task, weight_qmax, budget_s, float_groups, steps, batch, lr, reg_weight, block_weight, range_every, pixel_scale, seed)
 
 
-def _round(model, calibration, task, weight_qmax, budget_s, float_groups, batch, lr, reg_weight, block_weight, range_every, pixel_scale, seed) -> Rounded:
+def _round(
+    model, calibration, task, weight_qmax, budget_s, float_groups, steps, batch, lr, reg_weight, block_weight, range_every, pixel_scale, seed
+) -> Rounded:
     start = time.perf_counter()
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     x_all = nchw(calibration)
-    order = torch.randperm(len(x_all), generator=gen)
-    held = max(1, int(round(len(x_all) * HELD_OUT))) if len(x_all) >= 10 else 0
-    fit_x, check_x = (x_all[order[held:]], x_all[order[:held]]) if held else (x_all, x_all)
+    fit_x, check_x, held = held_out_split(x_all, gen)
     teacher = copy.deepcopy(model).float().eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -220,13 +224,11 @@ def _round(model, calibration, task, weight_qmax, budget_s, float_groups, batch,
     setup_s = time.perf_counter() - start
     learn_s = budget_s - setup_s
     starved = learn_s < MIN_LEARNING_SHARE * budget_s
-    steps, loss_value, last_log, first_fit = 0, float("nan"), 0.0, 0.0
-    t0 = time.perf_counter()
-    while not starved:
-        frac = (time.perf_counter() - t0) / learn_s
-        if frac >= 1.0:
-            break
-        if steps and steps % range_every == 0:
+    plan = StepPlan(steps, max(learn_s, 1.0), time_after=range_every + 1).start()
+    loss_value, last_log, first_fit = float("nan"), 0.0, 0.0
+    while not starved and plan.more():
+        frac = plan.fraction
+        if plan.done and plan.done % range_every == 0:
             ranges = ranges_now()
         idx = torch.randint(0, len(fit_x), (min(batch, len(fit_x)),), generator=gen)
         x = augment_batch(fit_x[idx], gen, pixel_scale=pixel_scale)
@@ -245,13 +247,13 @@ def _round(model, calibration, task, weight_qmax, budget_s, float_groups, batch,
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        steps += 1
+        plan.stepped()
         loss_value = float(fit.detach())
-        if steps == 1:
+        if plan.done == 1:
             first_fit = loss_value
-        if frac - last_log >= 0.1:
-            last_log = frac
-            log.info("INT8 learned rounding: %3.0f%% of %.0f s, step %d, loss %.4g", 100 * frac, learn_s, steps, loss_value)
+        if plan.fraction - last_log >= 0.1:
+            last_log = plan.fraction
+            log.info("INT8 learned rounding: step %d of %d, loss %.4g (%.0f s)", plan.done, plan.planned, loss_value, plan.elapsed_s)
     for t in rounded.values():
         t.rounding.harden()
     with torch.no_grad():
@@ -273,7 +275,7 @@ def _round(model, calibration, task, weight_qmax, budget_s, float_groups, batch,
         "method": "learned rounding (AdaRound) of the int8 weights against the FP32 model's outputs and block outputs (int8 simulation of this backend)",
         "budget_s": budget_s,
         "seconds": round(time.perf_counter() - start, 1),
-        "steps": steps,
+        **plan.report(),
         "batch": batch,
         "weight_qmax": weight_qmax,
         "float_groups": list(float_groups),
@@ -292,7 +294,7 @@ def _round(model, calibration, task, weight_qmax, budget_s, float_groups, batch,
     }
     log.info(
         "INT8 learned rounding: %d steps in %.0f s, %d of %d weights rounded the other way; calibration loss %.5g -> %.5g%s",
-        steps,
+        plan.done,
         report["seconds"],
         changed,
         total,
