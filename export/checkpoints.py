@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 import re
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from gfn_edge.errors import CheckpointError
+from gfn_edge.model_spec import WeightSource
 from gfn_edge.registry import REGISTRY, ModelSpec
 
 
@@ -117,3 +119,37 @@ def detect_architecture(path: str | os.PathLike[str]) -> ModelSpec:
     if any(k.startswith("body.blocks1.") for k in keys):
         return REGISTRY["retinaface-ghostnet-se025" if any(".se.conv_reduce." in k for k in keys) else "retinaface-ghostnet"]
     raise CheckpointError(f"cannot tell which architecture {path.name} is (first keys: {sorted(keys)[:4]}); pass --arch NAME")
+
+
+_FAMILY_TITLES = {"retinaface": "RetinaFace detector", "ghostfacenet": "GhostFaceNets recogniser", "minifasnet": "MiniFASNet liveness model"}
+_GRAPH_IN_FILE = {"keras-h5"}  # formats whose file holds the architecture too, not only the weights
+
+
+def checkpoint_spec(spec: ModelSpec, path: Path, digest: str) -> ModelSpec:
+    """``spec`` (the registry architecture a checkpoint file was recognised as, or named with
+    ``--arch``) made to describe that file: named after it, its weights the file itself.
+
+    Why: a registry entry's weights, description, licence and INT8 recipes are facts about its own
+    release. A user's w0.5 GhostFaceNets file used to ship with a manifest saying "width 1.3, stem
+    stride 2 (official release)", HamadYA's download address and an MIT licence; a fine-tuned
+    RetinaFace, the WIDER FACE checkpoint's. A file that is the registry's own release (the same
+    SHA-256) keeps all of it, recipes included. ``digest``: the file's SHA-256.
+    """
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).strip("-.") or "model"  # a folder name: no "..", no leading dot
+    fmt = spec.weights.format if spec.weights is not None else ("keras-h5" if spec.family == "ghostfacenet" else "pytorch")
+    from_graph = fmt in _GRAPH_IN_FILE
+    arch_tag = "arch:from-checkpoint" if from_graph else f"arch:{spec.name}"
+    if spec.weights is not None and spec.weights.sha256 == digest:
+        return replace(spec, name=name, tags=tuple(spec.tags) + (arch_tag,))
+    title = _FAMILY_TITLES.get(spec.family, spec.family)
+    how = "its architecture read from the file's own graph" if from_graph else f"architecture {spec.name}: {spec.description.split(';')[0]}"
+    return replace(
+        spec,
+        name=name,
+        description=f"{title} from the checkpoint file {path.name}, {how}",
+        arch={"from_checkpoint": True} if from_graph else spec.arch,
+        weights=WeightSource(format=fmt, sha256=digest, licence="unknown (the user's checkpoint)", upstream=f"checkpoint file {path.name}"),
+        params=None if from_graph else spec.params,
+        tags=(arch_tag,),  # the registry's tags ("real-weights") are about its release
+        int8_recipes={},
+    )

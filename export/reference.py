@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,7 +23,7 @@ from gfn_edge.errors import CheckpointError
 from gfn_edge.export.hub import cache_dir, resolve_spec_weights, sha256_file
 from gfn_edge.registry import REGISTRY, ModelSpec, get_spec
 
-from .checkpoints import detect_architecture, load_state_dict, load_strict
+from .checkpoints import checkpoint_spec, detect_architecture, load_state_dict, load_strict
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +80,6 @@ def _torch_framework() -> dict[str, str]:
     return {"framework": f"pytorch {torch.__version__}", "device": name}
 
 
-def _safe_name(stem: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-") or "model"
-
-
 def build_torch_model(spec: ModelSpec):
     """An untrained PyTorch model of ``spec``'s architecture (RetinaFace and MiniFASNet families)."""
     if spec.family == "retinaface":
@@ -137,8 +132,7 @@ def resolve_spec(
             if os.sep not in key and "/" not in key:
                 get_spec(key)  # not a file and not a known name: raises with the closest names
             raise CheckpointError(f"checkpoint {path} does not exist")
-        spec = get_spec(arch) if arch else detect_architecture(path)
-        spec = replace(spec, name=_safe_name(path.stem), tags=tuple(spec.tags) + (f"arch:{spec.name}",))
+        spec = checkpoint_spec(get_spec(arch) if arch else detect_architecture(path), path, sha256_file(path))
     if input_size is not None:
         if spec.task != "detect":
             raise ValueError(f"--input-size applies to detectors; {spec.name} takes {spec.preprocess.input_size}")

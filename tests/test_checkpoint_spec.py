@@ -1,0 +1,68 @@
+"""A checkpoint given as a file is described as that file, not as the registry release it resembles.
+
+A user's w0.5 GhostFaceNets .h5 used to ship bundles whose manifest said "width 1.3, stem stride 2,
+(official release)" with HamadYA's download address and licence; a fine-tuned RetinaFace carried the
+WIDER FACE checkpoint's. The registry's own file given by path keeps the registry's facts.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from conftest import shared_path
+
+from gfn_edge.export.checkpoints import checkpoint_spec
+from gfn_edge.export.hub import sha256_file
+from gfn_edge.export.reference import resolve_spec
+from gfn_edge.manifest_schema import validate_spec
+from gfn_edge.registry import get_spec
+
+STUDENT = ("models", "ghostfacenets", "ghostnetv1_w0.5_s2_basic_vn_big_epoch_16_0.711309.h5")
+DETECTOR = ("models", "retinaface", "mobilenet0.25_Final.pth")
+
+
+def test_a_keras_file_is_described_by_its_own_graph_and_digest():
+    path = shared_path(*STUDENT)
+    spec, found = resolve_spec(str(path))
+    assert found == path and spec.name == path.stem
+    assert spec.arch == {"from_checkpoint": True}, "the .h5 holds its own architecture; the registry's w1.3 one is not it"
+    assert path.name in spec.description and "1.3" not in spec.description and "official" not in spec.description
+    assert spec.weights.sha256 == sha256_file(path) and spec.weights.url is None and spec.weights.mirror_path is None
+    assert spec.weights.licence.startswith("unknown") and spec.int8_recipes == {} and spec.params is None
+    assert spec.tags == ("arch:from-checkpoint",)
+    validate_spec(spec.to_dict())
+
+
+def test_the_registry_file_by_path_keeps_the_registry_facts_and_a_changed_one_does_not(tmp_path):
+    path = shared_path(*DETECTOR)
+    registry = get_spec("retinaface-mnet025")
+    spec, _ = resolve_spec(str(path))
+    assert (spec.weights, spec.description, spec.arch) == (registry.weights, registry.description, registry.arch)
+    assert "arch:retinaface-mnet025" in spec.tags
+    # the same architecture, other weights: the user's file, the architecture still the registry's
+    mine = tmp_path / "door_finetune.pth"
+    shutil.copyfile(path, mine)
+    with mine.open("ab") as f:  # a different digest is all that tells the two apart here
+        f.write(b"\0")
+    other = checkpoint_spec(registry, mine, sha256_file(mine))
+    assert other.arch == registry.arch and other.params == registry.params and other.preprocess == registry.preprocess
+    assert other.weights.sha256 == sha256_file(mine) != registry.weights.sha256 and other.weights.url is None
+    assert "door_finetune.pth" in other.description and "WIDER FACE" not in other.description
+    assert other.tags == ("arch:retinaface-mnet025",)
+    validate_spec(other.to_dict())
+
+
+def test_int8_recipes_stay_with_the_weights_they_were_found_for():
+    """A registry recipe is a fact about the registry weights: kept for that file, dropped for any other."""
+    path = shared_path(*STUDENT)
+    student = get_spec("ghostfacenet-dsitweed-w0.5-e16")
+    assert student.int8_recipes, "the test needs a registry entry with recipes"
+    assert checkpoint_spec(student, path, student.weights.sha256).int8_recipes == student.int8_recipes
+    assert checkpoint_spec(student, path, "0" * 64).int8_recipes == {}
+
+
+@pytest.mark.parametrize(("file", "name"), [("my model (v2).h5", "my-model-v2"), ("...h5", "model"), (".hidden.h5", "hidden"), ("ü.h5", "model")])
+def test_odd_file_names_give_safe_model_names(tmp_path, file, name):
+    """The name becomes the bundle's folder name: no spaces, no leading dot, never '.' or '..'."""
+    assert checkpoint_spec(get_spec("ghostfacenet-v1-w1.3-s2"), tmp_path / file, "0" * 64).name == name
