@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,6 +23,7 @@ import numpy as np
 
 from gfn_edge.errors import GfnEdgeError, VerificationError
 from gfn_edge.manifest import read_manifest
+from gfn_edge.metrics import best_threshold_accuracy
 
 from .context import ExportContext
 from .flops import manifest_flops
@@ -33,7 +34,7 @@ from .reference import Reference, reference_for, resolve_spec
 from .targets import TARGETS, expand_targets, run_target
 from .tolerance_keys import check_tolerance_overrides
 from .tools import versions
-from .verify import VerificationReport, default_tolerances, parse_tolerance_overrides, preprocess_mismatch, verify_outputs
+from .verify import VerificationReport, default_tolerances, pair_scores, parse_tolerance_overrides, preprocess_mismatch, verify_outputs
 from .verify_data import VerificationSet, build_verification_set
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,7 @@ def export_model(
         calib = _calibration(calib, spec, mirror, options, seed, timer)
     vset = _verification_data(spec, verify_images, mirror, calib, max_verify_images, timer)
     ref, ref_out = _reference(spec, checkpoint, vset, seed, timer)
+    spec = measured_threshold(spec, ref_out, vset)
     run = _Run(
         spec=spec,
         ref=ref,
@@ -169,6 +171,22 @@ def export_model(
     )
     with tempfile.TemporaryDirectory(prefix="gfn-export-") as work:
         return [_export_target(run, name, Path(work)) for name in names]
+
+
+def measured_threshold(spec: Any, ref_out: dict[str, np.ndarray], vset: VerificationSet) -> Any:
+    """``spec`` with a default same-person threshold where it has none (a user's own recogniser,
+    :func:`.checkpoints.checkpoint_spec`) and the verification has labelled pairs: the reference's
+    best-accuracy threshold on them, said in the description. Without pairs it stays unset and the
+    device asks for one (``gfn-edge compare --threshold``) rather than borrow the registry's 0.3,
+    at which the w0.5-e16 student calls 97 % of the pairs folder's different-person pairs the same
+    person (w0.5-e6 94 %, w1.3-e1 15 %; their best thresholds 0.754, 0.823 and 0.525)."""
+    if spec.task != "embed" or spec.default_threshold is not None or not vset.pairs:
+        return spec
+    scores, same = pair_scores(ref_out["embedding"], vset)
+    accuracy, threshold = best_threshold_accuracy(scores, same)
+    note = f"default threshold: the reference's best pair accuracy ({100 * accuracy:.1f} %) on the {len(same)} labelled pairs it was verified on"
+    log.info("%s: %s, %.4f", spec.name, note, threshold)
+    return replace(spec, default_threshold=round(float(threshold), 4), description=f"{spec.description}; {note}")
 
 
 def _calibration(calib: Any, spec: Any, mirror: Any, options: dict[str, Any], seed: int, timer: Timer) -> Any:

@@ -150,6 +150,9 @@ def checkpoint_spec(spec: ModelSpec, path: Path, digest: str) -> ModelSpec:
         arch={"from_checkpoint": True} if from_graph else spec.arch,
         weights=WeightSource(format=fmt, sha256=digest, licence="unknown (the user's checkpoint)", upstream=f"checkpoint file {path.name}"),
         params=None if from_graph else spec.params,
+        # a recogniser's threshold is a fact about its weights (0.3 is the official release's; the
+        # w0.5-e16 student's best is 0.754): measured at export time (api.measured_threshold) or none
+        default_threshold=None if spec.task == "embed" else spec.default_threshold,
         tags=(arch_tag,),  # the registry's tags ("real-weights") are about its release
         int8_recipes={},
     )

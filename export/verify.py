@@ -154,6 +154,13 @@ def judge(metrics: dict[str, Any], tolerances: Tolerances) -> list[str]:
 # ----------------------------------------------------------------------------- per task
 
 
+def pair_scores(emb: np.ndarray, vset: VerificationSet) -> tuple[np.ndarray, np.ndarray]:
+    """(cosine of each labelled pair's two embeddings, whether the pair is one person)."""
+    a = np.asarray([p[0] for p in vset.pairs])
+    b = np.asarray([p[1] for p in vset.pairs])
+    return cosine_rows(emb[a], emb[b]), np.asarray([p[2] for p in vset.pairs])
+
+
 def embedding_metrics(ref: np.ndarray, art: np.ndarray, vset: VerificationSet) -> dict[str, Any]:
     cos_all = cosine_rows(ref, art)
     judged = vset.judged if vset.judged is not None and vset.judged.any() else np.ones(len(cos_all), bool)
@@ -170,11 +177,8 @@ def embedding_metrics(ref: np.ndarray, art: np.ndarray, vset: VerificationSet) -
         "worst_faces": [[vset.names[i], round(float(cos_all[i]), 6)] for i in np.flatnonzero(judged)[np.argsort(cos)[:3]]],
     }
     if vset.pairs:
-        a = np.asarray([p[0] for p in vset.pairs])
-        b = np.asarray([p[1] for p in vset.pairs])
-        same = np.asarray([p[2] for p in vset.pairs])
-        s_ref = cosine_rows(ref[a], ref[b])
-        s_art = cosine_rows(art[a], art[b])
+        s_ref, same = pair_scores(ref, vset)
+        s_art, _ = pair_scores(art, vset)
         acc_ref, thr_ref = best_threshold_accuracy(s_ref, same)
         acc_art, _ = best_threshold_accuracy(s_art, same)
         m.update(

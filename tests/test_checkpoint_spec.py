@@ -66,3 +66,31 @@ def test_int8_recipes_stay_with_the_weights_they_were_found_for():
 def test_odd_file_names_give_safe_model_names(tmp_path, file, name):
     """The name becomes the bundle's folder name: no spaces, no leading dot, never '.' or '..'."""
     assert checkpoint_spec(get_spec("ghostfacenet-v1-w1.3-s2"), tmp_path / file, "0" * 64).name == name
+
+
+def test_a_users_recogniser_gets_the_threshold_its_reference_measures_on_the_pairs(faces_dir):
+    """Not the registry's 0.3 (the official release's), at which this student calls 97 % of the
+    different-person pairs the same person; without labelled pairs, none (the device then asks)."""
+    import numpy as np
+
+    from gfn_edge.export.api import measured_threshold
+    from gfn_edge.export.reference import reference_for
+    from gfn_edge.export.verify import pair_scores
+    from gfn_edge.export.verify_data import build_verification_set
+
+    spec, path = resolve_spec(str(shared_path(*STUDENT)))
+    assert spec.default_threshold is None
+    vset = build_verification_set(spec, faces_dir / "pairs", max_images=48)
+    assert len(vset.pairs) >= 300
+    ref_out = reference_for(spec, path).run(vset.inputs)
+    measured = measured_threshold(spec, ref_out, vset)
+    scores, same = pair_scores(ref_out["embedding"], vset)
+    same = same.astype(bool)
+    t = measured.default_threshold
+    assert 0.6 < t < 0.9 and "labelled pairs" in measured.description, (t, measured.description)
+    accuracy = np.mean((scores >= t) == same)
+    assert accuracy > 0.8 and accuracy > np.mean((scores >= 0.3) == same) + 0.5, accuracy
+    vset.pairs = []
+    assert measured_threshold(spec, ref_out, vset).default_threshold is None
+    registry = get_spec("ghostfacenet-dsitweed-w0.5-e16")  # a registry model keeps its own
+    assert measured_threshold(registry, ref_out, vset).default_threshold == registry.default_threshold
