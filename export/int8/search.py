@@ -228,7 +228,7 @@ def distillation(ctx: ExportContext, weight_qmax: int, float_groups: tuple[str, 
 
         seconds = distill_seconds(ctx) if budget_s is None else min(distill_seconds(ctx), budget_s)
         log.info(
-            "INT8: distillation QAT of %s (%.0f s budget, weights to %d levels a side, %d groups in float)",
+            "INT8: distillation QAT of %s (its planned steps within %.0f s, weights to %d levels a side, %d groups in float)",
             ctx.spec.name,
             seconds,
             weight_qmax,
@@ -260,7 +260,7 @@ def learned_rounding(ctx: ExportContext, weight_qmax: int, float_groups: tuple[s
 
         seconds = rounding_seconds(ctx) if budget_s is None else min(rounding_seconds(ctx), budget_s)
         log.info(
-            "INT8: learned rounding of %s (%.0f s budget, weights to %d levels a side, %d groups in float)",
+            "INT8: learned rounding of %s (its planned steps within %.0f s, weights to %d levels a side, %d groups in float)",
             ctx.spec.name,
             seconds,
             weight_qmax,

@@ -6,8 +6,9 @@ and for the int8 activations around them: the int8 simulation of the backend (th
 trains, :mod:`.distill`: per-tensor min/max activation ranges from the calibration pictures, the
 attempt's float groups unquantised) runs with soft roundings, the loss is the distance of its
 outputs and of each module group's output to the FP32 model's on augmented calibration inputs (no
-labels, never the verification pictures), and a regulariser annealed over the steps pushes each soft rounding to a definite 0
-or 1 (Nagel et al. 2020, "Up or Down? Adaptive Rounding for Post-Training Quantization").
+labels, never the verification pictures), and a regulariser annealed over the steps pushes each
+soft rounding to a definite 0 or 1 (Nagel et al. 2020, "Up or Down? Adaptive Rounding for
+Post-Training Quantization").
 
 Why this carries exactly to every backend: the result is an FP32 model whose weights lie on the
 grid already (level x step), each channel's largest weight kept at its level, so a backend's
