@@ -153,7 +153,7 @@ def export_model(
         calib = _calibration(calib, spec, mirror, options, seed, timer)
     vset = _verification_data(spec, verify_images, mirror, calib, max_verify_images, timer)
     ref, ref_out = _reference(spec, checkpoint, vset, seed, timer)
-    spec = measured_threshold(spec, ref_out, vset)
+    spec = ref.spec = measured_threshold(spec, ref_out, vset)  # the manifests are written from ref.spec
     run = _Run(
         spec=spec,
         ref=ref,

@@ -94,3 +94,18 @@ def test_a_users_recogniser_gets_the_threshold_its_reference_measures_on_the_pai
     assert measured_threshold(spec, ref_out, vset).default_threshold is None
     registry = get_spec("ghostfacenet-dsitweed-w0.5-e16")  # a registry model keeps its own
     assert measured_threshold(registry, ref_out, vset).default_threshold == registry.default_threshold
+
+
+@pytest.mark.slow
+def test_the_exported_manifest_carries_the_measured_threshold_and_the_files_provenance(faces_dir, tmp_path):
+    """End to end: what a user's bundle says about itself, read back by the device side."""
+    from gfn_edge.export.api import export_model
+    from gfn_edge.manifest import read_manifest
+
+    path = shared_path("models", "ghostfacenets", "ghostnetv1_w0.5_s2_basic_vn_big_epoch_6_0.695095.h5")
+    (result,) = export_model(str(path), ["onnx"], tmp_path / "out", verify_images=faces_dir / "pairs")
+    assert result.passed, result.failures
+    spec = read_manifest(result.bundle).spec
+    assert spec["default_threshold"] == round(result.metrics["pair_threshold_ref"], 4) > 0.6
+    assert spec["weights"]["sha256"] == sha256_file(path) and spec["weights"]["url"] is None
+    assert spec["arch"] == {"from_checkpoint": True} and path.name in spec["description"]
