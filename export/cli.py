@@ -33,24 +33,24 @@ def configure_logging(verbose: bool = False) -> None:
             logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 <= value <= MAX_SECONDS:  # the bound export_model holds the same options to
-        raise argparse.ArgumentTypeError(f"{text} seconds is outside 0 .. {MAX_SECONDS:g}")
-    return value
+def _bounded(parse: type, unit: str, lowest: float, highest: float):
+    """An argparse type: ``parse`` of the text, within the bounds export_model holds the same options to."""
+    kind = "whole number" if parse is int else "number"
+
+    def check(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind} of {unit}") from None
+        if not lowest <= value <= highest:
+            raise argparse.ArgumentTypeError(f"{text} {unit} is outside {lowest:g} .. {highest:g}")
+        return value
+
+    return check
 
 
-def _steps(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of steps") from None
-    if not 1 <= value <= MAX_STEPS:  # the bound export_model holds the same options to
-        raise argparse.ArgumentTypeError(f"{text} steps is outside 1 .. {MAX_STEPS}")
-    return value
+_seconds = _bounded(float, "seconds", 0.0, MAX_SECONDS)
+_steps = _bounded(int, "steps", 1, MAX_STEPS)
 
 
 def _per_task(steps: dict[str, int]) -> str:
