@@ -100,11 +100,12 @@ def _export(tmp: Path, target: str):
         verify_images=shared_path("faces", "pairs"),
         force=True,
         # plain min/max only: the debugger's FP32 twin is the chosen attempt's model, which is the
-        # reference only for a plain attempt (a bias-corrected or distilled one has other weights,
+        # reference only for a plain attempt (a bias-corrected, rounded or distilled one has other weights,
         # and the table would end at the cosine to those, not at the verified one)
-        options={"calib_method": "minmax", "max_float_groups": 0, "bias_correction": False, "distill_seconds": 0, "int8_debug": True},
+        options={"calib_method": "minmax", "max_float_groups": 0, "bias_correction": False, "rounding_seconds": 0, "distill_seconds": 0, "int8_debug": True},
     )
-    assert not result.notes["float_groups"] and not any(a["bias_corrected"] or a["distilled"] for a in result.notes["attempts"])
+    attempts = result.notes["attempts"]
+    assert not result.notes["float_groups"] and not any(a["bias_corrected"] or a["distilled"] or a.get("learned_rounding") for a in attempts)
     folder = tmp / f"{result.model}-{target}-int8-debug"
     return result, folder
 
