@@ -30,7 +30,7 @@ from .flops import manifest_flops
 from .int8_options import check_int8_options
 from .liveness_data import reference_noise_logits
 from .manifest_writer import build_manifest, manifest_header, now_utc
-from .reference import Reference, reference_for, resolve_spec
+from .reference import Reference, reference_for, resolve_spec, resolved_digest
 from .targets import TARGETS, expand_targets, run_target
 from .tolerance_keys import check_tolerance_overrides
 from .tools import versions
@@ -220,7 +220,7 @@ def _reference(spec: Any, checkpoint: Any, vset: VerificationSet, seed: int, tim
         bn_images = None
         if checkpoint is None and spec.family != "ghostfacenet":  # random weights: BN statistics from real pictures
             bn_images = [vset.inputs[i : i + 4] for i in range(0, min(len(vset), 16), 4)]
-        ref = reference_for(spec, checkpoint, seed=seed, bn_images=bn_images)
+        ref = reference_for(spec, checkpoint, seed=seed, bn_images=bn_images, digest=resolved_digest(spec, checkpoint))
     with timer.stage("reference inference"):
         ref_out = ref.run(vset.inputs)
         vset.reference_noise = reference_noise_logits(ref, vset)  # liveness: the floor an INT8 error is read against

@@ -18,6 +18,8 @@ from gfn_edge.errors import CheckpointError
 from gfn_edge.model_spec import WeightSource
 from gfn_edge.registry import REGISTRY, ModelSpec
 
+from .file_names import safe_name
+
 
 def load_state_dict(path: str | os.PathLike[str]) -> dict:
     """A flat ``name -> tensor`` dict from .pth/.pt/.npz, without the ``module.`` prefix of DataParallel."""
@@ -135,7 +137,7 @@ def checkpoint_spec(spec: ModelSpec, path: Path, digest: str) -> ModelSpec:
     RetinaFace, the WIDER FACE checkpoint's. A file that is the registry's own release (the same
     SHA-256) keeps all of it, recipes included. ``digest``: the file's SHA-256.
     """
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).strip("-.") or "model"  # a folder name: no "..", no leading dot
+    name = safe_name(path.stem, "model")  # it names the bundle folders
     fmt = spec.weights.format if spec.weights is not None else ("keras-h5" if spec.family == "ghostfacenet" else "pytorch")
     from_graph = fmt in _GRAPH_IN_FILE
     arch_tag = "arch:from-checkpoint" if from_graph else f"arch:{spec.name}"

@@ -155,19 +155,29 @@ def load_reference(
     randomly initialised PyTorch models.
     """
     spec, path = resolve_spec(model, arch, input_size, random_weights, mirror)
-    return reference_for(spec, path, seed=seed, bn_images=bn_images)
+    return reference_for(spec, path, seed=seed, bn_images=bn_images, digest=resolved_digest(spec, path))
 
 
-def reference_for(spec: ModelSpec, path: Path | None, seed: int = 0, bn_images: list[np.ndarray] | None = None) -> Reference:
+def resolved_digest(spec: ModelSpec, path: Path | None) -> str | None:
+    """The SHA-256 :func:`resolve_spec` already has for the ``path`` it returned with ``spec`` (the
+    mirror's checked release, or the user's checkpoint file hashed for :func:`checkpoint_spec`),
+    so the reference does not read a file of up to hundreds of MB again; None where it has none."""
+    return spec.weights.sha256 if path is not None and spec.weights is not None else None
+
+
+def reference_for(spec: ModelSpec, path: Path | None, seed: int = 0, bn_images: list[np.ndarray] | None = None, digest: str | None = None) -> Reference:
+    """The model of ``spec`` in its own framework, from ``path`` (random weights without one).
+    ``digest``: the file's SHA-256 where the caller has it (:func:`resolved_digest`), else read here."""
+    digest = digest or (sha256_file(path) if path is not None else None)
     if spec.family == "ghostfacenet":
-        ref = _ghostfacenet_reference(spec, path, path is None, seed)
+        ref = _ghostfacenet_reference(spec, path, path is None, seed, digest)
     else:
-        ref = _torch_reference(spec, path, path is None, seed, bn_images)
+        ref = _torch_reference(spec, path, path is None, seed, bn_images, digest)
     log.info("reference %s: %s on %s (%s)", spec.name, ref.framework["framework"], ref.framework["device"], ref.source.get("weights"))
     return ref
 
 
-def _torch_reference(spec: ModelSpec, path: Path | None, random_weights: bool, seed: int, bn_images) -> Reference:
+def _torch_reference(spec: ModelSpec, path: Path | None, random_weights: bool, seed: int, bn_images, digest: str | None) -> Reference:
     import torch
 
     torch.manual_seed(seed)
@@ -175,7 +185,7 @@ def _torch_reference(spec: ModelSpec, path: Path | None, random_weights: bool, s
     if path is not None:
         state = load_state_dict(path)
         load_strict(net, state, f"checkpoint {path.name}")
-        source = {"path": str(path), "file": path.name, "sha256": sha256_file(path), "format": "pytorch", "weights": "checkpoint"}
+        source = {"path": str(path), "file": path.name, "sha256": digest, "format": "pytorch", "weights": "checkpoint"}
     else:
         if bn_images:
             recalibrate_batchnorm(net, bn_images)
@@ -202,7 +212,7 @@ def random_keras_checkpoint(spec: ModelSpec, seed: int = 0) -> Path:
     return target
 
 
-def _ghostfacenet_reference(spec: ModelSpec, path: Path | None, random_weights: bool, seed: int) -> Reference:
+def _ghostfacenet_reference(spec: ModelSpec, path: Path | None, random_weights: bool, seed: int, digest: str | None) -> Reference:
     from .keras_port import port_keras_h5
     from .keras_reference import KerasEmbedder
 
@@ -224,7 +234,7 @@ def _ghostfacenet_reference(spec: ModelSpec, path: Path | None, random_weights: 
     source = {
         "path": str(path),
         "file": path.name,
-        "sha256": sha256_file(path),
+        "sha256": digest or sha256_file(path),
         "format": "keras-h5",
         "weights": weights,
         "keras_params": ported.keras_params,

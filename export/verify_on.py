@@ -211,7 +211,7 @@ def verify_existing(
     from gfn_edge.manifest import read_manifest
 
     from .liveness_data import reference_noise_logits
-    from .reference import reference_for, resolve_spec
+    from .reference import reference_for, resolve_spec, resolved_digest
     from .verify import default_tolerances
     from .verify_data import build_verification_set
     from .verify_device import verify_here
@@ -233,7 +233,7 @@ def verify_existing(
             else:
                 spec, checkpoint = resolve_spec(model, None, size, False, mirror)
             vset = build_verification_set(spec, verify_images, mirror=mirror, exclude=exclude, max_images=max_images)
-            ref = reference_for(spec, checkpoint)
+            ref = reference_for(spec, checkpoint, digest=resolved_digest(spec, checkpoint))
             ref_out = ref.run(vset.inputs)
             vset.reference_noise = reference_noise_logits(ref, vset)  # as gfn-export's own reference pass
             for m in group:

@@ -68,6 +68,35 @@ def test_odd_file_names_give_safe_model_names(tmp_path, file, name):
     assert checkpoint_spec(get_spec("ghostfacenet-v1-w1.3-s2"), tmp_path / file, "0" * 64).name == name
 
 
+@pytest.mark.parametrize("model", [DETECTOR, "retinaface-mnet025"])
+def test_a_checkpoint_is_read_for_its_digest_once(model, monkeypatch):
+    """resolve_spec hashes the file (the user's, or the mirror's release it checks); the reference
+    records that digest instead of reading the file again (up to hundreds of MB on a board's SD card)."""
+    from gfn_edge.export import hub, reference
+
+    read: list[str] = []
+
+    def counted(path):
+        read.append(str(path))
+        return sha256_file(path)
+
+    monkeypatch.setattr(reference, "sha256_file", counted)
+    monkeypatch.setattr(hub, "sha256_file", counted)
+    ref = reference.load_reference(str(shared_path(*model)) if isinstance(model, tuple) else model)
+    path = shared_path(*DETECTOR)
+    assert read == [str(path)]
+    assert ref.source["sha256"] == sha256_file(path) == get_spec("retinaface-mnet025").weights.sha256
+
+
+def test_one_rule_names_folders_after_what_the_user_chose():
+    """Checkpoint bundles and gfn-eval's plot and prediction folders share it."""
+    from gfn_edge.export.file_names import safe_name
+
+    assert safe_name("pairs.csv", "pairs") == "pairs.csv"
+    assert safe_name("../../etc", "x") == "etc" and safe_name("..", "x") == "x" and safe_name(".hidden", "x") == "hidden"
+    assert safe_name("my model (v2)", "x") == "my-model-v2" and safe_name("gesicht_ü", "x") == "gesicht_"
+
+
 def test_a_users_recogniser_gets_the_threshold_its_reference_measures_on_the_pairs(faces_dir):
     """Not the registry's 0.3 (the official release's), at which this student calls 97 % of the
     different-person pairs the same person; without labelled pairs, none (the device then asks)."""

@@ -20,6 +20,7 @@ from gfn_edge.metrics import DetectionAgreement
 from gfn_edge.progress import progress
 from gfn_edge.retinaface_decode import Detections
 
+from ..file_names import safe_name
 from . import ijb as ijb_mod
 from . import widerface
 from .roc_plot import Curve, plot_pr, plot_roc
@@ -35,10 +36,6 @@ def _models(items: Sequence[Any]) -> list[dict[str, Any]]:
     return [
         {"name": m.name, "kind": m.kind, "runs_on": m.runs_on, **({"input": m.input_label} if isinstance(m, Detector) else {}), "info": m.info} for m in items
     ]
-
-
-def _safe_name(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
 
 
 # ----------------------------------------------------------------------------- 1:1 pairs
@@ -84,7 +81,7 @@ def evaluate_pairs(
     used_names: set[str] = set()
     for item in data:
         pairs = open_pair_set(item, detector, mirror)
-        stem = _safe_name(pairs.name)
+        stem = safe_name(pairs.name, "pairs")
         while stem in used_names:  # two "pairs.csv" from different folders keep separate plots
             stem += "_"
         used_names.add(stem)
@@ -230,7 +227,7 @@ def evaluate_widerface(
         for name, per_image in dets.items():
             preds[name] = {k: widerface.to_wider_boxes(d) for k, d in per_image.items()}
             if save_predictions and out_dir is not None:
-                widerface.write_predictions(Path(out_dir) / "widerface-predictions" / _safe_name(name), preds[name])
+                widerface.write_predictions(Path(out_dir) / "widerface-predictions" / safe_name(name, "detector"), preds[name])
     for folder in predictions:
         name = f"predictions:{Path(folder).name}"
         preds[name] = widerface.read_predictions(folder)
