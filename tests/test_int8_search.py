@@ -276,6 +276,8 @@ def test_a_winner_with_float_groups_ships_their_weights_as_int8_where_that_verif
     args = {"corrects_biases": True, "int8_float_group_weights": True}
     for case, results, slow, shipped, note in [
         ("same speed", {**corrected, slim: (0.995, 0.98, 0.0)}, 1.02, True, "shipped: "),
+        # the same kernels after loading: a busy machine's 1.13 is noise (RetinaFace tflite-int8, 2026-12-06)
+        ("same kernels, timed in a busy run", {**corrected, slim: (0.995, 0.98, 0.0)}, 1.13, True, "shipped: "),
         ("slower", {**corrected, slim: (0.995, 0.98, 0.0)}, 1.4, False, "tried, verified, slower: "),
         ("fails", corrected, 1.0, False, "tried, failed verification: "),
         # the groups are in float for accuracy: storing them as int8 may not give most of it back
