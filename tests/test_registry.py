@@ -192,3 +192,30 @@ def test_readme_model_table_is_the_registry():
 
 if __name__ == "__main__":
     print(model_table())
+
+
+STUDENTS = [name for name in REQUIRED if name.startswith("ghostfacenet-dsitweed-")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", STUDENTS)
+def test_a_students_threshold_is_the_one_its_reference_measures_on_the_pairs(name, faces_dir, mirror):
+    """The same rule gfn-export applies to a user's own checkpoint: the reference's best pair accuracy.
+    The official release's 0.3, which the students carried until 2026-12-06, accepts most of the
+    different-person pairs (w0.5-e16: 97 %, accuracy 23.5 % against the best 85.7 %)."""
+    import numpy as np
+
+    from gfn_edge.export.reference import reference_for, resolve_spec, resolved_digest
+    from gfn_edge.export.verify import pair_scores
+    from gfn_edge.export.verify_data import build_verification_set
+    from gfn_edge.metrics import accuracy_at, best_threshold_accuracy
+
+    spec, path = resolve_spec(name, mirror=str(mirror))
+    vset = build_verification_set(spec, faces_dir / "pairs", max_images=48)  # what gfn-export verifies on
+    assert len(vset.pairs) >= 300
+    scores, same = pair_scores(reference_for(spec, path, digest=resolved_digest(spec, path)).run(vset.inputs)["embedding"], vset)
+    same = same.astype(bool)
+    best, measured = best_threshold_accuracy(scores, same)
+    assert spec.default_threshold == pytest.approx(measured, abs=5e-4), (spec.default_threshold, measured)
+    assert accuracy_at(scores, same, spec.default_threshold) >= best - 1e-9
+    assert np.mean(scores[~same] >= spec.default_threshold) < 0.25, "a threshold that accepts most strangers"
