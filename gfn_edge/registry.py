@@ -69,7 +69,8 @@ def _retinaface(name: str, description: str, arch: dict[str, Any], weights: Weig
 def _ghostfacenet(
     name: str, description: str, arch: dict[str, Any], weights: WeightSource | None, params: int | None = None, default_threshold: float = 0.3, **kw: Any
 ) -> ModelSpec:
-    """0.3: the official releases' threshold (ArcFace-trained, 512-d); the students carry their own."""
+    """0.3 for the official releases, as the registry has carried it (their weights are not in
+    ../shared, so it is not measured here); the students carry thresholds measured on theirs."""
     return ModelSpec(
         name=name,
         task="embed",
