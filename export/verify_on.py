@@ -206,7 +206,6 @@ def verify_existing(
     ``verification.platforms`` in each manifest. Returns one row per bundle: model, target,
     precision, host entry, platform entries; ``on_row`` sees each as soon as it is done.
     """
-    from gfn_edge.digest import sha256_file
     from gfn_edge.errors import CheckpointError
     from gfn_edge.manifest import read_manifest
 
@@ -223,13 +222,15 @@ def verify_existing(
         size = tuple(m.preprocess.input_size) if m.task == "detect" else None  # only detectors take another size
         by_model.setdefault((m.model, size), []).append(m)
     with tempfile.TemporaryDirectory(prefix="gfn-verify-existing-") as work:
-        given = {resolve_spec(str(c), None, None, True)[0].name: Path(c) for c in checkpoints or []}
+        # each file read once: resolve_spec hashes it to name it, and that digest is the one to check
+        given = {spec.name: (spec, path) for spec, path in (resolve_spec(str(c), None, None, False, mirror) for c in checkpoints or [])}
         for (model, size), group in by_model.items():
             if model in given:
+                spec, checkpoint = given[model]
                 recorded = group[0].source.get("sha256")
-                if recorded and sha256_file(given[model]) != recorded:
-                    raise CheckpointError(f"{given[model]} is not the checkpoint {model}'s bundles were exported from (sha256 differs from the manifest's)")
-                spec, checkpoint = resolve_spec(str(given[model]), None, size, False, mirror)
+                if recorded and resolved_digest(spec, checkpoint) != recorded:
+                    raise CheckpointError(f"{checkpoint} is not the checkpoint {model}'s bundles were exported from (sha256 differs from the manifest's)")
+                spec = spec.with_input_size(size) if size is not None else spec
             else:
                 spec, checkpoint = resolve_spec(model, None, size, False, mirror)
             vset = build_verification_set(spec, verify_images, mirror=mirror, exclude=exclude, max_images=max_images)

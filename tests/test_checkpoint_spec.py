@@ -88,6 +88,37 @@ def test_a_checkpoint_is_read_for_its_digest_once(model, monkeypatch):
     assert ref.source["sha256"] == sha256_file(path) == get_spec("retinaface-mnet025").weights.sha256
 
 
+@pytest.mark.slow
+def test_checking_bundles_again_reads_the_users_checkpoint_once(bundles, faces_dir, tmp_path, monkeypatch):
+    """arm64_verify_bundles.py --checkpoint: the digest that names the file is the one checked against
+    the manifest and handed to the reference (it read the file three times); another file is refused."""
+    from gfn_edge.errors import CheckpointError
+    from gfn_edge.export import hub, reference
+    from gfn_edge.export.verify_on import verify_existing
+    from gfn_edge.manifest import read_manifest
+
+    path = shared_path(*STUDENT)
+    bundle = bundles.get(str(path), "onnx")
+    read: list[str] = []
+
+    def counted(p):
+        read.append(str(p))
+        return sha256_file(p)
+
+    monkeypatch.setattr(reference, "sha256_file", counted)
+    monkeypatch.setattr(hub, "sha256_file", counted)
+    rows = verify_existing([bundle], [], verify_images=faces_dir, max_images=4, write=False, checkpoints=[path])
+    assert read.count(str(path)) == 1  # (the pictures' face finder reads the registry detector's file)
+    assert [r["host"]["passed"] for r in rows] == [True] and rows[0]["model"] == path.stem
+    other = tmp_path / bundle.name  # the same bundle, as if exported from another file of that name
+    shutil.copytree(bundle, other)
+    m = read_manifest(other)
+    m.source["sha256"] = "0" * 64
+    m.write(other)
+    with pytest.raises(CheckpointError, match="sha256 differs"):
+        verify_existing([other], [], verify_images=faces_dir, max_images=4, write=False, checkpoints=[path])
+
+
 def test_one_rule_names_folders_after_what_the_user_chose():
     """Checkpoint bundles and gfn-eval's plot and prediction folders share it."""
     from gfn_edge.export.file_names import safe_name
