@@ -337,3 +337,70 @@ def test_identity_decisions_match_the_reference(bundles, pair_data, target, back
     assert not outside.any(), f"{int(outside.sum())} decisions differ on pairs further than {band} from the threshold"
     assert abs(acc - pair_data["acc"]) <= ACCURACY_TOLERANCE
     assert differ.sum() <= CHANGED_DECISIONS * len(ours), f"{int(differ.sum())} of {len(ours)} decisions differ (at most {CHANGED_DECISIONS:.0%})"
+
+
+FLOAT_TARGET = {"onnxruntime": "onnx", "openvino": "openvino", "tflite": "tflite"}
+LANDMARK_DRAWS = 12
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    w, h = np.maximum(0, np.minimum(a[2:], b[2:]) - np.maximum(a[:2], b[:2]))
+    return float(w * h / (np.prod(a[2:] - a[:2]) + np.prod(b[2:] - b[:2]) - w * h))
+
+
+def _largest(dets) -> int:
+    """The face the pipeline recognises (largest_face's rule, on raw detections)."""
+    return int(np.argmax((dets.boxes[:, 2] - dets.boxes[:, 0]) * (dets.boxes[:, 3] - dets.boxes[:, 1])))
+
+
+@pytest.mark.numerics
+@pytest.mark.slow
+@pytest.mark.parametrize("target,backend", [p for p in PAIR_PARAMS if p.values[0].endswith("-int8")])
+def test_int8_decisions_change_under_1_percent_whatever_the_landmarks_draw(bundles, pair_data, target, backend):
+    """The issue's 1 % as an expected rate, not one draw of it.
+
+    14 of the reference's 349 pair scores lie within 0.02 of its threshold, and which of them an
+    INT8 recogniser (pair scores moved ~0.007 on average) turns depends on sub-pixel landmark
+    differences: the same LiteRT recogniser changed 0 to 6 decisions behind INT8 detectors whose
+    landmark error no metric tells apart (2026-12-06). Here the FP32 detector's landmarks plus
+    Gaussian noise of the INT8 detector's own size on these faces, 11 draws and the INT8
+    detector's own landmarks, each aligned and embedded by the INT8 recogniser (noise in face
+    sizes: one landmark 5 px off on a 320 px face weighs what 1 px does on a 64 px one)."""
+    int8_det = Detector(bundles.get(DET, target), backend=backend)
+    fp32_det = Detector(bundles.get(DET, FLOAT_TARGET[backend]), backend=backend)
+    rec = Embedder(bundles.get(REC, target), backend=backend)
+    fp32_rec = Embedder(bundles.get(REC, FLOAT_TARGET[backend]), backend=backend)
+    names, found, moved, sizes = [], [], [], []
+    for name, image in pair_data["images"].items():
+        a, b = int8_det.detect(image), fp32_det.detect(image)
+        if len(a) and len(b):
+            i, j = _largest(a), _largest(b)
+            assert _iou(a.boxes[i], b.boxes[j]) > 0.5, f"{name}: the INT8 detector's largest face is another one"
+            names.append(name)
+            found.append(b.landmarks[j])
+            moved.append(a.landmarks[i] - b.landmarks[j])
+            sizes.append(np.sqrt(np.prod(b.boxes[j, 2:] - b.boxes[j, :2])))
+    # the INT8 detector's landmark error in face sizes (pictures here are 250 to 2400 px wide)
+    size = np.array(sizes)[:, None, None]
+    sigma = float(np.sqrt(np.mean((np.stack(moved) / size) ** 2)))
+    rng = np.random.default_rng(0)
+    draws = [np.stack(found) + np.stack(moved)] + [np.stack(found) + rng.normal(0, sigma, size=(len(names), 5, 2)) * size for _ in range(LANDMARK_DRAWS - 1)]
+    index = {n: i for i, n in enumerate(names)}
+    usable = pair_data["usable"] & np.array([a in index and b in index for a, b in pair_data["pairs"]])
+    assert usable.sum() == pair_data["usable"].sum(), "a detector found no face where the reference did"
+    ref, thr = pair_data["sims"][usable], pair_data["thr"]
+    pairs = np.array([(index[a], index[b]) for (a, b), ok in zip(pair_data["pairs"], usable) if ok])
+    changed: dict[str, list[int]] = {"int8": [], "fp32": []}
+    for points in draws:
+        crops = np.stack([align(pair_data["images"][n], p) for n, p in zip(names, points)])
+        for key, model in (("int8", rec), ("fp32", fp32_rec)):
+            emb = model.embed(crops)
+            sims = np.einsum("ij,ij->i", emb[pairs[:, 0]], emb[pairs[:, 1]])
+            changed[key].append(int(((sims >= thr) != (ref >= thr)).sum()))
+    rate = np.mean(changed["int8"]) / len(ref)
+    print(
+        f"\n{target} on {backend}: INT8 detector's landmarks {sigma:.5f} face sizes RMS from the FP32 detector's; "
+        f"decisions changed by the INT8 recogniser {changed['int8']} (its own detector's first), mean {rate:.2%}; "
+        f"by the FP32 recogniser on the same landmarks {changed['fp32']}"
+    )
+    assert rate <= CHANGED_DECISIONS, f"the INT8 pipeline changes {rate:.2%} of {len(ref)} decisions on average (at most {CHANGED_DECISIONS:.0%})"
