@@ -68,20 +68,28 @@ def test_odd_file_names_give_safe_model_names(tmp_path, file, name):
     assert checkpoint_spec(get_spec("ghostfacenet-v1-w1.3-s2"), tmp_path / file, "0" * 64).name == name
 
 
-@pytest.mark.parametrize("model", [DETECTOR, "retinaface-mnet025"])
-def test_a_checkpoint_is_read_for_its_digest_once(model, monkeypatch):
-    """resolve_spec hashes the file (the user's, or the mirror's release it checks); the reference
-    records that digest instead of reading the file again (up to hundreds of MB on a board's SD card)."""
+@pytest.fixture
+def read(monkeypatch) -> list[str]:
+    """The files the export side hashes from now on, in order (each a full read of the file)."""
     from gfn_edge.export import hub, reference
 
-    read: list[str] = []
+    files: list[str] = []
 
     def counted(path):
-        read.append(str(path))
+        files.append(str(path))
         return sha256_file(path)
 
     monkeypatch.setattr(reference, "sha256_file", counted)
     monkeypatch.setattr(hub, "sha256_file", counted)
+    return files
+
+
+@pytest.mark.parametrize("model", [DETECTOR, "retinaface-mnet025"])
+def test_a_checkpoint_is_read_for_its_digest_once(model, read):
+    """resolve_spec hashes the file (the user's, or the mirror's release it checks); the reference
+    records that digest instead of reading the file again (up to hundreds of MB on a board's SD card)."""
+    from gfn_edge.export import reference
+
     ref = reference.load_reference(str(shared_path(*model)) if isinstance(model, tuple) else model)
     path = shared_path(*DETECTOR)
     assert read == [str(path)]
@@ -89,24 +97,16 @@ def test_a_checkpoint_is_read_for_its_digest_once(model, monkeypatch):
 
 
 @pytest.mark.slow
-def test_checking_bundles_again_reads_the_users_checkpoint_once(bundles, faces_dir, tmp_path, monkeypatch):
+def test_checking_bundles_again_reads_the_users_checkpoint_once(bundles, faces_dir, tmp_path, read):
     """arm64_verify_bundles.py --checkpoint: the digest that names the file is the one checked against
     the manifest and handed to the reference (it read the file three times); another file is refused."""
     from gfn_edge.errors import CheckpointError
-    from gfn_edge.export import hub, reference
     from gfn_edge.export.verify_on import verify_existing
     from gfn_edge.manifest import read_manifest
 
     path = shared_path(*STUDENT)
     bundle = bundles.get(str(path), "onnx")
-    read: list[str] = []
-
-    def counted(p):
-        read.append(str(p))
-        return sha256_file(p)
-
-    monkeypatch.setattr(reference, "sha256_file", counted)
-    monkeypatch.setattr(hub, "sha256_file", counted)
+    read.clear()  # the export's own reads
     rows = verify_existing([bundle], [], verify_images=faces_dir, max_images=4, write=False, checkpoints=[path])
     assert read.count(str(path)) == 1  # (the pictures' face finder reads the registry detector's file)
     assert [r["host"]["passed"] for r in rows] == [True] and rows[0]["model"] == path.stem
