@@ -171,7 +171,7 @@ def platform_failures(platforms: list[dict[str, Any]]) -> list[str]:
 
 def host_platform_entry(manifest: Manifest) -> dict[str, Any]:
     """Where the export's own verification ran (recorded beside the emulated ones)."""
-    from gfn_edge.runtimes.openvino_backend import int8_kernels_hold, pinned_precision
+    from gfn_edge.runtimes.openvino_backend import int8_kernels_hold, int8_weight_bits, pinned_precision
 
     from .verify_device import describe_platform, runtime_version
 
@@ -179,7 +179,7 @@ def host_platform_entry(manifest: Manifest) -> dict[str, Any]:
     precision = pinned_precision(manifest) if backend == "openvino" else manifest.precision
     entry = {**describe_platform(), "platform": "host", "backend": backend, "runtime": runtime_version(backend), "inference_precision": precision}
     if backend == "openvino" and manifest.precision == "int8":
-        entry["int8_kernels"] = int8_kernels_hold()  # as the verification opened it (OpenVINOModel's rule)
+        entry["int8_kernels"] = int8_kernels_hold(weight_bits=int8_weight_bits(manifest))  # as the verification opened it (OpenVINOModel's rule)
     return entry
 
 

@@ -20,6 +20,13 @@ runs INT8 IR with the transformations off, on static shapes (batch 1, the pictur
 given): each FakeQuantize computed in f32, the same quantisation simulated, no faster than FP32.
 ``tests/test_openvino_int8_kernels.py`` reproduces both on a four-channel ghost module. Pass
 ``int8_kernels=True`` or ``False`` to choose; ``describe()`` says which ran.
+
+On x86 the integer kernels multiply uint8 activations by int8 weights; without VNNI (AVX2) their
+int16 sums of two products saturate once both span their ranges, which full 8-bit weights do. The
+exporter's openvino-int8 bundles carry the full 8-bit grid since 2026-12-06 (``int8_weight_bits``
+in the manifest's export notes; 7 before, where nothing saturates): such a bundle runs on the
+integer kernels where the CPU has VNNI (AVX512-VNNI, AVX-VNNI) and simulated in f32 elsewhere,
+so it computes what it was verified to compute on every CPU.
 """
 
 from __future__ import annotations
@@ -64,9 +71,39 @@ def pinned_precision(manifest: Manifest) -> str:
 SIMULATED_INT8 = {"LP_TRANSFORMS_MODE": False}
 
 
-def int8_kernels_hold(machine: str | None = None) -> bool:
-    """Whether the CPU plugin's integer kernels compute FakeQuantize graphs correctly on this ISA (x86 only)."""
-    return (machine or platform.machine()).lower() not in ("aarch64", "arm64", "armv8l", "armv7l")
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+"""/proc/cpuinfo flags of x86 CPUs whose int8 dot products accumulate in int32 (no saturation)."""
+
+SATURATION_FREE_WEIGHT_BITS = 7
+"""Weights on a grid of at most this many bits never saturate the u8s8 pair sums: 2*255*64 < 32767 < 2*255*127."""
+
+
+def cpu_has_vnni(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether this x86 CPU has VNNI, from ``cpuinfo`` (False where it cannot be read: the safe side)."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return any(f in flags for f in VNNI_FLAGS)
+
+
+def int8_weight_bits(manifest: Manifest) -> int:
+    """The weight grid an INT8 IR bundle was exported on (bundles from before the field: 7 bits)."""
+    notes = manifest.export.get("notes") if isinstance(manifest.export, dict) else None
+    bits = notes.get("int8_weight_bits") if isinstance(notes, dict) else None
+    return int(bits) if isinstance(bits, int) and not isinstance(bits, bool) else SATURATION_FREE_WEIGHT_BITS
+
+
+def int8_kernels_hold(machine: str | None = None, weight_bits: int = SATURATION_FREE_WEIGHT_BITS, vnni: bool | None = None) -> bool:
+    """Whether the CPU plugin's integer kernels compute an INT8 IR with weights on a ``weight_bits``
+    grid exactly here: never on ARM; on x86 for 7-bit weights, or with VNNI (``vnni``: read from
+    /proc/cpuinfo when None)."""
+    if (machine or platform.machine()).lower() in ("aarch64", "arm64", "armv8l", "armv7l"):
+        return False
+    if weight_bits <= SATURATION_FREE_WEIGHT_BITS:
+        return True
+    return cpu_has_vnni() if vnni is None else vnni
 
 
 def is_quantized(model) -> bool:
@@ -117,7 +154,7 @@ class OpenVINOModel(InferenceModel):
         self.quantized = is_quantized(model)
         if int8_kernels not in (None, True, False):
             raise ArtifactError(f"OpenVINO int8_kernels must be True, False or None (automatic), not {int8_kernels!r}")
-        self.int8_kernels = self.quantized and (int8_kernels_hold() if int8_kernels is None else int8_kernels)
+        self.int8_kernels = self.quantized and (int8_kernels_hold(weight_bits=int8_weight_bits(manifest)) if int8_kernels is None else int8_kernels)
         if not self.simulated_int8:
             self._compile()
             return

@@ -112,7 +112,7 @@ def test_onnxruntime_writes_the_learned_integers(rounded, tmp_path):
 
 
 def test_float_layers_keep_their_weights_and_the_grid_follows_the_backend():
-    """openvino-int8's 7-bit grid (64 levels a side) for the pointwise layers, the full 8 bits for the
+    """A 7-bit grid (64 levels a side; openvino-int8's until 2026-12-06) for the pointwise layers, the full 8 bits for the
     depthwise one; a float group is left exactly as it was."""
     model = _Net().eval()
     result = round_for_int8(model, _calibration(), "embed", weight_qmax=64, budget_s=3.0, batch=8, float_groups=("stem",))

@@ -118,7 +118,7 @@ def test_onnxruntime_depthwise_kernel_is_exact_at_the_full_8_bit_grid(kernel, st
 def test_onnxruntime_pointwise_kernels_are_exact_where_each_grid_is_used():
     """The same worst case for a 1x1 convolution over 32 channels: at the full 8-bit grid stored as
     uint8 + 128 (onnx-int8: the u8u8 kernel widens before it multiplies) and at the 7-bit grid in
-    int8 (openvino-int8's QDQ route). At 127 int8 levels this AVX2 CPU's u8s8 kernel is about half
+    int8 (openvino-int8's QDQ route until 2026-12-06). At 127 int8 levels this AVX2 CPU's u8s8 kernel is about half
     the answer (CPUs with VNNI or ARM's are exact); not asserted, since it depends on the CPU."""
     pytest.importorskip("onnxruntime", reason="asset missing: onnxruntime (pip install 'gfn-edge[export]')")
     pytest.importorskip("onnx", reason="asset missing: onnx (pip install 'gfn-edge[export]')")

@@ -404,8 +404,8 @@ _ROUTE_OWNER = {"qdq": "onnx-int8"}
 def _carried(ctx: ExportContext, route: str) -> Attempt | None:
     """The attempt the route's own target shipped earlier in this run, when it passed: the same
     quantisation recipe (method, float groups, remedies; one quantiser and the same ranges) on this
-    backend, on this backend's weight grid (openvino-int8's 7 bits where onnx-int8 has 8, so its
-    bias correction or distillation is redone for that grid). Exporting onnx-int8 and openvino-int8
+    backend, on this backend's weight grid (since 2026-12-06 openvino-int8's is onnx-int8's full 8
+    bits, so their bias correction and distillation are computed once). Exporting onnx-int8 and openvino-int8
     together then often ends OpenVINO's search at its first attempt, verified on its own runtime."""
     owner = _ROUTE_OWNER.get(route)
     if owner is None or not ctx.shared.get(f"int8-passed:{owner}"):

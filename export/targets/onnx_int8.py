@@ -11,8 +11,9 @@ pair sums saturate once uint8 activations and int8 weights both span their range
 equalisation makes them do (the INT8 debugger measured the GhostFaceNets w0.5 stem convolution at
 12.6 dB SQNR where exact QDQ arithmetic gives 33 dB). Its u8u8 kernels widen both operands first
 and are exact on every CPU; depthwise weights stay int8 (that kernel sums in int32). Until
-2026-12-04 the way out was 7-bit weights (``reduce_range``), which still serve openvino-int8's QDQ
-route (:data:`SEVEN_BIT_QMAX`): OpenVINO runs int8 weights whatever they are stored as.
+2026-12-04 the way out was 7-bit weights (``reduce_range``, :data:`SEVEN_BIT_QMAX`), openvino-int8's
+grid until 2026-12-06 (its runtime now runs full 8-bit IR on integer kernels only where VNNI makes
+them exact, ``gfn_edge.runtimes.openvino_backend``).
 """
 
 from __future__ import annotations
@@ -189,13 +190,14 @@ def _widen_small_tensors(data, model_path: Path) -> None:
             entry.lowest, entry.highest = (np.asarray(v) * np.asarray(f, dtype=np.asarray(v).dtype) for v in (entry.lowest, entry.highest))
 
 
-def quantize_qdq(ctx: ExportContext, attempt: Attempt, dst: Path, weight_qmax: int = WEIGHT_QMAX) -> int:
+def quantize_qdq(ctx: ExportContext, attempt: Attempt, dst: Path, weight_qmax: int = WEIGHT_QMAX, unsigned_weights: bool = True) -> int:
     """onnxruntime's QDQ quantisation of the model ``attempt`` quantises, on the weight grid
     ``weight_qmax``, written to ``dst``; returns how many nodes stayed in float (their weights stored
-    as int8 where ``attempt.int8_weights``).
+    as int8 where ``attempt.int8_weights``). Full 8-bit weights are stored as uint8 for onnxruntime's
+    u8u8 kernels unless ``unsigned_weights`` is False.
 
-    Also the OpenVINO target's remedy route (:mod:`.openvino_int8`): the same quantiser and ranges,
-    on its 7-bit grid, compiled by OpenVINO.
+    Also the OpenVINO target's remedy route (:mod:`.openvino_int8`): the same quantiser, ranges and
+    grid, its weights left int8 (OpenVINO's kernels take them as they are), compiled by OpenVINO.
     """
     import onnx
 
@@ -223,7 +225,7 @@ def quantize_qdq(ctx: ExportContext, attempt: Attempt, dst: Path, weight_qmax: i
     model = onnx.load(str(dst))
     if drop_output_quantisers(model):  # the output layers' results handed over unrequantised (int8/float_outputs.py)
         onnx.save(model, str(dst))
-    if weight_qmax == WEIGHT_QMAX:  # full 8 bits: the u8u8 kernels, exact without VNNI too
+    if weight_qmax == WEIGHT_QMAX and unsigned_weights:  # full 8 bits: the u8u8 kernels, exact without VNNI too
         store_weights_unsigned(dst)
     if exclude and attempt.int8_weights:  # the float layers' weights stored as int8: see int8/onnx_weight_only.py
         compress_float_weights(dst)
