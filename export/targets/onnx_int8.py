@@ -48,8 +48,8 @@ WEIGHT_QMAX = 127
 """onnx-int8's weight grid: full 8 bits, exact in onnxruntime's u8u8 kernels (module docstring)."""
 SEVEN_BIT_QMAX = 64
 """The 7-bit grid of ``reduce_range`` int8 (levels -64..64, scale max|w|/64: onnxruntime's, not
--63..63), for backends whose int8 kernels saturate on x86 without VNNI (openvino-int8's QDQ route);
-depthwise weights keep 127 there too (:mod:`..int8.weight_grid`)."""
+-63..63), for kernels that saturate on x86 without VNNI (openvino-int8's QDQ route until
+2026-12-06); depthwise weights keep 127 there too (:mod:`..int8.weight_grid`)."""
 _METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
 # Histogram settings per method. quantize_static cannot pass bin counts through, and with its
 # default of 128 bins quantised to 128 the entropy threshold is the full range (= minmax).

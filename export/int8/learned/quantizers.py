@@ -38,7 +38,7 @@ class AdaRoundWeight(nn.Module):
     def __init__(self, weight: torch.Tensor, qmax: int = WEIGHT_QMAX):
         super().__init__()
         w = weight.detach().float()
-        self.qmax = qmax  # levels a side: 127 for int8, 64 on OpenVINO's 7-bit grid (:mod:`..weight_grid`)
+        self.qmax = qmax  # levels a side: 127 for int8, 64 on a 7-bit grid (:mod:`..weight_grid`)
         self.register_buffer("scale", per_channel_scale(w, qmax))
         scaled = w / self.scale
         self.register_buffer("floor", torch.floor(scaled))
