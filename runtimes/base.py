@@ -25,6 +25,19 @@ log = logging.getLogger(__name__)
 _INT_TYPES = {"int8": np.int8, "uint8": np.uint8, "int16": np.int16}
 
 
+def cpu_features(cpuinfo: str | os.PathLike[str] = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU's feature flags from ``cpuinfo`` (x86 ``flags``, ARM ``Features``; empty where it
+    cannot be read): which integer and float kernels a runtime can use, and which are exact."""
+    try:
+        with open(cpuinfo, errors="replace") as fh:
+            for line in fh:
+                if line.startswith(("flags", "Features")):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
 def physical_cores() -> int:
     """Physical cores (hyper-threads do not speed up these models); falls back to logical ones."""
     try:

@@ -41,7 +41,7 @@ import numpy as np
 from gfn_edge.errors import ArtifactError, MissingDependencyError
 from gfn_edge.manifest import RT_INFO_KEY, Manifest
 
-from .base import InferenceModel, check_model_file
+from .base import InferenceModel, check_model_file, cpu_features
 
 PRECISION_HINTS = ("f32", "f16", "bf16")
 _CORE = None
@@ -80,17 +80,12 @@ SATURATION_FREE_WEIGHT_BITS = 7
 
 def cpu_has_vnni(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
     """Whether this x86 CPU has VNNI, from ``cpuinfo`` (False where it cannot be read: the safe side)."""
-    try:
-        text = Path(cpuinfo).read_text(errors="replace")
-    except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return any(f in flags for f in VNNI_FLAGS)
+    return not cpu_features(cpuinfo).isdisjoint(VNNI_FLAGS)
 
 
 def int8_weight_bits(manifest: Manifest) -> int:
     """The weight grid an INT8 IR bundle was exported on (bundles from before the field: 7 bits)."""
-    notes = manifest.export.get("notes") if isinstance(manifest.export, dict) else None
+    notes = manifest.export.get("notes")
     bits = notes.get("int8_weight_bits") if isinstance(notes, dict) else None
     return int(bits) if isinstance(bits, int) and not isinstance(bits, bool) else SATURATION_FREE_WEIGHT_BITS
 

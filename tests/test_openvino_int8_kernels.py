@@ -43,6 +43,13 @@ def int8_weights(w: np.ndarray, qmax: int = 64) -> tuple[np.ndarray, np.ndarray]
     return np.round(w / scale).astype(np.int8), scale
 
 
+def dequantized(q: np.ndarray, scale: np.ndarray):
+    """Int8 weights as an INT8 IR stores them: a Convert of the integers and a Multiply by the scales."""
+    import openvino.opset13 as ops
+
+    return ops.multiply(ops.convert(ops.constant(q), np.float32), ops.constant(scale))
+
+
 @pytest.fixture(scope="module", params=[7, 8], ids=["7-bit", "8-bit"])
 def int8_ir(request, tmp_path_factory) -> tuple[Path, np.ndarray, np.ndarray, int]:
     """The IR on disk, two input pictures (NHWC), the exact output of its quantised arithmetic
@@ -59,9 +66,6 @@ def int8_ir(request, tmp_path_factory) -> tuple[Path, np.ndarray, np.ndarray, in
 
     def fq(node, lo, hi):
         return ops.fake_quantize(node, np.float32(lo), np.float32(hi), np.float32(lo), np.float32(hi), 256)
-
-    def dequantized(q, s):
-        return ops.multiply(ops.convert(ops.constant(q), np.float32), ops.constant(s))
 
     x = ops.parameter([-1, CHANNELS_IN, SIZE, SIZE], np.float32, name="input")  # dynamic batch, as gfn-export writes
     h = ops.convolution(fq(x, *IN_RANGE), dequantized(q1, s1), [1, 1], [0, 0], [0, 0], [1, 1])
@@ -164,8 +168,7 @@ def test_full_8_bit_weights_at_their_worst_are_exact_the_way_the_rule_runs_them(
     h = ops.fake_quantize(h, np.float32(lo), np.float32(hi), np.float32(lo), np.float32(hi), 256)
     q = np.full((8, channels, 1, 1), 127, np.int8)
     q[1::2] = -127
-    weights = ops.multiply(ops.convert(ops.constant(q), np.float32), ops.constant(np.full((8, 1, 1, 1), 1 / 127, np.float32)))
-    out = ops.result(ops.convolution(h, weights, [1, 1], [0, 0], [0, 0], [1, 1]))
+    out = ops.result(ops.convolution(h, dequantized(q, np.full((8, 1, 1, 1), 1 / 127, np.float32)), [1, 1], [0, 0], [0, 0], [1, 1]))
     out.output(0).get_tensor().set_names({"output"})
     path = tmp_path / "model.xml"
     ov.save_model(ov.Model([out], [x], "worst_case"), str(path), compress_to_fp16=False)

@@ -33,16 +33,11 @@ def cpu_model() -> str:
 
 def cpu_flags() -> list[str]:
     """SIMD features that decide which INT8/FP16 kernels a runtime can use."""
+    from gfn_edge.runtimes.base import cpu_features
+
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "f16c", "asimd", "asimddp", "fphp", "i8mm")
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith(("flags", "Features")):
-                    have = set(line.split(":", 1)[1].split())
-                    return [f for f in wanted if f in have]
-    except OSError:
-        pass
-    return []
+    have = cpu_features()
+    return [f for f in wanted if f in have]
 
 
 def load_average() -> list[float] | None:
