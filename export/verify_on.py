@@ -171,6 +171,7 @@ def platform_failures(platforms: list[dict[str, Any]]) -> list[str]:
 
 def host_platform_entry(manifest: Manifest) -> dict[str, Any]:
     """Where the export's own verification ran (recorded beside the emulated ones)."""
+    from gfn_edge.runtimes.onnx_signed_weights import u8s8_kernels_exact
     from gfn_edge.runtimes.openvino_backend import int8_kernels_hold, int8_weight_bits, pinned_precision
 
     from .verify_device import describe_platform, runtime_version
@@ -180,6 +181,8 @@ def host_platform_entry(manifest: Manifest) -> dict[str, Any]:
     entry = {**describe_platform(), "platform": "host", "backend": backend, "runtime": runtime_version(backend), "inference_precision": precision}
     if backend == "openvino" and manifest.precision == "int8":
         entry["int8_kernels"] = int8_kernels_hold(weight_bits=int8_weight_bits(manifest))  # as the verification opened it (OpenVINOModel's rule)
+    if backend == "onnxruntime" and manifest.precision == "int8":
+        entry["int8_kernels"] = "u8s8" if u8s8_kernels_exact() else "u8u8"  # the weights as OnnxRuntimeModel loads them here
     return entry
 
 

@@ -38,6 +38,18 @@ def cpu_features(cpuinfo: str | os.PathLike[str] = "/proc/cpuinfo") -> frozenset
     return frozenset()
 
 
+VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+"""/proc/cpuinfo flags of x86 CPUs whose u8 x s8 dot products (VPDPBUSD, AMX) sum in int32: no saturation."""
+
+X86_MACHINES = ("x86_64", "amd64", "i386", "i686")
+
+
+def cpu_has_vnni(cpuinfo: str | os.PathLike[str] = "/proc/cpuinfo") -> bool:
+    """Whether this x86 CPU has VNNI, from ``cpuinfo`` (False where it cannot be read: the safe side).
+    Both INT8 runtimes ask it which integer kernels are exact here."""
+    return not cpu_features(cpuinfo).isdisjoint(VNNI_FLAGS)
+
+
 def physical_cores() -> int:
     """Physical cores (hyper-threads do not speed up these models); falls back to logical ones."""
     try:

@@ -41,7 +41,7 @@ import numpy as np
 from gfn_edge.errors import ArtifactError, MissingDependencyError
 from gfn_edge.manifest import RT_INFO_KEY, Manifest
 
-from .base import InferenceModel, check_model_file, cpu_features
+from .base import InferenceModel, check_model_file, cpu_has_vnni
 
 PRECISION_HINTS = ("f32", "f16", "bf16")
 _CORE = None
@@ -71,16 +71,8 @@ def pinned_precision(manifest: Manifest) -> str:
 SIMULATED_INT8 = {"LP_TRANSFORMS_MODE": False}
 
 
-VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
-"""/proc/cpuinfo flags of x86 CPUs whose int8 dot products accumulate in int32 (no saturation)."""
-
 SATURATION_FREE_WEIGHT_BITS = 7
 """Weights on a grid of at most this many bits never saturate the u8s8 pair sums: 2*255*64 < 32767 < 2*255*127."""
-
-
-def cpu_has_vnni(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
-    """Whether this x86 CPU has VNNI, from ``cpuinfo`` (False where it cannot be read: the safe side)."""
-    return not cpu_features(cpuinfo).isdisjoint(VNNI_FLAGS)
 
 
 def int8_weight_bits(manifest: Manifest) -> int:

@@ -160,16 +160,19 @@ def test_openvino_precision_is_pinned_and_reported(bundles):
         open_model(bundles.get(DET, "openvino"), precision="f64")
 
 
-def test_the_host_entry_says_how_openvino_ran_int8(bundles):
+def test_the_host_entry_says_how_openvino_and_onnxruntime_ran_int8(bundles):
     from dataclasses import replace
 
     from gfn_edge.export.verify_on import host_platform_entry
+    from gfn_edge.runtimes.onnx_signed_weights import u8s8_kernels_exact
     from gfn_edge.runtimes.openvino_backend import int8_kernels_hold
 
     fp32 = read_manifest(bundles.get(DET, "openvino"))
     assert "int8_kernels" not in host_platform_entry(fp32)
     int8 = replace(fp32, target="openvino-int8", precision="int8")
     assert host_platform_entry(int8)["int8_kernels"] is int8_kernels_hold()
+    onnx_int8 = replace(fp32, target="onnx-int8", precision="int8")
+    assert host_platform_entry(onnx_int8)["int8_kernels"] == ("u8s8" if u8s8_kernels_exact() else "u8u8")
 
 
 def test_arm64_sh_names_the_debian_packages_it_needs(tmp_path):

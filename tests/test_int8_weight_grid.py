@@ -91,11 +91,14 @@ def _run(model, x: np.ndarray, fused: bool, input_name: str = "x") -> np.ndarray
         return session.run(None, {input_name: x})[0]
 
 
-def _assert_kernel_exact(weights: np.ndarray, groups: int, stride: int, x_zero: int, unsigned: bool = False) -> None:
+def _assert_kernel_exact(weights: np.ndarray, groups: int, stride: int, x_zero: int, unsigned: bool = False, load=None) -> None:
     """Every uint8 input at 255: the fused kernel's output equals exact arithmetic's, to the output's
-    one rounding step (a saturating kernel misses by about half the value)."""
+    one rounding step (a saturating kernel misses by about half the value). ``load``: what the device
+    does to the model before onnxruntime sees it."""
     largest = float((255 - x_zero) * np.abs(weights[0]).sum())
     model, cin = _qdq_conv(weights, groups, stride, x_zero, largest, unsigned)
+    if load is not None:
+        model = load(model)
     x = np.full((1, cin, 9, 9), 255.0 - x_zero, np.float32)
     fused, exact = _run(model, x, True), _run(model, x, False)
     step = largest / 120
@@ -128,6 +131,28 @@ def test_onnxruntime_pointwise_kernels_are_exact_where_each_grid_is_used():
     for sign in (1, -1):
         _assert_kernel_exact(np.full((8, 32, 1, 1), sign * WEIGHT_QMAX), 1, 1, 0, unsigned=True)
     _assert_kernel_exact(np.full((8, 32, 3, 3), WEIGHT_QMAX), 1, 1, 100, unsigned=True)  # a 3x3 stem, input zero point
+
+
+def test_onnx_int8_weights_are_exact_as_the_device_loads_them_here():
+    """onnxruntime on x86 with VNNI loads onnx-int8's uint8 weights back on int8 (runtimes/onnx_signed_weights:
+    the u8s8 kernels are the fast ones there, VPDPBUSD sums in int32). The same worst cases, loaded as
+    this CPU's rule loads them, are exact; where the rule keeps them uint8 that is the u8u8 case above."""
+    onnx = pytest.importorskip("onnx", reason="asset missing: onnx (pip install 'gfn-edge[export]')")
+    pytest.importorskip("onnxruntime", reason="asset missing: onnxruntime (pip install 'gfn-edge[export]')")
+    from gfn_edge.export.targets.onnx_int8 import WEIGHT_QMAX
+    from gfn_edge.runtimes.onnx_signed_weights import signed_weights, u8s8_kernels_exact
+
+    def as_loaded(model):
+        data, count = signed_weights(model.SerializeToString())
+        assert count == 1
+        loaded = onnx.load_from_string(data)
+        kinds = {i.name: i.data_type for i in loaded.graph.initializer}
+        assert kinds["w_int"] == kinds["w_zero"] == onnx.TensorProto.INT8 and kinds["x_zero"] == kinds["y_zero"] == onnx.TensorProto.UINT8
+        return loaded if u8s8_kernels_exact() else model
+
+    for sign in (1, -1):
+        _assert_kernel_exact(np.full((8, 32, 1, 1), sign * WEIGHT_QMAX), 1, 1, 0, unsigned=True, load=as_loaded)
+    _assert_kernel_exact(np.full((8, 32, 3, 3), WEIGHT_QMAX), 1, 1, 100, unsigned=True, load=as_loaded)
 
 
 class _Separable(nn.Module):

@@ -140,7 +140,7 @@ def test_the_rule_names_the_isas():
 
 
 def test_vnni_is_read_from_the_cpu_flags(tmp_path):
-    from gfn_edge.runtimes.openvino_backend import cpu_has_vnni
+    from gfn_edge.runtimes.base import cpu_has_vnni
 
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n")

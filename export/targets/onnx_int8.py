@@ -10,7 +10,9 @@ boxes and of this project's CI) onnxruntime's u8s8 kernels multiply with VPMADDU
 pair sums saturate once uint8 activations and int8 weights both span their ranges, which channel
 equalisation makes them do (the INT8 debugger measured the GhostFaceNets w0.5 stem convolution at
 12.6 dB SQNR where exact QDQ arithmetic gives 33 dB). Its u8u8 kernels widen both operands first
-and are exact on every CPU; depthwise weights stay int8 (that kernel sums in int32). Until
+and are exact on every CPU; depthwise weights stay int8 (that kernel sums in int32). Where the
+u8s8 kernels are exact (x86 with VNNI) the device loads the weights back on int8, the faster kernels
+there (``gfn_edge.runtimes.onnx_signed_weights``); the file is the same everywhere. Until
 2026-12-04 the way out was 7-bit weights (``reduce_range``, :data:`SEVEN_BIT_QMAX`), openvino-int8's
 grid until 2026-12-06 (its runtime now runs full 8-bit IR on integer kernels only where VNNI makes
 them exact, ``gfn_edge.runtimes.openvino_backend``).
