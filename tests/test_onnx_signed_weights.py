@@ -11,50 +11,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gfn_edge.errors import InvalidTypeError
-from gfn_edge.manifest import Manifest, TensorSpec
 from gfn_edge.runtimes.onnx_signed_weights import WireFormatError, signed_weights, u8s8_kernels_exact
 
 onnx = pytest.importorskip("onnx", reason="asset missing: onnx (pip install 'gfn-edge[export]')")
 ort = pytest.importorskip("onnxruntime", reason="asset missing: onnxruntime (pip install 'gfn-edge[export]')")
+from bare_bundles import int8_manifest  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from qdq_graphs import qdq_network  # noqa: E402
 
 from gfn_edge.export.int8.unsigned_weights import store_weights_unsigned  # noqa: E402
-
-
-def _network(rng: np.random.Generator):
-    """x -> QDQ (activation zero point 128, uint8) -> conv A -> QDQ -> depthwise -> QDQ -> conv B -> QDQ,
-    the shape onnx-int8 writes: A and B get uint8 weights (zero point 128) from store_weights_unsigned."""
-    inits = [
-        numpy_helper.from_array(np.array(0.05, np.float32), "s"),
-        numpy_helper.from_array(np.array(128, np.uint8), "z"),
-        numpy_helper.from_array(np.zeros(8, np.int8), "wz"),
-        numpy_helper.from_array(np.full(8, 0.01, np.float32), "ws"),
-    ]
-    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]), helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["x0"])]
-
-    def conv(name: str, src: str, shape, groups: int = 1) -> str:
-        inits.append(numpy_helper.from_array(rng.integers(-127, 128, shape).astype(np.int8), f"{name}_w"))
-        nodes.append(helper.make_node("DequantizeLinear", [f"{name}_w", "ws", "wz"], [f"{name}_wf"], axis=0))
-        nodes.append(helper.make_node("Conv", [src, f"{name}_wf"], [f"{name}_y"], group=groups, pads=[1, 1, 1, 1] if shape[-1] == 3 else [0] * 4))
-        nodes.append(helper.make_node("QuantizeLinear", [f"{name}_y", "s", "z"], [f"{name}_q"]))
-        nodes.append(helper.make_node("DequantizeLinear", [f"{name}_q", "s", "z"], [f"{name}_out"]))
-        return f"{name}_out"
-
-    out = conv("b", conv("dw", conv("a", "x0", (8, 3, 3, 3)), (8, 1, 3, 3), groups=8), (8, 8, 1, 1))
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info(out, TensorProto.FLOAT, [1, 8, 8, 8])],
-        inits,
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
 @pytest.fixture(scope="module")
 def unsigned_model(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("signed") / "model.onnx"
-    onnx.save(_network(np.random.default_rng(0)), str(path))
+    onnx.save(qdq_network(np.random.default_rng(0), channels_in=3), str(path))  # uint8 activations, zero point 128
     assert store_weights_unsigned(path) == 2
     return path
 
@@ -79,10 +50,10 @@ def test_weights_go_back_to_int8_in_place_and_nothing_else_changes(unsigned_mode
     assert count == 2 and len(signed) == len(data)
     after = _types(signed)
     changed = {name for name in before if before[name] != after[name]}
-    weights = {n for n in before if n in ("a_w", "b_w") or n.startswith("wz_u8")}  # each layer's levels and its own zero point
+    weights = {n for n in before if n in ("a_w", "b_w") or n.startswith("wz_shared_u8")}  # each layer's levels and its own zero point
     assert changed == weights and all(after[n] == TensorProto.INT8 for n in changed)
     assert after["z"] == TensorProto.UINT8  # the activations' zero point, read by QuantizeLinear too
-    assert after["dw_w"] == TensorProto.INT8  # depthwise weights were never uint8
+    assert after["dw_w"] == after["c_w"] == after["d_w"] == TensorProto.INT8  # depthwise, weight-only, asymmetric: never uint8
     original, loaded = onnx.load_from_string(data), onnx.load_from_string(signed)
     levels = {i.name: numpy_helper.to_array(i).astype(np.int16) for i in original.graph.initializer}
     for init in loaded.graph.initializer:
@@ -193,18 +164,7 @@ def test_the_rule_loads_int8_weights_only_on_x86_with_vnni():
 def _open(path: Path, **options):
     from gfn_edge.runtimes import open_model_file
 
-    manifest = Manifest(
-        model="signed-weights",
-        task="embed",
-        target="onnx-int8",
-        precision="int8",
-        files={"model": path.name},
-        spec={},
-        inputs=[TensorSpec("input", "x", [1, 3, 8, 8], "float32", "NCHW")],
-        outputs=[TensorSpec("embedding", "b_out", [])],
-        sha256={},
-        path=path.parent,
-    )
+    manifest = int8_manifest(path, "onnx-int8", "x", (1, 3, 8, 8), "out")
     return open_model_file(path, manifest, backend="onnxruntime", threads=1, **options)
 
 

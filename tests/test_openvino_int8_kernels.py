@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bare_bundles import int8_manifest
 
 from gfn_edge.errors import ArtifactError
-from gfn_edge.manifest import Manifest, TensorSpec
 
 pytestmark = pytest.mark.device
 
@@ -91,19 +91,8 @@ def int8_ir(request, tmp_path_factory) -> tuple[Path, np.ndarray, np.ndarray, in
 def open_ir(path: Path, bits: int = 7, shape: tuple[int, ...] = (1, CHANNELS_IN, SIZE, SIZE), **options):
     from gfn_edge.runtimes import open_model_file
 
-    manifest = Manifest(
-        model="int8-ghost-module",
-        task="embed",
-        target="openvino-int8",
-        precision="int8",
-        files={"model": path.name},
-        spec={},
-        inputs=[TensorSpec("input", "input", list(shape), "float32", "NCHW")],
-        outputs=[TensorSpec("embedding", "output", [])],
-        sha256={},
-        path=path.parent,
-        export={"notes": {"int8_weight_bits": bits}} if bits != 7 else {},  # 7: a bundle from before the field
-    )
+    notes = {"notes": {"int8_weight_bits": bits}} if bits != 7 else {}  # 7: a bundle from before the field
+    manifest = int8_manifest(path, "openvino-int8", "input", shape, "output", export=notes)
     return open_model_file(path, manifest, backend="openvino", threads=1, **options)
 
 
