@@ -428,25 +428,63 @@ def test_no_distillation_when_the_budget_left_is_too_short_for_it(tmp_path, monk
     assert "distillation QAT" in chosen[0].notes["search"]["not_tried"]
 
 
-def test_openvino_remedies_go_through_the_qdq_graph_with_bias_correction(tmp_path, monkeypatch):
-    """NNCF tries the plain methods; bias correction, float groups and distillation then quantise
-    onnxruntime's QDQ graph (route "qdq"), starting from min/max ranges whatever NNCF's best was."""
+def _openvino(**extra) -> dict:
+    """run_search's arguments as the openvino-int8 target passes them."""
+    from gfn_edge.export.targets.openvino_int8 import FALLBACK_ROUTES, PLAIN_ROUTES
+
+    return {"target": "openvino-int8", "remedy_route": "qdq", "plain_routes": PLAIN_ROUTES, "fallback_routes": FALLBACK_ROUTES, **extra}
+
+
+def test_openvino_quantises_through_the_qdq_graph_and_falls_back_to_nncf_before_learning(tmp_path, monkeypatch):
+    """The plain methods, bias correction and float groups on onnxruntime's QDQ graph (route "qdq"),
+    the groups on its best plain ranges; then NNCF's plain methods; then distillation on the QDQ graph."""
     chosen: list = []
-    results = {"minmax": (0.96, 0.90, 0.6), "entropy": (0.987, 0.956, 0.3)}
-    tried = _search(tmp_path, monkeypatch, results, {"distill_seconds": 5}, chosen=chosen, remedy_route="qdq")
+    results = {
+        "minmax (onnxruntime QDQ)": (0.97, 0.93, 0.3),
+        "entropy (onnxruntime QDQ)": (0.95, 0.90, 0.6),
+        "minmax + bias correction (onnxruntime QDQ)": (0.98, 0.95, 0.3),
+        "minmax": (0.96, 0.90, 0.6),
+        "entropy": (0.987, 0.956, 0.3),
+    }
+    tried = _search(tmp_path, monkeypatch, results, {"distill_seconds": 5}, chosen=chosen, **_openvino())
     assert tried == [
-        "minmax",
-        "entropy",
+        "minmax (onnxruntime QDQ)",
+        "entropy (onnxruntime QDQ)",
         "minmax + bias correction (onnxruntime QDQ)",
         "minmax + bias correction + float stem (onnxruntime QDQ)",
         "minmax + bias correction + float stem, blocks.1 (onnxruntime QDQ)",
+        "minmax",
+        "entropy",
         "minmax + bias correction + distillation QAT + float stem, blocks.1 (onnxruntime QDQ)",
     ]
     records = chosen[0].notes["attempts"]
-    assert [r.get("route", "") for r in records] == ["", "", "qdq", "qdq", "qdq", "qdq"]
+    assert [r.get("route", "") for r in records] == ["qdq"] * 5 + ["", ""] + ["qdq"]
     # switched off: no bias correction, the groups on plain min/max ranges of the QDQ graph
-    off = _search(tmp_path / "b", monkeypatch, results, {"bias_correction": False}, remedy_route="qdq")
-    assert off == ["minmax", "entropy", "minmax + float stem (onnxruntime QDQ)", "minmax + float stem, blocks.1 (onnxruntime QDQ)"]
+    off = _search(tmp_path / "b", monkeypatch, results, {"bias_correction": False}, **_openvino())
+    assert off == [
+        "minmax (onnxruntime QDQ)",
+        "entropy (onnxruntime QDQ)",
+        "minmax + float stem (onnxruntime QDQ)",
+        "minmax + float stem, blocks.1 (onnxruntime QDQ)",
+        "minmax",
+        "entropy",
+    ]
+
+
+def test_openvino_ships_the_qdq_graphs_quantisation_before_asking_nncf(tmp_path, monkeypatch):
+    """Where the QDQ graph passes with a group in float, NNCF is not asked even where its plain
+    min/max would pass: one quantisation on both runtimes, and NNCF's own IR of the students ran
+    slower than FP32 where it passed (openvino_int8's docstring)."""
+    chosen: list = []
+    results = {
+        "minmax + bias correction (onnxruntime QDQ)": (0.98, 0.95, 0.3),
+        "minmax + bias correction + float stem (onnxruntime QDQ)": (0.997, 0.992, 0.0),
+        "minmax": (0.998, 0.996, 0.0),
+    }
+    tried = _search(tmp_path, monkeypatch, results, chosen=chosen, **_openvino())
+    assert "minmax" not in tried and "minmax + bias correction + float stem (onnxruntime QDQ)" in tried
+    winner = next(r for r in chosen[0].notes["attempts"] if r["passed"])
+    assert winner["route"] == "qdq" and winner["float_groups"] == ["stem"]
 
 
 def test_openvino_tries_the_quantisation_onnx_int8_shipped_in_the_same_run_first(tmp_path, monkeypatch):
@@ -460,7 +498,8 @@ def test_openvino_tries_the_quantisation_onnx_int8_shipped_in_the_same_run_first
 
     chosen: list = []
     ov_pass = {"minmax + bias correction + float stem (onnxruntime QDQ)": (0.996, 0.984, 0.0)}
-    tried = _search(tmp_path / "ov", monkeypatch, ov_pass, shared=shared, chosen=chosen, target="openvino-int8", remedy_route="qdq")
+    ov = _openvino()
+    tried = _search(tmp_path / "ov", monkeypatch, ov_pass, shared=shared, chosen=chosen, **ov)
     assert tried == ["minmax + bias correction + float stem (onnxruntime QDQ)"]
     notes = chosen[0].notes
     assert notes["same_quantisation_as"] == "onnx-int8" and notes["attempts"][0]["source"] == "onnx-int8"
@@ -468,12 +507,15 @@ def test_openvino_tries_the_quantisation_onnx_int8_shipped_in_the_same_run_first
 
     # it fails on this runtime: the usual search follows, and the groups step skips the attempt made
     chosen = []
-    ov_fail = {"minmax + bias correction + float stem, blocks.1 (onnxruntime QDQ)": (0.996, 0.984, 0.0)}
-    tried = _search(tmp_path / "ov2", monkeypatch, ov_fail, shared=shared, chosen=chosen, target="openvino-int8", remedy_route="qdq")
+    ov_fail = {
+        "minmax + bias correction (onnxruntime QDQ)": (0.98, 0.95, 0.3),
+        "minmax + bias correction + float stem, blocks.1 (onnxruntime QDQ)": (0.996, 0.984, 0.0),
+    }
+    tried = _search(tmp_path / "ov2", monkeypatch, ov_fail, shared=shared, chosen=chosen, **ov)
     assert tried == [
         "minmax + bias correction + float stem (onnxruntime QDQ)",
-        "minmax",
-        "entropy",
+        "minmax (onnxruntime QDQ)",
+        "entropy (onnxruntime QDQ)",
         "minmax + bias correction (onnxruntime QDQ)",
         "minmax + bias correction + float stem, blocks.1 (onnxruntime QDQ)",
     ]
@@ -483,8 +525,8 @@ def test_openvino_tries_the_quantisation_onnx_int8_shipped_in_the_same_run_first
     failed: dict = {}
     _search(tmp_path / "onnx3", monkeypatch, {}, shared=failed)
     assert failed["int8-passed:onnx-int8"] is False
-    tried = _search(tmp_path / "ov3", monkeypatch, ov_pass, shared=failed, target="openvino-int8", remedy_route="qdq")
-    assert tried[:2] == ["minmax", "entropy"]
+    tried = _search(tmp_path / "ov3", monkeypatch, ov_pass, shared=failed, **ov)
+    assert tried[:2] == ["minmax (onnxruntime QDQ)", "entropy (onnxruntime QDQ)"]
 
 
 def test_the_search_budget_option_is_parsed_and_absurd_values_refused(tmp_path, capsys):

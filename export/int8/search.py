@@ -532,6 +532,8 @@ def run_search(
     int8_float_group_weights: bool = False,
     int8_output_layer_weights: bool = False,
     half_float_weights: bool = False,
+    plain_routes: tuple[str, ...] = ("",),
+    fallback_routes: tuple[str, ...] = (),
 ) -> Artifact:
     """Try attempts until one verifies; copy the winner (or the best failure) into the bundle.
 
@@ -550,7 +552,10 @@ def run_search(
     backend computes in float (TFLite's denylist), so a winner without groups is tried too.
     ``half_float_weights``: whether the build stores the float ops' weights as float16 for an
     attempt with ``half_weights`` (all three targets can); a winner that did not ship int8 weights is
-    then tried that way, under the same rule.
+    then tried that way, under the same rule. ``plain_routes``: the quantisers whose plain attempts
+    (each calibration method) run, in order, before any remedy; ``fallback_routes``: those whose plain
+    attempts run only when the float groups did not pass, before the learned steps (OpenVINO: the
+    QDQ graph first, NNCF as the fallback).
     """
     # the clock starts after the INT8 preparation: it is done once per run for every target (137 s
     # of the detector's 600 s went to it before the search's first attempt)
@@ -559,7 +564,9 @@ def run_search(
     started = time.perf_counter()
     budget = search_seconds(ctx)
     corrected = bias_correction_wanted(ctx, corrects_biases or remedy_route == "qdq")
-    first, _ = plan(ctx, methods, [])
+    plain, _ = plan(ctx, methods, [])
+    first = [replace(a, route=route) for route in plain_routes for a in plain]
+    fallback = [replace(a, route=route) for route in fallback_routes for a in plain]
     root = ctx.work_dir / f"{info.name}-attempts"
     root.mkdir(exist_ok=True)
     outcomes: list[Outcome] = []
@@ -689,6 +696,11 @@ def run_search(
                 candidate = Attempt(base.method, tried_groups + tail, bias_corrected=base.bias_corrected, route=remedy_route)
                 if tail and within_cap(candidate.float_groups) and candidate not in made and attempt(candidate).passed:
                     winner = outcomes[-1]
+        if winner is None:
+            for a in fallback:
+                if a not in made and attempt(a).passed:
+                    winner = outcomes[-1]
+                    break
 
         def learn_budget(label: str, wanted_s: float, minimum_s: float) -> float:
             """Seconds a learned step gets: its own budget, less the verification after it (about
