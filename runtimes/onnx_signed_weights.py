@@ -28,6 +28,7 @@ from .base import X86_MACHINES, cpu_has_vnni
 _UINT8, _INT8 = 2, 3  # TensorProto.DataType
 _LENGTH_DELIMITED, _VARINT, _FIXED64, _FIXED32 = 2, 0, 1, 5
 _SUBGRAPH_OPS = frozenset({"If", "Loop", "Scan"})
+_TRAINING_INFO = 20  # ModelProto.training_info
 
 
 def u8s8_kernels_exact(machine: str | None = None, vnni: bool | None = None) -> bool:
@@ -97,6 +98,7 @@ class _Tensor:
 class _Graph:
     tensors: dict[str, _Tensor] = field(default_factory=dict)
     nodes: list[tuple[str, list[str]]] = field(default_factory=list)  # (op_type, inputs)
+    training_info: bool = False  # graphs beside the main one that may read its initializers
 
 
 def _text(buf: bytes | bytearray, a: int, b: int) -> str:
@@ -130,10 +132,12 @@ def _node(buf: bytes | bytearray, a: int, b: int) -> tuple[str, list[str]]:
 
 
 def _graph(buf: bytes | bytearray) -> _Graph:
-    graphs = [(s, e) for number, wire, s, e, _v in _fields(buf, 0, len(buf)) if number == 7 and wire == _LENGTH_DELIMITED]
+    top = list(_fields(buf, 0, len(buf)))
+    graphs = [(s, e) for number, wire, s, e, _v in top if number == 7 and wire == _LENGTH_DELIMITED]
     if len(graphs) != 1:
         raise WireFormatError(f"expected one graph in the model, found {len(graphs)}")
     g = _Graph()
+    g.training_info = any(number == _TRAINING_INFO for number, *_ in top)
     for number, wire, s, e, _value in _fields(buf, *graphs[0]):
         if wire != _LENGTH_DELIMITED:
             continue
@@ -161,12 +165,12 @@ def signed_weights(model: bytes) -> tuple[bytes, int]:
 
     A weight qualifies when a DequantizeLinear reads it and its zero point from initializers, every
     zero point is 128, both are stored as ``raw_data``, and no other kind of node reads either (an
-    activation's zero point is never touched). A model with subgraphs or external data comes back
-    unchanged.
+    activation's zero point is never touched). A model with subgraphs, training graphs or external
+    data comes back unchanged.
     Raises :class:`WireFormatError` for bytes that are not a protobuf message.
     """
     g = _graph(model)
-    if any(op in _SUBGRAPH_OPS for op, _ in g.nodes) or any(t.external for t in g.tensors.values()):
+    if g.training_info or any(op in _SUBGRAPH_OPS for op, _ in g.nodes) or any(t.external for t in g.tensors.values()):
         return model, 0
     readers: dict[str, set[tuple[str, int]]] = {}
     for op, inputs in g.nodes:

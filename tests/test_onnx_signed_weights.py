@@ -132,6 +132,15 @@ def test_a_model_with_external_data_is_loaded_as_shipped(tmp_path):
     assert signed_weights(data) == (data, 0)
 
 
+def test_a_model_with_training_graphs_is_loaded_as_shipped():
+    """Graphs beside the main one may read its initializers: the walker does not follow them, so it changes nothing."""
+    data = _dq_model(np.array(128, np.uint8), shared_with_activation=False)
+    model = onnx.load_from_string(data)
+    model.training_info.add()
+    data = model.SerializeToString()
+    assert signed_weights(data) == (data, 0)
+
+
 def test_bytes_that_are_not_a_model_are_refused():
     with pytest.raises(WireFormatError):
         signed_weights(b"\x0a\xff\xff\xff\xff\x0f")  # a length past the end
