@@ -512,10 +512,8 @@ def test_openvino_tries_the_quantisation_onnx_int8_shipped_in_the_same_run_first
         "minmax + bias correction + float stem, blocks.1 (onnxruntime QDQ)": (0.996, 0.984, 0.0),
     }
     tried = _search(tmp_path / "ov2", monkeypatch, ov_fail, shared=shared, chosen=chosen, **ov)
-    assert tried == [
+    assert tried == [  # onnx-int8 made the QDQ graph's plain attempts in this run: not repeated
         "minmax + bias correction + float stem (onnxruntime QDQ)",
-        "minmax (onnxruntime QDQ)",
-        "entropy (onnxruntime QDQ)",
         "minmax + bias correction (onnxruntime QDQ)",
         "minmax + bias correction + float stem, blocks.1 (onnxruntime QDQ)",
     ]

@@ -634,6 +634,10 @@ def run_search(
     recipe = _recipe(ctx, info, methods)
     carried = _carried(ctx, remedy_route)
     made = {recipe, carried} - {None}  # tried first: the search does not repeat them
+    if carried is not None:
+        # the route's own target made its plain attempts in this run and shipped a later one: where
+        # that one fails here the remedies go on from the route's min/max ranges, as they always did
+        first = [a for a in first if a.route != carried.route]
     tried_groups: tuple[str, ...] = ()
     try:
         if recipe is not None:
