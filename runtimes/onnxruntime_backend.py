@@ -88,10 +88,9 @@ class OnnxRuntimeModel(InferenceModel):
         self.signed_weights = 0
         if not signed:
             return str(self.path)
-        data = self.path.read_bytes()
         try:
-            data, self.signed_weights = signed_weights(data)
-        except WireFormatError:
+            data, self.signed_weights = signed_weights(self.path.read_bytes())
+        except (OSError, WireFormatError):
             return str(self.path)  # onnxruntime names what is wrong with it
         return data if self.signed_weights else str(self.path)
 

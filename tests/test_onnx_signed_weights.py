@@ -185,3 +185,14 @@ def test_the_backend_applies_the_rule_and_says_so(unsigned_model):
     np.testing.assert_array_equal(auto.run(x)["embedding"], shipped.run(x)["embedding"])
     with pytest.raises(InvalidTypeError, match="signed_weights"):
         _open(unsigned_model, signed_weights="yes")
+
+
+def test_a_damaged_int8_model_is_the_sdks_error_whatever_the_rule(unsigned_model, tmp_path):
+    """A truncated file the walker cannot follow goes to onnxruntime as it is, which names the problem."""
+    from gfn_edge.errors import ArtifactError
+
+    damaged = tmp_path / "model.onnx"
+    damaged.write_bytes(unsigned_model.read_bytes()[: unsigned_model.stat().st_size // 2])
+    for signed in (True, False):
+        with pytest.raises(ArtifactError, match="onnxruntime cannot load"):
+            _open(damaged, signed_weights=signed)
