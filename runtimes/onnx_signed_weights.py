@@ -185,24 +185,21 @@ def signed_weights(model: bytes) -> tuple[bytes, int]:
             pinned.add(inputs[2])
         else:
             pairs.add((inputs[0], inputs[2]))
-    # tensors tied by a DequantizeLinear (a zero point shared by several weights, say) change together or not at all
-    parent = {name: name for pair in pairs for name in pair}
-
-    def root(name: str) -> str:
-        while parent[name] != name:
-            parent[name] = parent[parent[name]]
-            name = parent[name]
-        return name
-
-    for levels_name, zero_name in pairs:
-        parent[root(levels_name)] = root(zero_name)
-    blocked = {root(a) for a, b in pairs if b in pinned or not _qualifies(model, g, readers, a, b)}
+    # tensors tied by a DequantizeLinear (a zero point shared by several weights, say) change together
+    # or not at all: a tensor that cannot change holds back every pair it is in, and theirs in turn
+    held = {t for a, b in pairs if b in pinned or not _qualifies(model, g, readers, a, b) for t in (a, b)}
+    while True:
+        spread = {t for a, b in pairs if a in held or b in held for t in (a, b)}
+        if spread <= held:
+            break
+        held |= spread
+    changing = [(a, b) for a, b in pairs if a not in held]
     out = bytearray(model)
-    for name in sorted(n for n in parent if root(n) not in blocked):
+    for name in {t for pair in changing for t in pair}:
         s, e = g.tensors[name].raw
         out[g.tensors[name].data_type_at] = _INT8
         out[s:e] = (np.frombuffer(model, dtype=np.uint8, count=e - s, offset=s) ^ np.uint8(0x80)).tobytes()
-    count = sum(1 for a, _ in pairs if root(a) not in blocked)
+    count = len(changing)
     return bytes(out), count
 
 

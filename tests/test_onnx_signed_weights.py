@@ -113,6 +113,16 @@ def test_weights_that_share_a_zero_point_change_together():
     np.testing.assert_array_equal(_run(signed, x, True), _run(data, x, True))
 
 
+def test_a_weight_that_cannot_change_holds_back_the_weights_sharing_its_zero_point():
+    """The second weight is also read by a node that is no DequantizeLinear: it stays uint8, so the
+    zero point it shares stays 128, so the first weight stays uint8 too."""
+    model = onnx.load_from_string(_dq_model(np.array(128, np.uint8), shared_with_activation=False, second_weight=True))
+    model.graph.node.append(helper.make_node("Identity", ["w2"], ["w2_copy"]))
+    model.graph.output.append(helper.make_tensor_value_info("w2_copy", TensorProto.UINT8, None))
+    data = model.SerializeToString()
+    assert signed_weights(data) == (data, 0)
+
+
 def test_asymmetric_uint8_weights_stay_uint8():
     data = _dq_model(np.array(120, np.uint8), shared_with_activation=False)
     assert signed_weights(data) == (data, 0)
