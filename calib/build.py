@@ -377,7 +377,21 @@ def build_calibration_set(
         len(skipped),
         duplicates,
     )
+    if skipped:
+        log.info("calibration pictures skipped: %s", skipped_summary(skipped))
     return CalibrationSet(chosen, manifest)
+
+
+SKIPPED_NAMED = 5
+"""How many skipped pictures the log names; the manifest's ``skipped`` lists them all."""
+
+
+def skipped_summary(skipped: list[tuple[str, str]]) -> str:
+    """The first skipped pictures with their reasons, for the log: a user whose folder holds a
+    damaged photo or one without a usable face sees which, not just how many."""
+    named = "; ".join(f"{rel} ({why})" for rel, why in skipped[:SKIPPED_NAMED])
+    more = len(skipped) - SKIPPED_NAMED
+    return named + (f"; and {more} more (all in the calibration manifest's 'skipped')" if more > 0 else "")
 
 
 def _capped(cset: CalibrationSet, num_samples: int | None) -> CalibrationSet:

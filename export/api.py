@@ -34,6 +34,7 @@ from .reference import Reference, reference_for, resolve_spec, resolved_digest
 from .targets import TARGETS, expand_targets, run_target
 from .tolerance_keys import check_tolerance_overrides
 from .tools import versions
+from .verification_floor import check_int8_verification
 from .verify import VerificationReport, default_tolerances, pair_scores, parse_tolerance_overrides, preprocess_mismatch, verify_outputs
 from .verify_data import VerificationSet, build_verification_set
 
@@ -152,6 +153,8 @@ def export_model(
     if any(TARGETS[n].needs_calibration for n in names):
         calib = _calibration(calib, spec, mirror, options, seed, timer)
     vset = _verification_data(spec, verify_images, mirror, calib, max_verify_images, timer)
+    if any(TARGETS[n].needs_calibration for n in names):
+        check_int8_verification(vset, calib, force=force)
     ref, ref_out = _reference(spec, checkpoint, vset, seed, timer)
     spec = ref.spec = measured_threshold(spec, ref_out, vset)  # the manifests are written from ref.spec
     run = _Run(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import shared_path
 
-from gfn_edge.errors import CheckpointError, GfnEdgeError, MissingDependencyError, UnknownModelError
+from gfn_edge.errors import CheckpointError, GfnEdgeError, InvalidArgumentError, MissingDependencyError, UnknownModelError
 
 torch = pytest.importorskip("torch")
 
@@ -190,3 +190,43 @@ def test_no_verification_images_warns_loudly_and_verifies_on_synthetic(monkeypat
     v = read_manifest(result.bundle).verification
     assert v["data"]["synthetic"] is True and v["metrics"]["images"] == 8
     assert v["metrics"]["output_rel_err"] <= 1e-3, "the artifact was still compared with the reference"
+
+
+def test_int8_verified_on_its_own_calibration_folder_is_refused_naming_what_is_left(tmp_path, mirror, capsys):
+    """One folder given to --calib and --verify-images: the calibration takes most of its faces, and
+    an INT8 recogniser used to PASS on the few it had turned down (7 faces, no pair). Now the export
+    stops before quantising, says how many are left and what to give it; nothing is written."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for path in sorted(shared_path("faces", "portraits").glob("*.jpg")):
+        (folder / path.name).symlink_to(path)
+    out = tmp_path / "out"
+    with pytest.raises(
+        InvalidArgumentError,
+        match=r"only (\d|[1-4]\d) faces, 0 labelled pairs in .*photos are left to verify INT8 on after leaving out the \d+ pictures the INT8 calibration used; INT8 needs at least 50 faces",
+    ) as info:
+        export_model("ghostfacenet-dsitweed-w0.5-e16", "tflite-int8", out, mirror=mirror, verify_images=folder, calib=folder)
+    assert "Give --verify-images a folder apart from --calib" in str(info.value)
+    assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()], "nothing is exported"
+    code, err = _cli(["--model", MNET, "--target", "onnx-int8", "--calib", str(folder), "--verify-images", str(folder), "--out", str(tmp_path / "cli")], capsys)
+    assert code == 2 and "only 0 pictures in" in err and "at least 8 pictures" in err, err  # the detector: every picture went to calibration
+
+
+def test_thin_int8_verification_goes_on_with_force_and_says_so(caplog):
+    import numpy as np
+
+    from gfn_edge.export.verification_floor import MIN_INT8_VERIFICATION, check_int8_verification
+    from gfn_edge.export.verify_data import VerificationSet
+
+    def faces(n: int, folder: str | None = "photos") -> VerificationSet:
+        return VerificationSet(
+            "embed", np.zeros((n, 112, 112, 3), np.float32), [str(i) for i in range(n)], description={"folder": folder, "faces": n, "synthetic": folder is None}
+        )
+
+    check_int8_verification(faces(MIN_INT8_VERIFICATION["embed"]), None)  # enough
+    check_int8_verification(faces(3, folder=None), None)  # no folder at all: synthetic, warned about elsewhere
+    with pytest.raises(InvalidArgumentError, match=r"only 49 faces, 0 labelled pairs in photos are left to verify INT8 on; INT8 needs at least 50"):
+        check_int8_verification(faces(49), None)
+    with caplog.at_level(logging.WARNING, logger="gfn_edge"):
+        check_int8_verification(faces(49), None, force=True)
+    assert any("only 49 faces" in r.getMessage() and "--force" in r.getMessage() for r in caplog.records)

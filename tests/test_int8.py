@@ -150,6 +150,21 @@ def test_small_set_warns(faces_dir: Path, caplog: pytest.LogCaptureFixture):
     assert any("recommended" in r.getMessage() for r in caplog.records)
 
 
+def test_skipped_pictures_are_named_in_the_log(faces_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """A user's folder with a cut-off photo and a file that only claims to be one: the set is made
+    from the rest, and the log says which were skipped and why, not only how many."""
+    spec = get_spec(DETECTOR)
+    portraits = sorted((faces_dir / "portraits").glob("*.jpg"))[:3]
+    folder = _link_all(portraits, tmp_path / "photos")
+    (folder / "cut_off.jpg").write_bytes(portraits[0].read_bytes()[:3000])
+    (folder / "not_a_photo.png").write_text("hello")
+    with caplog.at_level(logging.INFO, logger="gfn_edge"):
+        cset = build_calibration_set(spec, folder, augment=False)
+    assert len(cset) == 3 and sorted(Path(rel).name for rel, _ in cset.manifest["skipped"]) == ["cut_off.jpg", "not_a_photo.png"]
+    named = [r.getMessage() for r in caplog.records if "skipped:" in r.getMessage()]
+    assert len(named) == 1 and "cut_off.jpg (unreadable" in named[0] and "not_a_photo.png (unreadable" in named[0], named
+
+
 def test_empty_folder_and_no_faces_are_errors(tmp_path: Path, mirror: Path):
     empty = tmp_path / "empty"
     empty.mkdir()

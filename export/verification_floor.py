@@ -1,0 +1,68 @@
+"""How much real verification data an INT8 artifact is judged on, at the least.
+
+Why: INT8 is verified on the pictures its calibration did not use (``api._verification_data``
+leaves those out). A user who gave one folder to both ``--calib`` and ``--verify-images`` got an
+INT8 recogniser "verified" on the 7 faces the calibration's quality gates had turned down, with
+none of the folder's labelled pairs left, and a PASS (w0.5-e6 tflite-int8, 2026-12-06); a detector
+whose folder the calibration used up fell back to the synthetic pictures meant for runs without
+any folder. An INT8 error is statistical (a worst face, a pair decision), so a handful of faces
+cannot show it: the export stops before minutes of quantising and says what to give it instead.
+FP32 and FP16 artifacts are judged on whatever they are given, as before: their tolerances are
+exactness, which one face already tests.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from gfn_edge.errors import InvalidArgumentError
+
+from .verification_set import VerificationSet
+
+log = logging.getLogger(__name__)
+
+MIN_INT8_VERIFICATION = {"embed": 50, "detect": 8, "liveness": 30}
+"""Real verification items an INT8 export needs per task: faces for recognisers (the pairs folder
+holds 124), pictures for detectors (the issue's scenes 25, at most 48 used), face crops for
+liveness models (the liveness folder 61-66)."""
+
+_UNITS = {"embed": "faces", "detect": "pictures", "liveness": "face crops"}
+
+
+def real_items(vset: VerificationSet) -> int:
+    """How many real items ``vset`` verifies on (0 for synthetic pictures)."""
+    desc = vset.description
+    if desc.get("synthetic"):
+        return 0
+    if vset.task == "detect":
+        return int(desc.get("images", len(vset)))
+    return int(desc.get("faces", len(vset)))
+
+
+def check_int8_verification(vset: VerificationSet, calib: Any, force: bool = False) -> None:
+    """Refuse (``InvalidArgumentError``) INT8 verification on fewer real items than
+    :data:`MIN_INT8_VERIFICATION`, naming the folder, what is left and what the calibration took;
+    with ``force`` only warn. Runs without a verification folder (synthetic pictures) are left to
+    their own warning."""
+    folder = vset.description.get("folder")
+    task = vset.task
+    wanted = MIN_INT8_VERIFICATION.get(task)
+    if folder is None or wanted is None:
+        return
+    have = real_items(vset)
+    if have >= wanted:
+        return
+    used = len(calib.source_images) if calib is not None and hasattr(calib, "source_images") else 0
+    unit = _UNITS[task]
+    taken = f" after leaving out the {used} pictures the INT8 calibration used" if used else ""
+    pairs = f", {len(vset.pairs)} labelled pairs" if task == "embed" else ""
+    message = (
+        f"only {have} {unit}{pairs} in {folder} are left to verify INT8 on{taken}; INT8 needs at least "
+        f"{wanted} {unit} its calibration did not see. Give --verify-images a folder apart from --calib "
+        f"(or --calib one apart from the verification photos); --force goes on with what is left"
+    )
+    if force:
+        log.warning("%s (going on: --force)", message)
+        return
+    raise InvalidArgumentError(message)
