@@ -81,6 +81,12 @@ def liveness_set(
         for f in group:
             crops.append(liveness_crop(image, f.box, pre))
             names.append(f"{f.image}#{f.index}")
+    if not paths and exclude and list_images(folder):
+        # the calibration used the pictures: an empty set, which the INT8 verification floor names
+        # (:mod:`.verification_floor`), rather than "no face found" in a folder full of faces
+        empty = np.zeros((0, *pre.input_size[::-1], 3), np.uint8)
+        desc = {"folder": str(folder), "images": len(paths), "faces": 0, "skipped": skipped[:20], "synthetic": False}
+        return VerificationSet("liveness", normalize(empty, pre), [], raw=empty, description=desc)
     if not crops:
         raise ImageError(f"no face of at least {MIN_FACE_PX:g} px found in {len(paths)} photos under {folder}; cannot verify {spec.name}")
     array = np.stack(crops)

@@ -198,7 +198,7 @@ def test_int8_verified_on_its_own_calibration_folder_is_refused_naming_what_is_l
     stops before quantising, says how many are left and what to give it; nothing is written."""
     folder = tmp_path / "photos"
     folder.mkdir()
-    for path in sorted(shared_path("faces", "portraits").glob("*.jpg")):
+    for path in sorted(shared_path("faces", "portraits").glob("*.jpg"))[:8]:
         (folder / path.name).symlink_to(path)
     out = tmp_path / "out"
     with pytest.raises(
@@ -210,6 +210,11 @@ def test_int8_verified_on_its_own_calibration_folder_is_refused_naming_what_is_l
     assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()], "nothing is exported"
     code, err = _cli(["--model", MNET, "--target", "onnx-int8", "--calib", str(folder), "--verify-images", str(folder), "--out", str(tmp_path / "cli")], capsys)
     assert code == 2 and "only 0 pictures in" in err and "at least 8 pictures" in err, err  # the detector: every picture went to calibration
+    code, err = _cli(
+        ["--model", "minifasnet-v2-2.7", "--target", "tflite-int8", "--calib", str(folder), "--verify-images", str(folder), "--out", str(tmp_path / "cli")],
+        capsys,
+    )
+    assert code == 2 and "only 0 face crops in" in err and "at least 30 face crops" in err, err  # not "no face found"
 
 
 def test_thin_int8_verification_goes_on_with_force_and_says_so(caplog):
