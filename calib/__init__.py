@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .build import build_calibration_set, resolve_calibration
+from .build import ENV_CALIB, build_calibration_set, resolve_calibration
 from .dataset import RECOMMENDED_MINIMUM, CalibrationSet
 
-__all__ = ["RECOMMENDED_MINIMUM", "CalibrationSet", "build_calibration_set", "resolve_calibration"]
+__all__ = ["ENV_CALIB", "RECOMMENDED_MINIMUM", "CalibrationSet", "build_calibration_set", "resolve_calibration"]

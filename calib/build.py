@@ -60,6 +60,9 @@ def _collect_files(images: str | os.PathLike[str] | list, exclude: set[str] | No
     return files, root
 
 
+ENV_CALIB = "GFN_EDGE_CALIB_IMAGES"
+"""The calibration photos' folder (or saved set) when ``--calib`` is not given."""
+
 AUTO_AUGMENT_TARGET = 200
 """Samples a small folder is augmented up to when the caller leaves ``augment`` unset. Ranges of
 tensors with one value per face (squeeze-excitation, the embedding) are maxima over as many values
@@ -417,7 +420,7 @@ def resolve_calibration(
     ``faces`` is what :func:`build_calibration_set` cuts recogniser and liveness samples around.
     """
     if calib is None:
-        calib = os.environ.get("GFN_EDGE_CALIB_IMAGES")
+        calib = os.environ.get(ENV_CALIB)
         if not calib:
             raise CalibrationError(
                 "INT8 targets need calibration data: pass --calib DIR (photos) or --calib SET.npz (from gfn-calib build), or set GFN_EDGE_CALIB_IMAGES"

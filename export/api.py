@@ -21,12 +21,14 @@ from typing import Any, Callable
 
 import numpy as np
 
+from gfn_edge.calib import ENV_CALIB
 from gfn_edge.errors import GfnEdgeError, VerificationError
 from gfn_edge.manifest import read_manifest
 from gfn_edge.metrics import best_threshold_accuracy
 
 from .context import ExportContext
 from .flops import manifest_flops
+from .held_out import held_out_verification
 from .int8_options import check_int8_options
 from .liveness_data import reference_noise_logits
 from .manifest_writer import build_manifest, manifest_header, now_utc
@@ -150,11 +152,15 @@ def export_model(
     check_int8_options(options)
     spec, checkpoint = resolve_spec(model, arch, input_size, random_weights, mirror)
     check_tolerance_overrides(tolerances, spec.task)
-    if any(TARGETS[n].needs_calibration for n in names):
-        calib = _calibration(calib, spec, mirror, options, seed, timer)
-    vset = _verification_data(spec, verify_images, mirror, calib, max_verify_images, timer)
-    if any(TARGETS[n].needs_calibration for n in names):
-        check_int8_verification(vset, calib, force=force)
+    int8 = any(TARGETS[n].needs_calibration for n in names)
+    held = held_out_verification(calib, verify_images, ENV_CALIB) if int8 else None
+    if int8:
+        calib = _calibration(calib, spec, mirror, options, seed, timer, exclude=set(held.names) if held else None)
+    vset = _verification_data(spec, held.folder if held else verify_images, mirror, calib, max_verify_images, timer)
+    if held:
+        vset.description.update(held.describe())
+    if int8:
+        check_int8_verification(vset, calib, force=force, held_out=held is not None)
     ref, ref_out = _reference(spec, checkpoint, vset, seed, timer)
     spec = ref.spec = measured_threshold(spec, ref_out, vset)  # the manifests are written from ref.spec
     run = _Run(
@@ -192,8 +198,9 @@ def measured_threshold(spec: Any, ref_out: dict[str, np.ndarray], vset: Verifica
     return replace(spec, default_threshold=round(float(threshold), 4), description=f"{spec.description}; {note}")
 
 
-def _calibration(calib: Any, spec: Any, mirror: Any, options: dict[str, Any], seed: int, timer: Timer) -> Any:
-    """The INT8 calibration set (given, loaded or built from photos with the reference face finder)."""
+def _calibration(calib: Any, spec: Any, mirror: Any, options: dict[str, Any], seed: int, timer: Timer, exclude: set[str] | None = None) -> Any:
+    """The INT8 calibration set (given, loaded or built from photos with the reference face finder),
+    without the pictures named in ``exclude`` (held out to verify on, :mod:`.held_out`)."""
     from gfn_edge.calib import resolve_calibration
 
     from .faces import ReferenceFaces
@@ -203,6 +210,7 @@ def _calibration(calib: Any, spec: Any, mirror: Any, options: dict[str, Any], se
             calib,
             spec,
             faces=ReferenceFaces(mirror=mirror),
+            exclude=exclude,
             num_samples=options.get("calib_samples"),
             augment=options.get("calib_augment"),
             seed=seed,

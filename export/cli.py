@@ -69,7 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="artifacts", help="output folder; bundles go to OUT/<model>-<target>/")
     p.add_argument("--arch", help="registry architecture of a checkpoint path (detected from the file if omitted)")
     p.add_argument("--input-size", type=input_size, help="detector input WIDTHxHEIGHT (default: the registry's, 640x480)")
-    p.add_argument("--verify-images", help="folder of real photos to verify on (default: $GFN_EDGE_VERIFY_IMAGES)")
+    p.add_argument(
+        "--verify-images",
+        help="folder of real photos to verify on (default: $GFN_EDGE_VERIFY_IMAGES; with neither, an INT8 run holds half of --calib's folder out of the calibration to verify on)",
+    )
     p.add_argument("--max-verify-images", type=count(1), default=48, help="detector verification pictures (default 48)")
     p.add_argument("--tolerance", action="append", metavar="KEY=VALUE", help="override a tolerance, e.g. cos_min=0.9995 (repeatable)")
     p.add_argument("--force", action="store_true", help="keep artifacts that fail verification (manifest says passed: false)")

@@ -8,7 +8,8 @@ whose folder the calibration used up fell back to the synthetic pictures meant f
 any folder. An INT8 error is statistical (a worst face, a pair decision), so a handful of faces
 cannot show it: the export stops before minutes of quantising and says what to give it instead.
 FP32 and FP16 artifacts are judged on whatever they are given, as before: their tolerances are
-exactness, which one face already tests.
+exactness, which one face already tests. Synthetic pictures (no verification folder, no
+calibration folder to hold pictures out of, :mod:`.held_out`) are refused for INT8 alike.
 """
 
 from __future__ import annotations
@@ -40,28 +41,41 @@ def real_items(vset: VerificationSet) -> int:
     return int(desc.get("faces", len(vset)))
 
 
-def check_int8_verification(vset: VerificationSet, calib: Any, force: bool = False) -> None:
+def check_int8_verification(vset: VerificationSet, calib: Any, force: bool = False, held_out: bool = False) -> None:
     """Refuse (``InvalidArgumentError``) INT8 verification on fewer real items than
-    :data:`MIN_INT8_VERIFICATION`, naming the folder, what is left and what the calibration took;
-    with ``force`` only warn. Runs without a verification folder (synthetic pictures) are left to
-    their own warning."""
-    folder = vset.description.get("folder")
+    :data:`MIN_INT8_VERIFICATION`, or on synthetic pictures, naming the folder, what is left and
+    what the calibration took; with ``force`` only warn. ``held_out``: the verification pictures
+    are the calibration folder's held-out half (:mod:`.held_out`)."""
     task = vset.task
     wanted = MIN_INT8_VERIFICATION.get(task)
-    if folder is None or wanted is None:
+    if wanted is None:
         return
     have = real_items(vset)
     if have >= wanted:
         return
-    used = len(calib.source_images) if calib is not None and hasattr(calib, "source_images") else 0
+    folder = vset.description.get("folder")
     unit = _UNITS[task]
-    taken = f" after leaving out the {used} pictures the INT8 calibration used" if used else ""
-    pairs = f", {len(vset.pairs)} labelled pairs" if task == "embed" else ""
-    message = (
-        f"only {have} {unit}{pairs} in {folder} are left to verify INT8 on{taken}; INT8 needs at least "
-        f"{wanted} {unit} its calibration did not see. Give --verify-images a folder apart from --calib "
-        f"(or --calib one apart from the verification photos); --force goes on with what is left"
-    )
+    if folder is None:
+        message = (
+            f"INT8 is judged on real pictures, and no verification folder is given (--verify-images DIR or "
+            f"$GFN_EDGE_VERIFY_IMAGES) nor a calibration folder to hold some out of: give --verify-images a folder "
+            f"of at least {wanted} {unit} apart from the calibration's; --force verifies on synthetic pictures, "
+            f"which say nothing about faces"
+        )
+    else:
+        used = len(calib.source_images) if calib is not None and hasattr(calib, "source_images") else 0
+        taken = f" after leaving out the {used} pictures the INT8 calibration used" if used else ""
+        pairs = f", {len(vset.pairs)} labelled pairs" if task == "embed" else ""
+        how = (
+            "No --verify-images was given, so half of --calib's pictures were held out to verify on; give "
+            "--verify-images a folder of other photos, or --calib a larger folder"
+            if held_out
+            else "Give --verify-images a folder apart from --calib (or --calib one apart from the verification photos)"
+        )
+        message = (
+            f"only {have} {unit}{pairs} in {folder} are left to verify INT8 on{taken}; INT8 needs at least "
+            f"{wanted} {unit} its calibration did not see. {how}; --force goes on with what is left"
+        )
     if force:
         log.warning("%s (going on: --force)", message)
         return

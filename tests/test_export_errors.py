@@ -229,7 +229,8 @@ def test_thin_int8_verification_goes_on_with_force_and_says_so(caplog):
         )
 
     check_int8_verification(faces(MIN_INT8_VERIFICATION["embed"]), None)  # enough
-    check_int8_verification(faces(3, folder=None), None)  # no folder at all: synthetic, warned about elsewhere
+    with pytest.raises(InvalidArgumentError, match=r"INT8 is judged on real pictures, and no verification folder is given"):
+        check_int8_verification(faces(64, folder=None), None)  # synthetic pictures, however many
     with pytest.raises(InvalidArgumentError, match=r"only 49 faces, 0 labelled pairs in photos are left to verify INT8 on; INT8 needs at least 50"):
         check_int8_verification(faces(49), None)
     with caplog.at_level(logging.WARNING, logger="gfn_edge"):
