@@ -370,7 +370,9 @@ def other_ranges(last: Attempt, outcomes: list[Outcome], methods: list[str]) -> 
     0.9977 / 0.9938 and 4 of 349 pair decisions changed (1.15 %, over the 1 %), then distillation
     0.9970 / 0.9911, 4 again, FAIL; min/max at the same groups passed (0.9977 / 0.9933, pair Δ 0.29).
     Each is verified like any attempt."""
-    plain_fidelity = {o.attempt.method: o.fidelity for o in outcomes if not o.attempt.float_groups and not o.attempt.distilled and o.attempt.route == last.route}
+    plain_fidelity = {
+        o.attempt.method: o.fidelity for o in outcomes if not o.attempt.float_groups and not o.attempt.distilled and o.attempt.route == last.route
+    }
     made = {o.attempt for o in outcomes}
     order = sorted((m for m in methods if m != last.method), key=lambda m: -plain_fidelity.get(m, float("-inf")))
     return [a for a in (replace(last, method=m) for m in order) if a not in made]
