@@ -366,10 +366,10 @@ def other_ranges(last: Attempt, outcomes: list[Outcome], methods: list[str]) -> 
     Why: where the groups' final attempt passes every cosine and misses only the pair criteria by a
     pair, the next steps (NNCF's plain attempts, the learned ones) start far from it. Another
     method's ranges at the same groups are as faithful and round other pairs: w0.5-e16 openvino-int8
-    exported alone with the test suite's calibration, percentile + bias correction + 10 groups
-    0.9977 / 0.9938 and 4 of 349 pair decisions changed (1.15 %, over the 1 %), then distillation
-    0.9970 / 0.9911, 4 again, FAIL; min/max at the same groups passed (0.9977 / 0.9933, pair Δ 0.29).
-    Each is verified like any attempt."""
+    exported alone with the test suite's calibration (a fresh test run, 2026-12-06), percentile +
+    bias correction + 10 groups 0.9977 / 0.9938 with two pairs the wrong way (pair Δ 0.57), then
+    distillation 0.9970 / 0.9911 with 4 of 349 pair decisions changed, FAIL; entropy at the same
+    groups passed (0.9978 / 0.9931, pair Δ 0, 3 changed). Each is verified like any attempt."""
     plain_fidelity = {
         o.attempt.method: o.fidelity for o in outcomes if not o.attempt.float_groups and not o.attempt.distilled and o.attempt.route == last.route
     }
