@@ -370,11 +370,9 @@ def other_ranges(last: Attempt, outcomes: list[Outcome], methods: list[str]) -> 
     bias correction + 10 groups 0.9977 / 0.9938 with two pairs the wrong way (pair Δ 0.57), then
     distillation 0.9970 / 0.9911 with 4 of 349 pair decisions changed, FAIL; entropy at the same
     groups passed (0.9978 / 0.9931, pair Δ 0, 3 changed). Each is verified like any attempt."""
-    plain_fidelity = {
-        o.attempt.method: o.fidelity for o in outcomes if not o.attempt.float_groups and not o.attempt.distilled and o.attempt.route == last.route
-    }
+    closest = [o.attempt.method for o in sorted(_plain(outcomes, last.route), key=_by_fidelity, reverse=True)]
     made = {o.attempt for o in outcomes}
-    order = sorted((m for m in methods if m != last.method), key=lambda m: -plain_fidelity.get(m, float("-inf")))
+    order = sorted((m for m in methods if m != last.method), key=lambda m: closest.index(m) if m in closest else len(closest))
     return [a for a in (replace(last, method=m) for m in order) if a not in made]
 
 
@@ -418,8 +416,14 @@ def _remedy_base(outcomes: list[Outcome], route: str) -> Attempt:
     """The attempt the remedies build on: the one of their quantiser closest to the reference (by
     fidelity), else plain min/max ranges on it (onnxruntime's histogram calibrations take minutes
     per model, and the remedies themselves are what moves the result)."""
-    own = [o for o in outcomes if o.attempt.route == route and not o.attempt.float_groups and not o.attempt.distilled and not o.attempt.rounded]
+    own = _plain(outcomes, route)
     return max(own, key=_by_fidelity).attempt if own else Attempt("minmax", route=route)
+
+
+def _plain(outcomes: list[Outcome], route: str) -> list[Outcome]:
+    """The route's attempts on calibration ranges alone (bias-corrected or not): no groups in float,
+    nothing learned."""
+    return [o for o in outcomes if o.attempt.route == route and not o.attempt.float_groups and not o.attempt.distilled and not o.attempt.rounded]
 
 
 # the target whose quantiser a remedy route is: its passing attempt of this run comes first there
