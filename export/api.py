@@ -21,7 +21,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-from gfn_edge.calib import ENV_CALIB
 from gfn_edge.errors import GfnEdgeError, VerificationError
 from gfn_edge.manifest import read_manifest
 from gfn_edge.metrics import best_threshold_accuracy
@@ -153,7 +152,7 @@ def export_model(
     spec, checkpoint = resolve_spec(model, arch, input_size, random_weights, mirror)
     check_tolerance_overrides(tolerances, spec.task)
     int8 = any(TARGETS[n].needs_calibration for n in names)
-    held = held_out_verification(calib, verify_images, ENV_CALIB) if int8 else None
+    held = held_out_verification(calib, verify_images) if int8 else None
     if int8:
         calib = _calibration(calib, spec, mirror, options, seed, timer, exclude=set(held.names) if held else None)
     vset = _verification_data(spec, held.folder if held else verify_images, mirror, calib, max_verify_images, timer)

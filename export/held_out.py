@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from gfn_edge.calib import ENV_CALIB
 from gfn_edge.image import list_images
 
 from .verify_data import verification_folder
@@ -43,13 +44,13 @@ class HeldOut:
         return {"held_out_of_calibration": len(self.names), "calibration_folder_pictures": self.pictures, "split_seed": SPLIT_SEED}
 
 
-def held_out_verification(calib: Any, verify_images: Any, env_calib: str) -> HeldOut | None:
+def held_out_verification(calib: Any, verify_images: Any) -> HeldOut | None:
     """The held-out half of the calibration folder, where a verification folder is neither given
     nor set in the environment and the calibration comes from a folder of photos (``calib``, else
-    ``$env_calib``); None otherwise (a saved set's pictures are not at hand to split)."""
+    ``$GFN_EDGE_CALIB_IMAGES``); None otherwise (a saved set's pictures are not at hand to split)."""
     if verification_folder(verify_images) is not None:
         return None
-    source = calib if calib is not None else os.environ.get(env_calib)
+    source = calib if calib is not None else os.environ.get(ENV_CALIB)
     if not isinstance(source, (str, os.PathLike)) or not Path(source).is_dir():
         return None
     folder = Path(source)

@@ -15,8 +15,8 @@ calibration folder to hold pictures out of, :mod:`.held_out`) are refused for IN
 from __future__ import annotations
 
 import logging
-from typing import Any
 
+from gfn_edge.calib import CalibrationSet
 from gfn_edge.errors import InvalidArgumentError
 
 from .verification_set import VerificationSet
@@ -41,7 +41,7 @@ def real_items(vset: VerificationSet) -> int:
     return int(desc.get("faces", len(vset)))
 
 
-def check_int8_verification(vset: VerificationSet, calib: Any, force: bool = False, held_out: bool = False) -> None:
+def check_int8_verification(vset: VerificationSet, calib: CalibrationSet | None, force: bool = False, held_out: bool = False) -> None:
     """Refuse (``InvalidArgumentError``) INT8 verification on fewer real items than
     :data:`MIN_INT8_VERIFICATION`, or on synthetic pictures, naming the folder, what is left and
     what the calibration took; with ``force`` only warn. ``held_out``: the verification pictures
@@ -63,7 +63,7 @@ def check_int8_verification(vset: VerificationSet, calib: Any, force: bool = Fal
             f"which say nothing about faces"
         )
     else:
-        used = len(calib.source_images) if calib is not None and hasattr(calib, "source_images") else 0
+        used = len(calib.source_images) if calib is not None else 0
         taken = f" after leaving out the {used} pictures the INT8 calibration used" if used else ""
         pairs = f", {len(vset.pairs)} labelled pairs" if task == "embed" else ""
         how = (

@@ -43,25 +43,25 @@ def _link(paths: list[Path], folder: Path) -> Path:
 
 def test_half_of_the_calibration_folder_is_held_out_the_same_way_every_run(tmp_path, no_verification_folder, monkeypatch):
     folder = _link(sorted(shared_path("faces", "pairs", "pairs.csv").parent.glob("*.jpg")), tmp_path / "photos")
-    held = held_out_verification(str(folder), None, ENV_CALIB)
+    held = held_out_verification(str(folder), None)
     names = [p.name for p in list_images(folder)]
     assert held is not None and held.folder == folder and held.pictures == len(names)
     assert len(held.names) == len(names) // 2 and held.names <= set(names)
-    assert held_out_verification(folder, None, ENV_CALIB) == held  # a fixed draw
+    assert held_out_verification(folder, None) == held  # a fixed draw
     # drawn, not alternating: the pairs folder's pairs are neighbours; drawn, 129 of its 349 survive
     pairs = [line.split(",")[:2] for line in shared_path("faces", "pairs", "pairs.csv").read_text().splitlines()[1:]]
     both = sum(a in held.names and b in held.names for a, b in pairs)
     assert 0.2 * len(pairs) < both < 0.5 * len(pairs), (both, len(pairs))
     monkeypatch.setenv(ENV_CALIB, str(folder))
-    assert held_out_verification(None, None, ENV_CALIB) == held  # the calibration folder from the environment
+    assert held_out_verification(None, None) == held  # the calibration folder from the environment
     # nothing is held out where verification pictures are named, or where there is no folder to split
-    assert held_out_verification(folder, tmp_path, ENV_CALIB) is None
+    assert held_out_verification(folder, tmp_path) is None
     monkeypatch.setenv(ENV_VERIFY, str(tmp_path))
-    assert held_out_verification(folder, None, ENV_CALIB) is None
+    assert held_out_verification(folder, None) is None
     monkeypatch.delenv(ENV_VERIFY)
     saved = tmp_path / "set.npz"
     saved.write_bytes(b"")
-    assert held_out_verification(saved, None, ENV_CALIB) is None
+    assert held_out_verification(saved, None) is None
 
 
 def test_a_folder_too_small_to_split_is_refused_saying_why(tmp_path, mirror, no_verification_folder):
@@ -85,7 +85,7 @@ def test_int8_from_a_checkpoint_and_one_folder_is_verified_on_its_held_out_half(
     assert result.error is None and result.bundle is not None, result.failures
     manifest = json.loads((result.bundle / "manifest.json").read_text())
     data = manifest["verification"]["data"]
-    held = held_out_verification(folder, None, ENV_CALIB)
+    held = held_out_verification(folder, None)
     assert data["folder"] == str(folder) and data["synthetic"] is False
     assert data["held_out_of_calibration"] == len(held.names) and data["calibration_folder_pictures"] == held.pictures
     calibration = manifest["export"]["notes"]["calibration"]
