@@ -71,6 +71,31 @@ small folder needs more, varied samples, not a warning."""
 
 MAX_COPIES = 8
 
+PICTURES_PER_SAMPLE = 2
+"""A folder larger than this many pictures per sample of the cap is drawn from, not read whole.
+
+Why: a user's "plain folder of photos" may hold thousands. Every picture used to be read (and
+hashed) before the cap chose its samples: 1,600 photos held 2.4 GB of detector canvases in
+memory for the 100 it keeps (20,000 would not fit), and a recogniser's set searched every
+picture for faces (40 s for 780 pictures) to keep 300. Pictures are read in draws of twice the
+cap, each drawn draw only while the samples are fewer than the cap (a camera roll where most
+photos hold no usable face takes more draws)."""
+
+DRAW_STREAM = 1
+"""The draws' random stream beside the seed (``default_rng([seed, DRAW_STREAM])``), so the samples'
+own stream (augmentation, mosaics, the cap's choice) is the one an undrawn folder gets."""
+
+
+def draw_pictures(files: list[Path], cap: int, seed: int) -> list[list[Path]]:
+    """``files`` in draws of at most :data:`PICTURES_PER_SAMPLE` x ``cap`` pictures, drawn with
+    ``seed``, each in folder order; one draw of all of them where they are no more (small folders:
+    read as before)."""
+    limit = PICTURES_PER_SAMPLE * cap
+    if len(files) <= limit:
+        return [files]
+    order = np.random.default_rng([seed, DRAW_STREAM]).permutation(len(files))
+    return [[files[i] for i in np.sort(order[start : start + limit])] for start in range(0, len(files), limit)]
+
 
 def _occlude(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A hand, a cup or a scarf in front of the face: a blurred, brighter or darker block of the
@@ -214,6 +239,15 @@ def _detector_samples(spec: ModelSpec, files: list[Path], root: Path) -> tuple[l
     return samples, sources, skipped
 
 
+def _samples(spec: ModelSpec, files: list[Path], root: Path, faces: CalibrationFaces | None, min_face_size: float, gates: QualityGates | None):
+    """(samples, sources, skipped) of ``files`` by the task's recipe."""
+    if spec.task == "detect":
+        return _detector_samples(spec, files, root)
+    if spec.task == "embed":
+        return _face_samples(spec, files, root, faces, min_face_size, gates)
+    return _liveness_samples(spec, files, root, faces, min_face_size)
+
+
 def _crop_geometry(spec: ModelSpec) -> CropGeometry:
     size = spec.preprocess.input_size
     return CropGeometry.from_alignment(spec.alignment, int(size[0]) if size else None)
@@ -284,7 +318,9 @@ def build_calibration_set(
     are whole pictures, else 300); detector sets then get :func:`_mosaics` of them on top, liveness sets :func:`_recaptures` (unless
     ``augment`` is False); ``augment``: True adds two varied copies of each sample, False none, None (the
     default) as many as a small folder needs to reach :data:`AUTO_AUGMENT_TARGET` (recorded; the
-    pictures themselves are kept first when the cap bites); ``exclude`` names pictures to leave
+    pictures themselves are kept first when the cap bites); a folder of more than
+    :data:`PICTURES_PER_SAMPLE` pictures per sample of the cap is drawn from (:func:`draw_pictures`,
+    recorded as ``pictures_drawn`` of ``pictures_found``) until the cap is reached; ``exclude`` names pictures to leave
     out (those used for verification); ``faces``
     finds the faces recogniser and liveness samples are cut around (e.g.
     ``gfn_edge.export.faces.ReferenceFaces(mirror)``); detectors need none.
@@ -297,29 +333,35 @@ def build_calibration_set(
             "(e.g. gfn_edge.export.faces.ReferenceFaces(mirror)); the gfn-calib and gfn-export commands do"
         )
     files, root = _collect_files(images, exclude)
-    unique: dict[str, Path] = {}
-    duplicates = 0
-    for p in files:
-        key = _file_sha(p)
-        if key in unique:
-            duplicates += 1
-            continue
-        unique[key] = p
-    files = list(unique.values())
-    gates = QualityGates() if quality_gates else None
-    if spec.task == "detect":
-        samples, sources, skipped = _detector_samples(spec, files, root)
-    elif spec.task == "embed":
-        samples, sources, skipped = _face_samples(spec, files, root, faces, min_face_size, gates)
-    elif spec.task == "liveness":
-        samples, sources, skipped = _liveness_samples(spec, files, root, faces, min_face_size)
-    else:
+    if spec.task not in ("detect", "embed", "liveness"):
         raise CalibrationError(f"no calibration recipe for task {spec.task!r}")
+    cap = num_samples if num_samples is not None else (100 if spec.task == "detect" else 300)
+    gates = QualityGates() if quality_gates else None
+    found, drawn = len(files), 0
+    unique: set[str] = set()
+    duplicates = 0
+    samples, sources, skipped = [], [], []
+    for draw in draw_pictures(files, cap, seed):
+        if len(samples) >= cap:
+            break
+        drawn += len(draw)
+        fresh = []
+        for p in draw:
+            key = _file_sha(p)
+            if key in unique:
+                duplicates += 1
+                continue
+            unique.add(key)
+            fresh.append(p)
+        if fresh:
+            more, more_sources, more_skipped = _samples(spec, fresh, root, faces, min_face_size, gates)
+            samples, sources, skipped = samples + more, sources + more_sources, skipped + more_skipped
+    if drawn < found:
+        log.info("calibration: %d of the %d pictures in %s drawn (seed %d) for at most %d samples", drawn, found, images, seed, cap)
     if not samples:
         what = "pictures" if spec.task == "detect" else "faces"
         raise CalibrationError(f"no usable {what} in {images}: {len(skipped)} skipped ({skipped[:3]}...)")
     rng = np.random.default_rng(seed)
-    cap = num_samples if num_samples is not None else (100 if spec.task == "detect" else 300)
     copies = augment_copies(augment, len(samples), cap)
     originals = len(samples)
     if copies:
@@ -358,7 +400,7 @@ def build_calibration_set(
         "task": spec.task,
         "preprocess": spec.to_dict()["preprocess"],
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "images": str(images) if not isinstance(images, (list, tuple)) else f"{len(files)} listed files",
+        "images": str(images) if not isinstance(images, (list, tuple)) else f"{found} listed files",
         "seed": seed,
         "augment": bool(copies),
         "augment_copies": copies,
@@ -367,6 +409,8 @@ def build_calibration_set(
         "recaptures": {"samples": len(recaptures)} if recaptures else None,
         "quality_gates": quality_gates if spec.task == "embed" else None,
         "min_face_size": min_face_size if spec.task != "detect" else None,
+        "pictures_found": found,
+        "pictures_drawn": drawn if drawn < found else None,
         "candidates": len(deduped),
         "duplicates_dropped": duplicates,
         "sources": sources,

@@ -133,9 +133,25 @@ class CalibrationSet:
             raise CalibrationError(f"{path}: samples must be uint8 (N, H, W, 3), found {samples.dtype} {samples.shape}")
         return cls(samples, manifest)
 
+    def channel_statistics(self, chunk: int = 8) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Per-channel mean and standard deviation of the samples' pixels, a few samples at a time:
+        the whole set as float64 at once took 2.4 GB for a 150-sample detector set (gfn-calib build)."""
+        if not len(self):
+            return None, None
+        total = np.zeros(3)
+        squares = np.zeros(3)
+        count = 0
+        for start in range(0, len(self), chunk):
+            part = self.samples[start : start + chunk].reshape(-1, 3).astype(np.float64)
+            total += part.sum(0)
+            squares += (part * part).sum(0)
+            count += len(part)
+        mean = total / count
+        return mean, np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
+
     def summary(self) -> dict[str, Any]:
         """What ``gfn-calib inspect`` prints: provenance and per-channel statistics."""
-        s = self.samples.reshape(-1, 3).astype(np.float64) if len(self) else np.zeros((0, 3))
+        mean, std = self.channel_statistics()
         return {
             "model": self.manifest.get("model"),
             "task": self.manifest.get("task"),
@@ -146,7 +162,7 @@ class CalibrationSet:
             "duplicates_dropped": self.manifest.get("duplicates_dropped", 0),
             **self.augmentation,
             "seed": self.manifest.get("seed"),
-            "bgr_mean": s.mean(0).round(2).tolist() if len(s) else None,
-            "bgr_std": s.std(0).round(2).tolist() if len(s) else None,
+            "bgr_mean": mean.round(2).tolist() if mean is not None else None,
+            "bgr_std": std.round(2).tolist() if std is not None else None,
             "created": self.manifest.get("created"),
         }

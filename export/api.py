@@ -155,7 +155,7 @@ def export_model(
     held = held_out_verification(calib, verify_images) if int8 else None
     if int8:
         calib = _calibration(calib, spec, mirror, options, seed, timer, exclude=set(held.names) if held else None)
-    vset = _verification_data(spec, held.folder if held else verify_images, mirror, calib, max_verify_images, timer)
+    vset = _verification_data(spec, held.folder if held else verify_images, mirror, calib, max_verify_images, timer, held.others if held else None)
     if held:
         vset.description.update(held.describe())
     if int8:
@@ -216,12 +216,16 @@ def _calibration(calib: Any, spec: Any, mirror: Any, options: dict[str, Any], se
         )
 
 
-def _verification_data(spec: Any, verify_images: Any, mirror: Any, calib: Any, max_images: int | None, timer: Timer) -> VerificationSet:
+def _verification_data(
+    spec: Any, verify_images: Any, mirror: Any, calib: Any, max_images: int | None, timer: Timer, not_held_out: frozenset[str] | None = None
+) -> VerificationSet:
     """The real pictures every artifact is judged on; calibration pictures never verify
-    (INT8 ranges fitted on a picture would flatter it)."""
+    (INT8 ranges fitted on a picture would flatter it), nor, where verification is the
+    calibration folder's held-out part (:mod:`.held_out`), the folder's ``not_held_out`` pictures."""
     with timer.stage("verification data"):
-        exclude = set(calib.source_images) if calib is not None and hasattr(calib, "source_images") else None
-        return build_verification_set(spec, verify_images, mirror=mirror, exclude=exclude, max_images=max_images)
+        exclude = set(calib.source_images) if calib is not None and hasattr(calib, "source_images") else set()
+        exclude |= not_held_out or set()
+        return build_verification_set(spec, verify_images, mirror=mirror, exclude=exclude or None, max_images=max_images)
 
 
 def _reference(spec: Any, checkpoint: Any, vset: VerificationSet, seed: int, timer: Timer) -> tuple[Reference, dict[str, np.ndarray]]:

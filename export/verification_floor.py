@@ -19,6 +19,7 @@ import logging
 from gfn_edge.calib import CalibrationSet
 from gfn_edge.errors import InvalidArgumentError
 
+from .held_out import HOLD_OUT_MAX
 from .verification_set import VerificationSet
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def check_int8_verification(vset: VerificationSet, calib: CalibrationSet | None,
         taken = f" after leaving out the {used} pictures the INT8 calibration used" if used else ""
         pairs = f", {len(vset.pairs)} labelled pairs" if task == "embed" else ""
         how = (
-            "No --verify-images was given, so half of --calib's pictures were held out to verify on; give "
+            f"No --verify-images was given, so half of --calib's pictures (at most {HOLD_OUT_MAX}) were held out to verify on; give "
             "--verify-images a folder of other photos, or --calib a larger folder"
             if held_out
             else "Give --verify-images a folder apart from --calib (or --calib one apart from the verification photos)"

@@ -60,7 +60,8 @@ def test_detector_set_is_what_the_device_feeds(faces_dir: Path, calib_photos: Pa
     # each picture sample, normalised, equals the device's detector input for its source picture
     by_name = {p.name: p for p in calib_photos.iterdir()}
     sources = cset.manifest["sources"]
-    assert len(sources) == len(list(calib_photos.iterdir()))
+    # a folder of more than twice the cap is drawn from (calib.build.draw_pictures): 16 of its 46 pictures read
+    assert len(sources) == cset.manifest["pictures_drawn"] == 16 and cset.manifest["pictures_found"] == len(list(calib_photos.iterdir()))
     x = cset.inputs()
     pictures = x[:8]
     matched = 0
