@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=input_size, help="detector input WIDTHxHEIGHT (default: the registry's, 640x480)")
     p.add_argument(
         "--verify-images",
-        help="folder of real photos to verify on (default: $GFN_EDGE_VERIFY_IMAGES; with neither, an INT8 run holds half of --calib's folder out of the calibration to verify on)",
+        help="folder of real photos to verify on (default: $GFN_EDGE_VERIFY_IMAGES; with neither, an INT8 run holds half of --calib's folder, at most 300 pictures, out of the calibration to verify on)",
     )
     p.add_argument("--max-verify-images", type=count(1), default=48, help="detector verification pictures (default 48)")
     p.add_argument("--tolerance", action="append", metavar="KEY=VALUE", help="override a tolerance, e.g. cos_min=0.9995 (repeatable)")
@@ -81,7 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mirror", help="folder mirroring upstream weights (default: $GFN_EDGE_MIRROR)")
     p.add_argument("--calib", help="INT8 calibration: a folder of photos or a saved set (.npz) from gfn-calib")
     p.add_argument("--calib-method", choices=CALIBRATION_METHODS, help="INT8 calibration method (default: per backend)")
-    p.add_argument("--calib-samples", type=count(1), default=None, help="calibration samples to use")
+    p.add_argument(
+        "--calib-samples",
+        type=count(1),
+        default=None,
+        help="calibration samples to use (default 100 detector pictures, 300 faces; a folder of more than twice as many pictures is drawn from)",
+    )
     p.add_argument(
         "--calib-augment",
         action=argparse.BooleanOptionalAction,
