@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from gfn_edge.align import CropGeometry
-from gfn_edge.image import list_images, read_image
+from gfn_edge.image import list_images, read_image, relative_name
 from gfn_edge.pairs import read_pairs
 from gfn_edge.preprocess import crop_tensor, detector_canvas, normalize
 from gfn_edge.quality import QualityGates, assess
@@ -110,6 +110,42 @@ def find_pairs_csv(folder: Path) -> Path | None:
     return None
 
 
+MAX_FACE_PICTURES = 1000
+"""The most pictures a recogniser's verification reads from a folder (its labelled pairs' first).
+
+Why: every picture is face-searched once and every face is run by every INT8 attempt; a
+``--verify-images`` folder of 10,000 photos meant minutes of face search and gigabytes of crops
+before the first attempt, for statistics 1,000 pictures already give (detectors and liveness
+models read at most 48 pictures)."""
+
+
+def _labelled_pairs(pairs_file: Path, folder: Path) -> list[tuple[str, str, bool]]:
+    """The labelled pairs, their pictures named as :func:`gfn_edge.image.relative_name` names them under ``folder``."""
+    prefix = str(pairs_file.parent.relative_to(folder))
+    return [(a, b, same) if prefix == "." else (f"{prefix}/{a}", f"{prefix}/{b}", same) for a, b, same in read_pairs_csv(pairs_file)]
+
+
+def face_pictures(files: list[Path], folder: Path, limit: int = MAX_FACE_PICTURES, seed: int = 0) -> list[Path]:
+    """``files`` where they are at most ``limit``; else ``limit`` of them in folder order: both
+    pictures of as many labelled pairs (``pairs.csv``) as fit, drawn with ``seed``, then a draw of the rest."""
+    if len(files) <= limit:
+        return files
+    rng = np.random.default_rng(seed)
+    by_name = {relative_name(p, folder): p for p in files}
+    chosen: set[str] = set()
+    pairs_file = find_pairs_csv(folder)
+    if pairs_file is not None:
+        keys = [(a, b) for a, b, _ in _labelled_pairs(pairs_file, folder)]
+        for i in rng.permutation(len(keys)):
+            new = {k for k in keys[i] if k not in chosen}
+            if all(k in by_name for k in keys[i]) and len(chosen) + len(new) <= limit:
+                chosen |= new
+    rest = [name for name in by_name if name not in chosen]
+    chosen.update(rest[i] for i in rng.permutation(len(rest))[: limit - len(chosen)])
+    log.info("verification: %d of the %d pictures in %s drawn (labelled pairs first)", len(chosen), len(files), folder)
+    return [p for name, p in by_name.items() if name in chosen]
+
+
 def face_set(
     spec: ModelSpec,
     folder: Path | None,
@@ -132,7 +168,8 @@ def face_set(
             raw=crops,
             description={"folder": None, "faces": len(crops), "synthetic": True},
         )
-    files = [p for p in list_images(folder) if not exclude or p.name not in exclude]
+    found = [p for p in list_images(folder) if not exclude or p.name not in exclude]
+    files = face_pictures(found, folder, MAX_FACE_PICTURES)
     crops, faces, skipped = find_faces(files, folder, min_size=min_size, mirror=mirror, geometry=geometry)
     names = [f"{f.image}#{f.index}" for f in faces]
     # The device only embeds faces that pass its default quality gates (size, blur, pose); agreement is
@@ -141,25 +178,27 @@ def face_set(
     judged = np.asarray([not gates.check(assess(np.asarray(f.box), np.asarray(f.landmarks), c)) for f, c in zip(faces, crops)], dtype=bool)
     pairs: list[tuple[int, int, bool]] = []
     pairs_file = find_pairs_csv(folder)
-    missing_pairs = 0
+    missing_pairs = not_drawn = 0
     if pairs_file is not None:
         largest = largest_face_index(faces)
-        prefix = str(pairs_file.parent.relative_to(folder))
-        for a, b, same in read_pairs_csv(pairs_file):
-            ka = a if prefix == "." else f"{prefix}/{a}"
-            kb = b if prefix == "." else f"{prefix}/{b}"
+        read = {relative_name(p, folder) for p in files} if len(files) < len(found) else None
+        for ka, kb, same in _labelled_pairs(pairs_file, folder):
             if ka in largest and kb in largest:
                 pairs.append((largest[ka], largest[kb], same))
+            elif read is not None and not (ka in read and kb in read):
+                not_drawn += 1
             else:
                 missing_pairs += 1
     desc = {
         "folder": str(folder),
         "images": len(files),
+        **({"pictures_found": len(found)} if len(files) < len(found) else {}),
         "faces": len(faces),
         "faces_judged": int(judged.sum()),
         "judged_by": "gfn_edge.quality.QualityGates() defaults (faces the device would embed)",
         "pairs": len(pairs),
         "pairs_without_face": missing_pairs,
+        **({"pairs_not_drawn": not_drawn} if not_drawn else {}),
         "skipped": skipped[:20],
         "synthetic": False,
         "detector": "retinaface-mnet025 (PyTorch reference), score >= 0.9, faces >= %g px" % min_size,

@@ -105,3 +105,39 @@ def test_channel_statistics_match_numpy_on_the_whole_set_without_holding_it_as_f
     np.testing.assert_allclose(mean, flat.mean(0), rtol=0, atol=1e-9)
     np.testing.assert_allclose(std, flat.std(0), rtol=0, atol=1e-9)
     assert CalibrationSet(samples[:0], {}).channel_statistics() == (None, None)
+
+
+def test_a_large_recogniser_verification_folder_is_drawn_labelled_pairs_first():
+    """``--verify-images`` given a folder of thousands of photos: a recogniser reads at most
+    MAX_FACE_PICTURES of them, both pictures of as many labelled pairs as fit first."""
+    pytest.importorskip("torch")
+    from gfn_edge.export import verify_data
+    from gfn_edge.image import list_images
+
+    pairs_dir = shared_path("faces", "pairs", "pairs.csv").parent
+    files = list_images(pairs_dir)
+    chosen = verify_data.face_pictures(files, pairs_dir, limit=20)
+    assert len(chosen) == 20 and chosen == sorted(chosen, key=files.index)  # folder order
+    assert verify_data.face_pictures(files, pairs_dir, limit=20) == chosen and verify_data.face_pictures(files, pairs_dir, limit=500) == files
+    names = {p.name for p in chosen}
+    rows = verify_data.read_pairs_csv(pairs_dir / "pairs.csv")
+    whole = sum(a in names and b in names for a, b, _ in rows)
+    assert whole >= 10, whole  # pairs drawn whole: 20 pictures drawn at random would hold about one
+
+
+@pytest.mark.slow
+def test_a_drawn_recogniser_verification_set_says_what_it_left_out(monkeypatch, mirror):
+    pytest.importorskip("torch")
+    from gfn_edge.export import verify_data
+    from gfn_edge.image import list_images
+
+    pairs_dir = shared_path("faces", "pairs", "pairs.csv").parent
+    files = list_images(pairs_dir)
+    names = {p.name for p in verify_data.face_pictures(files, pairs_dir, limit=20)}
+    rows = verify_data.read_pairs_csv(pairs_dir / "pairs.csv")
+    whole = sum(a in names and b in names for a, b, _ in rows)
+    monkeypatch.setattr(verify_data, "MAX_FACE_PICTURES", 20)
+    vset = verify_data.face_set(get_spec("ghostfacenet-dsitweed-w0.5-e16"), pairs_dir, mirror=mirror)
+    d = vset.description
+    assert d["images"] == 20 and d["pictures_found"] == len(files) and d["pairs"] + d["pairs_without_face"] == whole
+    assert d["pairs_not_drawn"] == len(rows) - whole
