@@ -75,11 +75,11 @@ PICTURES_PER_SAMPLE = 2
 """A folder larger than this many pictures per sample of the cap is drawn from, not read whole.
 
 Why: a user's "plain folder of photos" may hold thousands. Every picture used to be read (and
-hashed) before the cap chose its samples: 1,600 photos held 2.4 GB of detector canvases in
+hashed) before the cap chose its samples: 1,600 photos held 1.7 GB of detector canvases in
 memory for the 100 it keeps (20,000 would not fit), and a recogniser's set searched every
-picture for faces (40 s for 780 pictures) to keep 300. Pictures are read in draws of twice the
-cap, each drawn draw only while the samples are fewer than the cap (a camera roll where most
-photos hold no usable face takes more draws)."""
+picture for faces (34 s for 780 pictures) to keep 300. Pictures are read in draws of twice the
+cap, the next draw only while the samples are still fewer than the cap (a camera roll where
+most photos hold no usable face takes more draws)."""
 
 DRAW_STREAM = 1
 """The draws' random stream beside the seed (``default_rng([seed, DRAW_STREAM])``), so the samples'
