@@ -158,6 +158,9 @@ class CalibrationSet:
             "samples": len(self),
             "shape": list(self.samples.shape[1:]),
             "source_images": len(self.source_images),
+            # sets built since 2026-12-07: a folder of more than twice the cap is drawn from (calib.build.draw_pictures)
+            "pictures_found": self.manifest.get("pictures_found"),
+            "pictures_drawn": self.manifest.get("pictures_drawn"),
             "skipped": len(self.manifest.get("skipped", [])),
             "duplicates_dropped": self.manifest.get("duplicates_dropped", 0),
             **self.augmentation,

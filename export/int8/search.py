@@ -940,6 +940,12 @@ def _calibration_note(ctx: ExportContext, method: str) -> dict[str, Any]:
         "samples": len(calib),
         "model": calib.manifest.get("model"),
         "source_images": len(calib.source_images),
+        # a large folder is drawn from (gfn_edge.calib.build.draw_pictures): how much of it was read
+        **(
+            {"pictures_drawn": calib.manifest["pictures_drawn"], "pictures_found": calib.manifest.get("pictures_found")}
+            if calib.manifest.get("pictures_drawn")
+            else {}
+        ),
         **calib.augmentation,
         "seed": calib.manifest.get("seed"),
     }
