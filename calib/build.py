@@ -245,7 +245,9 @@ def _samples(spec: ModelSpec, files: list[Path], root: Path, faces: CalibrationF
         return _detector_samples(spec, files, root)
     if spec.task == "embed":
         return _face_samples(spec, files, root, faces, min_face_size, gates)
-    return _liveness_samples(spec, files, root, faces, min_face_size)
+    if spec.task == "liveness":
+        return _liveness_samples(spec, files, root, faces, min_face_size)
+    raise CalibrationError(f"no calibration recipe for task {spec.task!r}")
 
 
 def _crop_geometry(spec: ModelSpec) -> CropGeometry:
@@ -333,8 +335,6 @@ def build_calibration_set(
             "(e.g. gfn_edge.export.faces.ReferenceFaces(mirror)); the gfn-calib and gfn-export commands do"
         )
     files, root = _collect_files(images, exclude)
-    if spec.task not in ("detect", "embed", "liveness"):
-        raise CalibrationError(f"no calibration recipe for task {spec.task!r}")
     cap = num_samples if num_samples is not None else (100 if spec.task == "detect" else 300)
     gates = QualityGates() if quality_gates else None
     found, drawn = len(files), 0

@@ -119,27 +119,30 @@ before the first attempt, for statistics 1,000 pictures already give (detectors 
 models read at most 48 pictures)."""
 
 
-def _labelled_pairs(pairs_file: Path, folder: Path) -> list[tuple[str, str, bool]]:
-    """The labelled pairs, their pictures named as :func:`gfn_edge.image.relative_name` names them under ``folder``."""
+def labelled_pairs(folder: Path) -> list[tuple[str, str, bool]]:
+    """The folder's labelled pairs (``pairs.csv``, none without one), named as
+    :func:`gfn_edge.image.relative_name` names their pictures under ``folder``."""
+    pairs_file = find_pairs_csv(folder)
+    if pairs_file is None:
+        return []
     prefix = str(pairs_file.parent.relative_to(folder))
     return [(a, b, same) if prefix == "." else (f"{prefix}/{a}", f"{prefix}/{b}", same) for a, b, same in read_pairs_csv(pairs_file)]
 
 
-def face_pictures(files: list[Path], folder: Path, limit: int = MAX_FACE_PICTURES, seed: int = 0) -> list[Path]:
+def face_pictures(files: list[Path], folder: Path, pairs: list[tuple[str, str, bool]], limit: int = MAX_FACE_PICTURES, seed: int = 0) -> list[Path]:
     """``files`` where they are at most ``limit``; else ``limit`` of them in folder order: both
-    pictures of as many labelled pairs (``pairs.csv``) as fit, drawn with ``seed``, then a draw of the rest."""
+    pictures of as many of the labelled ``pairs`` (:func:`labelled_pairs`) as fit, drawn with
+    ``seed``, then a draw of the rest."""
     if len(files) <= limit:
         return files
     rng = np.random.default_rng(seed)
     by_name = {relative_name(p, folder): p for p in files}
     chosen: set[str] = set()
-    pairs_file = find_pairs_csv(folder)
-    if pairs_file is not None:
-        keys = [(a, b) for a, b, _ in _labelled_pairs(pairs_file, folder)]
-        for i in rng.permutation(len(keys)):
-            new = {k for k in keys[i] if k not in chosen}
-            if all(k in by_name for k in keys[i]) and len(chosen) + len(new) <= limit:
-                chosen |= new
+    for i in rng.permutation(len(pairs)):
+        keys = pairs[i][:2]
+        new = {k for k in keys if k not in chosen}
+        if all(k in by_name for k in keys) and len(chosen) + len(new) <= limit:
+            chosen |= new
     rest = [name for name in by_name if name not in chosen]
     chosen.update(rest[i] for i in rng.permutation(len(rest))[: limit - len(chosen)])
     log.info("verification: %d of the %d pictures in %s drawn (labelled pairs first)", len(chosen), len(files), folder)
@@ -169,7 +172,8 @@ def face_set(
             description={"folder": None, "faces": len(crops), "synthetic": True},
         )
     found = [p for p in list_images(folder) if not exclude or p.name not in exclude]
-    files = face_pictures(found, folder, MAX_FACE_PICTURES)
+    labelled = labelled_pairs(folder)
+    files = face_pictures(found, folder, labelled, MAX_FACE_PICTURES)
     crops, faces, skipped = find_faces(files, folder, min_size=min_size, mirror=mirror, geometry=geometry)
     names = [f"{f.image}#{f.index}" for f in faces]
     # The device only embeds faces that pass its default quality gates (size, blur, pose); agreement is
@@ -177,12 +181,11 @@ def face_set(
     gates = QualityGates()
     judged = np.asarray([not gates.check(assess(np.asarray(f.box), np.asarray(f.landmarks), c)) for f, c in zip(faces, crops)], dtype=bool)
     pairs: list[tuple[int, int, bool]] = []
-    pairs_file = find_pairs_csv(folder)
     missing_pairs = not_drawn = 0
-    if pairs_file is not None:
+    if labelled:
         largest = largest_face_index(faces)
         read = {relative_name(p, folder) for p in files} if len(files) < len(found) else None
-        for ka, kb, same in _labelled_pairs(pairs_file, folder):
+        for ka, kb, same in labelled:
             if ka in largest and kb in largest:
                 pairs.append((largest[ka], largest[kb], same))
             elif read is not None and not (ka in read and kb in read):

@@ -54,6 +54,15 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+def link_photos(photos: list[Path], folder: Path) -> Path:
+    """``folder`` (made if missing) holding a symlink to each of ``photos`` under its own name: a
+    user's photo folder built from the shared pictures without copying them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for photo in photos:
+        (folder / photo.name).symlink_to(photo.resolve())
+    return folder
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _environment(tmp_path_factory: pytest.TempPathFactory):
     """Mirror and caches for the whole session; nothing is downloaded during tests."""

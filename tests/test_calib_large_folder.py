@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import shared_path
+from conftest import link_photos, shared_path
 
 from gfn_edge.calib import build_calibration_set
 from gfn_edge.calib.build import PICTURES_PER_SAMPLE, draw_pictures
@@ -19,13 +19,6 @@ from gfn_edge.calib.dataset import CalibrationSet
 from gfn_edge.registry import get_spec
 
 DETECTOR = "retinaface-mnet025"
-
-
-def _link(paths: list[Path], folder: Path) -> Path:
-    folder.mkdir(parents=True)
-    for p in paths:
-        (folder / p.name).symlink_to(p)
-    return folder
 
 
 def test_draws_keep_small_lists_whole_and_cut_large_ones_the_same_way_every_run():
@@ -43,7 +36,7 @@ def test_a_large_folder_is_drawn_from_and_the_rest_is_never_read(tmp_path: Path)
     """25 real scene photos, a detector set of 4 samples: 8 pictures are drawn and read, not 25."""
     scenes = sorted(shared_path("faces", "scenes").glob("*.jpg"))
     spec = get_spec(DETECTOR)
-    cset = build_calibration_set(spec, _link(scenes, tmp_path / "photos"), num_samples=4, augment=False)
+    cset = build_calibration_set(spec, link_photos(scenes, tmp_path / "photos"), num_samples=4, augment=False)
     m = cset.manifest
     assert m["pictures_found"] == 25 and m["pictures_drawn"] == PICTURES_PER_SAMPLE * 4 and len(cset) == 4
     assert len(m["sources"]) == m["pictures_drawn"] and not m["skipped"], m
@@ -59,7 +52,7 @@ def test_a_large_folder_is_drawn_from_and_the_rest_is_never_read(tmp_path: Path)
     again = build_calibration_set(spec, tmp_path / "photos", num_samples=4, augment=False)
     assert again.source_images == cset.source_images and (again.samples == cset.samples).all()
     # a folder within the limit is read whole, as before
-    small = build_calibration_set(spec, _link(scenes[:6], tmp_path / "few"), num_samples=4, augment=False)
+    small = build_calibration_set(spec, link_photos(scenes[:6], tmp_path / "few"), num_samples=4, augment=False)
     assert small.manifest["pictures_found"] == 6 and small.manifest["pictures_drawn"] is None and len(small.manifest["sources"]) == 6
     assert "pictures_drawn" not in _calibration_note(SimpleNamespace(calibration=small), "minmax")  # manifests of small folders as before
 
@@ -68,7 +61,7 @@ def test_a_folder_mostly_without_usable_pictures_is_drawn_again_until_the_cap(tm
     """A camera roll where most files are no use (here 30 damaged files beside 25 photos): further
     draws are read while the samples are fewer than the cap; each read file is used or named."""
     scenes = sorted(shared_path("faces", "scenes").glob("*.jpg"))
-    folder = _link(scenes, tmp_path / "photos")
+    folder = link_photos(scenes, tmp_path / "photos")
     for i in range(30):
         (folder / f"damaged_{i:02d}.jpg").write_text(f"not a photo ({i})")  # each its own bytes: no duplicates
     cset = build_calibration_set(get_spec(DETECTOR), folder, num_samples=4, augment=False)
@@ -126,9 +119,12 @@ def test_a_large_recogniser_verification_folder_is_drawn_labelled_pairs_first():
 
     pairs_dir = shared_path("faces", "pairs", "pairs.csv").parent
     files = list_images(pairs_dir)
-    chosen = verify_data.face_pictures(files, pairs_dir, limit=20)
+    chosen = verify_data.face_pictures(files, pairs_dir, verify_data.labelled_pairs(pairs_dir), limit=20)
     assert len(chosen) == 20 and chosen == sorted(chosen, key=files.index)  # folder order
-    assert verify_data.face_pictures(files, pairs_dir, limit=20) == chosen and verify_data.face_pictures(files, pairs_dir, limit=500) == files
+    assert (
+        verify_data.face_pictures(files, pairs_dir, verify_data.labelled_pairs(pairs_dir), limit=20) == chosen
+        and verify_data.face_pictures(files, pairs_dir, verify_data.labelled_pairs(pairs_dir), limit=500) == files
+    )
     names = {p.name for p in chosen}
     rows = verify_data.read_pairs_csv(pairs_dir / "pairs.csv")
     whole = sum(a in names and b in names for a, b, _ in rows)
@@ -145,7 +141,7 @@ def test_a_drawn_recogniser_verification_set_says_what_it_left_out(monkeypatch, 
 
     pairs_dir = shared_path("faces", "pairs", "pairs.csv").parent
     files = list_images(pairs_dir)
-    names = {p.name for p in verify_data.face_pictures(files, pairs_dir, limit=20)}
+    names = {p.name for p in verify_data.face_pictures(files, pairs_dir, verify_data.labelled_pairs(pairs_dir), limit=20)}
     rows = verify_data.read_pairs_csv(pairs_dir / "pairs.csv")
     whole = sum(a in names and b in names for a, b, _ in rows)
     monkeypatch.setattr(verify_data, "MAX_FACE_PICTURES", 20)

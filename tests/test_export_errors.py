@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import shared_path
+from conftest import link_photos, shared_path
 
 from gfn_edge.errors import CheckpointError, GfnEdgeError, InvalidArgumentError, MissingDependencyError, UnknownModelError
 
@@ -196,10 +196,7 @@ def test_int8_verified_on_its_own_calibration_folder_is_refused_naming_what_is_l
     """One folder given to --calib and --verify-images: the calibration takes most of its faces, and
     an INT8 recogniser used to PASS on the few it had turned down (7 faces, no pair). Now the export
     stops before quantising, says how many are left and what to give it; nothing is written."""
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for path in sorted(shared_path("faces", "portraits").glob("*.jpg"))[:8]:
-        (folder / path.name).symlink_to(path)
+    folder = link_photos(sorted(shared_path("faces", "portraits").glob("*.jpg"))[:8], tmp_path / "photos")
     out = tmp_path / "out"
     with pytest.raises(
         InvalidArgumentError,

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import shared_path
+from conftest import link_photos, shared_path
 
 from gfn_edge.calib import RECOMMENDED_MINIMUM, CalibrationSet, build_calibration_set
 from gfn_edge.errors import CalibrationError
@@ -31,13 +31,6 @@ INT8_TARGETS = ["onnx-int8", "openvino-int8", "tflite-int8"]
 # The issue's acceptance limits, asserted on the metrics themselves (not only on "passed").
 RECOGNISER_LIMITS = {"cos_mean": 0.995, "cos_min": 0.98, "pair_acc_delta": 0.5, "pair_decisions_agree": 0.99, "faces": 200}
 DETECTOR_LIMITS = {"recall": 0.99, "precision": 0.99, "landmark_nme": 0.01}
-
-
-def _link_all(files: list[Path], folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for f in files:
-        (folder / f.name).symlink_to(f.resolve())
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +72,7 @@ def test_liveness_set_adds_each_face_as_a_print_or_screen_shows_it(faces_dir: Pa
     """The attacks a liveness model refuses must be inside its INT8 ranges: one re-captured copy of
     each face (fewer pixels, washed-out contrast, shifted white point, JPEG), on record."""
     spec = get_spec("minifasnet-v1se-4.0")
-    folder = _link_all(sorted((faces_dir / "portraits").glob("*.jpg"))[:4], tmp_path / "photos")
+    folder = link_photos(sorted((faces_dir / "portraits").glob("*.jpg"))[:4], tmp_path / "photos")
     faces = ReferenceFaces(mirror=mirror)
     plain = build_calibration_set(spec, folder, augment=False, faces=faces)
     assert plain.manifest["recaptures"] is None and plain.augmentation["recaptures"] is None  # refused: none
@@ -116,7 +109,7 @@ def test_recogniser_set_holds_aligned_faces(calib_photos: Path, mirror: Path, tm
 def test_augmentation_and_duplicates(faces_dir: Path, tmp_path: Path):
     spec = get_spec(DETECTOR)
     portraits = sorted((faces_dir / "portraits").glob("*.jpg"))[:4]
-    folder = _link_all(portraits, tmp_path / "photos")
+    folder = link_photos(portraits, tmp_path / "photos")
     (folder / "copy_of_first.jpg").symlink_to(portraits[0])
     plain = build_calibration_set(spec, folder, augment=False)
     assert len(plain) == 4 and plain.manifest["duplicates_dropped"] == 1
@@ -156,7 +149,7 @@ def test_skipped_pictures_are_named_in_the_log(faces_dir: Path, tmp_path: Path, 
     from the rest, and the log says which were skipped and why, not only how many."""
     spec = get_spec(DETECTOR)
     portraits = sorted((faces_dir / "portraits").glob("*.jpg"))[:3]
-    folder = _link_all(portraits, tmp_path / "photos")
+    folder = link_photos(portraits, tmp_path / "photos")
     (folder / "cut_off.jpg").write_bytes(portraits[0].read_bytes()[:3000])
     (folder / "not_a_photo.png").write_text("hello")
     with caplog.at_level(logging.INFO, logger="gfn_edge"):

@@ -8,10 +8,9 @@ of the calibration folder is held out of the calibration and verifies every arti
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-from conftest import shared_path
+from conftest import link_photos, shared_path
 
 from gfn_edge.calib import ENV_CALIB, build_calibration_set
 from gfn_edge.errors import InvalidArgumentError
@@ -34,15 +33,8 @@ def no_verification_folder(monkeypatch):
     monkeypatch.delenv(ENV_CALIB, raising=False)
 
 
-def _link(paths: list[Path], folder: Path) -> Path:
-    folder.mkdir(parents=True)
-    for p in paths:
-        (folder / p.name).symlink_to(p)
-    return folder
-
-
 def test_half_of_the_calibration_folder_is_held_out_the_same_way_every_run(tmp_path, no_verification_folder, monkeypatch):
-    folder = _link(sorted(shared_path("faces", "pairs", "pairs.csv").parent.glob("*.jpg")), tmp_path / "photos")
+    folder = link_photos(sorted(shared_path("faces", "pairs", "pairs.csv").parent.glob("*.jpg")), tmp_path / "photos")
     held = held_out_verification(str(folder), None)
     names = [p.name for p in list_images(folder)]
     assert held is not None and held.folder == folder and held.pictures == len(names)
@@ -65,7 +57,7 @@ def test_half_of_the_calibration_folder_is_held_out_the_same_way_every_run(tmp_p
 
 
 def test_a_folder_too_small_to_split_is_refused_saying_why(tmp_path, mirror, no_verification_folder):
-    folder = _link(sorted(shared_path("faces", "portraits").glob("*.jpg"))[:8], tmp_path / "photos")
+    folder = link_photos(sorted(shared_path("faces", "portraits").glob("*.jpg"))[:8], tmp_path / "photos")
     with pytest.raises(InvalidArgumentError, match=r"No --verify-images was given, so half of --calib's pictures \(at most 300\) were held out to verify on"):
         export_model("ghostfacenet-dsitweed-w0.5-e16", "tflite-int8", tmp_path / "out", mirror=mirror, calib=folder)
     # a saved set (gfn-calib build) has no pictures at hand to split: refused rather than synthetic
@@ -80,7 +72,7 @@ def test_int8_from_a_checkpoint_and_one_folder_is_verified_on_its_held_out_half(
     """The user's command with one folder of photos: the calibration uses half of it, every artifact
     is verified on real faces of the other half (labelled pairs included where both are held out)."""
     checkpoint = shared_path("models", *E6.split("/"))
-    folder = _link(sorted(shared_path("faces", "pairs", "pairs.csv").parent.iterdir()), tmp_path / "photos")
+    folder = link_photos(sorted(shared_path("faces", "pairs", "pairs.csv").parent.iterdir()), tmp_path / "photos")
     (result,) = export_model(str(checkpoint), "onnx-int8", tmp_path / "out", mirror=mirror, calib=folder)
     assert result.error is None and result.bundle is not None, result.failures
     manifest = json.loads((result.bundle / "manifest.json").read_text())
