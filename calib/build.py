@@ -221,7 +221,7 @@ def augment_copies(augment: bool | None, found: int, cap: int | None = None) -> 
     return 2 if augment else 0
 
 
-def _detector_samples(spec: ModelSpec, files: list[Path], root: Path) -> tuple[list[np.ndarray], list[dict], list[tuple[str, str]]]:
+def _detector_samples(spec: ModelSpec, files: list[Path], root: Path, digests: dict[Path, str]) -> tuple[list[np.ndarray], list[dict], list[tuple[str, str]]]:
     size = spec.preprocess.input_size
     if size is None:
         raise CalibrationError(f"{spec.name} has no fixed input size; pass the export input size")
@@ -235,18 +235,21 @@ def _detector_samples(spec: ModelSpec, files: list[Path], root: Path) -> tuple[l
             continue
         canvas, _ = detector_canvas(image, spec.preprocess, size)  # the device Detector's own builder
         samples.append(canvas)
-        sources.append({"image": path.name, "path": rel, "sha256": _file_sha(path), "samples": 1})
+        sources.append({"image": path.name, "path": rel, "sha256": digests[path], "samples": 1})
     return samples, sources, skipped
 
 
-def _samples(spec: ModelSpec, files: list[Path], root: Path, faces: CalibrationFaces | None, min_face_size: float, gates: QualityGates | None):
-    """(samples, sources, skipped) of ``files`` by the task's recipe."""
+def _samples(
+    spec: ModelSpec, files: list[Path], root: Path, digests: dict[Path, str], faces: CalibrationFaces | None, min_face_size: float, gates: QualityGates | None
+):
+    """(samples, sources, skipped) of ``files`` by the task's recipe; ``digests``: each file's
+    SHA-256, taken once when duplicates were sorted out and recorded in the sources."""
     if spec.task == "detect":
-        return _detector_samples(spec, files, root)
+        return _detector_samples(spec, files, root, digests)
     if spec.task == "embed":
-        return _face_samples(spec, files, root, faces, min_face_size, gates)
+        return _face_samples(spec, files, root, digests, faces, min_face_size, gates)
     if spec.task == "liveness":
-        return _liveness_samples(spec, files, root, faces, min_face_size)
+        return _liveness_samples(spec, files, root, digests, faces, min_face_size)
     raise CalibrationError(f"no calibration recipe for task {spec.task!r}")
 
 
@@ -256,7 +259,7 @@ def _crop_geometry(spec: ModelSpec) -> CropGeometry:
 
 
 def _face_samples(
-    spec: ModelSpec, files: list[Path], root: Path, finder: CalibrationFaces, min_face_size: float, gates: QualityGates | None
+    spec: ModelSpec, files: list[Path], root: Path, digests: dict[Path, str], finder: CalibrationFaces, min_face_size: float, gates: QualityGates | None
 ) -> tuple[list[np.ndarray], list[dict], list[tuple[str, str]]]:
     crops, faces, skipped = finder.aligned_faces(files, root, min_face_size, _crop_geometry(spec))
     skipped = list(skipped)
@@ -279,13 +282,13 @@ def _face_samples(
                 skipped.append((rel, "no face passed the quality gates"))
             continue
         samples.extend(crops[i] for i in idx)
-        sources.append({"image": path.name, "path": rel, "sha256": _file_sha(path), "samples": len(idx)})
+        sources.append({"image": path.name, "path": rel, "sha256": digests[path], "samples": len(idx)})
     if rejected:
         log.info("calibration faces rejected by quality gates: %s", rejected)
     return samples, sources, skipped
 
 
-def _liveness_samples(spec: ModelSpec, files: list[Path], root: Path, finder: CalibrationFaces, min_face_size: float):
+def _liveness_samples(spec: ModelSpec, files: list[Path], root: Path, digests: dict[Path, str], finder: CalibrationFaces, min_face_size: float):
     boxes, skipped = finder.face_boxes(files, root, min_face_size)
     by_image: dict[str, list] = {}
     for b in boxes:
@@ -299,7 +302,7 @@ def _liveness_samples(spec: ModelSpec, files: list[Path], root: Path, finder: Ca
         image = read_image(path)
         for b in found:
             samples.append(liveness_crop(image, b.box, spec.preprocess))
-        sources.append({"image": path.name, "path": rel, "sha256": _file_sha(path), "samples": len(found)})
+        sources.append({"image": path.name, "path": rel, "sha256": digests[path], "samples": len(found)})
     return samples, sources, list(skipped)
 
 
@@ -338,6 +341,7 @@ def build_calibration_set(
     cap = num_samples if num_samples is not None else (100 if spec.task == "detect" else 300)
     gates = QualityGates() if quality_gates else None
     found, drawn = len(files), 0
+    digests: dict[Path, str] = {}  # each drawn file hashed once: duplicates, then the sources' sha256
     unique: set[str] = set()
     duplicates = 0
     samples, sources, skipped = [], [], []
@@ -352,9 +356,10 @@ def build_calibration_set(
                 duplicates += 1
                 continue
             unique.add(key)
+            digests[p] = key
             fresh.append(p)
         if fresh:
-            more, more_sources, more_skipped = _samples(spec, fresh, root, faces, min_face_size, gates)
+            more, more_sources, more_skipped = _samples(spec, fresh, root, digests, faces, min_face_size, gates)
             samples, sources, skipped = samples + more, sources + more_sources, skipped + more_skipped
     if drawn < found:
         log.info("calibration: %d of the %d pictures in %s drawn (seed %d) for at most %d samples", drawn, found, images, seed, cap)
