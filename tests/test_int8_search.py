@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -55,12 +56,14 @@ def _search(
     stored_int8: int | None = None,
     fails_on_a76: set[str] | None = None,
     task: str = "embed",
+    closer: bool = False,
     **search_args,
 ) -> list[str]:
     """Runs run_search with a fake quantiser and verifier: ``results`` maps an attempt's label to
     (cos_mean, cos_min, pair Δ[, share of pair decisions kept]); returns the labels in the order the search tried them (and appends
     the artifact it chose to ``chosen``, and each distillation asked for, as (groups, from the
-    bias-corrected model), to ``distilled``). Each build takes ``build_seconds``. With
+    bias-corrected model), to ``distilled``). Each build takes ``build_seconds``. The steps after a
+    recogniser's winner (export/int8/closer.py) run only with ``closer``. With
     ``fails_on_a76`` the user named a Cortex-A76 (``--verify-on``), where those labels fail; the
     labels checked there are appended to ``shared["a76"]``."""
     import time
@@ -114,6 +117,8 @@ def _search(
     monkeypatch.setattr(search, "write_manifest", lambda *a, **k: None)
     monkeypatch.setattr(search, "_calibration_note", lambda ctx, method: {})
     monkeypatch.setattr(search, "_compare_with_fp32", lambda *a: {})
+    if not closer:
+        monkeypatch.setattr(search, "_closer_wanted", lambda *a: False)
     (tmp_path / "bundle").mkdir(parents=True)
     ctx = SimpleNamespace(
         options={"distill_seconds": 0, "rounding_seconds": 0, **(options or {})},
@@ -810,3 +815,117 @@ def test_a_single_level_model_has_no_coarser_levels():
 
     model, x = OneLevel().eval(), torch.zeros(1, 3, 16, 16)
     assert pyramid_groups(model, x) == ([], groups_in_order(model, x)) == ([], ["stem", "relu", "head"])
+
+
+def test_the_closer_steps_add_the_next_ranked_groups_to_what_shipped():
+    from gfn_edge.export.int8.closer import next_group_sets
+
+    ranked = ["stem", "blocks.3", "blocks.0", "blocks.4", "blocks.2"]
+    assert next_group_sets((), ranked, [1, 2, 3, 4]) == [
+        ("stem",),
+        ("stem", "blocks.3"),
+        ("stem", "blocks.3", "blocks.0"),
+        ("stem", "blocks.3", "blocks.0", "blocks.4"),
+    ]
+    # groups that shipped are kept, in their order, and not added twice; sizes it already has are skipped
+    assert next_group_sets(("blocks.3", "last"), ranked, [1, 2, 3, 4, 6]) == [
+        ("blocks.3", "last", "stem"),
+        ("blocks.3", "last", "stem", "blocks.0"),
+        ("blocks.3", "last", "stem", "blocks.0", "blocks.4", "blocks.2"),
+    ]
+    assert next_group_sets(tuple(ranked), ranked, [1, 2, 3, 4, 6]) == []  # nothing left to add
+    assert next_group_sets((), ranked, [8]) == []  # more than the ranking has
+
+
+def _closer_search(tmp_path, monkeypatch, results, slow: dict[str, float] | None = None, **kwargs):
+    """A recogniser whose plain min/max passes at (0.998, 0.995, 0, 0.994), its next steps as ``results``
+    says; latency 1 ms unless ``slow`` names the label's. Returns (tried, the chosen artifact)."""
+    from gfn_edge.export.int8 import closer, search
+
+    one = lambda folder: (slow or {}).get((folder / "label").read_text(), 1.0)  # noqa: E731
+    monkeypatch.setattr(search, "paired_latency_ms", lambda folders, *a, **k: [one(f) for f in folders])
+    monkeypatch.setattr(closer, "_bytes", lambda outcome: 1000)  # the stand-in files are their labels
+    chosen: list = []
+    tried = _search(tmp_path, monkeypatch, {"minmax": (0.998, 0.995, 0.0, 0.994), **results}, chosen=chosen, closer=True, **kwargs)
+    return tried, chosen[0]
+
+
+def test_a_recogniser_that_passes_ships_more_groups_in_float_where_closer_and_no_bigger_or_slower(tmp_path, monkeypatch):
+    """w0.5-e6 onnx-int8 passed with nothing in float (cos_mean 0.99826) and its INT8 pipeline changed
+    5 of 349 pair decisions; its four most damaged groups in float 0.99912, 1 changed, in a smaller
+    file that runs faster (float early layers beat the int8 kernels there). The search's steps of
+    groups are tried after the winner; one that is not closer by a fifth of the error is passed over."""
+    steps = {"minmax + float stem": (0.9983, 0.995, 0.0, 0.994), "minmax + float stem, blocks.1": (0.9991, 0.996, 0.0, 1.0)}
+    tried, artifact = _closer_search(tmp_path / "ships", monkeypatch, steps)
+    assert tried == ["minmax", "minmax + float stem", "minmax + float stem, blocks.1"]  # the ranking's steps of 1 and 2 (half its 4 groups)
+    assert artifact.notes["float_groups"] == ["stem", "blocks.1"]
+    kept = artifact.notes["closer_float_groups"]
+    assert kept[0].startswith("1 groups: not closer: cos_mean 0.998300") and kept[1].startswith("2 groups: shipped (cos_mean 0.999100 against 0.998000")
+    assert any("kept in float" in r for r in artifact.notes["remedies"])
+    # where the backend stores the float groups' weights as int8 (QDQ graphs), the steps do
+    tried, artifact = _closer_search(
+        tmp_path / "int8-weights",
+        monkeypatch,
+        {"minmax + float stem (their weights int8)": (0.9991, 0.996, 0.0, 1.0)},
+        corrects_biases=True,
+        int8_float_group_weights=True,
+    )
+    assert tried[1] == "minmax + float stem (their weights int8)" and artifact.notes["attempts"][-2]["int8_weights"] is True
+    assert artifact.notes["float_groups"] == ["stem"]
+
+
+@pytest.mark.parametrize(
+    "case,results,slow,why",
+    [
+        ("slower", {"minmax + float stem": (0.9991, 0.996, 0.0, 1.0)}, {"minmax + float stem": 1.2}, "1 groups: slower: median 1.200 ms against 1.000"),
+        ("more decisions changed", {"minmax + float stem": (0.9991, 0.996, 0.0, 0.991)}, None, "1 groups: more pair decisions changed"),
+        ("fails", {}, None, "1 groups: failed verification"),
+    ],
+)
+def test_a_closer_step_that_costs_speed_or_decisions_is_not_shipped_and_the_next_is_tried(tmp_path, monkeypatch, case, results, slow, why):
+    two = {"minmax + float stem, blocks.1": (0.9995, 0.998, 0.0, 1.0)}
+    tried, artifact = _closer_search(tmp_path / "then", monkeypatch, {**results, **two}, slow)
+    assert tried == ["minmax", "minmax + float stem", "minmax + float stem, blocks.1"], case
+    assert artifact.notes["float_groups"] == ["stem", "blocks.1"] and artifact.notes["closer_float_groups"][0].startswith(why), artifact.notes[
+        "closer_float_groups"
+    ]
+    # the next step judged against what shipped, the plain model, not against the refused one
+    tried, artifact = _closer_search(tmp_path / "alone", monkeypatch, results, slow)
+    assert artifact.notes["float_groups"] == [] and len(artifact.notes["closer_float_groups"]) == 2
+
+
+def test_a_larger_closer_step_is_not_shipped(tmp_path, monkeypatch):
+    from gfn_edge.export.int8 import closer
+
+    shipped = SimpleNamespace(passed=True, metrics={"cos_mean": 0.998, "pair_decisions_agree": 0.994}, failures=[])
+    step = SimpleNamespace(passed=True, metrics={"cos_mean": 0.9991, "pair_decisions_agree": 0.994}, failures=[])
+    timed = []
+    assert closer.refusal(shipped, step, 1000, 1100, lambda: timed.append(1) or (1.0, 0.5)) == ""  # a tenth larger: w0.5-e6 tflite-int8's 5 %
+    assert closer.refusal(shipped, step, 1000, 1101, lambda: timed.append(1) or (1.0, 0.5)) == "larger: 1101 bytes against 1000"
+    assert len(timed) == 1  # not timed once refused
+
+
+def test_no_closer_steps_for_learned_models_user_groups_or_detectors(tmp_path, monkeypatch):
+    steps = {"minmax + float stem": (0.9995, 0.998, 0.0, 1.0)}
+    # the user's --int8-float groups ship as asked
+    from gfn_edge.export.int8 import search
+
+    monkeypatch.setattr(search, "check_user_groups", lambda ctx, model: None)  # the stand-in model has them
+    tried, _ = _closer_search(
+        tmp_path / "user", monkeypatch, {"minmax + float blocks.2": (0.998, 0.995, 0.0, 0.994), **steps}, options={"float_groups": ["blocks.2"]}
+    )
+    assert tried == ["minmax + float blocks.2"]
+    # a detector's float groups are chosen by its own steps
+    tried, _ = _closer_search(tmp_path / "detector", monkeypatch, steps, task="detect")
+    assert tried == ["minmax"]
+    # --max-float-groups 0: nothing in float, ever
+    tried, _ = _closer_search(tmp_path / "none", monkeypatch, steps, options={"max_float_groups": 0})
+    assert tried == ["minmax"]
+    # a distilled model is tuned for its own groups in float
+    learned = {
+        "minmax": (0.97, 0.9, 1.0),
+        "minmax + distillation QAT + float stem, blocks.1": (0.996, 0.985, 0.0, 1.0),
+        "minmax + float stem, blocks.1, blocks.2": (0.9995, 0.998, 0.0, 1.0),
+    }
+    tried = _search(tmp_path / "distilled", monkeypatch, learned, options={"distill_seconds": 60}, closer=True)
+    assert tried[-1] == "minmax + distillation QAT + float stem, blocks.1"

@@ -53,6 +53,7 @@ from ..context import ExportContext
 from ..manifest_writer import write_manifest
 from ..target_info import TARGETS, Artifact, TargetInfo
 from ..verify_on import platform_failures
+from .closer import closer, next_group_sets
 from .half_weights import MIN_WEIGHTS as MIN_HALF_WEIGHTS
 from .prepare import Int8Preparation, groups_in_order, prepare_for_int8, pyramid_groups, rank_groups
 
@@ -799,6 +800,23 @@ def run_search(
         winner = _slimmer(winner, attempt, info.name, on_platforms=on_platforms)
     if winner is not None and half_float_weights and not (winner.attempt.int8_weights or winner.attempt.half_weights):
         winner = _slimmer(winner, attempt, info.name, "fp16", on_platforms=on_platforms)
+    if winner is not None and _closer_wanted(ctx, winner, recipe) and time_left() > 0:
+        ranked = [g for g, damage in sensitivity(ctx) if is_module_group(prep.model, g) and damage > 0]
+        _, steps = plan(ctx, methods, ranked, model_groups=len([g for g, _ in sensitivity(ctx) if is_module_group(prep.model, g)]))
+        if int8_float_group_weights and winner.attempt.route == remedy_route:
+            storage = {"int8_weights": True, "half_weights": False}
+        else:
+            storage = {"int8_weights": False, "half_weights": half_float_weights}
+        winner = closer(
+            winner,
+            attempt,
+            next_group_sets(winner.attempt.float_groups, ranked, [len(s) for s in steps]),
+            storage,
+            lambda shipped, step: tuple(paired_latency_ms([shipped, step], rounds=SLIMMER_ROUNDS, threads=1)),
+            on_platforms,
+            info.name,
+            _BudgetSpent,
+        )
     built = [o for o in outcomes if o.artifact is not None]
     if not built:
         raise RuntimeError(f"{info.name}: every quantisation attempt failed: " + "; ".join(o.failures[0] for o in outcomes))
@@ -931,6 +949,14 @@ def _slack_given_back(winner: Outcome, slim: Outcome) -> str:
         if key not in _STEPPED and key in slimmed and slack > 0 and slimmed[key] < SLIMMER_KEEPS * slack
     ]
     return ", ".join(worse)
+
+
+def _closer_wanted(ctx: ExportContext, winner: Outcome, recipe: Attempt | None) -> bool:
+    """Whether the search tries more float groups after ``winner`` (:mod:`.closer`): for recognisers,
+    on a plain or bias-corrected quantisation (the learned steps' models are fitted to their own
+    groups), not where the user's ``--int8-float`` or the registry's recipe said what ships."""
+    a = winner.attempt
+    return ctx.spec.task == "embed" and not (a.distilled or a.rounded) and (recipe is None or replace(a, int8_weights=False, half_weights=False) != recipe)
 
 
 def _calibration_note(ctx: ExportContext, method: str) -> dict[str, Any]:
