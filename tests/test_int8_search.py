@@ -871,7 +871,7 @@ def test_a_recogniser_that_passes_ships_more_groups_in_float_where_closer_and_no
         int8_float_group_weights=True,
     )
     assert tried[1] == "minmax + float stem (their weights int8)" and artifact.notes["attempts"][-2]["int8_weights"] is True
-    assert artifact.notes["float_groups"] == ["stem"]
+    assert artifact.notes["float_groups"] == ["stem"] and artifact.notes["int8_weights_of_float_groups"].startswith("shipped: stored so in the closer step")
 
 
 @pytest.mark.parametrize(

@@ -119,9 +119,11 @@ def closer(
             continue
         notes.append(f"{len(groups)} groups: shipped (cos_mean {step.metrics['cos_mean']:.6f} against {shipped.metrics['cos_mean']:.6f}, {_bytes(step)} bytes)")
         log.info("%s: %s ships, closer at no cost (%s)", target, candidate.label(), notes[-1])
-        for key in ("int8_weights_of_float_groups", "fp16_weights_of_float_ops"):
-            if key in shipped.artifact.notes:
-                step.artifact.notes.setdefault(key, shipped.artifact.notes[key])
+        for key, flag in (("int8_weights_of_float_groups", "int8_weights"), ("fp16_weights_of_float_ops", "half_weights")):
+            if getattr(candidate, flag):
+                step.artifact.notes[key] = "shipped: stored so in the closer step, verified, no bigger or slower than the model before it"
+            elif key in shipped.artifact.notes:  # what the winner's own variants found, said as such
+                step.artifact.notes[key] = "before the closer steps: " + shipped.artifact.notes[key]
         shipped = step
     if notes:
         shipped.artifact.notes["closer_float_groups"] = notes
