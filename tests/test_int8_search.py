@@ -860,7 +860,10 @@ def test_a_recogniser_that_passes_ships_more_groups_in_float_where_closer_and_no
     assert tried == ["minmax", "minmax + float stem", "minmax + float stem, blocks.1"]  # the ranking's steps of 1 and 2 (half its 4 groups)
     assert artifact.notes["float_groups"] == ["stem", "blocks.1"]
     kept = artifact.notes["closer_float_groups"]
-    assert kept[0].startswith("1 groups: not closer: cos_mean 0.998300") and kept[1].startswith("2 groups: shipped (cos_mean 0.999100 against 0.998000")
+    assert kept[0].startswith("1 groups: not closer: cos_mean 0.998300") and kept[1].startswith(
+        "2 groups: closer at no cost (cos_mean 0.999100 against 0.998000"
+    )
+    assert kept[2] == "shipped: 2 groups"
     assert any("kept in float" in r for r in artifact.notes["remedies"])
     # where the backend stores the float groups' weights as int8 (QDQ graphs), the steps do
     tried, artifact = _closer_search(
@@ -891,7 +894,7 @@ def test_a_closer_step_that_costs_speed_or_decisions_is_not_shipped_and_the_next
     ]
     # the next step judged against what shipped, the plain model, not against the refused one
     tried, artifact = _closer_search(tmp_path / "alone", monkeypatch, results, slow)
-    assert artifact.notes["float_groups"] == [] and len(artifact.notes["closer_float_groups"]) == 2
+    assert artifact.notes["float_groups"] == [] and len(artifact.notes["closer_float_groups"]) == 2  # no "shipped:" note: nothing changed
 
 
 def test_a_larger_closer_step_is_not_shipped(tmp_path, monkeypatch):
@@ -929,3 +932,19 @@ def test_no_closer_steps_for_learned_models_user_groups_or_detectors(tmp_path, m
     }
     tried = _search(tmp_path / "distilled", monkeypatch, learned, options={"distill_seconds": 60}, closer=True)
     assert tried[-1] == "minmax + distillation QAT + float stem, blocks.1"
+
+
+def test_with_named_cpus_only_the_closer_step_that_would_ship_is_verified_there(tmp_path, monkeypatch):
+    """Each emulated verification takes minutes: the steps kept on the way are not verified on the
+    named CPUs, the last one is, and where it fails there the model before the steps ships."""
+    steps = {"minmax + float stem": (0.9991, 0.996, 0.0, 1.0), "minmax + float stem, blocks.1": (0.9995, 0.998, 0.0, 1.0)}
+    for fails, ships in ((set(), ["stem", "blocks.1"]), ({"minmax + float stem, blocks.1"}, [])):
+        shared: dict = {}
+        _, artifact = _closer_search(tmp_path / str(len(fails)), monkeypatch, steps, shared=shared, fails_on_a76=fails)
+        assert shared["a76"] == ["minmax", "minmax + float stem, blocks.1"]  # the winner, then the last step kept
+        assert artifact.notes["float_groups"] == ships
+        assert artifact.notes["closer_float_groups"][-1] == (
+            "shipped: 2 groups"
+            if ships
+            else "shipped: the model before the steps (2 groups fail on the named CPUs: on cortex-a76: pair_acc_delta = 0.57 > 0.5)"
+        )

@@ -95,11 +95,14 @@ def closer(
     stop: type[Exception],
 ) -> Any:
     """``shipped`` or the last of its steps to ``group_sets`` (each with the float groups' weights
-    stored as ``storage`` says) that :func:`refusal` let through against the one shipped before it.
+    stored as ``storage`` says) that :func:`refusal` let through against the one kept before it.
     Every step is tried, whatever the one before it did (w0.5-e6 onnx-int8's one-group step turned
     two pairs the wrong way, its four-group step none), until ``attempt`` raises ``stop`` (the
-    search's budget). Each step's verdict is noted in the returned artifact's ``closer_float_groups``."""
+    search's budget). With ``--verify-on`` only the step that would ship is verified on the named
+    CPUs (minutes each under emulation); where it fails there, ``shipped`` stays. Each step's
+    verdict is noted in the returned artifact's ``closer_float_groups``."""
     notes: list[str] = []
+    kept = shipped
     for groups in group_sets:
         candidate = replace(shipped.attempt, float_groups=groups, **storage)
         try:
@@ -108,23 +111,28 @@ def closer(
             notes.append(f"{len(groups)} groups: not tried, the search's time budget is spent")
             break
         try:
-            why = refusal(shipped, step, _bytes(shipped), _bytes(step) if step.artifact else 0, partial(latency_ms, shipped.folder, step.folder))
-        except Exception as exc:  # a timing failure must not fail the export: unmeasured, the shipped model stays
+            why = refusal(kept, step, _bytes(kept), _bytes(step) if step.artifact else 0, partial(latency_ms, kept.folder, step.folder))
+        except Exception as exc:  # a timing failure must not fail the export: unmeasured, the model kept stays
             why = f"could not be timed: {type(exc).__name__}: {exc}"
-        if not why and not on_platforms(step).passed:
-            why = "fails on the named CPUs: " + "; ".join(step.failures)
         if why:
             notes.append(f"{len(groups)} groups: {why}")
-            log.info("%s: %s not shipped: %s", target, candidate.label(), why)
+            log.info("%s: %s not kept: %s", target, candidate.label(), why)
             continue
-        notes.append(f"{len(groups)} groups: shipped (cos_mean {step.metrics['cos_mean']:.6f} against {shipped.metrics['cos_mean']:.6f}, {_bytes(step)} bytes)")
-        log.info("%s: %s ships, closer at no cost (%s)", target, candidate.label(), notes[-1])
+        notes.append(
+            f"{len(groups)} groups: closer at no cost (cos_mean {step.metrics['cos_mean']:.6f} against {kept.metrics['cos_mean']:.6f}, {_bytes(step)} bytes)"
+        )
+        log.info("%s: %s kept, %s", target, candidate.label(), notes[-1].split(": ", 1)[1])
+        kept = step
+    if kept is not shipped and not on_platforms(kept).passed:
+        notes.append(f"shipped: the model before the steps ({len(kept.attempt.float_groups)} groups fail on the named CPUs: {'; '.join(kept.failures)})")
+        kept = shipped
+    elif kept is not shipped:
+        notes.append(f"shipped: {len(kept.attempt.float_groups)} groups")
         for key, flag in (("int8_weights_of_float_groups", "int8_weights"), ("fp16_weights_of_float_ops", "half_weights")):
-            if getattr(candidate, flag):
-                step.artifact.notes[key] = "shipped: stored so in the closer step, verified, no bigger or slower than the model before it"
+            if getattr(kept.attempt, flag):
+                kept.artifact.notes[key] = "shipped: stored so in the closer step, verified, no bigger or slower than the model before it"
             elif key in shipped.artifact.notes:  # what the winner's own variants found, said as such
-                step.artifact.notes[key] = "before the closer steps: " + shipped.artifact.notes[key]
-        shipped = step
+                kept.artifact.notes[key] = "before the closer steps: " + shipped.artifact.notes[key]
     if notes:
-        shipped.artifact.notes["closer_float_groups"] = notes
-    return shipped
+        kept.artifact.notes["closer_float_groups"] = notes
+    return kept
