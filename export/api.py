@@ -294,7 +294,7 @@ def _build_bundle(run: _Run, name: str, info: Any, staging: Path, work_dir: Path
         export={"created": now_utc(), "notes": artifact.notes, "flops": manifest_flops(staging, artifact.files, work_dir)},
     )
     manifest.write(staging)
-    result.size_bytes = sum((staging / f).stat().st_size for f in artifact.files.values())
+    result.size_bytes = artifact.size_bytes(staging)
     return manifest
 
 

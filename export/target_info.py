@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from gfn_edge.manifest import TensorSpec, artifact_format, preferred_backend
@@ -20,6 +21,10 @@ class Artifact:
     outputs: list[TensorSpec]
     tools: dict[str, str] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)  # what was done (INT8 remedies, converter route...)
+
+    def size_bytes(self, folder: Path) -> int:
+        """The bytes of this artifact's files as written in ``folder``."""
+        return sum((Path(folder) / f).stat().st_size for f in self.files.values())
 
 
 @dataclass(frozen=True)

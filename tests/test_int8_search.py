@@ -840,11 +840,12 @@ def test_the_closer_steps_add_the_next_ranked_groups_to_what_shipped():
 def _closer_search(tmp_path, monkeypatch, results, slow: dict[str, float] | None = None, **kwargs):
     """A recogniser whose plain min/max passes at (0.998, 0.995, 0, 0.994), its next steps as ``results``
     says; latency 1 ms unless ``slow`` names the label's. Returns (tried, the chosen artifact)."""
-    from gfn_edge.export.int8 import closer, search
+    from gfn_edge.export.int8 import search
+    from gfn_edge.export.target_info import Artifact
 
     one = lambda folder: (slow or {}).get((folder / "label").read_text(), 1.0)  # noqa: E731
     monkeypatch.setattr(search, "paired_latency_ms", lambda folders, *a, **k: [one(f) for f in folders])
-    monkeypatch.setattr(closer, "_bytes", lambda outcome: 1000)  # the stand-in files are their labels
+    monkeypatch.setattr(Artifact, "size_bytes", lambda self, folder: 1000)  # the stand-in files are their labels
     chosen: list = []
     tried = _search(tmp_path, monkeypatch, {"minmax": (0.998, 0.995, 0.0, 0.994), **results}, chosen=chosen, closer=True, **kwargs)
     return tried, chosen[0]

@@ -60,7 +60,7 @@ def next_group_sets(shipped: tuple[str, ...], ranked: list[str], sizes: list[int
     return sets
 
 
-def refusal(shipped: Any, step: Any, shipped_bytes: int, step_bytes: int, latency_ms: Callable[[], tuple[float, float]] | None) -> str:
+def refusal(shipped: Any, step: Any, shipped_bytes: int, step_bytes: int, latency_ms: Callable[[], tuple[float, float]]) -> str:
     """Why ``step`` (an Outcome) does not replace ``shipped``; empty where it does. ``latency_ms``
     times both (shipped, step) and is only called once every other condition holds."""
     if not step.passed:
@@ -73,15 +73,10 @@ def refusal(shipped: Any, step: Any, shipped_bytes: int, step_bytes: int, latenc
         return f"more pair decisions changed: pair_decisions_agree {step_agree:.5f} against {agree:.5f}"
     if step_bytes > CLOSER_GROWTH * shipped_bytes:
         return f"larger: {step_bytes} bytes against {shipped_bytes}"
-    if latency_ms is not None:
-        ms, step_ms = latency_ms()
-        if step_ms > CLOSER_SLOWDOWN * ms:
-            return f"slower: median {step_ms:.3f} ms against {ms:.3f}"
+    ms, step_ms = latency_ms()
+    if step_ms > CLOSER_SLOWDOWN * ms:
+        return f"slower: median {step_ms:.3f} ms against {ms:.3f}"
     return ""
-
-
-def _bytes(outcome: Any) -> int:
-    return sum((Path(outcome.folder) / f).stat().st_size for f in outcome.artifact.files.values())
 
 
 def closer(
@@ -110,8 +105,9 @@ def closer(
         except stop:
             notes.append(f"{len(groups)} groups: not tried, the search's time budget is spent")
             break
+        step_bytes = step.artifact.size_bytes(step.folder) if step.artifact else 0
         try:
-            why = refusal(kept, step, _bytes(kept), _bytes(step) if step.artifact else 0, partial(latency_ms, kept.folder, step.folder))
+            why = refusal(kept, step, kept.artifact.size_bytes(kept.folder), step_bytes, partial(latency_ms, kept.folder, step.folder))
         except Exception as exc:  # a timing failure must not fail the export: unmeasured, the model kept stays
             why = f"could not be timed: {type(exc).__name__}: {exc}"
         if why:
@@ -119,7 +115,7 @@ def closer(
             log.info("%s: %s not kept: %s", target, candidate.label(), why)
             continue
         notes.append(
-            f"{len(groups)} groups: closer at no cost (cos_mean {step.metrics['cos_mean']:.6f} against {kept.metrics['cos_mean']:.6f}, {_bytes(step)} bytes)"
+            f"{len(groups)} groups: closer at no cost (cos_mean {step.metrics['cos_mean']:.6f} against {kept.metrics['cos_mean']:.6f}, {step_bytes} bytes)"
         )
         log.info("%s: %s kept, %s", target, candidate.label(), notes[-1].split(": ", 1)[1])
         kept = step
