@@ -28,6 +28,7 @@ def test_module_help_runs():
     "argv, message",
     [
         (["verify", "x.bin"], "give --reference and/or --bundle"),
+        (["verify", "pairs.csv", "--bundle", "rec", "--bundle-detector", "det"], "at least one more --bundle"),
         (["detect"], "detect needs --widerface-gt"),
         (["detect", "--images", "."], "give --reference and at least one --bundle"),
         (["ijb", "/nonexistent/IJBB", "--bundle", "/nonexistent/bundle"], "does not exist"),
@@ -57,9 +58,49 @@ def test_verify_pairs_csv_reference_and_onnx_bundle(tmp_path, faces_dir, bundles
     # 273 different-person pairs: FAR=1e-3 is given with a warning, 1e-4 is not given
     assert ref["tar_at_far"]["1e-03"]["tar"] is not None and "only" in ref["tar_at_far"]["1e-03"]["reason"]
     assert ref["tar_at_far"]["1e-04"]["tar"] is None and "100,000" in ref["tar_at_far"]["1e-04"]["reason"]
+    # the FP32 bundle decides every pair as the reference does, at the reference's own threshold
+    assert art["decisions"]["against"] == RECOGNISER and art["decisions"]["pairs"] == ds["info"]["pairs_used"]
+    assert art["decisions"]["threshold"] == ref["best_threshold"] and art["decisions"]["changed"] == 0
+    assert "decisions" not in ref
     md = (out / "verify.md").read_text()
     assert RECOGNISER in md and bundle.name in md and "TAR@FAR=1e-04" in md
+    assert f"decisions changed vs {RECOGNISER}" in md and f"0 of {ds['info']['pairs_used']} (0.00 %; 0 / 0)" in md
     assert (out / "roc-pairs.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_verify_a_whole_pipeline_against_the_reference_pipeline(tmp_path, faces_dir, bundles):
+    """--bundle-detector: the models after the first get the faces a detection bundle found, the
+    first keeps --detector's, so a whole exported pipeline is judged by the decisions it changes."""
+    rec, det = bundles.get(RECOGNISER, "onnx"), bundles.get("retinaface-mnet025", "onnx")
+    pairs = str(faces_dir / "pairs" / "pairs.csv")
+
+    def verify(*argv: str) -> dict:
+        out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
+        assert main(["verify", pairs, "--no-flip", *argv, "--out", str(out)]) == 0
+        return json.loads((out / "verify.json").read_text())["datasets"][0]
+
+    # the same FP32 pipeline on two runtimes (the detector on onnxruntime, then on OpenVINO): pair
+    # scores move by 1e-4 at most, so no decision may change
+    other = bundles.get("retinaface-mnet025", "openvino")
+    same = verify("--bundle", str(rec), "--bundle", str(rec), "--detector", str(det), "--bundle-detector", str(other))
+    assert same["info"]["bundle_pairs_used"] == same["info"]["pairs_used"] >= 340
+    decisions = same["results"][f"{rec.name}#2"]["decisions"]
+    assert decisions["changed"] == 0 and decisions["pairs"] == same["info"]["pairs_used"]
+    assert same["results"][f"{rec.name}#2"]["auc"] == pytest.approx(same["results"][rec.name]["auc"], abs=1e-3)
+    # the reference pipeline (PyTorch RetinaFace at up to 1024 px, Keras) against the FP32 ONNX one
+    # (the bundle's RetinaFace at 640x480): the first model's numbers are those of its own crops
+    alone = verify("--reference", RECOGNISER)
+    both = verify("--reference", RECOGNISER, "--bundle", str(rec), "--bundle-detector", str(det))
+    ref, art = both["results"][RECOGNISER], both["results"][rec.name]
+    assert ref["auc"] == alone["results"][RECOGNISER]["auc"] and ref["best_threshold"] == alone["results"][RECOGNISER]["best_threshold"]
+    assert "reference retinaface-mnet025" in both["info"]["detector"] and det.name in both["info"]["bundle_detector"]
+    assert art["auc"] != ref["auc"], "the bundle was given the reference detector's crops"
+    assert art["decisions"]["pairs"] <= min(both["info"]["pairs_used"], both["info"]["bundle_pairs_used"])
+    # not asserted small: the detector's input size alone moves landmarks enough to change 7 of 349
+    # decisions here (2026-12-07), which is why the INT8 criterion compares with the FP32 pipeline
+    # on the device's own letterboxed input (tests/test_analyzer.py)
+    assert art["decisions"]["changed"] == art["decisions"]["now_wrong"] + art["decisions"]["now_right"]
 
 
 @pytest.mark.slow

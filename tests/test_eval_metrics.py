@@ -9,6 +9,8 @@ import struct
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gfn_edge.export.evaluation import binfile
 from gfn_edge.export.evaluation.pairs_csv import read_pairs
@@ -18,6 +20,7 @@ from gfn_edge.export.evaluation.suites import evaluate_pairs
 from gfn_edge.export.evaluation.verification import (
     auc,
     best_threshold,
+    decisions_changed,
     fold_indices,
     kfold_accuracy,
     roc_curve,
@@ -90,6 +93,32 @@ def test_best_threshold_matches_reference_implementation():
         same = rng.random(n) < 0.4
         assert best_threshold(scores, same) == pytest.approx(best_threshold_accuracy(scores, same))
     assert best_threshold([0.2, 0.4, 0.6, 0.8], [False, False, True, True]) == (1.0, pytest.approx(0.5))
+
+
+def test_decisions_changed_by_hand():
+    """Pairs decided otherwise than the first model at its threshold, and which way they went."""
+    first = SCORES
+    # pair 3 (same, 0.4) pushed over 0.55: now right; pair 4 (different, 0.7) pulled under: now right;
+    # pair 0 (same, 0.9) pulled under: now wrong; pair 6 (different, 0.3) pushed over: now wrong
+    moved = SCORES.copy()
+    moved[[3, 4, 0, 6]] = [0.6, 0.5, 0.5, 0.58]
+    d = decisions_changed(first, moved, SAME, 0.55)
+    assert d == {"threshold": 0.55, "pairs": 9, "changed": 4, "share": pytest.approx(4 / 9), "now_wrong": 2, "now_right": 2}
+    assert decisions_changed(first, first, SAME, 0.55)["changed"] == 0
+    with pytest.raises(ValueError, match="9 first-model scores, 8 scores"):
+        decisions_changed(first, first[:8], SAME, 0.55)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(-1, 1), st.floats(-1, 1), st.booleans()), min_size=1, max_size=40), st.floats(-1, 1))
+def test_decisions_changed_counts_each_changed_pair_once(rows, threshold):
+    first, scores, same = (np.array(c) for c in zip(*rows))
+    d = decisions_changed(first, scores, same, threshold)
+    assert d["changed"] == d["now_wrong"] + d["now_right"] == int(((first >= threshold) != (scores >= threshold)).sum())
+    # the accuracy moves by exactly what turned right less what turned wrong
+    acc = lambda s: int(((s >= threshold) == same).sum())  # noqa: E731
+    assert acc(scores) - acc(first) == d["now_right"] - d["now_wrong"]
+    assert decisions_changed(scores, first, same, threshold)["changed"] == d["changed"]
 
 
 def test_fold_indices():

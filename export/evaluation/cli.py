@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="reference",
         help="what finds and aligns faces in CSV photos, for every model alike: 'reference' (PyTorch RetinaFace-mnet0.25) or a detection bundle folder",
     )
+    v.add_argument(
+        "--bundle-detector",
+        metavar="BUNDLE",
+        help="a detection bundle that finds and aligns the faces for every model after the first (CSV photos only; "
+        "the first keeps --detector's): a whole exported pipeline against the reference pipeline, e.g. the INT8 one",
+    )
 
     j = sub.add_parser("ijb", help="IJB-B / IJB-C 1:1 template verification (TAR@FAR)")
     j.add_argument("root", help="the IJBB or IJBC release folder (holding meta/ and loose_crop/)")
@@ -143,6 +149,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     from . import suites
 
     out = Path(args.out)
+    if args.command == "verify" and args.bundle_detector and bool(args.reference) + len(args.bundle) < 2:
+        raise ValueError("--bundle-detector compares pipelines: give the first model (--reference or a first --bundle) and at least one more --bundle")
     if args.command in ("verify", "ijb"):
         models = _embedders(args)
         if not models:
@@ -161,6 +169,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 detector=args.detector,
                 mirror=args.mirror,
                 batch_size=args.batch_size,
+                bundle_detector=args.bundle_detector,
             )
         ]
     if args.command == "ijb":

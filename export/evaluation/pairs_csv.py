@@ -35,6 +35,7 @@ class CsvPairs:
     same: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
     failed: set[int] = field(default_factory=set)
+    rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # each pair's row in the CSV
 
     def __len__(self) -> int:
         return len(self.crops)
@@ -84,13 +85,14 @@ def load_csv_pairs(
     reasons = dict.fromkeys(missing, "missing file")
     reasons.update({n: why for n, why in skipped})
     used: dict[int, int] = {}  # face index -> crop row in the compact array
-    a, b, same, dropped = [], [], [], []
-    for r in rows:
+    a, b, same, dropped, kept_rows = [], [], [], [], []
+    for i, r in enumerate(rows):
         ka, kb = key[r.image_a], key[r.image_b]
         if ka in largest and kb in largest:
             a.append(used.setdefault(largest[ka], len(used)))
             b.append(used.setdefault(largest[kb], len(used)))
             same.append(r.same)
+            kept_rows.append(i)
         else:
             why = "; ".join(f"{k}: {reasons.get(k, 'no face')}" for k in (ka, kb) if k not in largest)
             dropped.append({"image_a": r.image_a, "image_b": r.image_b, "reason": why})
@@ -107,4 +109,12 @@ def load_csv_pairs(
         "detector": detector_desc,
         "crops": "largest face per photo, aligned to the ArcFace 112x112 template; the same crops for every model",
     }
-    return CsvPairs(path.stem, crops[order] if len(order) else crops[:0], np.asarray(a, np.int64), np.asarray(b, np.int64), np.asarray(same, bool), info)
+    return CsvPairs(
+        path.stem,
+        crops[order] if len(order) else crops[:0],
+        np.asarray(a, np.int64),
+        np.asarray(b, np.int64),
+        np.asarray(same, bool),
+        info,
+        rows=np.asarray(kept_rows, np.int64),
+    )

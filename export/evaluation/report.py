@@ -47,6 +47,12 @@ def _notes(notes: list[str], png: str | None) -> list[str]:
     return lines + [""] if lines else []
 
 
+def _decisions_cell(decisions: dict[str, Any] | None) -> str:
+    if not decisions:
+        return "-"
+    return f"{decisions['changed']} of {decisions['pairs']} ({pct(decisions['share'])} %; {decisions['now_wrong']} / {decisions['now_right']})"
+
+
 def format_verify(result: dict[str, Any]) -> str:
     """A README-style summary (accuracy per data set) and one detail table per data set."""
     runs_on = _runs_on(result)
@@ -70,21 +76,30 @@ def format_verify(result: dict[str, Any]) -> str:
             f"### {d['name']}: {first['pairs']} pairs ({first['same']} same, {first['different']} different), "
             f"{result['settings']['folds']} folds {info.get('fold_assignment', '')}, {flip}"
         )
-        if info.get("detector"):
+        if info.get("bundle_detector"):
+            out.append(f"faces found for {names[0]} by {info['detector']}, for the others by {info['bundle_detector']}; {info.get('crops', '')}")
+        elif info.get("detector"):
             out.append(f"faces found by {info['detector']}; {info.get('crops', '')}")
         if info.get("pairs_dropped") or info.get("decode_failures"):
             out.append(f"pairs left out: {info['pairs'] + info.get('pairs_dropped', 0) - info['pairs_used']} (no face / undecodable image)")
+        if "bundle_pairs_used" in info and info["bundle_pairs_used"] != info["pairs_used"]:
+            out.append(f"pairs the bundle detector found both faces of: {info['bundle_pairs_used']} (decisions are compared on the pairs both have)")
         out.append("")
         notes: list[str] = []
         fars = list(first["tar_at_far"])
+        changed = f"decisions changed vs {names[0]}"
         header = ["model", "runs on", "accuracy %", "threshold", "best-threshold acc %", "AUC %"] + [f"TAR@FAR={f}" for f in fars]
+        header += [changed] if len(names) > 1 else []
         rows = []
         for n in names:
             s = d["results"][n]
             acc = f"{pct(s['accuracy'])} ± {pct(s['accuracy_std'])}" if "accuracy" in s else "-"
             thr = f"{s['threshold']:.4f}" if "threshold" in s else "-"
-            rows.append([n, runs_on[n], acc, thr, pct(s["best_accuracy"]), pct(s["auc"]), *_tar_cells(s, notes)])
+            row = [n, runs_on[n], acc, thr, pct(s["best_accuracy"]), pct(s["auc"]), *_tar_cells(s, notes)]
+            rows.append(row + ([_decisions_cell(s.get("decisions"))] if len(names) > 1 else []))
         out += [table(header, rows), ""]
+        if len(names) > 1:
+            out += [f"{changed}: pairs decided otherwise at {names[0]}'s best-accuracy threshold (now wrong / now right)", ""]
         out += _notes(notes, d.get("roc_png"))
     return "\n".join(out)
 

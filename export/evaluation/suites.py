@@ -23,9 +23,10 @@ from gfn_edge.retinaface_decode import Detections
 from ..file_names import safe_name
 from . import ijb as ijb_mod
 from . import widerface
+from .pairs_csv import CsvPairs
 from .roc_plot import Curve, plot_pr, plot_roc
 from .runners import Detector, Embedder, embed_source
-from .verification import DEFAULT_FARS, MIN_NEGATIVES_FACTOR, pair_scores, summarize
+from .verification import DEFAULT_FARS, MIN_NEGATIVES_FACTOR, decisions_changed, pair_scores, summarize
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,17 @@ def evaluate_pairs(
     detector: str = "reference",
     mirror: str | None = None,
     batch_size: int = 64,
+    bundle_detector: str | None = None,
 ) -> dict[str, Any]:
-    """10-fold accuracy, AUC, TAR@FAR and a ROC PNG for every model on every pair set."""
+    """10-fold accuracy, AUC, TAR@FAR and a ROC PNG for every model on every pair set, and every
+    model's pair decisions against the first model's.
+
+    With ``bundle_detector`` (a detection bundle; pairs CSVs only) the models after the first are
+    given the faces that detector found and aligned, the first keeps ``detector``'s: a whole
+    exported pipeline (an INT8 detector and recogniser) against the reference pipeline, the
+    decisions it changes being issue 12's criterion (at most 1 %)."""
+    if bundle_detector is not None and len(embedders) < 2:
+        raise ValueError("--bundle-detector compares pipelines: give the first model (--reference or a first --bundle) and at least one more --bundle")
     result: dict[str, Any] = {
         "task": "verify",
         "settings": {"flip": flip, "folds": folds, "fars": list(fars), "min_negatives_factor": min_negatives_factor, "similarity": "cosine"},
@@ -81,21 +91,41 @@ def evaluate_pairs(
     used_names: set[str] = set()
     for item in data:
         pairs = open_pair_set(item, detector, mirror)
+        theirs = pairs  # what the models after the first are given
+        if bundle_detector is not None:
+            if not isinstance(pairs, CsvPairs):
+                raise ValueError(f"{item}: --bundle-detector finds faces in photos, so it needs a pairs CSV, not aligned crops")
+            theirs = open_pair_set(item, bundle_detector, mirror)
         stem = safe_name(pairs.name, "pairs")
         while stem in used_names:  # two "pairs.csv" from different folders keep separate plots
             stem += "_"
         used_names.add(stem)
         assignment = fold_assignment if fold_assignment != "auto" else ("interleaved" if pairs.info.get("format") == "pairs csv" else "contiguous")
-        emb = embed_source(embedders, pairs, flip, batch_size, desc=f"embedding {pairs.name}")
-        bad = np.asarray(sorted(pairs.failed), dtype=np.int64)
-        ok = ~(np.isin(pairs.a, bad) | np.isin(pairs.b, bad))
+        groups = [(list(embedders), pairs)] if theirs is pairs else [(list(embedders[:1]), pairs), (list(embedders[1:]), theirs)]
+        emb: dict[str, np.ndarray] = {}
+        for models, source in groups:
+            emb.update(embed_source(models, source, flip, batch_size, desc=f"embedding {pairs.name}"))
         info = dict(pairs.info)
-        info.update({"pairs": int(len(pairs.same)), "pairs_used": int(ok.sum()), "decode_failures": int(len(bad)), "fold_assignment": assignment})
+        ok = _usable(pairs)
+        info.update({"pairs": int(len(pairs.same)), "pairs_used": int(ok.sum()), "decode_failures": int(len(pairs.failed)), "fold_assignment": assignment})
+        if theirs is not pairs:
+            info["bundle_detector"] = theirs.info.get("detector")
+            info["bundle_pairs_used"] = int(_usable(theirs).sum())
         entry: dict[str, Any] = {"name": pairs.name, "info": info, "results": {}}
         curves, negatives = [], 0
-        for e in embedders:
-            scores = pair_scores(emb[e.name][pairs.a[ok]], emb[e.name][pairs.b[ok]])
-            summary, roc = summarize(scores, pairs.same[ok], fars, folds, assignment, min_negatives_factor)
+        first: tuple[str, dict[int, float], float] | None = None  # the first model's name, scores by pair and best threshold
+        for i, e in enumerate(embedders):
+            source = pairs if i == 0 else theirs
+            keep = _usable(source)
+            scores = pair_scores(emb[e.name][source.a[keep]], emb[e.name][source.b[keep]])
+            summary, roc = summarize(scores, source.same[keep], fars, folds, assignment, min_negatives_factor)
+            rows = _pair_rows(source)[keep]
+            if first is None:
+                first = (e.name, dict(zip(rows.tolist(), scores)), summary["best_threshold"])
+            else:  # on the pairs both were given (a second detector may find a face the first did not)
+                both = [j for j, r in enumerate(rows.tolist()) if r in first[1]]
+                before = np.array([first[1][int(rows[j])] for j in both])
+                summary["decisions"] = {"against": first[0], **decisions_changed(before, scores[both], source.same[keep][both], first[2])}
             entry["results"][e.name] = summary
             curves.append(Curve(f"{e.name} (AUC {100 * summary['auc']:.2f}%)", roc.fpr, roc.tpr))
             negatives = roc.negatives
@@ -104,6 +134,18 @@ def evaluate_pairs(
             entry["roc_png"] = str(png)
         result["datasets"].append(entry)
     return result
+
+
+def _usable(pairs: Any) -> np.ndarray:
+    """The pairs whose two crops decoded."""
+    bad = np.asarray(sorted(pairs.failed), dtype=np.int64)
+    return ~(np.isin(pairs.a, bad) | np.isin(pairs.b, bad))
+
+
+def _pair_rows(pairs: Any) -> np.ndarray:
+    """Each pair's row in its list: a CSV's pairs name theirs (pairs without a face are left out), a .bin's are all there."""
+    rows = getattr(pairs, "rows", None)
+    return rows if rows is not None and len(rows) == len(pairs.same) else np.arange(len(pairs.same))
 
 
 # ----------------------------------------------------------------------------- IJB
