@@ -362,3 +362,54 @@ def test_pairs_csv_finds_faces_once_and_drops_unusable_pairs(tmp_path, monkeypat
     assert info["fold_assignment"] == "interleaved" and info["detector"].startswith("reference")
     s = ds["results"]["stub"]
     assert (s["same"], s["different"]) == (6, 6) and s["accuracy"] == pytest.approx(1.0)
+    # each kept pair knows its CSV row (the pipeline comparison matches two detectors' pairs by it)
+    from gfn_edge.export.evaluation.pairs_csv import load_csv_pairs
+
+    assert load_csv_pairs(csv_path).rows.tolist() == list(range(12))
+    lines.insert(1, "ghost.png,c0_0.png,1")  # a first row without a face: every later row moves by one
+    csv_path.write_text("\n".join(lines) + "\n")
+    assert load_csv_pairs(csv_path).rows.tolist() == list(range(1, 13))
+
+
+class _BlindFinder(_ColourFinder):
+    """A second detector for the pipeline comparison: finds no face in the blue photos."""
+
+    signature = "blind-to-blue-test"
+
+    def __init__(self):
+        from types import SimpleNamespace
+
+        self.detector = SimpleNamespace(name="blind", runs_on="test", input_label="112x112")
+
+    def detect(self, image):
+        from gfn_edge.retinaface_decode import Detections
+
+        return Detections.empty() if image[..., 0].mean() > 150 and image[..., 1:].max() == 0 else super().detect(image)
+
+
+def test_a_pipeline_comparison_matches_the_pairs_both_detectors_found(tmp_path, monkeypatch):
+    """--bundle-detector: the first model on the first detector's faces, the others on the
+    bundle detector's; decisions are compared on the pairs both found, matched by CSV row."""
+    import gfn_edge.export.faces as faces
+    from gfn_edge.export.evaluation import runners
+
+    monkeypatch.setattr(faces, "ReferenceFaceFinder", _ColourFinder)
+    monkeypatch.setattr(runners, "bundle_face_finder", lambda path: _BlindFinder())
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    colours = [(200, 0, 0), (0, 200, 0), (0, 0, 200), (200, 200, 0)]  # BGR: the first is blue
+    for i, c in enumerate(colours):
+        for k in range(2):
+            cv2.imwrite(str(photos / f"c{i}_{k}.png"), np.full((112, 112, 3), c, np.uint8))
+    lines = ["image_a,image_b,same"] + [f"c{i}_0.png,c{i}_1.png,1" for i in range(4)] + [f"c{i}_0.png,c{(i + 1) % 4}_1.png,0" for i in range(4)]
+    (photos / "pairs.csv").write_text("\n".join(lines) + "\n")
+    first, second = _mean_color_embedder(), _mean_color_embedder()
+    second.name = "stub#2"
+    result = evaluate_pairs([photos], [first, second], None, flip=False, folds=2, fars=(0.5,), min_negatives_factor=0, bundle_detector="blind")
+    info = result["datasets"][0]["info"]
+    # the blue photos' pairs: rows 0 (same), 4 (blue-green) and 7 (yellow-blue) are lost to the bundle
+    assert (info["pairs_used"], info["bundle_pairs_used"]) == (8, 5) and info["bundle_detector"].startswith("bundle blind")
+    decisions = result["datasets"][0]["results"]["stub#2"]["decisions"]
+    assert decisions["against"] == "stub" and decisions["pairs"] == 5 and decisions["changed"] == 0
+    with pytest.raises(ValueError, match="at least one more --bundle"):
+        evaluate_pairs([photos], [first], None, bundle_detector="blind")
