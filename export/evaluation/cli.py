@@ -149,8 +149,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     from . import suites
 
     out = Path(args.out)
-    if args.command == "verify" and args.bundle_detector and bool(args.reference) + len(args.bundle) < 2:
-        raise ValueError("--bundle-detector compares pipelines: give the first model (--reference or a first --bundle) and at least one more --bundle")
+    if args.command == "verify" and args.bundle_detector:
+        suites.require_two_pipelines(bool(args.reference) + len(args.bundle))
     if args.command in ("verify", "ijb"):
         models = _embedders(args)
         if not models:

@@ -87,18 +87,18 @@ def format_verify(result: dict[str, Any]) -> str:
         out.append("")
         notes: list[str] = []
         fars = list(first["tar_at_far"])
-        changed = f"decisions changed vs {names[0]}"
+        changed = f"decisions changed vs {names[0]}" if len(names) > 1 else ""  # no column for a lone model
         header = ["model", "runs on", "accuracy %", "threshold", "best-threshold acc %", "AUC %"] + [f"TAR@FAR={f}" for f in fars]
-        header += [changed] if len(names) > 1 else []
+        header += [changed] if changed else []
         rows = []
         for n in names:
             s = d["results"][n]
             acc = f"{pct(s['accuracy'])} ± {pct(s['accuracy_std'])}" if "accuracy" in s else "-"
             thr = f"{s['threshold']:.4f}" if "threshold" in s else "-"
             row = [n, runs_on[n], acc, thr, pct(s["best_accuracy"]), pct(s["auc"]), *_tar_cells(s, notes)]
-            rows.append(row + ([_decisions_cell(s.get("decisions"))] if len(names) > 1 else []))
+            rows.append(row + ([_decisions_cell(s.get("decisions"))] if changed else []))
         out += [table(header, rows), ""]
-        if len(names) > 1:
+        if changed:
             out += [f"{changed}: pairs decided otherwise at {names[0]}'s best-accuracy threshold (now wrong / now right)", ""]
         out += _notes(notes, d.get("roc_png"))
     return "\n".join(out)

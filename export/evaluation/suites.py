@@ -80,8 +80,8 @@ def evaluate_pairs(
     given the faces that detector found and aligned, the first keeps ``detector``'s: a whole
     exported pipeline (an INT8 detector and recogniser) against the reference pipeline, the
     decisions it changes being issue 12's criterion (at most 1 %)."""
-    if bundle_detector is not None and len(embedders) < 2:
-        raise ValueError("--bundle-detector compares pipelines: give the first model (--reference or a first --bundle) and at least one more --bundle")
+    if bundle_detector is not None:
+        require_two_pipelines(len(embedders))
     result: dict[str, Any] = {
         "task": "verify",
         "settings": {"flip": flip, "folds": folds, "fars": list(fars), "min_negatives_factor": min_negatives_factor, "similarity": "cosine"},
@@ -113,7 +113,7 @@ def evaluate_pairs(
             info["bundle_pairs_used"] = int(_usable(theirs).sum())
         entry: dict[str, Any] = {"name": pairs.name, "info": info, "results": {}}
         curves, negatives = [], 0
-        first: tuple[str, dict[int, float], float] | None = None  # the first model's name, scores by pair and best threshold
+        first: tuple[str, np.ndarray, np.ndarray, float] | None = None  # the first model's name, pair rows, scores, best threshold
         for i, e in enumerate(embedders):
             source = pairs if i == 0 else theirs
             keep = _usable(source)
@@ -121,11 +121,10 @@ def evaluate_pairs(
             summary, roc = summarize(scores, source.same[keep], fars, folds, assignment, min_negatives_factor)
             rows = _pair_rows(source)[keep]
             if first is None:
-                first = (e.name, dict(zip(rows.tolist(), scores)), summary["best_threshold"])
+                first = (e.name, rows, scores, summary["best_threshold"])
             else:  # on the pairs both were given (a second detector may find a face the first did not)
-                both = [j for j, r in enumerate(rows.tolist()) if r in first[1]]
-                before = np.array([first[1][int(rows[j])] for j in both])
-                summary["decisions"] = {"against": first[0], **decisions_changed(before, scores[both], source.same[keep][both], first[2])}
+                _, at_first, here = np.intersect1d(first[1], rows, assume_unique=True, return_indices=True)
+                summary["decisions"] = {"against": first[0], **decisions_changed(first[2][at_first], scores[here], source.same[keep][here], first[3])}
             entry["results"][e.name] = summary
             curves.append(Curve(f"{e.name} (AUC {100 * summary['auc']:.2f}%)", roc.fpr, roc.tpr))
             negatives = roc.negatives
@@ -134,6 +133,13 @@ def evaluate_pairs(
             entry["roc_png"] = str(png)
         result["datasets"].append(entry)
     return result
+
+
+def require_two_pipelines(models: int) -> None:
+    """``--bundle-detector`` compares the first model's pipeline with the others': it needs two models
+    at least (checked by the CLI before it loads any)."""
+    if models < 2:
+        raise ValueError("--bundle-detector compares pipelines: give the first model (--reference or a first --bundle) and at least one more --bundle")
 
 
 def _usable(pairs: Any) -> np.ndarray:
