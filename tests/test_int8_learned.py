@@ -99,24 +99,12 @@ def test_learned_rounding_holds_up_on_held_out_faces(student, learned):
     assert ours.min() > plain.min() - 0.03 and ours.mean() > plain.mean() - 0.01, (ours.min(), plain.min(), ours.mean(), plain.mean())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="measured 2026-12-01: onnxruntime's QDQ integer arithmetic diverges from the float twin (embedding cos 0.92 mean); exact carry not reached yet",
-)
-def test_qdq_emission_reproduces_the_twin_on_onnxruntime(student, learned, tmp_path: Path):
-    import onnxruntime as ort
+def _onnx_of(model, sample: torch.Tensor, raw: Path, pre: Path) -> Path:
+    """``model`` exported as the ONNX target does it, shape-inferred for quantize_static."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from gfn_edge.export.int8.learned.onnx_qdq import (
-        emit_qdq,
-        model_with_learned_weights,
-    )
-
-    model, x, held, _ = student
-    raw, pre, dst = tmp_path / "raw.onnx", tmp_path / "pre.onnx", tmp_path / "qdq.onnx"
-    sample = torch.from_numpy(np.ascontiguousarray(x[:2].transpose(0, 3, 1, 2)))
     torch.onnx.export(
-        model_with_learned_weights(model, learned),
+        model,
         (sample,),
         str(raw),
         opset_version=17,
@@ -126,12 +114,101 @@ def test_qdq_emission_reproduces_the_twin_on_onnxruntime(student, learned, tmp_p
         dynamic_axes={"input": {0: "b"}, "embedding": {0: "b"}},
     )
     quant_pre_process(str(raw), str(pre), skip_symbolic_shape=True)
+    return pre
+
+
+def test_qdq_emission_carries_the_learned_quantisation_into_onnxruntime(student, learned, tmp_path: Path):
+    """Exact where exactness is defined: every int8 weight of the QDQ graph is the learned integer,
+    and every quantiser on a tensor the twin quantises has the learned range's scale and zero point.
+
+    What onnxruntime then computes is a second int8 realisation of that quantisation (integer
+    kernels that round and requantise otherwise than the float twin), and on a model whose every
+    layer is int8 (cos ~0.98 to FP32) two realisations of the same ranges differ as much as noise:
+    measured 2026-12-07 on these 24 held-out faces, the min/max simulation against onnxruntime's
+    min/max graph cos 0.988, the learned twin against its graph 0.986 (the old bar, 0.999, was
+    above that floor). So the learned graph must agree with its twin as well as min/max agrees with
+    its simulation, and hold up on onnxruntime as the twin does against min/max (held-out test above).
+    """
+    import onnxruntime as ort
+    from onnxruntime import quantization as q
+
+    from gfn_edge.export.int8.learned.onnx_qdq import carried, emit_qdq, match_tensors, model_with_learned_weights
+    from gfn_edge.export.int8.ort_calibration import CalibrationReader
+    from gfn_edge.export.int8.simulate import calibrate_ranges, run_fake_quant
+
+    model, x, held, held_ref = student
+    sample = torch.from_numpy(np.ascontiguousarray(x[:2].transpose(0, 3, 1, 2)))
+    pre = _onnx_of(model_with_learned_weights(model, learned), sample, tmp_path / "raw.onnx", tmp_path / "pre.onnx")
+    dst = tmp_path / "qdq.onnx"
     stats = emit_qdq(pre, learned, x, dst)
     assert stats["learned_ranges"] > 0.9 * stats["tensors"]
-    session = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
-    out = session.run(None, {"input": np.ascontiguousarray(held.transpose(0, 3, 1, 2))})[0]
-    agree = _cos(out, learned.run(held)[0])
-    assert agree.mean() >= 0.999 and agree.min() >= 0.995, (agree.mean(), agree.min())
+
+    exact = carried(dst, learned, match_tensors(pre, learned, x[:8]))
+    assert exact["weights"] == len(learned.twin.weight_targets) and exact["weights_exact"] == exact["weights"], exact
+    assert exact["quantisers"] > 0.9 * stats["tensors"] and exact["quantisers_exact"] == exact["quantisers"], exact
+
+    feed = np.ascontiguousarray(held.transpose(0, 3, 1, 2))
+
+    def on_ort(path: Path) -> np.ndarray:
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": feed})[0]
+
+    plain_pre = _onnx_of(model, sample, tmp_path / "plain-raw.onnx", tmp_path / "plain-pre.onnx")
+    plain_dst = tmp_path / "plain-qdq.onnx"
+    q.quantize_static(
+        str(plain_pre),
+        str(plain_dst),
+        CalibrationReader(x, "input"),
+        quant_format=q.QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=q.QuantType.QUInt8,
+        weight_type=q.QuantType.QInt8,
+        calibrate_method=q.CalibrationMethod.MinMax,
+    )
+    plain_sim = run_fake_quant(learned.gm, torch.from_numpy(feed), calibrate_ranges(learned.gm, [nchw_of(x)]))[0]
+    plain_ort, learned_ort = on_ort(plain_dst), on_ort(dst)
+    floor = _cos(plain_ort, plain_sim).mean()
+    agree = _cos(learned_ort, learned.run(held)[0]).mean()
+    assert agree >= floor - 0.01, (agree, floor)
+    ours, plain = _cos(learned_ort, held_ref), _cos(plain_ort, held_ref)
+    assert ours.min() > plain.min() - 0.03 and ours.mean() > plain.mean() - 0.01, (ours.min(), plain.min(), ours.mean(), plain.mean())
+
+
+def nchw_of(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+
+def test_tflite_quantiser_takes_the_learned_quantisation(student, learned):
+    """The learned ranges written into TFLite's calibrated model (weights on their levels need no
+    carrying) reach the quantiser: every int8 activation matched to the twin has its learned scale
+    and zero point, or that of the concatenation it feeds (TFLite's CONCATENATION takes its inputs
+    on its output's scale). The converted model agrees with its twin as well as a min/max
+    conversion agrees with the min/max simulation (two int8 realisations, see the ONNX test), and
+    holds up on held-out faces. Measured 2026-12-07, 24 held-out faces, every layer int8: 173
+    exact and 46 on their concatenation's of 219; twin agreement 0.982 (min/max floor 0.977);
+    against FP32 0.981 / 0.944 (mean / worst) where the min/max conversion gives 0.971 / 0.888."""
+    from gfn_edge.export.int8.learned.onnx_qdq import model_with_learned_weights
+    from gfn_edge.export.int8.learned.tflite_ranges import carried, with_learned_ranges
+    from gfn_edge.export.int8.simulate import calibrate_ranges, run_fake_quant
+    from gfn_edge.export.targets.tflite_int8 import calibrated_model, int8_converter, quantize_calibrated, tf_function_of
+
+    model, x, held, held_ref = student
+    x = x.astype(np.float32)
+    calibrated = calibrated_model(int8_converter(tf_function_of(model_with_learned_weights(model, learned), (112, 112)), x))
+    with_ranges, stats = with_learned_ranges(calibrated, learned, x[:4])
+    assert stats["learned_ranges"] >= 0.8 * len(learned.twin.act_names), stats
+    content = quantize_calibrated(with_ranges)
+    held_in = carried(content, learned, calibrated, x[:4])
+    assert held_in["quantisers"] >= stats["learned_ranges"] - 2, (held_in, stats)  # the model input is float
+    assert held_in["exact"] + held_in["concat_shared"] == held_in["quantisers"], held_in
+    assert held_in["exact"] >= 0.7 * held_in["quantisers"], held_in
+
+    learned_out, plain_out = _tflite_runner(content)(held), _tflite_int8(model, x)(held)
+    plain_sim = run_fake_quant(learned.gm, nchw_of(held), calibrate_ranges(learned.gm, [nchw_of(x)]))[0]
+    floor = _cos(plain_out, plain_sim).mean()
+    agree = _cos(learned_out, learned.run(held)[0]).mean()
+    assert agree >= floor - 0.01, (agree, floor)
+    ours, plain = _cos(learned_out, held_ref), _cos(plain_out, held_ref)
+    assert ours.min() > plain.min() - 0.03 and ours.mean() > plain.mean() - 0.01, (ours.min(), plain.min(), ours.mean(), plain.mean())
 
 
 @pytest.fixture(scope="module")
@@ -144,12 +221,16 @@ def distilled(student):
 
 def _tflite_int8(model, x: np.ndarray):
     """The tflite-int8 target's conversion of ``model`` (min/max ranges from ``x``) as a function of NHWC inputs."""
-    from ai_edge_litert.interpreter import Interpreter
-
     from gfn_edge.export.targets.tflite_int8 import int8_converter, quantized_model, tf_function_of
 
-    conv = int8_converter(tf_function_of(model, (112, 112)), x.astype(np.float32))
-    it = Interpreter(model_content=quantized_model(conv))
+    return _tflite_runner(quantized_model(int8_converter(tf_function_of(model, (112, 112)), x.astype(np.float32))))
+
+
+def _tflite_runner(content: bytes):
+    """A .tflite model as a function of NHWC inputs (one at a time, as the converted function takes them)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=content)
     it.allocate_tensors()
     i0, o0 = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
 

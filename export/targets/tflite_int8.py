@@ -106,12 +106,18 @@ def calibrated_model(conv) -> bytes:
 def quantized_model(conv, int8_io: bool = False, denylist: list[str] | None = None) -> bytes:
     """Full-integer model from ``conv`` (see :func:`int8_converter`), the tensors in ``denylist`` left
     in float: calibration, the headroom, then TFLite's quantiser, as ``conv.convert()`` does it."""
+    return quantize_calibrated(calibrated_model(conv), int8_io, denylist)
+
+
+def quantize_calibrated(calibrated: bytes, int8_io: bool = False, denylist: list[str] | None = None) -> bytes:
+    """TFLite's quantiser on a calibrated model (:func:`calibrated_model`, its ranges possibly
+    replaced, as :mod:`..int8.learned.tflite_ranges` does)."""
     tf = _tf()
     from tensorflow.lite.python import convert
 
     io = tf.int8 if int8_io else tf.float32
     return convert.mlir_quantize(
-        calibrated_model(conv),
+        calibrated,
         disable_per_channel=False,
         input_data_type=io,
         output_data_type=io,

@@ -9,6 +9,14 @@
 3. onnxruntime's quantize_static writes the QDQ graph from a calibration cache holding, for every
    matched tensor, the learned (lo, hi) range; unmatched tensors (reshapes and the like) keep
    their min/max over the calibration inputs.
+
+:func:`carried` checks the result where exactness can be checked: the graph's int8 weights and
+its quantisers' scales and zero points. Its outputs are another matter: onnxruntime's integer
+kernels round and requantise otherwise than the float twin, so the two are two int8 realisations
+of one quantisation, and on a model whose int8 error is large they differ as much as such
+realisations do. Measured 2026-12-07 on w0.5-e16, every layer int8, 24 held-out faces: plain
+min/max simulation against onnxruntime's min/max QDQ graph of the same ranges cos 0.988, the
+learned twin against its QDQ graph 0.986 (each about 0.98 to FP32).
 """
 
 from __future__ import annotations
@@ -106,6 +114,49 @@ def write_calibration_cache(onnx_path: Path, learned: LearnedQuantisation, calib
     stats = {"tensors": len(data.keys()), "learned_ranges": written, "matched": len(mapping)}
     log.info("learned INT8 -> ONNX: %d of %d calibrated tensors take a learned range (%d tensors matched to the twin)", written, stats["tensors"], len(mapping))
     return stats
+
+
+def _learned_target(initializer: str) -> str:
+    """The module path of a quantised weight initializer (``blocks.4.se.expand.weight_quantized``,
+    ``ConvMulFusion_W_blocks.4.se.expand.weight_quantized`` after onnxruntime's fusions)."""
+    base = initializer.removesuffix("_quantized").removesuffix(".weight")
+    return base.split("_W_", 1)[-1]
+
+
+def carried(qdq_onnx: Path, learned: LearnedQuantisation, mapping: dict[str, str]) -> dict[str, int]:
+    """How much of ``learned`` the QDQ graph holds exactly: weights whose int8 integers are the
+    learned ones (a fused constant factor changes the scale, not the integers), and quantisers
+    whose scale and zero point are those of the learned range of the twin node ``mapping`` (ONNX
+    tensor -> twin node, :func:`match_tensors`) gives their input."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(qdq_onnx)).graph
+    inits = {i.name: i for i in graph.initializer}
+    integers = {t: q.integers().detach().numpy() for t, q in zip(learned.twin.weight_targets, learned.twin.weights)}
+    weights = weights_exact = 0
+    for name, init in inits.items():
+        target = _learned_target(name)
+        if not name.endswith("_quantized") or target not in integers:
+            continue
+        weights += 1
+        ours, learned_ints = numpy_helper.to_array(init).astype(np.int64), integers[target]
+        if ours.shape != learned_ints.shape and ours.ndim == 2:
+            ours = ours.T  # a Gemm/MatMul weight stored transposed
+        weights_exact += int(ours.shape == learned_ints.shape and np.array_equal(ours, learned_ints.astype(np.int64)))
+    ranges = learned.ranges()
+    points = points_exact = 0
+    for node in graph.node:
+        twin_node = mapping.get(node.input[0]) if node.op_type == "QuantizeLinear" else None
+        if twin_node not in ranges:
+            continue
+        points += 1
+        lo, hi = ranges[twin_node]
+        scale = float(numpy_helper.to_array(inits[node.input[1]]))
+        zero = int(numpy_helper.to_array(inits[node.input[2]]))
+        want = (hi - lo) / 255
+        points_exact += int(abs(scale - want) <= 1e-5 * want and zero == int(np.clip(round(-lo / want), 0, 255)))
+    return {"weights": weights, "weights_exact": weights_exact, "quantisers": points, "quantisers_exact": points_exact}
 
 
 def emit_qdq(fp32_onnx: Path, learned: LearnedQuantisation, calibration: np.ndarray, dst: Path, nodes_to_exclude: list[str] | None = None) -> dict[str, int]:

@@ -102,5 +102,13 @@ class LearnedRange(nn.Module):
         return (q - zero) * scale
 
     def range(self) -> tuple[float, float]:
-        lo, hi = self.bounds()
-        return float(lo), float(hi)
+        """The (lo, hi) of the grid this quantiser rounds to: -zero * scale and (255 - zero) * scale.
+
+        Written to a backend, it gives the same scale and an integral zero point, so no backend
+        breaks a tie otherwise than :meth:`forward` (a symmetric range puts -lo/scale on 127.5,
+        which torch rounds to 128 and TFLite's quantiser to 127)."""
+        with torch.no_grad():
+            lo, hi = self.bounds()
+            scale = (hi - lo) / ACT_LEVELS
+            zero = torch.round(-lo / scale).clamp(0, ACT_LEVELS)
+            return float(-zero * scale), float((ACT_LEVELS - zero) * scale)
