@@ -51,10 +51,12 @@ def match_tensors(calibrated: bytes, learned: LearnedQuantisation, feed_nhwc: np
         it.set_tensor(inp, sample[None].astype(np.float32))
         it.invoke()
         for d in details:
+            if d["index"] not in per_sample:
+                continue
             try:
                 per_sample[d["index"]].append(it.get_tensor(d["index"]).copy())
             except ValueError:  # a constant without data at this point
-                per_sample.pop(d["index"], None)
+                del per_sample[d["index"]]
     by_shape = _twin_values_nhwc(learned, feed_nhwc)
     mapping: dict[int, str] = {}
     for index, parts in per_sample.items():
