@@ -124,6 +124,32 @@ class BundleFactory:
     def get(self, model: str, target: str, **kwargs) -> Path:
         return self.results_for(model, [target], **kwargs)[target].bundle
 
+    def as_a_user(self, checkpoint: Path, target: str, calib: Path, verify_images: Path) -> Path:
+        """The bundle ``gfn-export --model CHECKPOINT --target TARGET --calib CALIB --verify-images
+        VERIFY_IMAGES`` makes: the checkpoint's file (no registry recipe), plain photo folders,
+        default options; what issue 12 judges INT8 on. Exported once per session (or reused as
+        :meth:`results_for` reuses)."""
+        from gfn_edge.manifest import MANIFEST_NAME, read_manifest
+
+        out = self.root / "as-a-user" / f"{checkpoint.stem}-calib-{calib.name}-verify-{verify_images.name}"
+        bundle = out / f"{checkpoint.stem}-{target}"
+        key = (str(out), target)
+        with self._lock:
+            if key not in self.results:
+                reusable = (bundle / MANIFEST_NAME).is_file() and (os.environ.get("GFN_EDGE_TEST_ARTIFACTS") or PREPARED_BUNDLES)
+                if reusable and read_manifest(bundle).verification.get("passed"):
+                    self.results[key] = _Reused(bundle, read_manifest(bundle))
+                elif PREPARED_BUNDLES:
+                    pytest.fail(f"bundle not prepared: {bundle} (this side cannot export)", pytrace=False)
+                else:
+                    from gfn_edge.export.api import export_model
+
+                    for r in export_model(str(checkpoint), [target], out, mirror=self.mirror, calib=calib, verify_images=verify_images):
+                        self.results[(str(out), r.target)] = r
+            result = self.results[key]
+        assert result.passed, f"{checkpoint.name} {target} failed its verification: {result.failures}"
+        return result.bundle
+
     def results_for(self, model: str, targets: list[str], **kwargs) -> dict[str, object]:
         from gfn_edge.manifest import MANIFEST_NAME, read_manifest
 
