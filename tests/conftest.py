@@ -129,16 +129,14 @@ class BundleFactory:
         VERIFY_IMAGES`` makes: the checkpoint's file (no registry recipe), plain photo folders,
         default options; what issue 12 judges INT8 on. Exported once per session (or reused as
         :meth:`results_for` reuses)."""
-        from gfn_edge.manifest import MANIFEST_NAME, read_manifest
-
         out = self.root / "as-a-user" / f"{checkpoint.stem}-calib-{calib.name}-verify-{verify_images.name}"
         bundle = out / f"{checkpoint.stem}-{target}"
         key = (str(out), target)
         with self._lock:
             if key not in self.results:
-                reusable = (bundle / MANIFEST_NAME).is_file() and (os.environ.get("GFN_EDGE_TEST_ARTIFACTS") or PREPARED_BUNDLES)
-                if reusable and read_manifest(bundle).verification.get("passed"):
-                    self.results[key] = _Reused(bundle, read_manifest(bundle))
+                reused = _reusable(bundle)
+                if reused is not None:
+                    self.results[key] = reused
                 elif PREPARED_BUNDLES:
                     pytest.fail(f"bundle not prepared: {bundle} (this side cannot export)", pytrace=False)
                 else:
@@ -151,8 +149,6 @@ class BundleFactory:
         return result.bundle
 
     def results_for(self, model: str, targets: list[str], **kwargs) -> dict[str, object]:
-        from gfn_edge.manifest import MANIFEST_NAME, read_manifest
-
         label = Path(model).name if "/" in model else model  # a checkpoint path must not escape the root
         out = self.root / (label if not kwargs else label + "-" + "-".join(f"{k}{v}" for k, v in sorted(kwargs.items())))
         with self._lock:
@@ -161,12 +157,10 @@ class BundleFactory:
                 key = (str(out), t)
                 if key in self.results:
                     continue
-                existing = out / f"{Path(model).stem if '/' in model else model}-{t}" / MANIFEST_NAME
-                if existing.is_file() and (os.environ.get("GFN_EDGE_TEST_ARTIFACTS") or PREPARED_BUNDLES):
-                    m = read_manifest(existing.parent)
-                    if m.verification.get("passed"):
-                        self.results[key] = _Reused(existing.parent, m)
-                        continue
+                reused = _reusable(out / f"{Path(model).stem if '/' in model else model}-{t}")
+                if reused is not None:
+                    self.results[key] = reused
+                    continue
                 todo.append(t)
             if todo and PREPARED_BUNDLES:
                 pytest.fail(
@@ -189,6 +183,17 @@ class BundleFactory:
                 for r in export_model(model, int8_todo, out, mirror=self.mirror, verify_images=self.faces, **int8_kwargs):
                     self.results[(str(out), r.target)] = r
             return {t: self.results[(str(out), t)] for t in targets}
+
+
+def _reusable(bundle: Path) -> _Reused | None:
+    """An earlier run's bundle at ``bundle`` where reuse is asked for (GFN_EDGE_TEST_ARTIFACTS, or
+    prepared bundles) and it passed its verification; None otherwise."""
+    from gfn_edge.manifest import MANIFEST_NAME, read_manifest
+
+    if not (bundle / MANIFEST_NAME).is_file() or not (os.environ.get("GFN_EDGE_TEST_ARTIFACTS") or PREPARED_BUNDLES):
+        return None
+    manifest = read_manifest(bundle)
+    return _Reused(bundle, manifest) if manifest.verification.get("passed") else None
 
 
 class _Reused:

@@ -134,6 +134,7 @@ def test_qdq_emission_carries_the_learned_quantisation_into_onnxruntime_and_open
     from onnxruntime import quantization as q
 
     from gfn_edge.export.int8.learned.onnx_qdq import carried, emit_qdq, match_tensors, model_with_learned_weights
+    from gfn_edge.export.int8.learned.tensors import nchw
     from gfn_edge.export.int8.ort_calibration import CalibrationReader
     from gfn_edge.export.int8.simulate import calibrate_ranges, run_fake_quant
 
@@ -165,7 +166,7 @@ def test_qdq_emission_carries_the_learned_quantisation_into_onnxruntime_and_open
         weight_type=q.QuantType.QInt8,
         calibrate_method=q.CalibrationMethod.MinMax,
     )
-    plain_sim = run_fake_quant(learned.gm, torch.from_numpy(feed), calibrate_ranges(learned.gm, [nchw_of(x)]))[0]
+    plain_sim = run_fake_quant(learned.gm, torch.from_numpy(feed), calibrate_ranges(learned.gm, [nchw(x)]))[0]
 
     def on_openvino(path: Path) -> np.ndarray:  # the same QDQ graph, OpenVINO's int8 kernels, f32 pinned
         import openvino as ov
@@ -183,10 +184,6 @@ def test_qdq_emission_carries_the_learned_quantisation_into_onnxruntime_and_open
         assert ours.min() > plain.min() - 0.03 and ours.mean() > plain.mean() - 0.01, (backend, ours.min(), plain.min(), ours.mean(), plain.mean())
 
 
-def nchw_of(x: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-
-
 def test_tflite_quantiser_takes_the_learned_quantisation(student, learned):
     """The learned ranges written into TFLite's calibrated model (weights on their levels need no
     carrying) reach the quantiser: every int8 activation matched to the twin has its learned scale
@@ -199,23 +196,25 @@ def test_tflite_quantiser_takes_the_learned_quantisation(student, learned):
     (The fixture learns the rounding and keeps the simulation's ranges, range learning being off by
     default; tests/test_int8_learned_carry.py carries ranges that were learned.)"""
     from gfn_edge.export.int8.learned.onnx_qdq import model_with_learned_weights
-    from gfn_edge.export.int8.learned.tflite_ranges import carried, with_learned_ranges
+    from gfn_edge.export.int8.learned.tensors import nchw
+    from gfn_edge.export.int8.learned.tflite_ranges import carried, match_tensors, with_learned_ranges
     from gfn_edge.export.int8.simulate import calibrate_ranges, run_fake_quant
     from gfn_edge.export.targets.tflite_int8 import calibrated_model, int8_converter, quantize_calibrated, tf_function_of
 
     model, x, held, held_ref = student
     x = x.astype(np.float32)
     calibrated = calibrated_model(int8_converter(tf_function_of(model_with_learned_weights(model, learned), (112, 112)), x))
-    with_ranges, stats = with_learned_ranges(calibrated, learned, x[:4])
+    mapping = match_tensors(calibrated, learned, x[:4])
+    with_ranges, stats = with_learned_ranges(calibrated, learned, mapping)
     assert stats["learned_ranges"] >= 0.8 * len(learned.twin.act_names), stats
     content = quantize_calibrated(with_ranges)
-    held_in = carried(content, learned, calibrated, x[:4])
+    held_in = carried(content, learned, calibrated, mapping)
     assert held_in["quantisers"] >= stats["learned_ranges"] - 2, (held_in, stats)  # the model input is float
     assert held_in["exact"] + held_in["concat_shared"] == held_in["quantisers"], held_in
     assert held_in["exact"] >= 0.7 * held_in["quantisers"], held_in
 
     learned_out, plain_out = _tflite_runner(content)(held), _tflite_int8(model, x)(held)
-    plain_sim = run_fake_quant(learned.gm, nchw_of(held), calibrate_ranges(learned.gm, [nchw_of(x)]))[0]
+    plain_sim = run_fake_quant(learned.gm, nchw(held), calibrate_ranges(learned.gm, [nchw(x)]))[0]
     floor = _cos(plain_out, plain_sim).mean()
     agree = _cos(learned_out, learned.run(held)[0]).mean()
     assert agree >= floor - 0.01, (agree, floor)

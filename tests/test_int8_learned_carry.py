@@ -89,14 +89,15 @@ def test_onnxruntime_qdq_graph_holds_the_learned_integers_and_grids(tiny_learned
 
 def test_tflite_quantiser_holds_the_learned_grids(tiny_learned):
     from gfn_edge.export.int8.learned.onnx_qdq import model_with_learned_weights
-    from gfn_edge.export.int8.learned.tflite_ranges import carried, with_learned_ranges
+    from gfn_edge.export.int8.learned.tflite_ranges import carried, match_tensors, with_learned_ranges
     from gfn_edge.export.targets.tflite_int8 import calibrated_model, int8_converter, quantize_calibrated, tf_function_of
 
     model, x, learned = tiny_learned
     calibrated = calibrated_model(int8_converter(tf_function_of(model_with_learned_weights(model, learned), (24, 24)), x))
-    with_ranges, stats = with_learned_ranges(calibrated, learned, x[:4])
+    mapping = match_tensors(calibrated, learned, x[:4])
+    with_ranges, stats = with_learned_ranges(calibrated, learned, mapping)
     assert stats["learned_ranges"] >= 4, stats
-    held = carried(quantize_calibrated(with_ranges), learned, calibrated, x[:4])
+    held = carried(quantize_calibrated(with_ranges), learned, calibrated, mapping)
     assert held["quantisers"] >= 4 and held["exact"] + held["concat_shared"] == held["quantisers"], held
-    untouched = carried(quantize_calibrated(calibrated), learned, calibrated, x[:4])
+    untouched = carried(quantize_calibrated(calibrated), learned, calibrated, mapping)
     assert untouched["exact"] + untouched["concat_shared"] < held["quantisers"], untouched  # learned ranges moved

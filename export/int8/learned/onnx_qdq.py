@@ -31,7 +31,9 @@ import torch
 from torch import nn
 
 from ..ort_calibration import CalibrationReader
+from .quantizers import on_grid
 from .reconstruct import LearnedQuantisation
+from .tensors import match_to_twin
 
 log = logging.getLogger(__name__)
 
@@ -68,22 +70,8 @@ def _all_tensor_values(onnx_path: Path, feed: np.ndarray) -> dict[str, np.ndarra
 def match_tensors(onnx_path: Path, learned: LearnedQuantisation, feed_nhwc: np.ndarray, rtol: float = 1e-3) -> dict[str, str]:
     """ONNX tensor name -> twin node name computing the same values (weights quantised, activations float)."""
     x = np.ascontiguousarray(feed_nhwc.transpose(0, 3, 1, 2), dtype=np.float32)
-    onnx_values = _all_tensor_values(onnx_path, x)
-    names = set(learned.twin.act_names)
-    with torch.no_grad():
-        _, twin_values = learned.twin(torch.from_numpy(x), quant_acts=False, collect=names)
-    by_shape: dict[tuple, list[tuple[str, np.ndarray]]] = {}
-    for name, v in twin_values.items():
-        if isinstance(v, torch.Tensor):
-            by_shape.setdefault(tuple(v.shape), []).append((name, v.numpy()))
+    mapping = match_to_twin(_all_tensor_values(onnx_path, x), learned.twin, feed_nhwc, channels_last=False, rtol=rtol)
     graph_input = next(n for n in learned.twin.act_names if learned.twin.nodes[0].name == n)
-    mapping: dict[str, str] = {}
-    for tensor, value in onnx_values.items():
-        for name, twin_value in by_shape.get(tuple(value.shape), []):
-            scale = max(float(np.abs(twin_value).max()), 1e-6)
-            if float(np.abs(value - twin_value).max()) <= rtol * scale:
-                mapping[tensor] = name
-                break
     import onnx
 
     first_input = onnx.load(str(onnx_path), load_external_data=False).graph.input[0].name
@@ -151,11 +139,9 @@ def carried(qdq_onnx: Path, learned: LearnedQuantisation, mapping: dict[str, str
         if twin_node not in ranges:
             continue
         points += 1
-        lo, hi = ranges[twin_node]
         scale = float(numpy_helper.to_array(inits[node.input[1]]))
         zero = int(numpy_helper.to_array(inits[node.input[2]]))
-        want = (hi - lo) / 255
-        points_exact += int(abs(scale - want) <= 1e-5 * want and zero == int(np.clip(round(-lo / want), 0, 255)))
+        points_exact += int(on_grid(scale, zero, *ranges[twin_node]))
     return {"weights": weights, "weights_exact": weights_exact, "quantisers": points, "quantisers_exact": points_exact}
 
 

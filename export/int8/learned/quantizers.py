@@ -112,3 +112,10 @@ class LearnedRange(nn.Module):
             scale = (hi - lo) / ACT_LEVELS
             zero = torch.round(-lo / scale).clamp(0, ACT_LEVELS)
             return float(-zero * scale), float((ACT_LEVELS - zero) * scale)
+
+
+def on_grid(scale: float, zero: int, lo: float, hi: float) -> bool:
+    """Whether a backend's uint8 quantiser (``scale``, ``zero``) is the grid (lo, hi) that
+    :meth:`LearnedRange.range` reports (an int8 backend's zero point plus 128)."""
+    want = (hi - lo) / ACT_LEVELS
+    return abs(scale - want) <= 1e-5 * want and zero == round(-lo / want)

@@ -17,25 +17,12 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import torch
 
+from .quantizers import on_grid
 from .reconstruct import LearnedQuantisation
-from .tensors import nchw
+from .tensors import match_to_twin
 
 log = logging.getLogger(__name__)
-
-
-def _twin_values_nhwc(learned: LearnedQuantisation, feed_nhwc: np.ndarray) -> dict[tuple, list[tuple[str, np.ndarray]]]:
-    """The twin's activation values (int8 weights, float activations), NHWC, grouped by shape."""
-    with torch.no_grad():
-        _, values = learned.twin(nchw(feed_nhwc), quant_acts=False, collect=set(learned.twin.act_names))
-    by_shape: dict[tuple, list[tuple[str, np.ndarray]]] = {}
-    for name, v in values.items():
-        if isinstance(v, torch.Tensor):
-            a = v.numpy()
-            a = a.transpose(0, 2, 3, 1) if a.ndim == 4 else a
-            by_shape.setdefault(tuple(a.shape), []).append((name, a))
-    return by_shape
 
 
 def match_tensors(calibrated: bytes, learned: LearnedQuantisation, feed_nhwc: np.ndarray, rtol: float = 1e-3) -> dict[int, str]:
@@ -57,25 +44,15 @@ def match_tensors(calibrated: bytes, learned: LearnedQuantisation, feed_nhwc: np
                 per_sample[d["index"]].append(it.get_tensor(d["index"]).copy())
             except ValueError:  # a constant without data at this point
                 del per_sample[d["index"]]
-    by_shape = _twin_values_nhwc(learned, feed_nhwc)
-    mapping: dict[int, str] = {}
-    for index, parts in per_sample.items():
-        if len(parts) != len(feed_nhwc):
-            continue
-        value = np.concatenate(parts)
-        for name, twin_value in by_shape.get(tuple(value.shape), []):
-            scale = max(float(np.abs(twin_value).max()), 1e-6)
-            if float(np.abs(value - twin_value).max()) <= rtol * scale:
-                mapping[index] = name
-                break
-    return mapping
+    values = {index: np.concatenate(parts) for index, parts in per_sample.items()}  # each has every sample's
+    return match_to_twin(values, learned.twin, feed_nhwc, channels_last=True, rtol=rtol)
 
 
-def with_learned_ranges(calibrated: bytes, learned: LearnedQuantisation, feed_nhwc: np.ndarray) -> tuple[bytes, dict[str, int]]:
-    """``calibrated`` with the learned (lo, hi) of every matched tensor as its min/max, and counts."""
+def with_learned_ranges(calibrated: bytes, learned: LearnedQuantisation, mapping: dict[int, str]) -> tuple[bytes, dict[str, int]]:
+    """``calibrated`` with the learned (lo, hi) of every tensor ``mapping`` (:func:`match_tensors`)
+    matches as its min/max, and counts."""
     from tensorflow.lite.tools import flatbuffer_utils
 
-    mapping = match_tensors(calibrated, learned, feed_nhwc)
     ranges = learned.ranges()
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
     tensors = model.subgraphs[0].tensors
@@ -95,15 +72,14 @@ def with_learned_ranges(calibrated: bytes, learned: LearnedQuantisation, feed_nh
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), stats
 
 
-def carried(quantized: bytes, learned: LearnedQuantisation, calibrated: bytes, feed_nhwc: np.ndarray) -> dict[str, int]:
+def carried(quantized: bytes, learned: LearnedQuantisation, calibrated: bytes, mapping: dict[int, str]) -> dict[str, int]:
     """How the quantised model's int8 activations hold the learned ranges (tensors matched to the
-    twin on the calibrated model, then by name, which the quantiser keeps): ``exact``, the scale
+    twin on the calibrated model by ``mapping``, then by name, which the quantiser keeps): ``exact``, the scale
     and zero point of the tensor's own learned range; ``concat_shared``, those of the
     concatenation it feeds (TFLite's int8 CONCATENATION takes its inputs on its output's scale,
     so the twin's separate quantisers there cannot all be carried)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    mapping = match_tensors(calibrated, learned, feed_nhwc)
     names = {int(d["index"]): d["name"] for d in Interpreter(model_content=calibrated).get_tensor_details()}
     by_name = {names[i]: node for i, node in mapping.items()}
     ranges = learned.ranges()
@@ -116,12 +92,8 @@ def carried(quantized: bytes, learned: LearnedQuantisation, calibrated: bytes, f
                 concat_output[int(i)] = int(op["outputs"][0])
 
     def holds(d: dict, node: str | None) -> bool:
-        if node not in ranges:
-            return False
-        lo, hi = ranges[node]
-        want = (hi - lo) / 255
         scale, zero = d["quantization"]
-        return abs(scale - want) <= 1e-5 * want and zero == -128 + int(round(-lo / want))
+        return node in ranges and on_grid(scale, zero + 128, *ranges[node])
 
     counts = {"quantisers": 0, "exact": 0, "concat_shared": 0}
     for index, d in details.items():
