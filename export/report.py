@@ -16,7 +16,7 @@ def _fmt(value: Any, digits: int = 6) -> str:
 
 
 _COLUMNS = {
-    "embed": ["faces", "cos_mean", "cos_min", "cos_p01", "pair_acc_ref", "pair_acc", "pair_acc_delta", "pair_decisions_agree"],
+    "embed": ["faces", "cos_mean", "cos_min", "cos_p01", "pair_acc_ref", "pair_acc", "pair_acc_delta", "pair_decisions_agree", "pair_decisions_expected_agree"],
     "detect": [
         "images",
         "faces_reference",
@@ -82,7 +82,7 @@ def int8_table(manifests: list) -> str:
         v = m.verification.get("metrics", {})
         notes = m.export.get("notes", {})
         if "cos_mean" in v:
-            fid = f"cos_mean {v['cos_mean']:.4f}, cos_min {v['cos_min']:.4f}, pair Δ {v.get('pair_acc_delta', float('nan')):+.2f} pt, decisions kept {_fmt(v.get('pair_decisions_agree'), 4)} ({v.get('faces')} faces)"
+            fid = f"cos_mean {v['cos_mean']:.4f}, cos_min {v['cos_min']:.4f}, pair Δ {v.get('pair_acc_delta', float('nan')):+.2f} pt, decisions kept {_fmt(v.get('pair_decisions_agree'), 4)} (expected {_fmt(v.get('pair_decisions_expected_agree'), 4)}, {v.get('faces')} faces)"
         elif "recall" in v:
             fid = f"recall {v['recall']:.4f}, precision {v['precision']:.4f}, NME {v.get('landmark_nme', float('nan')):.4f} (large faces {_fmt(v.get('landmark_nme_large'), 4)})"
         else:

@@ -16,7 +16,7 @@ from .verify import DEFAULT_TOLERANCES
 
 # measured by .verify for the task and judgeable, without a default tolerance at any precision
 _MORE_MEASURED: dict[str, tuple[str, ...]] = {
-    "embed": ("cos_mean_all", "cos_min_all", "pair_acc", "pair_acc_at_ref_threshold"),
+    "embed": ("cos_mean_all", "cos_min_all", "pair_acc", "pair_acc_at_ref_threshold", "pair_decisions_agree"),
     "detect": ("landmark_nme_max", "score_err_max"),
     "liveness": (),
 }

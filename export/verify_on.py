@@ -266,7 +266,7 @@ def verify_existing(
 
 
 _KEY_METRICS = {
-    "embed": ("cos_mean", "cos_min", "pair_acc_delta", "pair_decisions_agree"),
+    "embed": ("cos_mean", "cos_min", "pair_acc_delta", "pair_decisions_agree", "pair_decisions_expected_agree"),
     "detect": ("recall", "precision", "box_err_px", "landmark_err_px", "landmark_nme", "landmark_nme_large", "output_rel_err"),
     "liveness": ("prob_err", "prob_err_mean", "decision_agree", "decision_flips_robust"),
 }

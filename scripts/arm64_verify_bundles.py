@@ -23,7 +23,7 @@ from gfn_edge.image import list_images
 from gfn_edge.manifest import find_bundles
 
 METRICS = {
-    "embed": ("cos_mean", "cos_min", "pair_acc_delta"),
+    "embed": ("cos_mean", "cos_min", "pair_acc_delta", "pair_decisions_expected_agree"),
     "detect": ("recall", "precision", "box_err_px", "landmark_err_px", "landmark_nme", "output_rel_err"),
     "liveness": ("prob_err", "decision_agree"),
 }

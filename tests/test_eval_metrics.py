@@ -103,7 +103,10 @@ def test_decisions_changed_by_hand():
     moved = SCORES.copy()
     moved[[3, 4, 0, 6]] = [0.6, 0.5, 0.5, 0.58]
     d = decisions_changed(first, moved, SAME, 0.55)
-    assert d == {"threshold": 0.55, "pairs": 9, "changed": 4, "share": pytest.approx(4 / 9), "now_wrong": 2, "now_right": 2}
+    # expected: each of the 9 shifts put on each pair, the decisions that turn counted over 9 x 9
+    shifts = moved - first
+    turned = ((first[:, None] + shifts[None, :] >= 0.55) != (first >= 0.55)[:, None]).sum() / 9
+    assert d == {"threshold": 0.55, "pairs": 9, "changed": 4, "share": pytest.approx(4 / 9), "now_wrong": 2, "now_right": 2, "expected": pytest.approx(turned)}
     assert decisions_changed(first, first, SAME, 0.55)["changed"] == 0
     with pytest.raises(ValueError, match="9 first-model scores, 8 scores"):
         decisions_changed(first, first[:8], SAME, 0.55)

@@ -36,6 +36,6 @@ def test_the_issues_command_ships_w0_5_e6_closer_than_its_first_pass(tmp_path, m
     assert len(steps) >= 3 and any("closer at no cost" in s for s in steps) and steps[-1] == f"shipped: {len(notes['float_groups'])} groups", steps
     assert len(notes["float_groups"]) > len(first["float_groups"])
     assert 1 - shipped["cos_mean"] <= 0.8 * (1 - first["metrics"]["cos_mean"]), (shipped, first)
-    assert shipped["pair_decisions_agree"] >= first["metrics"]["pair_decisions_agree"]
+    assert shipped["pair_decisions_expected_agree"] >= first["metrics"]["pair_decisions_expected_agree"]  # the count is a draw
     # its float groups' weights stored as int8: the file stays well under half of FP32's (w0.5-e6: 182 KB of 447)
     assert notes["int8_weights_of_float_groups"].startswith("shipped") and notes["size_bytes"] < 0.45 * notes["fp32_size_bytes"]

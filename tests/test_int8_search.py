@@ -60,7 +60,7 @@ def _search(
     **search_args,
 ) -> list[str]:
     """Runs run_search with a fake quantiser and verifier: ``results`` maps an attempt's label to
-    (cos_mean, cos_min, pair Δ[, share of pair decisions kept]); returns the labels in the order the search tried them (and appends
+    (cos_mean, cos_min, pair Δ[, share of pair decisions kept[, share expected to be kept]]); returns the labels in the order the search tried them (and appends
     the artifact it chose to ``chosen``, and each distillation asked for, as (groups, from the
     bias-corrected model), to ``distilled``). Each build takes ``build_seconds``. The steps after a
     recogniser's winner (export/int8/closer.py) run only with ``closer``. With
@@ -77,7 +77,9 @@ def _search(
 
     def verify(folder, precision):
         measured = results.get((folder / "label").read_text(), (0.9, 0.8, 3.0))
-        metrics = dict(zip(("cos_mean", "cos_min", "pair_acc_delta", "pair_decisions_agree"), measured))
+        metrics = dict(zip(("cos_mean", "cos_min", "pair_acc_delta", "pair_decisions_agree", "pair_decisions_expected_agree"), measured))
+        if len(measured) == 4:  # one share for both: the decisions kept are what the model is expected to keep
+            metrics["pair_decisions_expected_agree"] = measured[3]
         probe = VerificationReport(False, metrics, tolerances)
         return VerificationReport(margin(probe) >= 0, metrics, tolerances)
 
@@ -180,6 +182,19 @@ def test_an_attempt_that_changes_more_than_one_percent_of_the_pair_decisions_is_
     assert (tmp_path / "bundle" / "label").read_text() == "minmax + float stem"
 
 
+def test_the_decisions_a_model_is_expected_to_keep_are_judged_not_the_ones_it_drew(tmp_path, monkeypatch):
+    """Which pairs a model flips is a draw: w0.5-e16 tflite-int8 with ten groups in float was
+    expected to keep 0.9916 of the decisions and kept 0.9885 (4 of 349) on the day, and was
+    refused; with eight it was expected to keep 0.9907 and drew 0.9971. The expected share
+    decides (the count stays in the manifest), both ways."""
+    unlucky = {"minmax": (0.996, 0.985, 0.0, 0.9885, 0.9916)}
+    assert _search(tmp_path / "a", monkeypatch, unlucky, {"bias_correction": False}) == ["minmax"]
+    lucky = {"minmax": (0.996, 0.985, 0.0, 0.9971, 0.9885), "minmax + float stem": (0.997, 0.988, 0.0, 0.9885, 0.9943)}
+    tried = _search(tmp_path / "b", monkeypatch, lucky, {"bias_correction": False})
+    assert tried == ["minmax", "entropy", "minmax + float stem"]
+    assert (tmp_path / "b" / "bundle" / "label").read_text() == "minmax + float stem"
+
+
 def test_float_groups_go_without_bias_correction_where_it_did_worse(tmp_path, monkeypatch):
     """A detector whose landmarks moved further with corrected biases: the fallbacks use the plain model."""
     tried = _search(
@@ -203,21 +218,22 @@ def test_the_float_groups_build_on_the_model_closest_in_cosine_not_on_a_pair_fli
 
 
 def test_groups_that_miss_only_by_a_pair_are_tried_on_the_other_methods_ranges(tmp_path, monkeypatch):
-    """The groups' last attempt passes every cosine and changes one pair decision too many (4 of 349,
-    the w0.5-e16 openvino-int8 of a fresh test run): the same groups on the other method's ranges come
-    next, before any learned step, and ship where they pass. A last attempt that misses a cosine goes
+    """The groups' last attempt passes every cosine and misses only by a pair (its accuracy moved
+    0.57 points, two pairs net; until 2026-12-07 also 4 of 349 decisions counted, the w0.5-e16
+    openvino-int8 of a fresh test run): the same groups on the other method's ranges come next,
+    before any learned step, and ship where they pass. A last attempt that misses a cosine goes
     straight on to the learned steps, as before."""
     chosen: list = []
     results = {
         "minmax": (0.97, 0.93, 0.3),
         "entropy": (0.975, 0.94, 0.3),
-        "entropy + float stem, blocks.1": (0.997, 0.993, 0.3, 0.9885),
+        "entropy + float stem, blocks.1": (0.997, 0.993, 0.57, 0.9943),
         "minmax + float stem, blocks.1": (0.997, 0.992, 0.3, 0.9943),
     }
     tried = _search(tmp_path, monkeypatch, results, {"bias_correction": False, "distill_seconds": 5}, chosen=chosen)
     assert tried == ["minmax", "entropy", "entropy + float stem", "entropy + float stem, blocks.1", "minmax + float stem, blocks.1"]
     assert chosen[0].notes["attempts"][-1]["passed"] is True
-    results["minmax + float stem, blocks.1"] = (0.997, 0.992, 0.3, 0.9885)  # flips other pairs, as many
+    results["minmax + float stem, blocks.1"] = (0.997, 0.992, 0.57, 0.9943)  # flips other pairs, as many
     tried = _search(tmp_path / "b", monkeypatch, results, {"bias_correction": False, "distill_seconds": 5})
     assert tried[4:] == ["minmax + float stem, blocks.1", "entropy + distillation QAT + float stem, blocks.1"]
     results["entropy + float stem, blocks.1"] = (0.994, 0.993, 0.3, 0.9943)  # misses cos_mean
@@ -907,6 +923,31 @@ def test_a_larger_closer_step_is_not_shipped(tmp_path, monkeypatch):
     assert closer.refusal(shipped, step, 1000, 1100, lambda: timed.append(1) or (1.0, 0.5)) == ""  # a tenth larger: w0.5-e6 tflite-int8's 5 %
     assert closer.refusal(shipped, step, 1000, 1101, lambda: timed.append(1) or (1.0, 0.5)) == "larger: 1101 bytes against 1000"
     assert len(timed) == 1  # not timed once refused
+
+
+def test_a_closer_step_is_judged_by_the_decisions_it_is_expected_to_keep_not_by_its_draw():
+    """w0.5-e16 openvino-int8 (2026-12-07): ten groups in float, cos_mean 0.9974, changed 2 pairs
+    where the eight-group model (0.9959) changed 1, and the count refused it; which pairs a model
+    flips is a draw, so the expected share decides, and the count only where a model has none."""
+    from gfn_edge.export.int8 import closer
+
+    shipped = SimpleNamespace(passed=True, metrics={"cos_mean": 0.9959, "pair_decisions_agree": 0.99713, "pair_decisions_expected_agree": 0.99118}, failures=[])
+    closer_step = SimpleNamespace(
+        passed=True, metrics={"cos_mean": 0.9974, "pair_decisions_agree": 0.99427, "pair_decisions_expected_agree": 0.99243}, failures=[]
+    )
+    timing = lambda: (1.0, 1.0)  # noqa: E731
+    assert closer.refusal(shipped, closer_step, 1000, 1000, timing) == ""
+    unlucky = _with_metrics(closer_step, pair_decisions_agree=0.99713, pair_decisions_expected_agree=0.99050)
+    assert closer.refusal(shipped, unlucky, 1000, 1000, timing) == "more pair decisions changed: pair_decisions_expected_agree 0.99050 against 0.99118"
+    # a verification without the expected share (older manifests): the count decides
+    counted = [_with_metrics(m, pair_decisions_expected_agree=None) for m in (shipped, closer_step)]
+    for m in counted:
+        del m.metrics["pair_decisions_expected_agree"]
+    assert closer.refusal(*counted, 1000, 1000, timing) == "more pair decisions changed: pair_decisions_agree 0.99427 against 0.99713"
+
+
+def _with_metrics(outcome, **metrics):
+    return SimpleNamespace(passed=outcome.passed, metrics={**outcome.metrics, **metrics}, failures=outcome.failures)
 
 
 def test_no_closer_steps_for_learned_models_user_groups_or_detectors(tmp_path, monkeypatch):

@@ -50,7 +50,8 @@ def _notes(notes: list[str], png: str | None) -> list[str]:
 def _decisions_cell(decisions: dict[str, Any] | None) -> str:
     if not decisions:
         return "-"
-    return f"{decisions['changed']} of {decisions['pairs']} ({pct(decisions['share'])} %; {decisions['now_wrong']} / {decisions['now_right']})"
+    cell = f"{decisions['changed']} of {decisions['pairs']} ({pct(decisions['share'])} %; {decisions['now_wrong']} / {decisions['now_right']})"
+    return cell + (f", expected {decisions['expected']:.1f}" if "expected" in decisions else "")
 
 
 def format_verify(result: dict[str, Any]) -> str:

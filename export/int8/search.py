@@ -127,6 +127,7 @@ class Outcome:
             "cos_min",
             "pair_acc_delta",
             "pair_decisions_agree",
+            "pair_decisions_expected_agree",
             "recall",
             "precision",
             "landmark_nme",
