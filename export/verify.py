@@ -8,9 +8,9 @@ FP32          recognisers: every face cos >= 0.9999; detectors: recall = precisi
 FP16          recognisers: cos_min >= 0.999; detectors: recall, precision >= 0.995
 INT8          recognisers: cos_mean >= 0.995, cos_min >= 0.98, pair accuracy within 0.5
               points, at most 1 % of the pair decisions expected to change (over the
-              model's score shifts; the count is reported); detectors: recall, precision >= 0.99,
-              landmark NME <= 0.01 over all faces and over the large ones (>= 96 px on
-              the input);
+              model's score shifts; the count is reported); detectors: recall,
+              precision >= 0.99, landmark NME <= 0.01 over all faces and over the large
+              ones (>= 96 px on the input);
               liveness: every verdict the reference holds robustly kept, 95 % in all,
               real-face probability moved <= 0.05 on average and <= 0.3 at most
 ============  ==========================================================================

@@ -21,8 +21,9 @@ openvino-int8 4 / 4.00 -> 3 / 3.25 (485 -> 325 KB, 0.75 -> 0.69 ms); tflite-int8
 runtimes' int8 kernels at 56x56 with few channels, so the closer model is often the smaller and
 faster one too. What is judged, not assumed: each step is verified like any attempt, and ships
 only where it takes :data:`CLOSER_GAIN` of the cosine error off, is expected to change no more
-pair decisions (the count is a draw: :func:`gfn_edge.metrics.expected_decision_agreement`), and stays within :data:`CLOSER_GROWTH` of the size and :data:`CLOSER_SLOWDOWN` of the latency of
-the model it would replace.
+pair decisions (the count is a draw: :func:`gfn_edge.metrics.expected_decision_agreement`), and
+stays within :data:`CLOSER_GROWTH` of the size and :data:`CLOSER_SLOWDOWN` of the latency of the
+model it would replace.
 
 Recognisers only: their pair decisions are what the pipeline criterion counts, and their
 verification takes seconds; a detector's float groups are chosen by their own step (the coarser
