@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from gfn_edge.liveness import DEFAULT_THRESHOLD, softmax
-from gfn_edge.metrics import DetectionAgreement, accuracy_at, best_threshold_accuracy, cosine_rows, expected_decision_agreement
+from gfn_edge.metrics import DetectionAgreement, accuracy_at, best_threshold_accuracy, cosine_rows, decisions_changed
 from gfn_edge.registry import ModelSpec, Preprocess
 from gfn_edge.retinaface_decode import postprocess, prior_boxes
 
@@ -193,6 +193,7 @@ def embedding_metrics(ref: np.ndarray, art: np.ndarray, vset: VerificationSet) -
         s_art, _ = pair_scores(art, vset)
         acc_ref, thr_ref = best_threshold_accuracy(s_ref, same)
         acc_art, _ = best_threshold_accuracy(s_art, same)
+        decisions = decisions_changed(s_ref, s_art, same, thr_ref)
         m.update(
             {
                 "pairs": int(len(same)),
@@ -200,8 +201,8 @@ def embedding_metrics(ref: np.ndarray, art: np.ndarray, vset: VerificationSet) -
                 "pair_acc": 100 * acc_art,
                 "pair_acc_delta": 100 * abs(acc_art - acc_ref),
                 "pair_threshold_ref": thr_ref,
-                "pair_decisions_agree": float(((s_ref >= thr_ref) == (s_art >= thr_ref)).mean()),
-                "pair_decisions_expected_agree": expected_decision_agreement(s_ref, s_art, thr_ref),
+                "pair_decisions_agree": decisions["agree"],
+                "pair_decisions_expected_agree": decisions["expected_agree"],
                 "pair_acc_at_ref_threshold": 100 * accuracy_at(s_art, same, thr_ref),
             }
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -88,6 +89,38 @@ def expected_decision_agreement(reference: np.ndarray, other: np.ndarray, thresh
     below = np.searchsorted(shifts, distance, side="left")
     flips = np.where(ref >= threshold, below, len(shifts) - below)
     return float(1.0 - flips.sum() / (len(ref) * len(shifts)))
+
+
+def decisions_changed(reference: np.ndarray, scores: np.ndarray, same: np.ndarray, threshold: float) -> dict[str, Any]:
+    """How many pairs ``scores`` decides otherwise than ``reference`` (another model's scores on the
+    same pairs) at ``threshold``, and which way: an exported model judged by the decisions it would
+    change, not by an accuracy in which a pair turned right and one turned wrong cancel out (the
+    INT8 criterion of issue 12: at most 1 % of the reference's decisions). ``agree``: the share
+    kept. ``expected`` / ``expected_agree``: how many it is expected to change and keep, its score
+    shifts falling on the pairs at random (:func:`expected_decision_agreement`); None where a
+    score is not finite (a NaN refuses its pair in the count, and says nothing of a shift).
+
+    One function for export verification and ``gfn-eval``, so the two cannot count apart."""
+    first, moved = np.asarray(reference, np.float64).ravel(), np.asarray(scores, np.float64).ravel()
+    same = np.asarray(same, bool).ravel()
+    if not (first.shape == moved.shape == same.shape):
+        raise ValueError(f"{len(first)} first-model scores, {len(moved)} scores and {len(same)} labels")
+    n = len(same)
+    before, after = first >= threshold, moved >= threshold
+    changed = before != after
+    finite = bool(np.all(np.isfinite(first)) and np.all(np.isfinite(moved)) and math.isfinite(threshold))
+    expected_agree = expected_decision_agreement(first, moved, threshold) if n and finite else None
+    return {
+        "threshold": float(threshold),
+        "pairs": int(n),
+        "changed": int(changed.sum()),
+        "share": float(changed.mean()) if n else 0.0,
+        "agree": float((~changed).mean()) if n else 1.0,
+        "now_wrong": int((changed & (after != same)).sum()),
+        "now_right": int((changed & (after == same)).sum()),
+        "expected": (0.0 if not n else None if expected_agree is None else float(n * (1.0 - expected_agree))),
+        "expected_agree": (1.0 if not n else expected_agree),
+    }
 
 
 def allowed_false_accepts(target_far: float, impostors: int) -> int:

@@ -14,19 +14,20 @@ from hypothesis import strategies as st
 
 from gfn_edge.export.evaluation import binfile
 from gfn_edge.export.evaluation.pairs_csv import read_pairs
+from gfn_edge.export.evaluation.report import _decisions_cell
 from gfn_edge.export.evaluation.roc_plot import PALETTE, Curve, plot_roc, roc_x_range
 from gfn_edge.export.evaluation.runners import ArrayCrops, Embedder, embed_source
 from gfn_edge.export.evaluation.suites import evaluate_pairs
 from gfn_edge.export.evaluation.verification import (
     auc,
     best_threshold,
-    decisions_changed,
     fold_indices,
     kfold_accuracy,
     roc_curve,
     summarize,
     tar_at_far,
 )
+from gfn_edge.metrics import decisions_changed
 
 
 def best_threshold_accuracy(scores, same):
@@ -106,10 +107,31 @@ def test_decisions_changed_by_hand():
     # expected: each of the 9 shifts put on each pair, the decisions that turn counted over 9 x 9
     shifts = moved - first
     turned = ((first[:, None] + shifts[None, :] >= 0.55) != (first >= 0.55)[:, None]).sum() / 9
-    assert d == {"threshold": 0.55, "pairs": 9, "changed": 4, "share": pytest.approx(4 / 9), "now_wrong": 2, "now_right": 2, "expected": pytest.approx(turned)}
+    assert d == {
+        "threshold": 0.55,
+        "pairs": 9,
+        "changed": 4,
+        "share": pytest.approx(4 / 9),
+        "agree": pytest.approx(5 / 9),
+        "now_wrong": 2,
+        "now_right": 2,
+        "expected": pytest.approx(turned),
+        "expected_agree": pytest.approx(1 - turned / 9),
+    }
     assert decisions_changed(first, first, SAME, 0.55)["changed"] == 0
     with pytest.raises(ValueError, match="9 first-model scores, 8 scores"):
         decisions_changed(first, first[:8], SAME, 0.55)
+
+
+def test_decisions_changed_counts_a_nan_score_as_a_refusal_and_expects_nothing():
+    """A model that outputs NaN for a face: its pairs are refused (counted as changed where the
+    first model accepted them), and no expectation is made of shifts that are not numbers, so
+    ``gfn-eval`` reports the broken model instead of stopping on it."""
+    moved = SCORES.copy()
+    moved[0] = np.nan  # pair 0: same person, 0.9 -> NaN: accepted -> refused
+    d = decisions_changed(SCORES, moved, SAME, 0.55)
+    assert (d["changed"], d["now_wrong"], d["expected"], d["expected_agree"]) == (1, 1, None, None)
+    assert _decisions_cell(d) == "1 of 9 (11.11 %; 1 / 0)"
 
 
 @settings(max_examples=60, deadline=None)

@@ -51,7 +51,7 @@ def _decisions_cell(decisions: dict[str, Any] | None) -> str:
     if not decisions:
         return "-"
     cell = f"{decisions['changed']} of {decisions['pairs']} ({pct(decisions['share'])} %; {decisions['now_wrong']} / {decisions['now_right']})"
-    return cell + (f", expected {decisions['expected']:.1f}" if "expected" in decisions else "")
+    return cell + (f", expected {decisions['expected']:.1f}" if decisions.get("expected") is not None else "")
 
 
 def format_verify(result: dict[str, Any]) -> str:

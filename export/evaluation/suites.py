@@ -16,7 +16,7 @@ import numpy as np
 
 from gfn_edge.errors import ImageError
 from gfn_edge.image import list_images, read_image
-from gfn_edge.metrics import DetectionAgreement
+from gfn_edge.metrics import DetectionAgreement, decisions_changed
 from gfn_edge.progress import progress
 from gfn_edge.retinaface_decode import Detections
 
@@ -26,7 +26,7 @@ from . import widerface
 from .pairs_csv import CsvPairs
 from .roc_plot import Curve, plot_pr, plot_roc
 from .runners import Detector, Embedder, embed_source
-from .verification import DEFAULT_FARS, MIN_NEGATIVES_FACTOR, decisions_changed, pair_scores, summarize
+from .verification import DEFAULT_FARS, MIN_NEGATIVES_FACTOR, pair_scores, summarize
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,6 @@ from gfn_edge.metrics import (
     allowed_false_accepts,
     best_threshold,
     cosine_rows,
-    expected_decision_agreement,
 )
 
 __all__ = [
@@ -73,30 +72,6 @@ def _check(scores: np.ndarray, same: np.ndarray) -> tuple[np.ndarray, np.ndarray
 def pair_scores(emb_a: np.ndarray, emb_b: np.ndarray) -> np.ndarray:
     """Cosine similarity of matching rows (embeddings need not be normalised)."""
     return cosine_rows(emb_a, emb_b)
-
-
-def decisions_changed(first: np.ndarray, scores: np.ndarray, same: np.ndarray, threshold: float) -> dict[str, Any]:
-    """How many pairs ``scores`` decides otherwise than ``first`` (the first model's scores on the
-    same pairs) at ``threshold``, and which way: an exported model judged by the decisions it would
-    change, not by an accuracy in which a pair turned right and one turned wrong cancel out (the
-    INT8 criterion of issue 12: at most 1 % of the reference's decisions). ``expected``: how many it
-    is expected to change, its score shifts falling on the pairs at random (which pairs a quantised
-    model turns is a draw: :func:`gfn_edge.metrics.expected_decision_agreement`)."""
-    first, scores = np.asarray(first, np.float64).ravel(), np.asarray(scores, np.float64).ravel()
-    same = np.asarray(same, bool).ravel()
-    if not (first.shape == scores.shape == same.shape):
-        raise ValueError(f"{len(first)} first-model scores, {len(scores)} scores and {len(same)} labels")
-    before, after = first >= threshold, scores >= threshold
-    changed = before != after
-    return {
-        "threshold": float(threshold),
-        "pairs": int(len(same)),
-        "changed": int(changed.sum()),
-        "share": float(changed.mean()) if len(same) else 0.0,
-        "now_wrong": int((changed & (after != same)).sum()),
-        "now_right": int((changed & (after == same)).sum()),
-        "expected": float(len(same) * (1.0 - expected_decision_agreement(first, scores, threshold))) if len(same) else 0.0,
-    }
 
 
 def roc_curve(scores: np.ndarray, same: np.ndarray) -> Roc:
