@@ -65,7 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", required=False, help="registry name or checkpoint path (.pth, .npz, .h5)")
-    p.add_argument("--target", default="onnx", help="comma-separated targets, or 'all' (default: onnx)")
+    p.add_argument(
+        "--target",
+        action="append",
+        help="targets, comma-separated or the flag repeated (--target onnx --target tflite-int8), or 'all' (default: onnx)",
+    )
     p.add_argument("--out", default="artifacts", help="output folder; bundles go to OUT/<model>-<target>/")
     p.add_argument("--arch", help="registry architecture of a checkpoint path (detected from the file if omitted)")
     p.add_argument("--input-size", type=input_size, help="detector input WIDTHxHEIGHT (default: the registry's, 640x480)")
@@ -148,8 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-float-groups", type=count(0), help="INT8 remedy: most layer groups that may be kept in float (default: half)")
     p.add_argument(
         "--verify-on",
+        action="append",
         metavar="CPUS",
-        help="also verify every artifact on these emulated ARM CPUs, e.g. cortex-a72,cortex-a76 (scripts/arm64.sh; recorded under verification.platforms)",
+        help="also verify every artifact on these emulated ARM CPUs, e.g. cortex-a72,cortex-a76 or the flag repeated (scripts/arm64.sh; recorded under verification.platforms)",
     )
     p.add_argument("--json", help="also write the results as JSON to this file")
     p.add_argument("--list", action="store_true", help="list models and targets, then exit")
@@ -208,7 +213,7 @@ def _main(argv: list[str] | None = None) -> int:
             calib = args.calib  # a folder or saved set; checked against the model's spec inside export
         results = export_model(
             args.model,
-            args.target,
+            args.target or "onnx",
             args.out,
             arch=args.arch,
             input_size=args.input_size,

@@ -44,8 +44,9 @@ TIMEOUT_S = 3600
 
 
 def parse_platforms(text: str | list[str] | None) -> list[str]:
-    """``"cortex-a72,cortex-a76"`` -> the list, each a CPU the emulator knows."""
-    items = text.split(",") if isinstance(text, str) else list(text or [])
+    """``"cortex-a72,cortex-a76"`` (or a list of such, from the flag repeated) -> the list, each a
+    CPU the emulator knows."""
+    items = text.split(",") if isinstance(text, str) else [t for part in text or [] for t in part.split(",")]
     names = [t.strip().lower() for t in items if t.strip()]
     unknown = [n for n in names if n not in PLATFORMS]
     if unknown:

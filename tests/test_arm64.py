@@ -104,6 +104,7 @@ def test_platform_names_are_checked():
     from gfn_edge.export.verify_on import parse_platforms
 
     assert parse_platforms("cortex-a72, Cortex-A76,cortex-a72") == ["cortex-a72", "cortex-a76"]
+    assert parse_platforms(["cortex-a76", "cortex-a72,cortex-a76"]) == ["cortex-a76", "cortex-a72"]  # the flag repeated
     with pytest.raises(GfnEdgeError, match="unknown CPU cortex-a99.*cortex-a72"):
         parse_platforms("cortex-a72,cortex-a99")
 

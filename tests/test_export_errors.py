@@ -63,6 +63,15 @@ def test_unknown_target_suggests_the_closest(tmp_path, capsys):
     assert code == 2 and "did you mean openvino-fp16" in err
 
 
+def test_every_repeated_target_flag_counts(tmp_path, capsys):
+    """``--target tflte --target onnx``: the first flag is read too (it used to be dropped silently,
+    the last flag winning, so a user asking for two targets got one)."""
+    code, err = _cli(["--model", MNET, "--target", "tflte", "--target", "onnx", "--out", str(tmp_path / "cli")], capsys)
+    assert code == 2 and "unknown target 'tflte'; did you mean tflite" in err
+    assert _nothing_written(tmp_path / "cli")
+    assert build_parser().parse_args(["--model", MNET, "--target", "onnx,tflite", "--target", "all"]).target == ["onnx,tflite", "all"]
+
+
 @pytest.mark.parametrize(
     "value, says", [("-5", "outside 0 .. 86400"), ("1e9", "outside 0 .. 86400"), ("soon", "is not a number of seconds"), ("nan", "outside 0 .. 86400")]
 )
