@@ -270,8 +270,33 @@ def test_readme_blocks_are_read_the_way_ci_runs_them(tmp_path):
         bad = run(block, str(readme))
         assert bad.returncode == 2 and says in bad.stderr and not bad.stdout, bad
     ci = (ROOT / ".ci" / "run").read_text()
-    assert "scripts/readme_commands.py quickstart" in ci and "scripts/readme_commands.py arm64" in ci
+    assert "scripts/readme_commands.py quickstart" in ci and 'scripts/readme_commands.py "$name"' in ci
+    assert "run_block arm64 " in ci and "run_block int8 " in ci
     assert "re.search" not in ci, ".ci/run parses the README itself again"
+
+
+def test_ci_int8_block_is_the_headline_export_of_a_checkpoint_file():
+    """README's <!-- int8:begin --> block, which CI runs: gfn-export --target tflite-int8 on a real
+    checkpoint given as a file (no registry name), plain photo folders, default options, then
+    verified on an emulated Cortex-A72. Read with gfn-export's own parser, so a flag it does not know
+    fails here, not half an hour into CI; an option beyond those a user must give fails too."""
+    import shlex
+
+    from gfn_edge.export.cli import build_parser
+
+    (line,) = _readme_commands().block_commands("int8")
+    argv = shlex.split(line)
+    assert argv[0] == "gfn-export"
+    args = build_parser().parse_args(argv[1:])
+    given = {a.split("=")[0] for a in argv[1:] if a.startswith("--")}
+    assert given == {"--model", "--target", "--calib", "--verify-images", "--verify-on", "--out"}, given
+    assert args.target == ["tflite-int8"] and args.verify_on == ["cortex-a72"]
+    checkpoint = (ROOT / args.model).resolve()
+    assert checkpoint.suffix == ".h5" and checkpoint.parent.name == "ghostfacenets", args.model
+    for path in (checkpoint, (ROOT / args.calib).resolve(), (ROOT / args.verify_images).resolve()):
+        if not path.exists():
+            pytest.skip(f"asset missing: {path}")
+    assert (ROOT / args.verify_images / "pairs.csv").is_file(), "verification needs the labelled pairs"
 
 
 def test_ci_runs_the_door_end_to_end_alone_on_emulated_arm():
