@@ -246,7 +246,12 @@ def verify_bundle_files(manifest: Manifest) -> None:
 
 
 def find_bundles(roots: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Bundle folders (holding manifest.json) under ``roots``, sorted; a root may be a bundle itself."""
+    """Bundle folders (holding manifest.json) under ``roots``, at any depth, sorted; a root may be a
+    bundle itself. Linked folders are followed (a folder of links to bundles, or to folders of
+    bundles, is common; each real folder is entered once, so a link back up does not loop); folders
+    whose name starts with a dot are not entered. A root that holds no bundle is logged: until
+    2026-12-07 links two levels down were not followed, and gfn-bench went on without those
+    bundles, saying nothing."""
     found: set[Path] = set()
     for root in roots:
         root = Path(root)
@@ -256,8 +261,16 @@ def find_bundles(roots: Iterable[str | os.PathLike[str]]) -> list[Path]:
         if not root.is_dir():
             log.warning("bundle folder %s does not exist", root)
             continue
-        # rglob does not enter linked folders; a folder of links to bundles is common (glob follows them)
-        for manifest in set(root.rglob(MANIFEST_NAME)) | set(root.glob(f"*/{MANIFEST_NAME}")):
-            if not any(part.startswith(".") for part in manifest.parent.relative_to(root).parts):
-                found.add(manifest.parent)
+        before, entered = len(found), set()
+        for folder, subfolders, files in os.walk(root, followlinks=True):
+            real = os.path.realpath(folder)
+            if real in entered:
+                subfolders[:] = []
+                continue
+            entered.add(real)
+            subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+            if MANIFEST_NAME in files:
+                found.add(Path(folder))
+        if len(found) == before:
+            log.warning("no bundle (a folder holding %s) under %s", MANIFEST_NAME, root)
     return sorted(found)

@@ -458,11 +458,76 @@ def test_gfn_bench_writes_json_markdown_and_png(bundles, tmp_path):
     md = (out / "bench.md").read_text()
     for heading in ("## End to end", "## 1:N search", "## Detectors", "## Recognisers", "## Import time", "## Skipped or failed"):
         assert heading in md
+    assert data["int8_vs_fp32"] == [] and "## INT8 beside FP32" not in md  # no INT8 bundle given, no pair to time
     assert "x-onnx-int8: not exported: test" in md
     assert "| blazeface-short-128 (peer) | 128x128 |" in md
     png = cv2.imread(str(out / "latency_fidelity.png"))
     assert png is not None and png.shape == (640, 1500, 3) and png.min() < 100  # something was drawn
     assert len(result["models"]) == len(data["models"])
+
+
+def test_paired_timing_opens_each_model_once_and_alternates_the_rounds(monkeypatch):
+    """Opened anew for each round inside the export, a variant read 7 % slower than a file that runs
+    as fast; a model timed right after another one also pays for what that one left behind. So the
+    pair is opened once, warmed up, and timed in alternating rounds; each gets its rounds' median."""
+    from gfn_edge.benchmark import paired
+
+    opened, runs = [], []
+
+    class Fake:
+        def __init__(self, name):
+            self.name = name
+
+        def run(self, x):
+            runs.append(self.name)
+
+    speeds = {"a": [1.0, 5.0, 1.2], "b": [2.0, 2.1, 9.0]}  # one slow round each: the median ignores it
+    clock = {k: iter(v) for k, v in speeds.items()}
+
+    def timed_model(bundle, threads):
+        opened.append((str(bundle), threads))
+        return Fake(str(bundle)), None
+
+    def median_run(model, x, n):
+        model.run(x)
+        return next(clock[model.name])
+
+    monkeypatch.setattr(paired, "open_timed", timed_model)
+    monkeypatch.setattr(paired, "median_run_ms", median_run)
+    assert paired.paired_latency_ms(["a", "b"], rounds=3, threads=1) == [1.2, 2.1]
+    assert opened == [("a", 1), ("b", 1)]
+    timed = runs[20:]  # after ten warm-up runs each
+    assert runs[:20] == ["a"] * 10 + ["b"] * 10 and timed == ["a", "b"] * 3
+
+
+def test_int8_bundles_are_paired_with_the_fp32_bundle_of_their_model_runtime_and_size(bundles, tmp_path):
+    """gfn-bench's "INT8 beside FP32" table: each INT8 bundle timed in alternating rounds with the FP32
+    bundle of the same model, runtime and input size (a hint variant, a peer or another size is no
+    sibling); a pair that cannot be opened gets its error in its row, and the run goes on."""
+    from dataclasses import replace
+
+    from gfn_edge.benchmark.paired import int8_beside_fp32, int8_siblings
+
+    fp32 = bundle_candidate(bundles.get(REC, "onnx"))
+    int8 = replace(fp32, target="onnx-int8", precision="int8")  # the same real file, timed as both
+    hinted = replace(int8, options={"precision": "bf16"})
+    other_size = replace(int8, input_size=(96, 96))
+    on_openvino = replace(int8, backend="openvino")
+    broken = replace(int8, name="broken", path=tmp_path / "gone")
+    broken_fp32 = replace(fp32, name="broken")
+    peer = replace(int8, kind="peer")
+    cands = [int8, fp32, hinted, other_size, on_openvino, peer, broken_fp32, broken]
+    assert int8_siblings(cands) == [(fp32, int8), (broken_fp32, broken)]
+    rows = int8_beside_fp32(cands, threads=[1, 2], rounds=2, runs=3)
+    good = [r for r in rows if r["model"] == REC]
+    assert [r["threads"] for r in good] == [1, 2]
+    for r in good:
+        assert r["fp32_ms"] > 0 and r["int8_ms"] > 0 and r["ratio"] == round(r["int8_ms"] / r["fp32_ms"], 2), r
+        assert r["size_ratio"] == 1.0 and r["int8_bytes"] == fp32.file_bytes and (r["rounds"], r["runs"]) == (2, 3)
+    bad = [r for r in rows if r["model"] == "broken"]
+    assert len(bad) == 2 and all("gone" in r["error"] and "fp32_ms" not in r for r in bad), bad
+    md = report.render({"int8_vs_fp32": rows})
+    assert "## INT8 beside FP32" in md and f"| {REC} | 112x112 | onnxruntime | 1 |" in md and "| broken |" in md
 
 
 def test_markdown_table_aligns_numbers_right():

@@ -395,40 +395,6 @@ def test_a_winner_whose_int8_weights_are_refused_ships_its_float_weights_as_fp16
     assert not any("fp16" in t for t in _search(tmp_path / "none", monkeypatch, {**base, half: (0.998, 0.99, 0.0)}, corrects_biases=True))
 
 
-def test_paired_timing_opens_each_model_once_and_alternates_the_rounds(monkeypatch):
-    """Opened anew for each round inside the export, a variant read 7 % slower than a file that runs
-    as fast; a model timed right after another one also pays for what that one left behind. So the
-    pair is opened once, warmed up, and timed in alternating rounds; each gets its rounds' median."""
-    from gfn_edge.export.int8 import search
-
-    opened, runs = [], []
-
-    class Fake:
-        def __init__(self, name):
-            self.name = name
-
-        def run(self, x):
-            runs.append(self.name)
-
-    speeds = {"a": [1.0, 5.0, 1.2], "b": [2.0, 2.1, 9.0]}  # one slow round each: the median ignores it
-    clock = {k: iter(v) for k, v in speeds.items()}
-
-    def timed_model(bundle, threads):
-        opened.append((bundle, threads))
-        return Fake(bundle), None
-
-    def median_run(model, x, n):
-        model.run(x)
-        return next(clock[model.name])
-
-    monkeypatch.setattr(search, "_timed_model", timed_model)
-    monkeypatch.setattr(search, "_median_run_ms", median_run)
-    assert search.paired_latency_ms(["a", "b"], rounds=3, threads=1) == [1.2, 2.1]
-    assert opened == [("a", 1), ("b", 1)]
-    timed = runs[20:]  # after ten warm-up runs each
-    assert runs[:20] == ["a"] * 10 + ["b"] * 10 and timed == ["a", "b"] * 3
-
-
 def test_bias_correction_goes_on_the_min_max_ranges_it_is_computed_for_before_the_best_method(tmp_path, monkeypatch):
     """The correction simulates min/max ranges: entropy's clipped ranges move the means otherwise
     (MiniFASNetV1SE onnx-int8: entropy + correction made 5 verdicts change where entropy made 2).

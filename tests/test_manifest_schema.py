@@ -330,3 +330,31 @@ def test_tolerance_overrides_are_checked_before_export(tmp_path, mirror, items, 
 
     with pytest.raises(OptionError, match=words):
         export_model(REC, "onnx", tmp_path / "out", mirror=mirror, tolerances=items)
+
+
+def test_bundles_are_found_through_linked_folders_at_any_depth(tmp_path, caplog):
+    """A folder of links to folders of bundles (how exports of several models get collected) is
+    searched through; a link back up is entered once; dot folders are not entered; a root with no
+    bundle is said. Until 2026-12-07 links two levels down were skipped and gfn-bench measured the
+    other bundles without a word."""
+    from gfn_edge.manifest import find_bundles
+
+    store = tmp_path / "store"
+    for rel in ("m1/m1-onnx", "m1/m1-tflite-int8", "m2/deeper/m2-openvino", ".trash/old-onnx"):
+        (store / rel).mkdir(parents=True)
+        (store / rel / "manifest.json").write_text("{}")
+    collected = tmp_path / "collected"
+    collected.mkdir()
+    (collected / "first").symlink_to(store / "m1", target_is_directory=True)
+    (collected / "second").symlink_to(store / "m2", target_is_directory=True)
+    (collected / "second-again").symlink_to(store / "m2", target_is_directory=True)
+    (store / "m1" / "loop").symlink_to(collected, target_is_directory=True)  # a link back up
+    found = find_bundles([collected])
+    assert sorted(p.name for p in found) == ["m1-onnx", "m1-tflite-int8", "m2-openvino"], found  # each once
+    assert all(collected in p.parents for p in found)
+    assert find_bundles([store / "m1" / "m1-onnx"]) == [store / "m1" / "m1-onnx"]  # a bundle itself
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with caplog.at_level("WARNING", logger="gfn_edge.manifest"):
+        assert find_bundles([empty, tmp_path / "absent"]) == []
+    assert "no bundle (a folder holding manifest.json) under" in caplog.text and "does not exist" in caplog.text

@@ -47,6 +47,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from gfn_edge.benchmark.paired import paired_latency_ms
 from gfn_edge.errors import OptionError
 
 from ..context import ExportContext
@@ -1008,43 +1009,6 @@ def _remedies(chosen: Outcome, outcomes: list[Outcome], recipe: Attempt | None =
     if chosen.attempt.half_weights:
         done.append("the float ops' weights stored as float16 (computed in FP32; verified, no slower)")
     return done
-
-
-def _timed_model(bundle: Path, threads: int | None):
-    """The bundle opened on its runtime, with an input of its size."""
-    from gfn_edge.runtimes import open_model
-
-    model = open_model(bundle, verify_files=False, threads=threads)
-    size = model.manifest.preprocess.input_size  # (w, h) from the manifest when the model's input is dynamic
-    hw = model.input_hw or ((int(size[1]), int(size[0])) if size else None)
-    if hw is None:
-        raise ValueError(f"{bundle}: neither the model nor its manifest gives an input size to time it at")
-    return model, np.random.default_rng(0).standard_normal((1, hw[0], hw[1], 3)).astype(np.float32)
-
-
-def _median_run_ms(model, x: np.ndarray, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        model.run(x)
-        times.append((time.perf_counter() - start) * 1000)
-    return float(statistics.median(times))
-
-
-def paired_latency_ms(bundles: list[Path], rounds: int = 4, runs: int = 30, threads: int | None = 1) -> list[float]:
-    """Median latency of each bundle, opened once and warmed up, timed in alternating rounds (a
-    busy CPU slows all alike); the median of each bundle's round medians. Opening a model anew for
-    each round put w0.5-e16 onnx-int8's float16-weight variant 7 % behind its winner in the export,
-    where the same two files timed this way run equally fast (2.04 against 2.05 ms)."""
-    opened = [_timed_model(b, threads) for b in bundles]
-    for model, x in opened:
-        for _ in range(10):
-            model.run(x)
-    medians: list[list[float]] = [[] for _ in opened]
-    for _ in range(rounds):
-        for i, (model, x) in enumerate(opened):
-            medians[i].append(_median_run_ms(model, x, runs))
-    return [float(statistics.median(m)) for m in medians]
 
 
 def _fp32_sibling(ctx: ExportContext, info: TargetInfo, build_fp32: Callable[[Path], Artifact]) -> dict[str, Any]:

@@ -154,6 +154,10 @@ def run_benchmark(req: BenchmarkRequest, skipped: list[dict[str, Any]] | None = 
         failures=suite["failures"],
         settings=dict(suite["settings"], pipeline_runs=req.pipeline_runs),
     )
+    if req.models:
+        from .paired import int8_beside_fp32
+
+        result["int8_vs_fp32"] = int8_beside_fp32(cands, req.threads, runs=max(10, req.runs // 2))
     if req.import_repeats > 0:
         result["import_time"] = import_times(sorted({c.backend for c in cands}) or ["onnxruntime"], req.import_repeats)
     result["load_after"] = load_average()

@@ -156,6 +156,19 @@ def import_table(items: list[dict[str, Any]]) -> str:
     return table(["backend", "import gfn_edge ms", "+ backend ms", "total ms", "note"], rows)
 
 
+def int8_table(rows: list[dict[str, Any]]) -> str:
+    """INT8 bundles against their FP32 siblings, timed in alternating rounds (:mod:`.paired`)."""
+    out = []
+    for r in rows:
+        size = f"{r['input_size'][0]}x{r['input_size'][1]}" if r.get("input_size") else ""
+        sizes = f"{r['int8_bytes'] / 1e6:.2f} / {r['fp32_bytes'] / 1e6:.2f} ({100 * r['size_ratio']:.0f} %)" if r.get("size_ratio") else ""
+        if "error" in r:
+            out.append([r["model"], size, r["backend"], str(r["threads"]), "", "", r["error"], sizes])
+        else:
+            out.append([r["model"], size, r["backend"], str(r["threads"]), f"{r['fp32_ms']:.2f}", f"{r['int8_ms']:.2f}", f"{r['ratio']:.2f}", sizes])
+    return table(["model", "input", "backend", "threads", "FP32 ms", "INT8 ms", "INT8 / FP32", "MB INT8 / FP32"], out)
+
+
 def render(result: dict[str, Any]) -> str:
     """The whole report as Markdown."""
     sys_ = result.get("system", {})
@@ -189,6 +202,15 @@ def render(result: dict[str, Any]) -> str:
         out += ["## Recognisers (single-face latency, throughput by batch)\n", models_table(result, "embed"), ""]
         if any(r["task"] == "liveness" for r in result["models"]):
             out += ["## Liveness\n", models_table(result, "liveness"), ""]
+    if result.get("int8_vs_fp32"):
+        out += [
+            "## INT8 beside FP32 (each pair timed in alternating rounds)\n",
+            int8_table(result["int8_vs_fp32"]),
+            "",
+            "Each INT8 bundle and the FP32 bundle of the same model, runtime and input size, opened together and "
+            "timed in alternating rounds (median of the round medians), so a busy or throttled CPU slows both alike; "
+            "the tables above time each row on its own.\n",
+        ]
     if result.get("import_time"):
         out += ["## Import time (fresh interpreter)\n", import_table(result["import_time"]), ""]
     skipped = result.get("skipped", []) + result.get("failures", []) + (pipe or {}).get("failures", [])
