@@ -620,6 +620,23 @@ def test_bench_device_app_refuses_bad_arguments(tmp_path):
     assert proc.returncode == 1 and "bench_device:" in proc.stderr and not (tmp_path / "x.json").exists()
 
 
+def test_gfn_bench_list_options_may_be_repeated():
+    """``--threads 1 --threads 2,4``: every flag counts (argparse alone kept the last), each value
+    once; left out, the defaults; a bad value is refused by the parser."""
+    from gfn_edge.benchmark.cli import build_parser, request_from_args
+
+    parse = build_parser().parse_args
+    req = request_from_args(
+        parse(["--threads", "1", "--threads", "2,4,1", "--task", "embed", "--task", "detect,embed", "--openvino-hints", "bf16", "--peer-backends", "tflite"])
+    )
+    assert req.threads == [1, 2, 4] and req.tasks == {"embed", "detect"} and req.openvino_hints == ["bf16"] and req.peer_backends == ["tflite"]
+    plain = request_from_args(parse([]))
+    assert (plain.threads, plain.batch_sizes, plain.gallery_sizes) == ([1, 2], [1, 8, 32], [10_000, 100_000])
+    assert plain.tasks == {"detect", "embed", "liveness"} and plain.openvino_hints == [] and plain.peer_backends == ["onnxruntime", "openvino", "tflite"]
+    with pytest.raises(SystemExit):
+        parse(["--threads", "2", "--threads", "0"])
+
+
 def test_gfn_bench_console_script_is_installed():
     script = Path(sys.executable).parent / "gfn-bench"
     exe = str(script) if script.is_file() else shutil.which("gfn-bench")

@@ -39,6 +39,17 @@ def _ints(text: str) -> list[int]:
     return values
 
 
+def _names(given: list[str] | None, default: str) -> list[str]:
+    """A list option given comma-separated, repeated, or both -> its names, each once, in order
+    (argparse alone kept only the last of a repeated flag)."""
+    parts = [n.strip() for item in (given if given is not None else [default]) for n in item.split(",")]
+    return list(dict.fromkeys(n for n in parts if n))
+
+
+def _unique(given: list[int] | None, default: list[int]) -> list[int]:
+    return list(dict.fromkeys(given)) if given else list(default)
+
+
 def _positive(text: str) -> int:
     return _ints(text)[0]
 
@@ -49,13 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peers", metavar="DIR", help="peers folder (default: <shared>/peers when found)")
     p.add_argument("--peer", action="append", default=[], metavar="NAME", help="only these peers (repeatable; default: all found)")
     p.add_argument("--no-peers", action="store_true", help="measure no peers")
-    p.add_argument("--peer-backends", default="onnxruntime,openvino,tflite", help="runtimes to run peers on (default: every runtime able to)")
-    p.add_argument("--openvino-hints", default="", help="also run OpenVINO bundles with these precision hints, e.g. bf16 (default: none; f32 always)")
-    p.add_argument("--task", default="detect,embed,liveness", help="tasks to measure (default: all)")
-    p.add_argument("--threads", type=_ints, default=[1, 2], help="comma-separated thread counts (default 1,2)")
+    p.add_argument("--peer-backends", action="append", help="runtimes to run peers on, comma-separated or repeated (default: every runtime able to)")
+    p.add_argument("--openvino-hints", action="append", help="also run OpenVINO bundles with these precision hints, e.g. bf16 (default: none; f32 always)")
+    p.add_argument("--task", action="append", help="tasks to measure, comma-separated or repeated (default: detect, embed, liveness)")
+    p.add_argument("--threads", type=_ints, action="extend", help="thread counts, comma-separated or repeated (default 1,2)")
     p.add_argument("--runs", type=_positive, default=50, help="timed runs per measurement (default 50)")
     p.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
-    p.add_argument("--batch-sizes", type=_ints, default=[1, 8, 32], help="recogniser throughput batches (default 1,8,32)")
+    p.add_argument("--batch-sizes", type=_ints, action="extend", help="recogniser throughput batches (default 1,8,32)")
     p.add_argument("--no-memory", action="store_true", help="skip peak-RSS subprocesses")
     p.add_argument("--no-sanity", action="store_true", help="skip the real-photo checks")
     p.add_argument("--sanity-pairs", type=_positive, default=None, help="labelled pairs used for recogniser sanity (default: all)")
@@ -63,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-models", action="store_true", help="skip the per-model table (only the end-to-end frame benchmark)")
     p.add_argument("--frame", metavar="IMAGE", help="picture with one face, fitted into a 640x480 frame (default: a shared/ portrait)")
     p.add_argument("--pipeline-runs", type=_positive, default=100, help="timed runs per pipeline stage (default 100)")
-    p.add_argument("--gallery-sizes", type=_ints, default=[10_000, 100_000], help="synthetic gallery sizes (default 10000,100000)")
+    p.add_argument("--gallery-sizes", type=_ints, action="extend", help="synthetic gallery sizes (default 10000,100000)")
     p.add_argument("--target-ms", type=float, default=8.0, help="frame target for the verdict (default 8 ms)")
     p.add_argument("--import-repeats", type=int, default=5, help="fresh interpreters per import-time figure (0 skips; default 5)")
     p.add_argument(
@@ -89,13 +100,13 @@ def request_from_args(args: argparse.Namespace) -> BenchmarkRequest:
         peers=args.peers,
         peer_names=list(args.peer),
         no_peers=args.no_peers,
-        peer_backends=[b.strip() for b in args.peer_backends.split(",") if b.strip()],
-        openvino_hints=[h.strip() for h in args.openvino_hints.split(",") if h.strip()],
-        tasks={t.strip() for t in args.task.split(",") if t.strip()},
-        threads=args.threads,
+        peer_backends=_names(args.peer_backends, "onnxruntime,openvino,tflite"),
+        openvino_hints=_names(args.openvino_hints, ""),
+        tasks=set(_names(args.task, "detect,embed,liveness")),
+        threads=_unique(args.threads, [1, 2]),
         runs=args.runs,
         warmup=args.warmup,
-        batch_sizes=args.batch_sizes,
+        batch_sizes=_unique(args.batch_sizes, [1, 8, 32]),
         memory=not args.no_memory,
         sanity=not args.no_sanity,
         sanity_pairs=args.sanity_pairs,
@@ -103,7 +114,7 @@ def request_from_args(args: argparse.Namespace) -> BenchmarkRequest:
         models=not args.no_models,
         frame=args.frame,
         pipeline_runs=args.pipeline_runs,
-        gallery_sizes=args.gallery_sizes,
+        gallery_sizes=_unique(args.gallery_sizes, [10_000, 100_000]),
         target_ms=args.target_ms,
         import_repeats=args.import_repeats,
         wait_quiet=args.wait_quiet,
