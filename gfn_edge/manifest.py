@@ -261,7 +261,7 @@ def find_bundles(roots: Iterable[str | os.PathLike[str]]) -> list[Path]:
         if not root.is_dir():
             log.warning("bundle folder %s does not exist", root)
             continue
-        before, entered = len(found), set()
+        here, entered = set(), set()
         for folder, subfolders, files in os.walk(root, followlinks=True):
             real = os.path.realpath(folder)
             if real in entered:
@@ -270,7 +270,8 @@ def find_bundles(roots: Iterable[str | os.PathLike[str]]) -> list[Path]:
             entered.add(real)
             subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
             if MANIFEST_NAME in files:
-                found.add(Path(folder))
-        if len(found) == before:
+                here.add(Path(folder))
+        if not here:
             log.warning("no bundle (a folder holding %s) under %s", MANIFEST_NAME, root)
+        found |= here
     return sorted(found)

@@ -353,6 +353,9 @@ def test_bundles_are_found_through_linked_folders_at_any_depth(tmp_path, caplog)
     assert sorted(p.name for p in found) == ["m1-onnx", "m1-tflite-int8", "m2-openvino"], found  # each once
     assert all(collected in p.parents for p in found)
     assert find_bundles([store / "m1" / "m1-onnx"]) == [store / "m1" / "m1-onnx"]  # a bundle itself
+    with caplog.at_level("WARNING", logger="gfn_edge.manifest"):
+        assert len(find_bundles([store, store / "m1"])) == 3  # a root inside another: no bundle twice
+    assert "no bundle" not in caplog.text, "a root whose bundles another root also holds is not empty"
     empty = tmp_path / "empty"
     empty.mkdir()
     with caplog.at_level("WARNING", logger="gfn_edge.manifest"):
