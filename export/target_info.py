@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gfn_edge.arg_types import names_given
 from gfn_edge.manifest import TensorSpec, artifact_format, preferred_backend
 
 
@@ -62,11 +63,8 @@ TARGETS: dict[str, TargetInfo] = {
 
 def expand_targets(spec: str | list[str]) -> list[str]:
     """``"all"``, ``"onnx,tflite"`` or a list -> validated target names (closest names suggested)."""
-    items = spec.split(",") if isinstance(spec, str) else [s for part in spec for s in part.split(",")]
     out: list[str] = []
-    for raw in (i.strip() for i in items):
-        if not raw:
-            continue
+    for raw in names_given(spec):
         names = list(TARGETS) if raw == "all" else [raw]
         for name in names:
             if name not in TARGETS:

@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from gfn_edge.arg_types import names_given
 from gfn_edge.errors import GfnEdgeError
 from gfn_edge.manifest import Manifest
 
@@ -46,13 +47,12 @@ TIMEOUT_S = 3600
 def parse_platforms(text: str | list[str] | None) -> list[str]:
     """``"cortex-a72,cortex-a76"`` (or a list of such, from the flag repeated) -> the list, each a
     CPU the emulator knows."""
-    items = text.split(",") if isinstance(text, str) else [t for part in text or [] for t in part.split(",")]
-    names = [t.strip().lower() for t in items if t.strip()]
+    names = list(dict.fromkeys(n.lower() for n in names_given(text)))
     unknown = [n for n in names if n not in PLATFORMS]
     if unknown:
         known = ", ".join(f"{k} ({v})" for k, v in PLATFORMS.items())
         raise GfnEdgeError(f"--verify-on: unknown CPU {', '.join(unknown)}; known: {known}")
-    return list(dict.fromkeys(names))
+    return names
 
 
 def arm64_script() -> Path:

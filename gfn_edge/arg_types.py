@@ -4,7 +4,7 @@ with the same rule the Python API applies to the same setting."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from .checks import MAX_INPUT_SIDE, MIN_INPUT_SIDE, check_count, check_input_size
 from .errors import GfnEdgeError
@@ -35,3 +35,12 @@ def input_size(text: str) -> tuple[int, int]:
         return check_input_size((w, h), f"input size {text}")
     except GfnEdgeError:
         raise argparse.ArgumentTypeError(f"input size {text}: both sides must be {MIN_INPUT_SIDE} to {MAX_INPUT_SIDE}") from None
+
+
+def names_given(given: str | Iterable[str] | None) -> list[str]:
+    """A list option's names, from ``"a,b"``, from the flag repeated (argparse's ``append``: a list of
+    such strings) or both: stripped, empty ones dropped, each once, in the order first given. Why one
+    function: gfn-export's --target and --verify-on and gfn-bench's list options read them alike
+    (argparse alone keeps only the last of a repeated flag); each still checks the names itself."""
+    items = [given] if isinstance(given, str) else list(given or [])
+    return list(dict.fromkeys(name.strip() for item in items for name in item.split(",") if name.strip()))

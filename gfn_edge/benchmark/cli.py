@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..arg_types import names_given
 from ..cli_errors import run_cli
 from ..errors import UsageError
 from .engine import BenchmarkRequest, default_shared
@@ -42,8 +43,7 @@ def _ints(text: str) -> list[int]:
 def _names(given: list[str] | None, default: str) -> list[str]:
     """A list option given comma-separated, repeated, or both -> its names, each once, in order
     (argparse alone kept only the last of a repeated flag)."""
-    parts = [n.strip() for item in (given if given is not None else [default]) for n in item.split(",")]
-    return list(dict.fromkeys(n for n in parts if n))
+    return names_given(given if given is not None else default)
 
 
 def _unique(given: list[int] | None, default: list[int]) -> list[int]:
