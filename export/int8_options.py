@@ -31,7 +31,7 @@ DEFAULT_DISTILL_STEPS = {"embed": 160, "liveness": 160, "detect": 40}
 # Steps of the schedule per task (learned rounding), each within the default 30 s on this project's
 # 2-core machine. A step measured on an Intel Xeon: GhostFaceNets w0.5 0.56 s, w1.3-e1 0.35 s,
 # MiniFASNets 0.6 s, RetinaFace-mnet025 about 10 s after a setup of 14 s, so the detector's two
-# are a token at the default budget (at 150 s it fitted better and verified worse: README)
+# are a token at the default budget (at 150 s it fitted better and verified worse: docs/int8.md)
 DEFAULT_ROUNDING_STEPS = {"embed": 40, "liveness": 40, "detect": 2}
 
 

@@ -27,10 +27,12 @@ def block_commands(name: str, readme: Path = README) -> list[str]:
     """The command lines of block ``name`` of ``readme``, stripped, in order."""
     if not re.fullmatch(r"[a-z0-9_-]+", name):
         raise BlockMissing(f"a block name is lower-case letters, digits, '-' or '_', not {name!r}")
-    match = re.search(rf"<!-- {name}:begin -->(.*?)<!-- {name}:end -->", readme.read_text(encoding="utf-8"), re.S)
-    if not match:
+    blocks = re.findall(rf"<!-- {name}:begin -->(.*?)<!-- {name}:end -->", readme.read_text(encoding="utf-8"), re.S)
+    if not blocks:
         raise BlockMissing(f"{readme.name} has no <!-- {name}:begin --> ... <!-- {name}:end --> block")
-    lines = [line.strip() for line in match.group(1).splitlines()]
+    if len(blocks) > 1:  # CI would run the first and the reader of the second would not know
+        raise BlockMissing(f"{readme.name} has {len(blocks)} <!-- {name}:begin --> blocks; a block name is used once")
+    lines = [line.strip() for line in blocks[0].splitlines()]
     commands = [line for line in lines if line and not line.startswith(("```", "#"))]
     if not commands:
         raise BlockMissing(f"no commands between the {name} markers in {readme.name}")

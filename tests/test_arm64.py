@@ -254,10 +254,11 @@ def _arm64_ci_commands() -> list[list[str]]:
 
 def test_readme_blocks_are_read_the_way_ci_runs_them(tmp_path):
     """.ci/run takes its commands from scripts/readme_commands.py: a block's commands, no fences or
-    comments; a missing or empty block is exit 2 with a line naming it (CI then stops)."""
+    comments; a missing, empty or repeated block is exit 2 with a line naming it (CI then stops)."""
     readme = tmp_path / "README.md"
     readme.write_text(
         "x\n<!-- demo:begin -->\n```bash\n# a comment\n  gfn-export --list  \n\npytest -q\n```\n<!-- demo:end -->\n<!-- empty:begin -->\n```\n```\n<!-- empty:end -->\n"
+        "<!-- twice:begin -->\nls\n<!-- twice:end -->\n<!-- twice:begin -->\npwd\n<!-- twice:end -->\n"
     )
     script = ROOT / "scripts" / "readme_commands.py"
 
@@ -266,7 +267,7 @@ def test_readme_blocks_are_read_the_way_ci_runs_them(tmp_path):
 
     ok = run("demo", str(readme))
     assert ok.returncode == 0 and ok.stdout.splitlines() == ["gfn-export --list", "pytest -q"], ok
-    for block, says in (("absent", "no <!-- absent:begin -->"), ("empty", "no commands between the empty markers"), ("../x", "a block name is")):
+    for block, says in (("absent", "no <!-- absent:begin -->"), ("empty", "no commands between the empty markers"), ("../x", "a block name is"), ("twice", "has 2 <!-- twice:begin --> blocks")):
         bad = run(block, str(readme))
         assert bad.returncode == 2 and says in bad.stderr and not bad.stdout, bad
     ci = (ROOT / ".ci" / "run").read_text()

@@ -321,7 +321,7 @@ def test_int8_artifacts_run_on_the_device_runtime(recogniser_int8, detector_int8
     recognisers gave 0.9945-0.9953 on it, while with each backend's own detector the embeddings were
     0.946-0.983 apart: openvino-int8's landmarks lay 3-5 px from the others' on this 200 px face,
     though it passes NME 0.01 on the crowd scenes (faces mostly under 64 px). That gap is issue 12's,
-    recorded in the README; this test checks what each bundle is verified for."""
+    recorded in docs/int8.md; this test checks what each bundle is verified for."""
     from gfn_edge import Detector, Embedder
     from gfn_edge.align import align
 

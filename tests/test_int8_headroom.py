@@ -3,7 +3,7 @@
 The rule itself, then each place ranges are made: the int8 simulation (ranking, bias correction,
 distillation), onnxruntime's calibration cache (onnx-int8 and the OpenVINO QDQ route) and the
 TFLite calibration before its quantiser. Whether it helps a real checkpoint is measured by the
-exports (README, INT8) and the real-student tests.
+exports (docs/int8.md) and the real-student tests.
 """
 
 from __future__ import annotations
