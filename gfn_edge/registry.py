@@ -138,7 +138,7 @@ _ENTRIES: tuple[ModelSpec, ...] = (
         tags=("real-weights",),
         # no INT8 recipe: those found on 2026-11-23 (landmark NME against the old 0.02 limit) fail
         # the 0.01 limit on every backend, and a recipe that passed would skip the search's
-        # coarser-levels step that keeps recognition's landmarks (export/int8/search.py)
+        # coarser-levels step that keeps recognition's landmarks (export/int8/groups.py)
     ),
     _retinaface(
         "retinaface-ghostnet",

@@ -267,7 +267,12 @@ def test_readme_blocks_are_read_the_way_ci_runs_them(tmp_path):
 
     ok = run("demo", str(readme))
     assert ok.returncode == 0 and ok.stdout.splitlines() == ["gfn-export --list", "pytest -q"], ok
-    for block, says in (("absent", "no <!-- absent:begin -->"), ("empty", "no commands between the empty markers"), ("../x", "a block name is"), ("twice", "has 2 <!-- twice:begin --> blocks")):
+    for block, says in (
+        ("absent", "no <!-- absent:begin -->"),
+        ("empty", "no commands between the empty markers"),
+        ("../x", "a block name is"),
+        ("twice", "has 2 <!-- twice:begin --> blocks"),
+    ):
         bad = run(block, str(readme))
         assert bad.returncode == 2 and says in bad.stderr and not bad.stdout, bad
     ci = (ROOT / ".ci" / "run").read_text()

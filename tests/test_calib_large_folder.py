@@ -45,16 +45,16 @@ def test_a_large_folder_is_drawn_from_and_the_rest_is_never_read(tmp_path: Path)
     pytest.importorskip("torch")
     from types import SimpleNamespace
 
-    from gfn_edge.export.int8.search import _calibration_note  # what an INT8 bundle's manifest records
+    from gfn_edge.export.int8.bundle_notes import calibration_note  # what an INT8 bundle's manifest records
 
-    note = _calibration_note(SimpleNamespace(calibration=cset), "minmax")
+    note = calibration_note(SimpleNamespace(calibration=cset), "minmax")
     assert (note["pictures_found"], note["pictures_drawn"], note["source_images"]) == (25, 8, 8)
     again = build_calibration_set(spec, tmp_path / "photos", num_samples=4, augment=False)
     assert again.source_images == cset.source_images and (again.samples == cset.samples).all()
     # a folder within the limit is read whole, as before
     small = build_calibration_set(spec, link_photos(scenes[:6], tmp_path / "few"), num_samples=4, augment=False)
     assert small.manifest["pictures_found"] == 6 and small.manifest["pictures_drawn"] is None and len(small.manifest["sources"]) == 6
-    assert "pictures_drawn" not in _calibration_note(SimpleNamespace(calibration=small), "minmax")  # manifests of small folders as before
+    assert "pictures_drawn" not in calibration_note(SimpleNamespace(calibration=small), "minmax")  # manifests of small folders as before
 
 
 def test_a_folder_mostly_without_usable_pictures_is_drawn_again_until_the_cap(tmp_path: Path):

@@ -14,9 +14,10 @@ torch = pytest.importorskip("torch", reason="asset missing: torch (the training 
 from int8_tiny import Tiny  # noqa: E402
 from torch import nn  # noqa: E402
 
+from gfn_edge.export.int8.attempt import Attempt  # noqa: E402
 from gfn_edge.export.int8.bias_correction import correct_biases  # noqa: E402
+from gfn_edge.export.int8.candidates import bias_correction_wanted  # noqa: E402
 from gfn_edge.export.int8.graph import trace_folded  # noqa: E402
-from gfn_edge.export.int8.search import Attempt, bias_correction_wanted  # noqa: E402
 from gfn_edge.export.int8.simulate import _fq_act, _fq_weight  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""How the INT8 search compares attempts and ranks layer groups (export/int8/search.py)."""
+"""How the INT8 search compares attempts and ranks layer groups (export/int8/search.py and the modules it runs: attempt, candidates, ranking, groups, slimmer, bundle_notes)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,16 @@ import pytest
 
 pytest.importorskip("torch", reason="asset missing: torch (the training side: pip install 'gfn-edge[export]')")
 
-from gfn_edge.export.int8.search import Attempt, Outcome, _score, _slacks, margin, rank
+from gfn_edge.benchmark import paired
+from gfn_edge.export.int8.attempt import Attempt, Outcome
+from gfn_edge.export.int8.candidates import group_score
+from gfn_edge.export.int8.ranking import margin, rank, relative_slacks
 from gfn_edge.export.verify import DEFAULT_TOLERANCES, VerificationReport
 
 
 def _outcome(name: str, cos_mean: float, cos_min: float, pair_delta: float) -> Outcome:
     report = VerificationReport(False, {"cos_mean": cos_mean, "cos_min": cos_min, "pair_acc_delta": pair_delta}, DEFAULT_TOLERANCES[("embed", "int8")])
-    return Outcome(Attempt(name), False, margin(report), report.metrics, [], 1.0, Path("."), total_slack=sum(_slacks(report)))
+    return Outcome(Attempt(name), False, margin(report), report.metrics, [], 1.0, Path("."), total_slack=sum(relative_slacks(report)))
 
 
 def test_a_tie_on_the_pair_step_goes_to_the_attempt_closer_to_the_reference():
@@ -34,7 +37,7 @@ def test_the_group_ranking_score_weighs_the_worst_faces():
     mild = ref + 0.2  # every face somewhat off (cosine 0.915)
     one_bad = ref.copy()
     one_bad[0] = ref[0] + 2.0 * ref[1]  # one face far off (cosine 0.447), the rest exact
-    embed = _score("embed")
+    embed = group_score("embed")
     mean_cos = lambda out: float(((out / np.linalg.norm(out, axis=1, keepdims=True)) * ref).sum(1).mean())  # noqa: E731
     assert mean_cos(one_bad) > mean_cos(mild)  # by the mean, the one bad face would look harmless
     assert embed([one_bad], [ref]) < embed([mild], [ref])  # the score ranks it as the worse damage
@@ -117,8 +120,8 @@ def _search(
     monkeypatch.setattr(search, "learned_rounding", learned_rounding)
     monkeypatch.setattr(search, "bias_correction", lambda ctx, q, groups=(): SimpleNamespace(report={}))
     monkeypatch.setattr(search, "write_manifest", lambda *a, **k: None)
-    monkeypatch.setattr(search, "_calibration_note", lambda ctx, method: {})
-    monkeypatch.setattr(search, "_compare_with_fp32", lambda *a: {})
+    monkeypatch.setattr(search, "calibration_note", lambda ctx, method: {})
+    monkeypatch.setattr(search, "compare_with_fp32", lambda *a: {})
     if not closer:
         monkeypatch.setattr(search, "_closer_wanted", lambda *a: False)
     (tmp_path / "bundle").mkdir(parents=True)
@@ -309,7 +312,6 @@ def test_a_winner_with_float_groups_ships_their_weights_as_int8_where_that_verif
     (onnxruntime behind a DequantizeLinear: 3.4 -> 4.7 ms). So the winner's int8-weight variant is verified and timed, and
     ships only when it passes, is not slower and keeps three quarters of the winner's slack on each
     metric (RetinaFace openvino-int8: landmark NME 0.00436 -> 0.00873 of 0.01 with int8 weights)."""
-    from gfn_edge.export.int8 import search
 
     def latency(slow: float):
         one = lambda folder: slow if "(their weights int8)" in (folder / "label").read_text() else 1.0  # noqa: E731
@@ -341,7 +343,7 @@ def test_a_winner_with_float_groups_ships_their_weights_as_int8_where_that_verif
             "tried, verified, less faithful: cos_min 0.984 (FP32 weights 0.99)",
         ),
     ]:
-        monkeypatch.setattr(search, "paired_latency_ms", latency(slow))
+        monkeypatch.setattr(paired, "paired_latency_ms", latency(slow))
         chosen: list = []
         tried = _search(tmp_path / case.replace(" ", "-"), monkeypatch, results, chosen=chosen, **args)
         assert tried[-2:] == ["minmax + bias correction + float stem", slim], case
@@ -349,7 +351,7 @@ def test_a_winner_with_float_groups_ships_their_weights_as_int8_where_that_verif
         assert notes["int8_weights_of_float_groups"].startswith(note), (case, notes)
         assert (notes["attempts"][-1].get("int8_weights") is True) and any("weights stored as int8" in r for r in notes["remedies"]) == shipped, case
     # a backend whose float groups keep FP32 weights (TFLite, NNCF) has no such step
-    monkeypatch.setattr(search, "paired_latency_ms", latency(1.0))
+    monkeypatch.setattr(paired, "paired_latency_ms", latency(1.0))
     assert not any("weights int8" in t for t in _search(tmp_path / "tflite", monkeypatch, corrected, corrects_biases=True))
 
 
@@ -359,9 +361,8 @@ def test_a_winner_whose_int8_weights_are_refused_ships_its_float_weights_as_fp16
     onnx-int8: 1.42 -> 0.80 MB, NME 0.00822 -> 0.00825). It is tried after the int8 variant, which
     gives more bytes back but more accuracy too, and only ships when it keeps three quarters of the
     winner's slack, is not slower and found a weight to store."""
-    from gfn_edge.export.int8 import search
 
-    monkeypatch.setattr(search, "paired_latency_ms", lambda folders, *a, **k: [1.0] * len(folders))
+    monkeypatch.setattr(paired, "paired_latency_ms", lambda folders, *a, **k: [1.0] * len(folders))
     winner = "minmax + bias correction + float stem"
     base = {"minmax + bias correction": (0.98, 0.95, 0.3), winner: (0.998, 0.99, 0.0)}
     int8 = f"{winner} (their weights int8)"
@@ -541,7 +542,7 @@ def test_the_search_budget_option_is_parsed_and_absurd_values_refused(tmp_path, 
     from types import SimpleNamespace
 
     from gfn_edge.export.cli import build_parser
-    from gfn_edge.export.int8.search import DEFAULT_SEARCH_SECONDS, search_seconds
+    from gfn_edge.export.int8.candidates import DEFAULT_SEARCH_SECONDS, search_seconds
 
     base = ["--model", "m", "--target", "tflite-int8", "--out", str(tmp_path)]
     assert build_parser().parse_args(base + ["--int8-search-seconds", "120"]).int8_search_seconds == 120.0
@@ -603,7 +604,7 @@ def test_a_float_group_the_model_does_not_have_is_refused_with_its_groups(monkey
     from torch import nn
 
     from gfn_edge.errors import OptionError
-    from gfn_edge.export.int8.search import check_user_groups
+    from gfn_edge.export.int8.groups import check_user_groups
 
     model = nn.Sequential()
     model.add_module("stem", nn.Conv2d(3, 4, 3))
@@ -639,16 +640,16 @@ def test_an_int8_artifact_no_faster_than_fp32_is_said_so(tmp_path, monkeypatch, 
     records the speed-up and the export warns when it is none."""
     import logging
 
-    import gfn_edge.export.int8.search as search
+    import gfn_edge.export.int8.bundle_notes as notes_module
     from gfn_edge.export.target_info import TARGETS, Artifact
 
     (tmp_path / "int8").mkdir()
     (tmp_path / "int8" / "m.onnx").write_bytes(b"x" * 600)
-    monkeypatch.setattr(search, "_fp32_sibling", lambda ctx, info, build: {"folder": tmp_path / "fp32", "size_bytes": 1000})
-    monkeypatch.setattr(search, "paired_latency_ms", lambda folders, **kw: [int8_ms if f == tmp_path / "int8" else 10.0 for f in folders])
+    monkeypatch.setattr(notes_module, "fp32_sibling", lambda ctx, info, build: {"folder": tmp_path / "fp32", "size_bytes": 1000})
+    monkeypatch.setattr(paired, "paired_latency_ms", lambda folders, **kw: [int8_ms if f == tmp_path / "int8" else 10.0 for f in folders])
     chosen = Outcome(Attempt("minmax", ("blocks.1", "blocks.2")), True, 0.1, {}, [], 1.0, tmp_path / "int8", Artifact({"model": "m.onnx"}, [], []))
-    with caplog.at_level(logging.WARNING, logger=search.log.name):
-        notes = search._compare_with_fp32(None, TARGETS["onnx-int8"], chosen, None)
+    with caplog.at_level(logging.WARNING, logger=notes_module.log.name):
+        notes = notes_module.compare_with_fp32(None, TARGETS["onnx-int8"], chosen, None)
     assert notes == {"size_bytes": 600, "latency_ms": int8_ms, "fp32_size_bytes": 1000, "fp32_latency_ms": 10.0, "speedup_vs_fp32": round(10.0 / int8_ms, 2)}
     said = [r.getMessage() for r in caplog.records if "no faster than the FP32 bundle" in r.getMessage()]
     assert bool(said) is warned, said
@@ -661,9 +662,8 @@ def test_named_cpus_judge_every_candidate_that_would_ship(tmp_path, monkeypatch)
     more on an emulated Cortex-A76 (pair Δ 0.57 > 0.5), where its FP32-weight winner passed. A
     candidate is verified on the named CPUs once it passed here and would ship; failing there, the
     search goes on as after any failure, and the chosen one's results are kept for the bundle."""
-    from gfn_edge.export.int8 import search
 
-    monkeypatch.setattr(search, "paired_latency_ms", lambda folders, *a, **k: [1.0] * len(folders))
+    monkeypatch.setattr(paired, "paired_latency_ms", lambda folders, *a, **k: [1.0] * len(folders))
     winner = "minmax + float stem"  # on the plain model: it came closer here than the bias-corrected one
     half = f"{winner} (float weights fp16)"
     results = {"minmax": (0.996, 0.985, 0.0), "minmax + bias correction": (0.98, 0.95, 0.3), winner: (0.998, 0.99, 0.0), half: (0.998, 0.99, 0.0)}
@@ -695,9 +695,8 @@ def test_where_the_output_layers_compute_in_float_a_winner_without_groups_gets_t
     """TFLite computes the output layers in float (its denylist): w0.5-e6 tflite-int8 passes with no
     group in float and keeps its 512x120 embedding layer's weights in float. There the int8-weight
     variant is tried on a winner without groups too; a build that stored nothing ships nothing new."""
-    from gfn_edge.export.int8 import search
 
-    monkeypatch.setattr(search, "paired_latency_ms", lambda folders, *a, **k: [1.0] * len(folders))
+    monkeypatch.setattr(paired, "paired_latency_ms", lambda folders, *a, **k: [1.0] * len(folders))
     int8, half = "minmax (float weights int8)", "minmax (float weights fp16)"
     results = {"minmax": (0.998, 0.99, 0.0), int8: (0.998, 0.99, 0.0), half: (0.998, 0.99, 0.0)}
     args = {"int8_float_group_weights": True, "half_float_weights": True}
@@ -730,7 +729,7 @@ def test_liveness_models_get_their_output_side_in_float_after_the_ranked_groups(
 def test_the_output_side_is_the_last_third_of_a_liveness_models_groups_in_running_order():
     from types import SimpleNamespace
 
-    from gfn_edge.export.int8.search import output_side_groups
+    from gfn_edge.export.int8.groups import output_side_groups
     from gfn_edge.export.models.minifasnet import build_minifasnet
 
     ctx = SimpleNamespace(calibration=SimpleNamespace(inputs=lambda limit=None: np.full((limit or 4, 80, 80, 3), 128.0, np.float32)))
@@ -766,8 +765,8 @@ def test_retinafaces_coarser_levels_depend_on_all_but_the_finest_levels_own_bran
 
     import torch
 
+    from gfn_edge.export.int8.groups import recognition_levels_groups
     from gfn_edge.export.int8.prepare import pyramid_groups
-    from gfn_edge.export.int8.search import recognition_levels_groups
     from gfn_edge.export.models.retinaface import RetinaFace
 
     model = RetinaFace("mobilenet0.25").eval()
@@ -822,11 +821,10 @@ def test_the_closer_steps_add_the_next_ranked_groups_to_what_shipped():
 def _closer_search(tmp_path, monkeypatch, results, slow: dict[str, float] | None = None, **kwargs):
     """A recogniser whose plain min/max passes at (0.998, 0.995, 0, 0.994), its next steps as ``results``
     says; latency 1 ms unless ``slow`` names the label's. Returns (tried, the chosen artifact)."""
-    from gfn_edge.export.int8 import search
     from gfn_edge.export.target_info import Artifact
 
     one = lambda folder: (slow or {}).get((folder / "label").read_text(), 1.0)  # noqa: E731
-    monkeypatch.setattr(search, "paired_latency_ms", lambda folders, *a, **k: [one(f) for f in folders])
+    monkeypatch.setattr(paired, "paired_latency_ms", lambda folders, *a, **k: [one(f) for f in folders])
     monkeypatch.setattr(Artifact, "size_bytes", lambda self, folder: 1000)  # the stand-in files are their labels
     chosen: list = []
     tried = _search(tmp_path, monkeypatch, {"minmax": (0.998, 0.995, 0.0, 0.994), **results}, chosen=chosen, closer=True, **kwargs)

@@ -9,7 +9,7 @@ runtime runs the same FP32 kernels at the same speed (measured on that detector:
 way, 1.42 -> 0.80 MB; scenes landmark NME 0.00822 -> 0.00825).
 
 Int8 weight-only storage (:mod:`.onnx_weight_only`) is smaller still but moves accuracy more; the
-search tries it first and this where it is refused (``search._slimmer``).
+search tries it first and this where it is refused (``slimmer.slimmer``).
 """
 
 from __future__ import annotations

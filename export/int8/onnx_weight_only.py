@@ -14,7 +14,7 @@ same dequantised weights it would have behind a DequantizeLinear, which onnxrunt
 graph for its QDQ fusions and so runs on every inference (measured on w0.5-e16, 10 groups in float,
 one thread: FP32 weights 2.03 ms, DequantizeLinear 2.21 ms, Cast+Mul 2.02 ms; 1.67 -> 1.00 MB; the
 outputs of the last two bit-identical). The search still tries it on its winner and ships it only
-where it verifies (``search._slimmer``): rounded weights move accuracy.
+where it verifies (``slimmer.slimmer``): rounded weights move accuracy.
 """
 
 from __future__ import annotations

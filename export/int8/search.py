@@ -35,331 +35,45 @@ bounded time, with the attempts not made named in the manifest, instead of a sea
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import statistics
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-import numpy as np
-import torch
-
-from gfn_edge.benchmark.paired import paired_latency_ms
-from gfn_edge.errors import OptionError
+from gfn_edge.benchmark import paired
 
 from ..context import ExportContext
 from ..manifest_writer import write_manifest
-from ..target_info import TARGETS, Artifact, TargetInfo
+from ..target_info import Artifact, TargetInfo
 from ..verify_on import platform_failures
+from .attempt import Attempt, Outcome
+from .bundle_notes import calibration_note, compare_with_fp32, remedies
+from .candidates import (
+    MIN_DISTILL_SECONDS,
+    MIN_ROUNDING_SECONDS,
+    bias_correction,
+    bias_correction_wanted,
+    distill_seconds,
+    distillation,
+    learned_rounding,
+    preparation,
+    rounding_seconds,
+    search_seconds,
+    sensitivity,
+)
 from .closer import closer, next_group_sets
-from .half_weights import MIN_WEIGHTS as MIN_HALF_WEIGHTS
-from .prepare import Int8Preparation, groups_in_order, prepare_for_int8, pyramid_groups, rank_groups
+from .groups import check_user_groups, module_groups, output_side_groups, plan, recognition_levels_groups
+from .ranking import by_fidelity, fidelity, margin, misses_only_stepped, rank, relative_slacks
+from .slimmer import SLIMMER_ROUNDS, slimmer
 
 log = logging.getLogger(__name__)
 
 
 class _BudgetSpent(Exception):
     """The search's time budget ran out before its next attempt."""
-
-
-@dataclass(frozen=True)
-class Attempt:
-    method: str
-    float_groups: tuple[str, ...] = ()
-    distilled: bool = False  # the model tuned by distillation QAT instead of the prepared one
-    rounded: bool = False  # the model's int8 weights on learned roundings (:mod:`.learned.rounding`)
-    bias_corrected: bool = False  # the prepared model's biases corrected for int8 (:mod:`.bias_correction`)
-    # which quantiser: "" the backend's own; "qdq" onnxruntime's QDQ graph, compiled by the backend
-    route: str = ""
-    # the float groups' weights stored as int8 (weight-only, computed in float: :mod:`.onnx_weight_only`),
-    # tried on a QDQ graph's winner (:func:`run_search`)
-    int8_weights: bool = False
-    # the weights of every op left in float stored as float16, computed in FP32 (:mod:`.onnx_half_weights`,
-    # :mod:`.openvino_half_weights`, :mod:`.tflite_float_weights`), tried on a winner (:func:`run_search`)
-    half_weights: bool = False
-
-    def label(self) -> str:
-        return (
-            self.method
-            + (" + bias correction" if self.bias_corrected else "")
-            + (" + distillation QAT" if self.distilled else "")
-            + (" + learned rounding" if self.rounded else "")
-            + (f" + float {', '.join(self.float_groups)}" if self.float_groups else "")
-            + ((" (their weights int8)" if self.float_groups else " (float weights int8)") if self.int8_weights else "")
-            + (" (float weights fp16)" if self.half_weights else "")
-            + (" (onnxruntime QDQ)" if self.route == "qdq" else "")
-        )
-
-    def model_key(self, weight_qmax: int) -> str:
-        """A file-name-safe name of the FP32 model this attempt quantises (for per-model caches)."""
-        groups = hashlib.sha1(",".join(self.float_groups).encode()).hexdigest()[:8] if self.float_groups else "all"
-        if self.distilled:
-            return f"int8-distilled{weight_qmax}{'-bc' if self.bias_corrected else ''}-{groups}"
-        if self.rounded:
-            return f"int8-rounded{weight_qmax}-{groups}"
-        if self.bias_corrected:
-            return f"int8-biascorrected{weight_qmax}-{groups}"
-        return "int8-prepared"
-
-
-@dataclass
-class Outcome:
-    attempt: Attempt
-    passed: bool
-    margin: float
-    metrics: dict[str, Any]
-    failures: list[str]
-    seconds: float
-    folder: Path
-    artifact: Artifact | None = None
-    notes: dict[str, Any] = field(default_factory=dict)
-    total_slack: float = 0.0  # sum of the relative slacks (see rank)
-    fidelity: float = float("-inf")  # smallest relative slack of the continuous metrics (see fidelity)
-    source: str = ""  # where the attempt came from when not from this search's own steps (another target's winner)
-    tolerances: dict[str, tuple[str, float]] = field(default_factory=dict)  # what it was judged against
-    platforms: list[dict[str, Any]] = field(default_factory=list)  # --verify-on: its verification on each emulated CPU
-
-    def record(self) -> dict[str, Any]:
-        keys = (
-            "cos_mean",
-            "cos_min",
-            "pair_acc_delta",
-            "pair_decisions_agree",
-            "pair_decisions_expected_agree",
-            "recall",
-            "precision",
-            "landmark_nme",
-            "landmark_nme_large",
-            "output_rel_err",
-            "prob_err",
-            "prob_err_mean",
-            "decision_agree",
-            "decision_flips_robust",
-        )
-        return {
-            "method": self.attempt.method,
-            "distilled": self.attempt.distilled,
-            **({"learned_rounding": True} if self.attempt.rounded else {}),
-            "bias_corrected": self.attempt.bias_corrected,
-            **({"route": self.attempt.route} if self.attempt.route else {}),
-            "float_groups": list(self.attempt.float_groups),
-            **({"int8_weights": True} if self.attempt.int8_weights else {}),
-            **({"half_weights": True} if self.attempt.half_weights else {}),
-            "passed": self.passed,
-            "metrics": {k: self.metrics[k] for k in keys if k in self.metrics},
-            "failures": self.failures,
-            "seconds": round(self.seconds, 1),
-            **({"source": self.source} if self.source else {}),
-            **({"platforms": {p["platform"]: bool(p.get("passed")) for p in self.platforms}} if self.platforms else {}),
-        }
-
-
-def _score(task: str):
-    """Higher-is-better agreement of simulated outputs with float outputs (ranks layer groups)."""
-
-    def embed(outs, refs):
-        # the mean and the worst quarter alike: the verification judges the worst face too, and
-        # the groups that hurt a few faces badly are not the ones that hurt all of them a little
-        a, b = outs[0], refs[0]
-        a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-        b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-        cos = np.sort((a * b).sum(1))
-        return float(0.5 * cos.mean() + 0.5 * cos[: max(1, len(cos) // 4)].mean())
-
-    def generic(outs, refs):
-        errs = [np.linalg.norm(o - r) / max(np.linalg.norm(r), 1e-12) for o, r in zip(outs, refs)]
-        return float(1.0 - np.mean(errs))
-
-    return embed if task == "embed" else generic
-
-
-def preparation(ctx: ExportContext) -> Int8Preparation:
-    """The equalised FP32 model and sensitivity ranking, computed once per export run."""
-    key = "int8_preparation"
-    if key not in ctx.shared:
-        calib = ctx.calibration
-        x = calib.inputs()
-        log.info("INT8: preparing %s on %d calibration samples", ctx.spec.name, len(x))
-        ctx.shared[key] = prepare_for_int8(ctx.ref.torch_model, x)
-    return ctx.shared[key]
-
-
-DEFAULT_DISTILL_SECONDS = 150.0
-# learned rounding comes before the distillation on a model that the float groups do not rescue, so
-# its time is paid on every such export: w0.5-e16's onnx-int8 took 289 s on an AMD EPYC with 60 s
-# of rounding (no better, then the distillation passed), near the issue's five minutes
-DEFAULT_ROUNDING_SECONDS = 30.0
-DEFAULT_SEARCH_SECONDS = 600.0
-# a distillation shorter than this learns too little to be worth its verification
-MIN_DISTILL_SECONDS = 30.0
-# nor learned rounding shorter than this (its warm-up alone is a fifth of it)
-MIN_ROUNDING_SECONDS = 15.0
-
-
-def distill_seconds(ctx: ExportContext) -> float:
-    value = ctx.options.get("distill_seconds")
-    return DEFAULT_DISTILL_SECONDS if value is None else float(value)
-
-
-def rounding_seconds(ctx: ExportContext) -> float:
-    value = ctx.options.get("rounding_seconds")
-    return DEFAULT_ROUNDING_SECONDS if value is None else float(value)
-
-
-def search_seconds(ctx: ExportContext) -> float:
-    """The search's time budget per target (``--int8-search-seconds``; 0: no limit)."""
-    value = ctx.options.get("search_seconds")
-    value = DEFAULT_SEARCH_SECONDS if value is None else float(value)
-    return float("inf") if value == 0 else value
-
-
-def distillation(ctx: ExportContext, weight_qmax: int, float_groups: tuple[str, ...] = (), budget_s: float | None = None, from_corrected: bool = False):
-    """The prepared model tuned for int8 on this backend's weight grid with ``float_groups`` kept in
-    float, computed once per run, grid, groups and start (``budget_s``: at most this long, when the
-    search has less time left than ``--int8-distill-seconds``). ``from_corrected``: tuning starts
-    from the bias-corrected model of the same groups (where the search's remedies built on it), so
-    the distillation keeps what bias correction gained: it returns its best state, at worst its start.
-    Started from the plain model it returned that start on the detector and MiniFASNetV2 with many
-    groups in float, worse than the bias-corrected attempt before it."""
-    key = f"int8_distilled:{weight_qmax}:{int(from_corrected)}:{','.join(float_groups)}"
-    if key not in ctx.shared:
-        from .learned.augment import PIXEL_SCALE
-        from .learned.distill import distill_for_int8
-
-        seconds = distill_seconds(ctx) if budget_s is None else min(distill_seconds(ctx), budget_s)
-        log.info(
-            "INT8: distillation QAT of %s (its planned steps within %.0f s, weights to %d levels a side, %d groups in float)",
-            ctx.spec.name,
-            seconds,
-            weight_qmax,
-            len(float_groups),
-        )
-        start = bias_correction(ctx, weight_qmax, float_groups).model if from_corrected else preparation(ctx).model
-        ctx.shared[key] = distill_for_int8(
-            start, ctx.calibration.inputs(), ctx.spec.task, weight_qmax, budget_s=seconds, steps=ctx.options.get("distill_steps"), float_groups=float_groups
-        )
-        ctx.shared[key].report["started_from"] = "the bias-corrected model" if from_corrected else "the prepared model"
-        # the jitter's brightness is given in grey levels of an input scaled by 1/128 (GhostFaceNets');
-        # on inputs scaled otherwise it is that many units of the model's input: recorded as grey
-        # levels (RetinaFace's x - mean and MiniFASNet's 0-255: 0.19, not 24). Jittering them by 24
-        # grey levels instead moved the detector's distilled landmarks no closer (NME 0.0171 against
-        # 0.0166, precision 0.9987 against 0.9950, 2026-12-05), so the jitter stays as validated.
-        augmentation = ctx.shared[key].report.get("augmentation", {})
-        if "brightness_8bit" in augmentation:
-            augmentation["brightness_8bit"] = round(augmentation["brightness_8bit"] * PIXEL_SCALE * float(np.mean(ctx.spec.preprocess.std)), 3)
-    return ctx.shared[key]
-
-
-def learned_rounding(ctx: ExportContext, weight_qmax: int, float_groups: tuple[str, ...] = (), budget_s: float | None = None):
-    """The prepared model with its int8 weights on learned roundings for this backend's grid,
-    ``float_groups`` in float; computed once per run, grid and groups (``budget_s``: at most this
-    long, when the search has less time left than ``--int8-rounding-seconds``)."""
-    key = f"int8_rounded:{weight_qmax}:{','.join(float_groups)}"
-    if key not in ctx.shared:
-        from .learned.rounding import round_for_int8
-
-        seconds = rounding_seconds(ctx) if budget_s is None else min(rounding_seconds(ctx), budget_s)
-        log.info(
-            "INT8: learned rounding of %s (its planned steps within %.0f s, weights to %d levels a side, %d groups in float)",
-            ctx.spec.name,
-            seconds,
-            weight_qmax,
-            len(float_groups),
-        )
-        ctx.shared[key] = round_for_int8(
-            preparation(ctx).model,
-            ctx.calibration.inputs(),
-            ctx.spec.task,
-            weight_qmax,
-            budget_s=seconds,
-            steps=ctx.options.get("rounding_steps"),
-            float_groups=float_groups,
-        )
-    return ctx.shared[key]
-
-
-def bias_correction(ctx: ExportContext, weight_qmax: int, float_groups: tuple[str, ...] = ()):
-    """The prepared model with biases corrected for int8 on this grid, the given groups left in
-    float; computed once per run, grid and groups."""
-    key = f"int8_bias:{weight_qmax}:{','.join(float_groups)}"
-    if key not in ctx.shared:
-        from .bias_correction import correct_biases
-
-        ctx.shared[key] = correct_biases(preparation(ctx).model, ctx.calibration.inputs(), weight_qmax, float_groups, ctx.spec.task)
-    return ctx.shared[key]
-
-
-def bias_correction_wanted(ctx: ExportContext, backend_default: bool) -> bool:
-    """``--no-int8-bias-correction`` turns it off; otherwise on where the backend does not correct itself."""
-    value = ctx.options.get("bias_correction")
-    return backend_default if value is None else bool(value) and backend_default
-
-
-def int8_model(ctx: ExportContext, attempt: Attempt, weight_qmax: int = 127):
-    """The FP32 model an attempt quantises: the prepared one, its bias-corrected copy, its copy with
-    learned roundings or its distillation-tuned copy."""
-    if attempt.distilled:
-        return distillation(ctx, weight_qmax, attempt.float_groups, from_corrected=attempt.bias_corrected).model
-    if attempt.rounded:
-        return learned_rounding(ctx, weight_qmax, attempt.float_groups).model
-    if attempt.bias_corrected:
-        return bias_correction(ctx, weight_qmax, attempt.float_groups).model
-    return preparation(ctx).model
-
-
-def chosen_attempt(ctx: ExportContext, target: str) -> Attempt:
-    """The attempt whose artifact ``target``'s search put in the bundle (plain min/max before one ran)."""
-    return ctx.shared.get(f"int8-chosen:{target}", Attempt("minmax"))
-
-
-def sensitivity(ctx: ExportContext) -> list[tuple[str, float]]:
-    """Layer groups ranked by simulated int8 damage; computed on first need, once per run."""
-    prep = preparation(ctx)
-    if not prep.sensitivity:
-        start = time.perf_counter()
-        samples = 64 if ctx.spec.task != "detect" else 8
-        prep.sensitivity, prep.simulated = rank_groups(prep.model, ctx.calibration.inputs(), _score(ctx.spec.task), samples=samples)
-        prep.seconds += time.perf_counter() - start
-    return prep.sensitivity
-
-
-def _slack_by_key(tolerances, metrics: dict[str, Any]) -> dict[str, float]:
-    """Relative slack of each judged tolerance that ``metrics`` has (negative where it fails)."""
-    slacks = {}
-    for key, (op, limit) in tolerances.items():
-        value = metrics.get(key)
-        if value is None:
-            continue
-        scale = max(abs(limit), 1e-6)
-        slacks[key] = (value - limit) / scale if op == ">=" else (limit - value) / scale
-    return slacks
-
-
-def _slacks(report) -> list[float]:
-    """Relative slack of each judged tolerance (negative where it fails)."""
-    return list(_slack_by_key(report.tolerances, report.metrics).values())
-
-
-def margin(report) -> float:
-    """Smallest relative slack over the judged tolerances (negative when one fails)."""
-    slacks = _slacks(report)
-    return min(slacks) if slacks else 0.0
-
-
-# Metrics that move in coarse steps: the pair-accuracy change moves by one pair of 349 (0.29
-# points, a relative slack of 0.57 against its 0.5-point tolerance), so one flipped pair outweighs
-# any cosine difference in the margin; the share of unchanged pair decisions (one pair: 0.0029)
-# and a verdict of a liveness crop, likewise.
-_STEPPED = ("pair_acc_delta", "pair_decisions_agree", "decision_flips_robust")
-
-
-def misses_only_stepped(outcome: Outcome) -> bool:
-    """Whether ``outcome`` fails only tolerances that move a pair (or a crop's verdict) at a time."""
-    missed = [key for key, slack in _slack_by_key(outcome.tolerances, outcome.metrics).items() if slack < 0]
-    return bool(missed) and all(key in _STEPPED for key in missed)
 
 
 def other_ranges(last: Attempt, outcomes: list[Outcome], methods: list[str]) -> list[Attempt]:
@@ -373,29 +87,10 @@ def other_ranges(last: Attempt, outcomes: list[Outcome], methods: list[str]) -> 
     bias correction + 10 groups 0.9977 / 0.9938 with two pairs the wrong way (pair Δ 0.57), then
     distillation 0.9970 / 0.9911 with 4 of 349 pair decisions changed, FAIL; entropy at the same
     groups passed (0.9978 / 0.9931, pair Δ 0, 3 changed). Each is verified like any attempt."""
-    closest = [o.attempt.method for o in sorted(_plain(outcomes, last.route), key=_by_fidelity, reverse=True)]
+    closest = [o.attempt.method for o in sorted(_plain(outcomes, last.route), key=by_fidelity, reverse=True)]
     made = {o.attempt for o in outcomes}
     order = sorted((m for m in methods if m != last.method), key=lambda m: closest.index(m) if m in closest else len(closest))
     return [a for a in (replace(last, method=m) for m in order) if a not in made]
-
-
-def fidelity(report) -> float:
-    """Smallest relative slack over the judged continuous metrics: which attempt's model is closest
-    to the reference, the base to keep layer groups in float on."""
-    keep = {k: v for k, v in report.tolerances.items() if k not in _STEPPED}
-    slacks = _slacks(type(report)(report.passed, report.metrics, keep)) if keep else []
-    return min(slacks) if slacks else margin(report)
-
-
-def _by_fidelity(outcome: Outcome) -> tuple[float, float]:
-    return (outcome.fidelity, outcome.total_slack)
-
-
-def rank(outcome: Outcome) -> tuple[float, float]:
-    """How attempts compare: the smallest slack, then the sum of them. The pair-accuracy change moves
-    in steps of one pair (0.29 points on 349 pairs), so two attempts often tie on it while one is
-    clearly closer to the reference; the sum breaks that tie."""
-    return (outcome.margin, outcome.total_slack)
 
 
 CORRECTED_FOR = "minmax"
@@ -420,7 +115,7 @@ def _remedy_base(outcomes: list[Outcome], route: str) -> Attempt:
     fidelity), else plain min/max ranges on it (onnxruntime's histogram calibrations take minutes
     per model, and the remedies themselves are what moves the result)."""
     own = _plain(outcomes, route)
-    return max(own, key=_by_fidelity).attempt if own else Attempt("minmax", route=route)
+    return max(own, key=by_fidelity).attempt if own else Attempt("minmax", route=route)
 
 
 def _plain(outcomes: list[Outcome], route: str) -> list[Outcome]:
@@ -453,94 +148,6 @@ def _carried(ctx: ExportContext, route: str) -> Attempt | None:
         int8_weights=shipped.int8_weights,
         half_weights=shipped.half_weights,
     )
-
-
-def is_module_group(model: Any, group: str) -> bool:
-    """Whether ``group`` names a module of ``model``: only those reach the exported graphs by name.
-    The ranking also sees operations outside any module (RetinaFace's top-level ``torch.cat`` of
-    its heads, ranked as ``cat_5``), which no backend's node names carry."""
-    try:
-        model.get_submodule(group)
-    except (AttributeError, TypeError):
-        return False
-    return True
-
-
-def module_ranking(ctx: ExportContext, model: Any) -> list[tuple[str, float]]:
-    """The sensitivity ranking's (group, damage), most damaging first, of the groups that are
-    modules of ``model`` (:func:`is_module_group`): what the float-group steps choose from."""
-    return [(g, damage) for g, damage in sensitivity(ctx) if is_module_group(model, g)]
-
-
-def plan(ctx: ExportContext, methods: list[str], groups: list[str], model_groups: int | None = None) -> tuple[list[Attempt], list[list[str]]]:
-    """The plain attempts, and the float-group sets to try from ``groups`` (most damaging first).
-
-    The default cap is half of ``model_groups``, all the model's groups the simulation ranked
-    (``groups`` by default), not half of those that showed a damage above zero: that count moves
-    with the calibration pictures (aligned anew, w0.5-e16's went from 20 or more to 19, and the
-    search lost the ten-group step that had passed), the model's size does not."""
-    pinned = ctx.options.get("calib_method")
-    method_list = [pinned] if pinned else methods
-    cap = ctx.options.get("max_float_groups")
-    half = (len(groups) if model_groups is None else model_groups) // 2
-    cap = min(half, len(groups)) if cap is None else min(int(cap), len(groups))
-    steps = [k for k in (1, 2, 3, 4, 6, 8, 10, 12, 16, 20, 24) if k <= cap]
-    return [Attempt(m) for m in method_list], [groups[:k] for k in steps]
-
-
-OUTPUT_SIDE_SHARE = 1 / 3
-"""The share of a liveness model's layer groups, counted from its output, that
-:func:`output_side_groups` adds in float."""
-
-
-def _example(ctx: ExportContext) -> torch.Tensor:
-    """Two calibration inputs, NCHW, for tracing the model's graph."""
-    return torch.from_numpy(np.ascontiguousarray(ctx.calibration.inputs(limit=2).transpose(0, 3, 1, 2), dtype=np.float32))
-
-
-def output_side_groups(ctx: ExportContext, model: Any) -> list[str]:
-    """The module groups nearest a liveness model's output (the last third, in running order).
-
-    Why: the ranking sees the calibration faces, which are live, and on them the first layers do
-    the most int8 damage; where the model tells a print or a replay from a face, its last stage,
-    only the attacks show the damage. MiniFASNetV1SE calibrated on the portraits kept the ten
-    ranked groups in float and still turned a spoof crop live (0.29 -> 0.61); those ten plus its
-    last six groups (``conv_5.model.0`` to ``prob``) keep every verdict. Other tasks' calibration shows
-    what verification judges, so they are not given this step."""
-    order = groups_in_order(model, _example(ctx))
-    tail = order[len(order) - max(1, round(len(order) * OUTPUT_SIDE_SHARE)) :]
-    return [g for g in tail if is_module_group(model, g)]
-
-
-def recognition_levels_groups(ctx: ExportContext, model: Any) -> list[str]:
-    """A pyramid detector's groups every coarser level depends on (:func:`.prepare.pyramid_groups`),
-    less any group whose name also covers a part of the finest level's own branch: the backends
-    find a group's layers by its name's prefix, so ``fpn`` would keep the whole pyramid in float.
-
-    Why: recognition reads a detector through the landmarks of faces large enough to recognise,
-    which the coarser levels find, and their landmark error is recogniser error. RetinaFace-
-    MobileNet-0.25 onnx-int8 with its ranked first stage in float passed (landmark NME 0.0087 on the
-    scenes) and, beside an FP32 recogniser, changed 3 of the 349 pairs decisions (pair scores moved
-    0.0127 on average; the INT8 pipeline changed 4-5, more than the issue's 1 %). With these groups
-    in float: NME 0.0089 (the small faces, int8), 0.0007 on the faces of 96 px or more, no decision
-    changed (pair scores 0.0016), the INT8 pipeline 1. The finest level's own branch, half the
-    compute at 640x480, stays int8. Tried first among a detector's float-group steps; when it fails,
-    the ranked groups are added to it."""
-    coarse, finest_branch = pyramid_groups(model, _example(ctx))
-    return [g for g in coarse if is_module_group(model, g) and not any(other.startswith(g + ".") for other in finest_branch)]
-
-
-def check_user_groups(ctx: ExportContext, model: Any) -> None:
-    """Refuse ``--int8-float`` names that are no layer group of this model, listing the groups: a
-    misspelt group used to be dropped by every backend's node matching, so the user's first attempt
-    quietly kept nothing in float."""
-    wanted = ctx.options.get("float_groups") or ()
-    if not wanted:
-        return
-    known = [g for g in groups_in_order(model, _example(ctx)) if is_module_group(model, g)]
-    unknown = [g for g in wanted if g not in known]
-    if unknown:
-        raise OptionError(f"--int8-float {', '.join(unknown)}: no such layer group in {ctx.spec.name}; its groups, input first: {', '.join(known)}")
 
 
 def _recipe(ctx: ExportContext, info: TargetInfo, methods: list[str]) -> Attempt | None:
@@ -659,7 +266,7 @@ def run_search(
             time.perf_counter() - start,
             folder,
             artifact,
-            total_slack=sum(_slacks(report)),
+            total_slack=sum(relative_slacks(report)),
             fidelity=fidelity(report),
             source=source,
             tolerances=dict(report.tolerances),
@@ -720,7 +327,7 @@ def run_search(
             if out_of_time(f"{base.label()} + layer groups in float (not ranked)"):
                 raise _BudgetSpent
             # a detector's coarser levels stay in float: the ranked groups are added to them
-            ranked = module_ranking(ctx, prep.model)
+            ranked = module_groups(prep.model, sensitivity(ctx))
             groups = [g for g, damage in ranked if damage > 0 and g not in levels]
             _, fallbacks = plan(ctx, methods, groups, model_groups=len(ranked))
             for fl in fallbacks:
@@ -805,11 +412,11 @@ def run_search(
         and not winner.attempt.int8_weights
         and winner.attempt.route == remedy_route
     ):
-        winner = _slimmer(winner, attempt, info.name, on_platforms=on_platforms)
+        winner = slimmer(winner, attempt, info.name, on_platforms=on_platforms)
     if winner is not None and half_float_weights and not (winner.attempt.int8_weights or winner.attempt.half_weights):
-        winner = _slimmer(winner, attempt, info.name, "fp16", on_platforms=on_platforms)
+        winner = slimmer(winner, attempt, info.name, "fp16", on_platforms=on_platforms)
     if winner is not None and _closer_wanted(ctx, winner, recipe) and time_left() > 0:
-        ranking = module_ranking(ctx, prep.model)
+        ranking = module_groups(prep.model, sensitivity(ctx))
         ranked = [g for g, damage in ranking if damage > 0]
         _, steps = plan(ctx, methods, ranked, model_groups=len(ranking))
         if int8_float_group_weights and winner.attempt.route == remedy_route:
@@ -821,7 +428,7 @@ def run_search(
             attempt,
             next_group_sets(winner.attempt.float_groups, ranked, [len(s) for s in steps]),
             storage,
-            lambda shipped, step: tuple(paired_latency_ms([shipped, step], rounds=SLIMMER_ROUNDS, threads=1)),
+            lambda shipped, step: tuple(paired.paired_latency_ms([shipped, step], rounds=SLIMMER_ROUNDS, threads=1)),
             on_platforms,
             info.name,
             _BudgetSpent,
@@ -839,7 +446,7 @@ def run_search(
     notes = dict(chosen.artifact.notes)
     notes.update(
         {
-            "calibration": _calibration_note(ctx, chosen.attempt.method),
+            "calibration": calibration_note(ctx, chosen.attempt.method),
             "preparation": prep.report(),
             "float_groups": list(chosen.attempt.float_groups),
             "per_channel_weights": True,
@@ -858,106 +465,13 @@ def run_search(
                 **({"not_tried": not_made[0]} if not_made else {}),
                 **({"not_verified": not_verified} if not_verified else {}),
             },
-            "remedies": _remedies(chosen, outcomes, recipe),
+            "remedies": remedies(chosen, outcomes, recipe),
             **({"same_quantisation_as": chosen.source} if chosen.source else {}),
         }
     )
-    notes.update(_compare_with_fp32(ctx, info, chosen, build_fp32))
+    notes.update(compare_with_fp32(ctx, info, chosen, build_fp32))
     chosen.artifact.notes = notes
     return chosen.artifact
-
-
-SLIMMER_SLOWDOWN = 1.25
-"""A winner's slimmer variant ships when its median latency is at most this factor of the winner's.
-
-The timing guards against a runtime that converts the stored weights on every inference
-(onnxruntime behind a DequantizeLinear: 1.38x, w0.5-e16 3.4 -> 4.7 ms); where the runtime converts
-them when it loads the model both files run the same kernels, and the ratio is timing noise, which
-must not decide what ships. At 1.05 it did: the registry RetinaFace's tflite-int8 kept FP32 weights
-(82 % of FP32's size) on 2026-12-06 because its float16 variant timed 23.31 against 20.70 ms (1.13)
-in a busy test run, where the same two files timed 0.98-1.01 of each other in six paired runs
-(13.0-14.0 ms, one thread, 2026-12-06)."""
-SLIMMER_ROUNDS = 4
-"""Timing rounds of the winner and its variant, alternated (each the median of 30 runs)."""
-
-# variant -> (the attempt's field, the manifest note, what the weights are called in it, the
-# build's note of how many it stored)
-_VARIANTS = {
-    "int8": ("int8_weights", "int8_weights_of_float_groups", "int8 weights", "weights_stored_int8"),
-    "fp16": ("half_weights", "fp16_weights_of_float_ops", "fp16 weights", "weights_stored_fp16"),
-}
-
-
-def _slimmer(
-    winner: Outcome, attempt: Callable[..., Outcome], target: str, variant: str = "int8", on_platforms: Callable[[Outcome], Outcome] = lambda out: out
-) -> Outcome:
-    """The winner with the weights of its float ops stored smaller, where that verifies, keeps
-    :data:`SLIMMER_KEEPS` of the winner's slack and is not slower; else the winner.
-
-    ``"int8"``: the float groups' weights as int8 (QDQ graphs only). Why measured, not assumed:
-    while they were stored behind a DequantizeLinear, onnxruntime ran it on every inference
-    (w0.5-e16: 3.4 -> 4.7 ms at one thread); behind a Cast and a Mul (since 2026-12-05) it folds
-    them when it loads the model, as OpenVINO does when it compiles (w0.5-e16 2.02 against 2.03 ms,
-    1.67 -> 1.00 MB), and the timing guards against a runtime that does not. ``"fp16"``: every float op's
-    weights (the groups and the output layers) as float16, turned into FP32 when the model loads
-    on all three runtimes: half those bytes, the same kernels. With ``--verify-on`` the variant is
-    verified on the named CPUs last, once it would ship (``on_platforms``): w0.5-e16's float16
-    openvino-int8 passed here and flipped a pair more on an emulated Cortex-A76 (pair Δ 0.57)."""
-    field_name, note, called, stored = _VARIANTS[variant]
-    slim = attempt(replace(winner.attempt, **{field_name: True}), paid=True, platforms=False)  # one build: not held to the budget
-    if not slim.passed:
-        winner.artifact.notes[note] = "tried, failed verification: " + "; ".join(slim.failures)
-        return winner
-    if not slim.artifact.notes.get(stored, True):  # a build that says how many it stored stored none
-        winner.artifact.notes[note] = f"none to store: no float op has FP32 weights of {MIN_HALF_WEIGHTS} values or more"
-        return winner
-    given_back = _slack_given_back(winner, slim)
-    if given_back:
-        log.info("%s: the float ops keep FP32 weights: %s verified, but %s", target, called, given_back)
-        winner.artifact.notes[note] = "tried, verified, less faithful: " + given_back
-        return winner
-    try:
-        # one thread: the export's own process may still have the distillation's threads spinning
-        # (w0.5-e16 onnx-int8 timed 3.5 ms there, 2.0-2.3 ms alone)
-        fat_ms, slim_ms = paired_latency_ms([winner.folder, slim.folder], rounds=SLIMMER_ROUNDS, threads=1)
-    except Exception as exc:  # a timing failure must not fail the export; unmeasured, the winner stays
-        log.warning("could not time %s's %s variant: %s", target, called, exc)
-        return winner
-    timing = f"median {slim_ms:.2f} ms with {called}, {fat_ms:.2f} ms with FP32 weights"
-    if slim_ms > SLIMMER_SLOWDOWN * fat_ms:
-        log.info("%s: the float ops keep FP32 weights: %s verified, but %s", target, called, timing)
-        winner.artifact.notes[note] = "tried, verified, slower: " + timing
-        return winner
-    if not on_platforms(slim).passed:
-        winner.artifact.notes[note] = f"tried, verified here, {timing}, but fails " + "; ".join(slim.failures)
-        return winner
-    slim.artifact.notes[note] = "shipped: " + timing
-    for _, earlier, _, _ in _VARIANTS.values():  # what the variants tried before this one found
-        if earlier in winner.artifact.notes:
-            slim.artifact.notes.setdefault(earlier, winner.artifact.notes[earlier])
-    return slim
-
-
-SLIMMER_KEEPS = 0.75
-"""The int8-weight variant ships only where it keeps this share of the winner's slack on every
-continuous metric: the groups are in float for accuracy, and their storage may give little of it
-back. Measured on RetinaFace-mnet025 openvino-int8 (24 groups): FP32 weights NME 0.00436, int8
-weights 0.00873 against the 0.01 tolerance; the second changed 7 of 349 pipeline decisions on pairs.
-Half (0.5 until 2026-12-05) still let w0.5-e16 openvino-int8 ship int8 weights at cos_mean 0.99530
-against 0.99556 (54 % of the slack kept): the INT8 pipeline then changed 4 of the 349 decisions at
-the reference's threshold instead of 3 (FP32 detector with either recogniser: 4 against 2)."""
-
-
-def _slack_given_back(winner: Outcome, slim: Outcome) -> str:
-    """Which continuous metrics the slimmer variant moves past :data:`SLIMMER_KEEPS` of the
-    winner's slack (empty: none), e.g. ``landmark_nme 0.00873 (FP32 weights 0.00436)``."""
-    kept, slimmed = _slack_by_key(winner.tolerances, winner.metrics), _slack_by_key(winner.tolerances, slim.metrics)
-    worse = [
-        f"{key} {slim.metrics[key]:.6g} (FP32 weights {winner.metrics[key]:.6g})"
-        for key, slack in kept.items()
-        if key not in _STEPPED and key in slimmed and slack > 0 and slimmed[key] < SLIMMER_KEEPS * slack
-    ]
-    return ", ".join(worse)
 
 
 def _closer_wanted(ctx: ExportContext, winner: Outcome, recipe: Attempt | None) -> bool:
@@ -966,88 +480,3 @@ def _closer_wanted(ctx: ExportContext, winner: Outcome, recipe: Attempt | None) 
     groups), not where the user's ``--int8-float`` or the registry's recipe said what ships."""
     a = winner.attempt
     return ctx.spec.task == "embed" and not (a.distilled or a.rounded) and (recipe is None or replace(a, int8_weights=False, half_weights=False) != recipe)
-
-
-def _calibration_note(ctx: ExportContext, method: str) -> dict[str, Any]:
-    calib = ctx.calibration
-    return {
-        "method": method,
-        "samples": len(calib),
-        "model": calib.manifest.get("model"),
-        "source_images": len(calib.source_images),
-        # a large folder is drawn from (gfn_edge.calib.build.draw_pictures): how much of it was read
-        **(
-            {"pictures_drawn": calib.manifest["pictures_drawn"], "pictures_found": calib.manifest.get("pictures_found")}
-            if calib.manifest.get("pictures_drawn")
-            else {}
-        ),
-        **calib.augmentation,
-        "seed": calib.manifest.get("seed"),
-    }
-
-
-def _remedies(chosen: Outcome, outcomes: list[Outcome], recipe: Attempt | None = None) -> list[str]:
-    done = ["cross-layer channel equalisation (exact FP32 re-parameterisation)", "per-channel weight quantisation"]
-    if len({o.attempt.method for o in outcomes}) > 1:
-        done.append(f"calibration methods tried: {', '.join(dict.fromkeys(o.attempt.method for o in outcomes))}")
-    if recipe is not None and chosen.attempt == recipe:
-        done.append(f"known INT8 recipe (the user's float groups, or the registry's from an earlier sensitivity search on these weights): {recipe.label()}")
-    if chosen.source:
-        done.append(f"the quantisation {chosen.source} shipped in the same run (the same QDQ graph), verified again on this backend")
-    if chosen.attempt.route == "qdq":
-        done.append("quantised by onnxruntime (QDQ graph, the onnx-int8 quantiser), compiled by this backend")
-    if chosen.attempt.bias_corrected:
-        done.append("empirical bias correction of the FP32 model for int8 (sequential, per-channel output means on the calibration inputs)")
-    if chosen.attempt.rounded:
-        done.append("learned rounding (AdaRound) of the int8 weights against the FP32 model (int8 simulation of this backend), written on their levels")
-    if chosen.attempt.distilled:
-        done.append("label-free distillation QAT of the FP32 weights against the FP32 model (int8 simulation of this backend)")
-    if chosen.attempt.float_groups and not (recipe is not None and chosen.attempt == recipe):
-        done.append(f"kept in float (most sensitive first): {', '.join(chosen.attempt.float_groups)}")
-        if chosen.attempt.int8_weights:
-            done.append("the float groups' weights stored as int8 (weight-only, computed in float; verified, no slower)")
-    if chosen.attempt.half_weights:
-        done.append("the float ops' weights stored as float16 (computed in FP32; verified, no slower)")
-    return done
-
-
-def _fp32_sibling(ctx: ExportContext, info: TargetInfo, build_fp32: Callable[[Path], Artifact]) -> dict[str, Any]:
-    """The FP32 bundle on the INT8 target's backend, written once per export run."""
-    key = f"fp32-sibling:{info.backend}"
-    if key not in ctx.shared:
-        fp32_info = TARGETS[info.name.removesuffix("-int8")]
-        folder = ctx.work_dir / f"fp32-sibling-{fp32_info.name}"
-        folder.mkdir(exist_ok=True)
-        artifact = build_fp32(folder)
-        write_manifest(ctx.metadata, fp32_info, folder, artifact)
-        ctx.shared[key] = {"folder": folder, "size_bytes": artifact.size_bytes(folder)}
-    return ctx.shared[key]
-
-
-def _compare_with_fp32(ctx: ExportContext, info: TargetInfo, chosen: Outcome, build_fp32: Callable[[Path], Artifact]) -> dict[str, Any]:
-    """Size and latency of the INT8 artifact beside the FP32 one on the same backend."""
-    fp32 = _fp32_sibling(ctx, info, build_fp32)
-    out: dict[str, Any] = {"size_bytes": chosen.artifact.size_bytes(chosen.folder)}
-    try:
-        # both opened once and timed in alternating rounds: timed one after the other inside the
-        # export, w0.5-e6 onnx-int8 once read 6.30 ms against FP32's 1.35 (2026-12-04: 1.85 against 1.22)
-        int8_ms, fp32_ms = paired_latency_ms([chosen.folder, fp32["folder"]], rounds=3, threads=None)
-        out["latency_ms"] = round(int8_ms, 3)
-        out["fp32_size_bytes"] = fp32["size_bytes"]
-        out["fp32_latency_ms"] = round(fp32_ms, 3)
-    except Exception as exc:  # a timing failure must not fail the export
-        log.warning("could not time %s: %s", info.name, exc)
-        return out
-    out["speedup_vs_fp32"] = round(out["fp32_latency_ms"] / max(out["latency_ms"], 1e-9), 2)
-    if out["speedup_vs_fp32"] <= 1.0:
-        # a search that ends with many groups in float can pass on accuracy and still be no gain
-        log.warning(
-            "%s: the INT8 artifact (%d layer groups in float) runs in %.2f ms against FP32's %.2f ms on this CPU: "
-            "no faster than the FP32 bundle, %.0f %% of its size",
-            info.name,
-            len(chosen.attempt.float_groups),
-            out["latency_ms"],
-            out["fp32_latency_ms"],
-            100 * out["size_bytes"] / max(fp32["size_bytes"], 1),
-        )
-    return out

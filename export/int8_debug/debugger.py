@@ -313,7 +313,7 @@ def debug_export(
     summary (for the manifest's notes). With the verification set and the reference's outputs on
     it, the report also says whether weights or activations cause the error (:mod:`.error_sources`)."""
     if target == "onnx-int8":
-        from ..int8.search import chosen_attempt
+        from ..int8.attempt import chosen_attempt
         from ..targets.onnx_int8 import prepared_onnx
 
         fp32 = prepared_onnx(ctx, chosen_attempt(ctx, target))
@@ -323,7 +323,7 @@ def debug_export(
         shutil.copyfile(fp32, out_dir / FP32_TWIN_ONNX)  # to recompute the table after editing the QDQ model
         twin = f"the FP32 ONNX the chosen attempt quantised (BatchNorm folded, channels equalised), saved as {FP32_TWIN_ONNX}"
     elif target == "tflite-int8":
-        from ..int8.search import chosen_attempt
+        from ..int8.attempt import chosen_attempt
         from ..targets.tflite_int8 import float_twin
 
         rows = debug_tflite(float_twin(ctx, chosen_attempt(ctx, target)), (bundle / "model.tflite").read_bytes(), inputs)
@@ -345,7 +345,8 @@ def debug_export(
 def _error_sources(target: str, ctx: Any, vset: Any, ref_out: dict[str, np.ndarray]) -> dict[str, Any]:
     """:func:`.error_sources.error_sources` of the chosen attempt's model on the target's weight grid;
     a failure is recorded, never loses the per-tensor table."""
-    from ..int8.search import chosen_attempt, int8_model
+    from ..int8.attempt import chosen_attempt
+    from ..int8.candidates import int8_model
     from ..targets import onnx_int8, openvino_int8, tflite_int8
     from .error_sources import error_sources
 

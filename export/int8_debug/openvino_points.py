@@ -118,7 +118,7 @@ def debug_openvino_models(fp32_onnx: Path, int8_xml: Path, inputs: np.ndarray) -
 
 def debug_openvino(ctx: Any, bundle: Path, inputs: np.ndarray) -> tuple[list[dict[str, Any]], str]:
     """:func:`debug_openvino_models` for one export's chosen artifact (inputs NHWC as verified)."""
-    from ..int8.search import chosen_attempt
+    from ..int8.attempt import chosen_attempt
     from ..targets.onnx_int8 import prepared_onnx
     from ..targets.openvino_int8 import WEIGHT_QMAX
 

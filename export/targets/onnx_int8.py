@@ -30,6 +30,8 @@ import numpy as np
 from gfn_edge.errors import MissingDependencyError
 
 from ..context import ExportContext
+from ..int8.attempt import Attempt
+from ..int8.candidates import int8_model
 from ..int8.float_outputs import drop_output_quantisers, onnx_output_chain
 from ..int8.onnx_half_weights import store_float_weights_fp16
 from ..int8.onnx_names import float_graph_names, shorten_added_names
@@ -37,7 +39,7 @@ from ..int8.onnx_weight_only import compress_float_weights
 from ..int8.ort_calibration import CalibrationReader
 from ..int8.ort_entropy import entropy_thresholds
 from ..int8.prepare import names_in_groups, onnx_name_patterns
-from ..int8.search import Attempt, int8_model, run_search
+from ..int8.search import run_search
 from ..int8.unsigned_weights import store_weights_unsigned
 from ..onnx_prelu import decompose_prelu
 from ..target_info import Artifact, TargetInfo

@@ -34,9 +34,10 @@ import numpy as np
 from gfn_edge.errors import MissingDependencyError
 
 from ..context import ExportContext
+from ..int8.attempt import Attempt
 from ..int8.openvino_half_weights import store_float_weights_fp16
 from ..int8.prepare import names_in_groups, onnx_name_patterns
-from ..int8.search import Attempt, run_search
+from ..int8.search import run_search
 from ..int8_options import CALIBRATION_METHODS
 from ..target_info import Artifact, TargetInfo
 from .onnx_int8 import WEIGHT_QMAX as ONNX_WEIGHT_QMAX

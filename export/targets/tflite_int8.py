@@ -25,9 +25,11 @@ from gfn_edge.errors import MissingDependencyError
 from gfn_edge.manifest import TensorSpec
 
 from ..context import ExportContext
+from ..int8.attempt import Attempt
+from ..int8.candidates import int8_model
 from ..int8.float_outputs import tflite_output_chain
 from ..int8.prepare import names_in_groups, tf_name_patterns
-from ..int8.search import Attempt, int8_model, run_search
+from ..int8.search import run_search
 from ..int8.tflite_float_weights import store_float_weights
 from ..target_info import Artifact, TargetInfo
 from ..tools import versions
