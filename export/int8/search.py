@@ -39,9 +39,9 @@ import logging
 import shutil
 import statistics
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from gfn_edge.benchmark import paired
 
@@ -66,6 +66,7 @@ from .candidates import (
 )
 from .closer import closer, next_group_sets
 from .groups import check_user_groups, module_groups, output_side_groups, plan, recognition_levels_groups
+from .prepare import Int8Preparation
 from .ranking import by_fidelity, fidelity, margin, misses_only_stepped, rank, relative_slacks
 from .slimmer import SLIMMER_ROUNDS, slimmer
 
@@ -165,6 +166,204 @@ def _recipe(ctx: ExportContext, info: TargetInfo, methods: list[str]) -> Attempt
     return Attempt(raw["method"], tuple(raw.get("float_groups", ())))
 
 
+@dataclass
+class _Run:
+    """One target's search in progress: its attempts so far, its clock, and how one attempt is
+    built, verified (here, then on the CPUs the user named) and recorded."""
+
+    ctx: ExportContext
+    info: TargetInfo
+    build: Callable[[Attempt, Path], Artifact]
+    root: Path
+    budget: float
+    started: float = field(default_factory=time.perf_counter)
+    outcomes: list[Outcome] = field(default_factory=list)
+    not_made: list[str] = field(default_factory=list)
+    # learned steps that fitted the calibration inputs no better than their start
+    not_verified: list[str] = field(default_factory=list)
+
+    def time_left(self) -> float:
+        return self.budget - (time.perf_counter() - self.started)
+
+    def out_of_time(self, label: str) -> bool:
+        """Whether the budget is spent (recording the attempt not made); the first attempt always runs."""
+        if self.outcomes and self.time_left() <= 0:
+            self.not_made.append(label)
+            return True
+        return False
+
+    def on_platforms(self, out: Outcome) -> Outcome:
+        """A candidate that passed here verified again on the CPUs the user named (``--verify-on``):
+        failing there fails it, so the search goes on to the next remedy instead of shipping an
+        artifact the board would reject."""
+        if out.passed and self.ctx.verify_on is not None:
+            out.platforms = self.ctx.verify_on(out.folder, out.tolerances)
+            lost = platform_failures(out.platforms)
+            if lost:
+                log.info("%s attempt %s: fails on the named CPUs (%s)", self.info.name, out.attempt.label(), "; ".join(lost))
+                out.passed, out.failures = False, lost
+        return out
+
+    def attempt(self, a: Attempt, paid: bool = False, source: str = "", platforms: bool = True) -> Outcome:
+        """Build, verify and record ``a``. ``paid``: its costly part (the distillation) is done, so it
+        is verified whatever the clock says; ``platforms=False``: the caller verifies on the named
+        CPUs itself, once it would ship it."""
+        if not paid and self.out_of_time(a.label()):
+            raise _BudgetSpent
+        folder = self.root / f"attempt{len(self.outcomes)}"
+        folder.mkdir()
+        start = time.perf_counter()
+        try:
+            artifact = self.build(a, folder)
+        except Exception as exc:  # one setting crashing a quantiser (an NNCF histogram once) is one failed attempt
+            log.warning("%s attempt %s: the quantiser failed: %s: %s", self.info.name, a.label(), type(exc).__name__, exc)
+            out = Outcome(a, False, float("-inf"), {}, [f"quantiser error: {type(exc).__name__}: {exc}"], time.perf_counter() - start, folder, source=source)
+            self.outcomes.append(out)
+            return out
+        write_manifest(self.ctx.metadata, self.info, folder, artifact)
+        report = self.ctx.verify(folder, self.info.precision)
+        out = Outcome(
+            a,
+            report.passed,
+            margin(report),
+            report.metrics,
+            report.failures,
+            time.perf_counter() - start,
+            folder,
+            artifact,
+            total_slack=sum(relative_slacks(report)),
+            fidelity=fidelity(report),
+            source=source,
+            tolerances=dict(report.tolerances),
+        )
+        log.info("%s attempt %s: %s (%s)", self.info.name, a.label(), "PASS" if out.passed else "fail", "; ".join(out.failures) or "within tolerance")
+        self.outcomes.append(out)
+        return self.on_platforms(out) if platforms else out
+
+    def first_passing(self, attempts: list[Attempt], made: set[Attempt]) -> Outcome | None:
+        """The first of ``attempts`` (those not ``made`` already) that passes, trying them in order."""
+        for a in attempts:
+            if a not in made and self.attempt(a).passed:
+                return self.outcomes[-1]
+        return None
+
+    def learn_budget(self, label: str, wanted_s: float, minimum_s: float) -> float:
+        """Seconds a learned step gets: its own budget, less the verification after it (about as long
+        as an attempt), at most what the search has left; too little ends the search."""
+        verify_s = statistics.median(o.seconds for o in self.outcomes) if self.outcomes else 0.0
+        learn_s = min(wanted_s, self.time_left() - verify_s)
+        if learn_s < min(minimum_s, wanted_s):
+            self.not_made.append(label)
+            raise _BudgetSpent
+        return learn_s
+
+
+def _known_first(run: _Run, recipe: Attempt | None, carried: Attempt | None, remedy_route: str) -> Outcome | None:
+    """The user's or the registry's recipe, then the quantisation the route's own target shipped in
+    this run: tried before the search's own steps."""
+    if recipe is not None:
+        log.info("%s: trying the known recipe for %s first (%s)", run.info.name, run.ctx.spec.name, recipe.label())
+        if run.attempt(recipe).passed:
+            return run.outcomes[-1]
+    if carried is not None and carried != recipe:
+        owner = _ROUTE_OWNER[remedy_route]
+        log.info("%s: trying the quantisation %s shipped in this run first (%s)", run.info.name, owner, carried.label())
+        if run.attempt(carried, source=owner).passed:
+            return run.outcomes[-1]
+    return None
+
+
+def _float_group_steps(
+    run: _Run, model: Any, base: Attempt, methods: list[str], remedy_route: str, made: set[Attempt]
+) -> tuple[Outcome | None, tuple[str, ...]]:
+    """Layer groups kept in float on ``base``: a detector's recognition levels first, the ranked
+    groups added step by step, a liveness model's output side, then the last step on the other
+    methods' ranges where it missed only by a pair. Returns (the winner or None, the last groups tried)."""
+    ctx = run.ctx
+    cap = ctx.options.get("max_float_groups")
+
+    def within_cap(groups: tuple[str, ...]) -> bool:
+        """Whether ``groups`` keeps to the user's --max-float-groups (the steps beyond the ranked
+        ones are not held to the default cap, half the groups)."""
+        return cap is None or len(groups) <= int(cap)
+
+    def on_base(groups: tuple[str, ...]) -> Attempt:
+        return Attempt(base.method, groups, bias_corrected=base.bias_corrected, route=remedy_route)
+
+    tried: tuple[str, ...] = ()
+    if run.out_of_time(f"{base.label()} + layer groups in float (not ranked)"):
+        raise _BudgetSpent  # the ranking itself takes minutes on the wider networks
+    levels = tuple(recognition_levels_groups(ctx, model)) if ctx.spec.task == "detect" else ()
+    levels = levels if within_cap(levels) else ()
+    if levels:
+        tried = levels
+        if on_base(levels) not in made and run.attempt(on_base(levels)).passed:
+            return run.outcomes[-1], tried
+    if run.out_of_time(f"{base.label()} + layer groups in float (not ranked)"):
+        raise _BudgetSpent
+    # a detector's coarser levels stay in float: the ranked groups are added to them
+    ranked = module_groups(model, sensitivity(ctx))
+    groups = [g for g, damage in ranked if damage > 0 and g not in levels]
+    _, steps = plan(ctx, methods, groups, model_groups=len(ranked))
+    for step in steps:
+        candidate = on_base(levels + tuple(step))
+        if not within_cap(candidate.float_groups):
+            break
+        tried = candidate.float_groups
+        if candidate in made:
+            continue
+        if run.attempt(candidate).passed:
+            return run.outcomes[-1], tried
+    if ctx.spec.task == "liveness":
+        tail = tuple(g for g in output_side_groups(ctx, model) if g not in tried)
+        candidate = on_base(tried + tail)
+        if tail and within_cap(candidate.float_groups) and candidate not in made and run.attempt(candidate).passed:
+            return run.outcomes[-1], tried
+    last = run.outcomes[-1] if run.outcomes else None
+    if last is not None and last.attempt.float_groups and misses_only_stepped(last):
+        for candidate in other_ranges(last.attempt, run.outcomes, methods):
+            if run.attempt(candidate).passed:
+                return run.outcomes[-1], tried
+    return None, tried
+
+
+def _learned_steps(run: _Run, base: Attempt, groups: tuple[str, ...], weight_qmax: int, remedy_route: str, made: set[Attempt]) -> Outcome | None:
+    """Learned rounding, then distillation QAT, each with ``groups`` in float, within the budget."""
+    ctx = run.ctx
+    # from the prepared model, whatever the base: the roundings take off the error bias
+    # correction would, and its biases (fitted to nearest rounding) led them astray (w0.5-e16,
+    # two groups in float: from the corrected model 0.9882 / 0.9751 -> 0.9845 / 0.9695, from
+    # the plain one 0.9873 / 0.9655 -> 0.9878 / 0.9677; no groups 0.9784 / 0.9216 -> 0.9820 / 0.9289)
+    rounded_attempt = Attempt(base.method, groups, rounded=True, route=remedy_route)
+    if rounding_seconds(ctx) > 0 and rounded_attempt not in made:
+        learn_s = run.learn_budget(rounded_attempt.label(), rounding_seconds(ctx), MIN_ROUNDING_SECONDS)
+        start = time.perf_counter()
+        fitted = learned_rounding(ctx, weight_qmax, groups, budget_s=learn_s)
+        learned_s = time.perf_counter() - start
+        if fitted.improved:
+            rounded_out = run.attempt(rounded_attempt, paid=True)
+            rounded_out.seconds += learned_s
+            if rounded_out.passed:
+                return rounded_out
+        else:  # its model is the prepared one with these groups, no better
+            kept = fitted.report.get("kept", "nearest rounding (the learned roundings fitted the calibration inputs no better)")
+            run.not_verified.append(f"{rounded_attempt.label()}: kept {kept}, {learned_s:.0f} s")
+    # from the base's model: bias-corrected where the groups were tried on the corrected one
+    tuned_attempt = Attempt(base.method, groups, distilled=True, bias_corrected=base.bias_corrected, route=remedy_route)
+    if distill_seconds(ctx) > 0 and tuned_attempt not in made:
+        # trained with the same groups in float that the backend then keeps in float, so the
+        # tuned weights make up for int8 only where int8 is
+        learn_s = run.learn_budget(tuned_attempt.label(), distill_seconds(ctx), MIN_DISTILL_SECONDS)
+        start = time.perf_counter()
+        distillation(ctx, weight_qmax, groups, budget_s=learn_s, from_corrected=tuned_attempt.bias_corrected)
+        learned_s = time.perf_counter() - start
+        tuned = run.attempt(tuned_attempt, paid=True)
+        tuned.seconds += learned_s  # the distillation's time belongs to its attempt (counted once)
+        if tuned.passed:
+            return tuned
+    return None
+
+
 def run_search(
     ctx: ExportContext,
     info: TargetInfo,
@@ -206,76 +405,13 @@ def run_search(
     # of the detector's 600 s went to it before the search's first attempt)
     prep = preparation(ctx)
     check_user_groups(ctx, prep.model)
-    started = time.perf_counter()
-    budget = search_seconds(ctx)
+    root = ctx.work_dir / f"{info.name}-attempts"
+    root.mkdir(exist_ok=True)
+    run = _Run(ctx, info, build, root, search_seconds(ctx))
     corrected = bias_correction_wanted(ctx, corrects_biases or remedy_route == "qdq")
     plain, _ = plan(ctx, methods, [])
     first = [replace(a, route=route) for route in plain_routes for a in plain]
     fallback = [replace(a, route=route) for route in fallback_routes for a in plain]
-    root = ctx.work_dir / f"{info.name}-attempts"
-    root.mkdir(exist_ok=True)
-    outcomes: list[Outcome] = []
-    not_made: list[str] = []
-    not_verified: list[str] = []  # learned steps that fitted the calibration inputs no better than their start
-
-    def time_left() -> float:
-        return budget - (time.perf_counter() - started)
-
-    def out_of_time(label: str) -> bool:
-        """Whether the budget is spent (recording the attempt not made); the first attempt always runs."""
-        if outcomes and time_left() <= 0:
-            not_made.append(label)
-            return True
-        return False
-
-    def on_platforms(out: Outcome) -> Outcome:
-        """A candidate that passed here verified again on the CPUs the user named (``--verify-on``):
-        failing there fails it, so the search goes on to the next remedy instead of shipping an
-        artifact the board would reject."""
-        if out.passed and ctx.verify_on is not None:
-            out.platforms = ctx.verify_on(out.folder, out.tolerances)
-            lost = platform_failures(out.platforms)
-            if lost:
-                log.info("%s attempt %s: fails on the named CPUs (%s)", info.name, out.attempt.label(), "; ".join(lost))
-                out.passed, out.failures = False, lost
-        return out
-
-    def attempt(a: Attempt, paid: bool = False, source: str = "", platforms: bool = True) -> Outcome:
-        # paid: its costly part (the distillation) is done, so it is verified whatever the clock says;
-        # platforms=False: the caller verifies on the named CPUs itself, once it would ship it
-        if not paid and out_of_time(a.label()):
-            raise _BudgetSpent
-        folder = root / f"attempt{len(outcomes)}"
-        folder.mkdir()
-        start = time.perf_counter()
-        try:
-            artifact = build(a, folder)
-        except Exception as exc:  # one setting crashing a quantiser (an NNCF histogram once) is one failed attempt
-            log.warning("%s attempt %s: the quantiser failed: %s: %s", info.name, a.label(), type(exc).__name__, exc)
-            out = Outcome(a, False, float("-inf"), {}, [f"quantiser error: {type(exc).__name__}: {exc}"], time.perf_counter() - start, folder, source=source)
-            outcomes.append(out)
-            return out
-        write_manifest(ctx.metadata, info, folder, artifact)
-        report = ctx.verify(folder, info.precision)
-        out = Outcome(
-            a,
-            report.passed,
-            margin(report),
-            report.metrics,
-            report.failures,
-            time.perf_counter() - start,
-            folder,
-            artifact,
-            total_slack=sum(relative_slacks(report)),
-            fidelity=fidelity(report),
-            source=source,
-            tolerances=dict(report.tolerances),
-        )
-        log.info("%s attempt %s: %s (%s)", info.name, a.label(), "PASS" if out.passed else "fail", "; ".join(out.failures) or "within tolerance")
-        outcomes.append(out)
-        return on_platforms(out) if platforms else out
-
-    winner = None
     recipe = _recipe(ctx, info, methods)
     carried = _carried(ctx, remedy_route)
     made = {recipe, carried} - {None}  # tried first: the search does not repeat them
@@ -283,127 +419,26 @@ def run_search(
         # the route's own target made its plain attempts in this run and shipped a later one: where
         # that one fails here the remedies go on from the route's min/max ranges, as they always did
         first = [a for a in first if a.route != carried.route]
-    tried_groups: tuple[str, ...] = ()
+    winner = None
     try:
-        if recipe is not None:
-            log.info("%s: trying the known recipe for %s first (%s)", info.name, ctx.spec.name, recipe.label())
-            if attempt(recipe).passed:
-                winner = outcomes[-1]
-        if winner is None and carried is not None and carried != recipe:
-            owner = _ROUTE_OWNER[remedy_route]
-            log.info("%s: trying the quantisation %s shipped in this run first (%s)", info.name, owner, carried.label())
-            if attempt(carried, source=owner).passed:
-                winner = outcomes[-1]
-        if winner is None:
-            for a in first:
-                if a not in made and attempt(a).passed:
-                    winner = outcomes[-1]
-                    break
+        winner = _known_first(run, recipe, carried, remedy_route) or run.first_passing(first, made)
         if winner is None and corrected:
-            for corrected_attempt in corrected_attempts(_remedy_base(outcomes, remedy_route).method, remedy_route):
-                if corrected_attempt not in made and attempt(corrected_attempt).passed:
-                    winner = outcomes[-1]
-                    break
-        base = _remedy_base(outcomes, remedy_route)
-        cap = ctx.options.get("max_float_groups")
-
-        def within_cap(groups: tuple[str, ...]) -> bool:
-            """Whether ``groups`` keeps to the user's --max-float-groups (the steps beyond the ranked
-            ones are not held to the default cap, half the groups)."""
-            return cap is None or len(groups) <= int(cap)
-
-        levels: tuple[str, ...] = ()
+            winner = run.first_passing(corrected_attempts(_remedy_base(run.outcomes, remedy_route).method, remedy_route), made)
+        base = _remedy_base(run.outcomes, remedy_route)
+        groups: tuple[str, ...] = ()
         if winner is None:
-            if out_of_time(f"{base.label()} + layer groups in float (not ranked)"):
-                raise _BudgetSpent  # the ranking itself takes minutes on the wider networks
-            levels = tuple(recognition_levels_groups(ctx, prep.model)) if ctx.spec.task == "detect" else ()
-            levels = levels if within_cap(levels) else ()
-            if levels:
-                candidate = Attempt(base.method, levels, bias_corrected=base.bias_corrected, route=remedy_route)
-                tried_groups = levels
-                if candidate not in made and attempt(candidate).passed:
-                    winner = outcomes[-1]
+            winner, groups = _float_group_steps(run, prep.model, base, methods, remedy_route, made)
         if winner is None:
-            if out_of_time(f"{base.label()} + layer groups in float (not ranked)"):
-                raise _BudgetSpent
-            # a detector's coarser levels stay in float: the ranked groups are added to them
-            ranked = module_groups(prep.model, sensitivity(ctx))
-            groups = [g for g, damage in ranked if damage > 0 and g not in levels]
-            _, fallbacks = plan(ctx, methods, groups, model_groups=len(ranked))
-            for fl in fallbacks:
-                candidate = Attempt(base.method, levels + tuple(fl), bias_corrected=base.bias_corrected, route=remedy_route)
-                if not within_cap(candidate.float_groups):
-                    break
-                tried_groups = candidate.float_groups
-                if candidate in made:
-                    continue
-                if attempt(candidate).passed:
-                    winner = outcomes[-1]
-                    break
-            if winner is None and ctx.spec.task == "liveness":
-                tail = tuple(g for g in output_side_groups(ctx, prep.model) if g not in tried_groups)
-                candidate = Attempt(base.method, tried_groups + tail, bias_corrected=base.bias_corrected, route=remedy_route)
-                if tail and within_cap(candidate.float_groups) and candidate not in made and attempt(candidate).passed:
-                    winner = outcomes[-1]
-            if winner is None and outcomes and outcomes[-1].attempt.float_groups and misses_only_stepped(outcomes[-1]):
-                for candidate in other_ranges(outcomes[-1].attempt, outcomes, methods):
-                    if attempt(candidate).passed:
-                        winner = outcomes[-1]
-                        break
+            winner = run.first_passing(fallback, made)
         if winner is None:
-            for a in fallback:
-                if a not in made and attempt(a).passed:
-                    winner = outcomes[-1]
-                    break
-
-        def learn_budget(label: str, wanted_s: float, minimum_s: float) -> float:
-            """Seconds a learned step gets: its own budget, less the verification after it (about
-            as long as an attempt), at most what the search has left; too little ends the search."""
-            verify_s = statistics.median(o.seconds for o in outcomes) if outcomes else 0.0
-            learn_s = min(wanted_s, time_left() - verify_s)
-            if learn_s < min(minimum_s, wanted_s):
-                not_made.append(label)
-                raise _BudgetSpent
-            return learn_s
-
-        # from the prepared model, whatever the base: the roundings take off the error bias
-        # correction would, and its biases (fitted to nearest rounding) led them astray (w0.5-e16,
-        # two groups in float: from the corrected model 0.9882 / 0.9751 -> 0.9845 / 0.9695, from
-        # the plain one 0.9873 / 0.9655 -> 0.9878 / 0.9677; no groups 0.9784 / 0.9216 -> 0.9820 / 0.9289)
-        rounded_attempt = Attempt(base.method, tried_groups, rounded=True, route=remedy_route)
-        if winner is None and rounding_seconds(ctx) > 0 and rounded_attempt not in made:
-            learn_s = learn_budget(rounded_attempt.label(), rounding_seconds(ctx), MIN_ROUNDING_SECONDS)
-            start = time.perf_counter()
-            fitted = learned_rounding(ctx, weight_qmax, tried_groups, budget_s=learn_s)
-            learned_s = time.perf_counter() - start
-            if fitted.improved:
-                rounded_out = attempt(rounded_attempt, paid=True)
-                rounded_out.seconds += learned_s
-                if rounded_out.passed:
-                    winner = rounded_out
-            else:  # its model is the prepared one with these groups, no better
-                kept = fitted.report.get("kept", "nearest rounding (the learned roundings fitted the calibration inputs no better)")
-                not_verified.append(f"{rounded_attempt.label()}: kept {kept}, {learned_s:.0f} s")
-        # from the base's model: bias-corrected where the groups were tried on the corrected one
-        tuned_attempt = Attempt(base.method, tried_groups, distilled=True, bias_corrected=base.bias_corrected, route=remedy_route)
-        if winner is None and distill_seconds(ctx) > 0 and tuned_attempt not in made:
-            # trained with the same groups in float that the backend then keeps in float, so the
-            # tuned weights make up for int8 only where int8 is
-            learn_s = learn_budget(tuned_attempt.label(), distill_seconds(ctx), MIN_DISTILL_SECONDS)
-            start = time.perf_counter()
-            distillation(ctx, weight_qmax, tried_groups, budget_s=learn_s, from_corrected=tuned_attempt.bias_corrected)
-            learned_s = time.perf_counter() - start
-            tuned = attempt(tuned_attempt, paid=True)
-            tuned.seconds += learned_s  # the distillation's time belongs to its attempt (counted once)
-            if tuned.passed:
-                winner = tuned
+            winner = _learned_steps(run, base, groups, weight_qmax, remedy_route, made)
     except _BudgetSpent:
         log.warning(
             "%s: the INT8 search's time budget (%.0f s, --int8-search-seconds) is spent after %d attempts; not tried: %s",
             info.name,
-            budget,
-            len(outcomes),
-            not_made[0],
+            run.budget,
+            len(run.outcomes),
+            run.not_made[0],
         )
     if (
         winner is not None
@@ -412,10 +447,10 @@ def run_search(
         and not winner.attempt.int8_weights
         and winner.attempt.route == remedy_route
     ):
-        winner = slimmer(winner, attempt, info.name, on_platforms=on_platforms)
+        winner = slimmer(winner, run.attempt, info.name, on_platforms=run.on_platforms)
     if winner is not None and half_float_weights and not (winner.attempt.int8_weights or winner.attempt.half_weights):
-        winner = slimmer(winner, attempt, info.name, "fp16", on_platforms=on_platforms)
-    if winner is not None and _closer_wanted(ctx, winner, recipe) and time_left() > 0:
+        winner = slimmer(winner, run.attempt, info.name, "fp16", on_platforms=run.on_platforms)
+    if winner is not None and _closer_wanted(ctx, winner, recipe) and run.time_left() > 0:
         ranking = module_groups(prep.model, sensitivity(ctx))
         ranked = [g for g, damage in ranking if damage > 0]
         _, steps = plan(ctx, methods, ranked, model_groups=len(ranking))
@@ -425,14 +460,22 @@ def run_search(
             storage = {"int8_weights": False, "half_weights": half_float_weights}
         winner = closer(
             winner,
-            attempt,
+            run.attempt,
             next_group_sets(winner.attempt.float_groups, ranked, [len(s) for s in steps]),
             storage,
             lambda shipped, step: tuple(paired.paired_latency_ms([shipped, step], rounds=SLIMMER_ROUNDS, threads=1)),
-            on_platforms,
+            run.on_platforms,
             info.name,
             _BudgetSpent,
         )
+    return _ship(run, winner, prep, recipe, weight_qmax, build_fp32)
+
+
+def _ship(
+    run: _Run, winner: Outcome | None, prep: Int8Preparation, recipe: Attempt | None, weight_qmax: int, build_fp32: Callable[[Path], Artifact]
+) -> Artifact:
+    """Copy the winner (or the attempt closest to passing) into the bundle, with the search's record."""
+    ctx, info, outcomes = run.ctx, run.info, run.outcomes
     built = [o for o in outcomes if o.artifact is not None]
     if not built:
         raise RuntimeError(f"{info.name}: every quantisation attempt failed: " + "; ".join(o.failures[0] for o in outcomes))
@@ -459,11 +502,11 @@ def run_search(
             **({"bias_correction": bias_correction(ctx, weight_qmax, chosen.attempt.float_groups).report} if chosen.attempt.bias_corrected else {}),
             "attempts": [o.record() for o in outcomes],
             "search": {
-                "budget_s": None if budget == float("inf") else budget,
-                "seconds": round(time.perf_counter() - started, 1),
-                "stopped_by_budget": bool(not_made),
-                **({"not_tried": not_made[0]} if not_made else {}),
-                **({"not_verified": not_verified} if not_verified else {}),
+                "budget_s": None if run.budget == float("inf") else run.budget,
+                "seconds": round(time.perf_counter() - run.started, 1),
+                "stopped_by_budget": bool(run.not_made),
+                **({"not_tried": run.not_made[0]} if run.not_made else {}),
+                **({"not_verified": run.not_verified} if run.not_verified else {}),
             },
             "remedies": remedies(chosen, outcomes, recipe),
             **({"same_quantisation_as": chosen.source} if chosen.source else {}),
