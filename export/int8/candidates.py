@@ -83,6 +83,21 @@ def search_seconds(ctx: ExportContext) -> float:
     return float("inf") if value == 0 else value
 
 
+def _learning_seconds(ctx: ExportContext, step: str, wanted_s: float, budget_s: float | None, weight_qmax: int, float_groups: tuple[str, ...]) -> float:
+    """A learned step's cap in seconds: its own option, at most what the search has left
+    (``budget_s``); logged as the step starts."""
+    seconds = wanted_s if budget_s is None else min(wanted_s, budget_s)
+    log.info(
+        "INT8: %s of %s (its planned steps within %.0f s, weights to %d levels a side, %d groups in float)",
+        step,
+        ctx.spec.name,
+        seconds,
+        weight_qmax,
+        len(float_groups),
+    )
+    return seconds
+
+
 def distillation(ctx: ExportContext, weight_qmax: int, float_groups: tuple[str, ...] = (), budget_s: float | None = None, from_corrected: bool = False):
     """The prepared model tuned for int8 on this backend's weight grid with ``float_groups`` kept in
     float, computed once per run, grid, groups and start (``budget_s``: at most this long, when the
@@ -96,14 +111,7 @@ def distillation(ctx: ExportContext, weight_qmax: int, float_groups: tuple[str, 
         from .learned.augment import PIXEL_SCALE
         from .learned.distill import distill_for_int8
 
-        seconds = distill_seconds(ctx) if budget_s is None else min(distill_seconds(ctx), budget_s)
-        log.info(
-            "INT8: distillation QAT of %s (its planned steps within %.0f s, weights to %d levels a side, %d groups in float)",
-            ctx.spec.name,
-            seconds,
-            weight_qmax,
-            len(float_groups),
-        )
+        seconds = _learning_seconds(ctx, "distillation QAT", distill_seconds(ctx), budget_s, weight_qmax, float_groups)
         start = bias_correction(ctx, weight_qmax, float_groups).model if from_corrected else preparation(ctx).model
         ctx.shared[key] = distill_for_int8(
             start, ctx.calibration.inputs(), ctx.spec.task, weight_qmax, budget_s=seconds, steps=ctx.options.get("distill_steps"), float_groups=float_groups
@@ -128,14 +136,7 @@ def learned_rounding(ctx: ExportContext, weight_qmax: int, float_groups: tuple[s
     if key not in ctx.shared:
         from .learned.rounding import round_for_int8
 
-        seconds = rounding_seconds(ctx) if budget_s is None else min(rounding_seconds(ctx), budget_s)
-        log.info(
-            "INT8: learned rounding of %s (its planned steps within %.0f s, weights to %d levels a side, %d groups in float)",
-            ctx.spec.name,
-            seconds,
-            weight_qmax,
-            len(float_groups),
-        )
+        seconds = _learning_seconds(ctx, "learned rounding", rounding_seconds(ctx), budget_s, weight_qmax, float_groups)
         ctx.shared[key] = round_for_int8(
             preparation(ctx).model,
             ctx.calibration.inputs(),
