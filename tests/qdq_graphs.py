@@ -6,9 +6,11 @@ import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 
-def qdq_network(rng: np.random.Generator, channels_in: int = 4):
+def qdq_network(rng: np.random.Generator, channels_in: int = 4, biases: bool = False):
     """input -> QDQ -> conv A (shares its weight zero point with conv B) -> QDQ -> depthwise conv ->
-    QDQ -> conv B -> conv C (weight-only: its input is not dequantised) -> asymmetric conv D."""
+    QDQ -> conv B -> conv C (weight-only: its input is not dequantised) -> asymmetric conv D.
+    ``biases``: conv A and the depthwise conv get int32 biases on the input scale x weight scale
+    grid, dequantised as onnxruntime's quantiser writes them."""
     inits = [
         numpy_helper.from_array(np.array(0.02, np.float32), "s"),
         numpy_helper.from_array(np.array(128, np.uint8), "z"),
@@ -23,7 +25,13 @@ def qdq_network(rng: np.random.Generator, channels_in: int = 4):
         if zero_value is not None:
             inits.append(numpy_helper.from_array(zero_value, zero))
         nodes.append(helper.make_node("DequantizeLinear", [f"{name}_w", "ws", zero], [f"{name}_wf"], axis=0))
-        nodes.append(helper.make_node("Conv", [src, f"{name}_wf"], [f"{name}_y"], group=groups, pads=[1, 1, 1, 1] if shape[-1] == 3 else [0] * 4))
+        conv_inputs = [src, f"{name}_wf"]
+        if biases and dequantised_input and zero_value is None:
+            inits.append(numpy_helper.from_array(rng.integers(-3000, 3000, shape[0]).astype(np.int32), f"{name}_b"))
+            inits.append(numpy_helper.from_array(np.full(shape[0], 0.02 * 0.01, np.float32), f"{name}_bs"))
+            nodes.append(helper.make_node("DequantizeLinear", [f"{name}_b", f"{name}_bs"], [f"{name}_bf"], axis=0))
+            conv_inputs.append(f"{name}_bf")
+        nodes.append(helper.make_node("Conv", conv_inputs, [f"{name}_y"], group=groups, pads=[1, 1, 1, 1] if shape[-1] == 3 else [0] * 4))
         if not dequantised_input:
             return f"{name}_y"
         nodes.append(helper.make_node("QuantizeLinear", [f"{name}_y", "s", "z"], [f"{name}_q"]))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 from gfn_edge.errors import MissingDependencyError
 from gfn_edge.manifest import RT_INFO_KEY, TensorSpec
@@ -13,6 +12,7 @@ from ..context import ExportContext
 from ..target_info import Artifact, TargetInfo
 from ..tools import versions
 from .onnx_fp32 import fp32_onnx
+from .openvino_constants import slim_constants
 
 
 def _ov():
@@ -47,38 +47,6 @@ def compact_xml(xml: Path) -> int:
     return len(data) - len(compact)
 
 
-SHARED_CONSTANT_MAX_VALUES = 16
-"""Constants of at most this many values are shared when equal (:func:`share_equal_constants`)."""
-
-
-def share_equal_constants(model, max_values: int = SHARED_CONSTANT_MAX_VALUES) -> int:
-    """Make the consumers of equal small constants read one of them; returns how many were dropped.
-
-    Why: every FakeQuantize of an INT8 IR has four scalar range constants, two of them equal to the
-    other two when it comes from a QuantizeLinear / DequantizeLinear pair, and each is a layer of
-    some 300 bytes in the .xml (OpenVINO already writes equal data once in the .bin). Shared: 205 of
-    w0.5-e6's INT8 constants, its .xml 411 -> 361 KB, outputs identical and the compiled model as
-    fast. Only small ones, so no two layers are made to share a weight tensor."""
-    import numpy as np
-
-    kept: dict[tuple, Any] = {}
-    dropped = 0
-    for op in model.get_ordered_ops():
-        if op.get_type_name() != "Constant":
-            continue
-        data = op.get_data()
-        if data.size > max_values:
-            continue
-        key = (str(op.get_element_type()), tuple(op.get_output_partial_shape(0).to_shape()), np.ascontiguousarray(data).tobytes())
-        first = kept.setdefault(key, op)
-        if first is op:
-            continue
-        for target in list(op.output(0).get_target_inputs()):
-            target.replace_source_output(first.output(0))
-        dropped += 1
-    return dropped
-
-
 def save_ir(model, ctx: ExportContext, info: TargetInfo, compress_to_fp16: bool, extra: dict | None = None) -> Artifact:
     ov = _ov()
     inputs, outputs = ir_tensor_specs(model)
@@ -87,7 +55,7 @@ def save_ir(model, ctx: ExportContext, info: TargetInfo, compress_to_fp16: bool,
         list(RT_INFO_KEY),
     )
     xml = ctx.bundle_dir / "model.xml"
-    share_equal_constants(model)
+    slim_constants(model)
     ov.save_model(model, str(xml), compress_to_fp16=compress_to_fp16)
     compact_xml(xml)
     return Artifact(
