@@ -13,6 +13,7 @@ pytest.importorskip("torch", reason="asset missing: torch (the training side: pi
 from gfn_edge.benchmark import paired
 from gfn_edge.export.int8.attempt import Attempt, Outcome
 from gfn_edge.export.int8.candidates import group_score
+from gfn_edge.export.int8.quantiser import Quantiser
 from gfn_edge.export.int8.ranking import margin, rank, relative_slacks
 from gfn_edge.export.verify import DEFAULT_TOLERANCES, VerificationReport
 
@@ -145,7 +146,7 @@ def _search(
 
         ctx.verify_on = on_a76
     search_args = search_args or {"corrects_biases": True}
-    artifact = search.run_search(ctx, TARGETS[target], build, ["minmax", "entropy"], lambda folder: None, **search_args)
+    artifact = search.run_search(ctx, TARGETS[target], Quantiser(build, ("minmax", "entropy"), lambda folder: None, **search_args))
     if chosen is not None:
         chosen.append(artifact)
     return tried

@@ -67,6 +67,7 @@ from .candidates import (
 from .closer import closer, next_group_sets
 from .groups import check_user_groups, module_groups, output_side_groups, plan, recognition_levels_groups
 from .prepare import Int8Preparation
+from .quantiser import Quantiser
 from .ranking import by_fidelity, fidelity, margin, misses_only_stepped, rank, relative_slacks
 from .slimmer import SLIMMER_ROUNDS, slimmer
 
@@ -364,54 +365,24 @@ def _learned_steps(run: _Run, base: Attempt, groups: tuple[str, ...], weight_qma
     return None
 
 
-def run_search(
-    ctx: ExportContext,
-    info: TargetInfo,
-    build: Callable[[Attempt, Path], Artifact],
-    methods: list[str],
-    build_fp32: Callable[[Path], Artifact],
-    weight_qmax: int = 127,
-    corrects_biases: bool = False,
-    remedy_route: str = "",
-    int8_float_group_weights: bool = False,
-    int8_output_layer_weights: bool = False,
-    half_float_weights: bool = False,
-    plain_routes: tuple[str, ...] = ("",),
-    fallback_routes: tuple[str, ...] = (),
-) -> Artifact:
+def run_search(ctx: ExportContext, info: TargetInfo, quantiser: Quantiser) -> Artifact:
     """Try attempts until one verifies; copy the winner (or the best failure) into the bundle.
 
-    ``build(attempt, folder)`` writes one INT8 candidate (of :func:`int8_model`'s model for the
-    attempt); ``build_fp32(folder)`` writes the FP32 model of the same backend, timed beside the
-    winner for the manifest's comparison. ``weight_qmax``: the backend's weight grid, which the
-    distillation trains for. ``corrects_biases``: whether this backend's quantiser leaves biases as
-    they are (ONNX Runtime, TFLite), so the search hands it bias-corrected models
-    (:mod:`.bias_correction`; NNCF corrects on its own). ``remedy_route``: the quantiser of the
-    remedies (bias correction, float groups, distillation) where it is not the backend's own:
-    OpenVINO's remedies go through onnxruntime's QDQ graph ("qdq"), which leaves biases alone, so
-    bias correction is tried there too. ``int8_float_group_weights``: whether the quantiser can store
-    the float groups' weights as int8 (the QDQ graph, :mod:`.onnx_weight_only`); a winner with
-    groups in float is then tried that way and shipped where it passes and is not slower.
-    ``int8_output_layer_weights``: whether that storage also reaches the output layers, which this
-    backend computes in float (TFLite's denylist), so a winner without groups is tried too.
-    ``half_float_weights``: whether the build stores the float ops' weights as float16 for an
-    attempt with ``half_weights`` (all three targets can); a winner that did not ship int8 weights is
-    then tried that way, under the same rule. ``plain_routes``: the quantisers whose plain attempts
-    (each calibration method) run, in order, before any remedy; ``fallback_routes``: those whose plain
-    attempts run only when the float groups did not pass, before the learned steps (OpenVINO: the
-    QDQ graph first, NNCF as the fallback).
-    """
+    ``quantiser`` says how the target builds an attempt and what its quantiser can store
+    (:class:`.quantiser.Quantiser`)."""
+    q = quantiser
+    methods, remedy_route = list(q.methods), q.remedy_route
     # the clock starts after the INT8 preparation: it is done once per run for every target (137 s
     # of the detector's 600 s went to it before the search's first attempt)
     prep = preparation(ctx)
     check_user_groups(ctx, prep.model)
     root = ctx.work_dir / f"{info.name}-attempts"
     root.mkdir(exist_ok=True)
-    run = _Run(ctx, info, build, root, search_seconds(ctx))
-    corrected = bias_correction_wanted(ctx, corrects_biases or remedy_route == "qdq")
+    run = _Run(ctx, info, q.build, root, search_seconds(ctx))
+    corrected = bias_correction_wanted(ctx, q.corrects_biases or remedy_route == "qdq")
     plain, _ = plan(ctx, methods, [])
-    first = [replace(a, route=route) for route in plain_routes for a in plain]
-    fallback = [replace(a, route=route) for route in fallback_routes for a in plain]
+    first = [replace(a, route=route) for route in q.plain_routes for a in plain]
+    fallback = [replace(a, route=route) for route in q.fallback_routes for a in plain]
     recipe = _recipe(ctx, info, methods)
     carried = _carried(ctx, remedy_route)
     made = {recipe, carried} - {None}  # tried first: the search does not repeat them
@@ -431,7 +402,7 @@ def run_search(
         if winner is None:
             winner = run.first_passing(fallback, made)
         if winner is None:
-            winner = _learned_steps(run, base, groups, weight_qmax, remedy_route, made)
+            winner = _learned_steps(run, base, groups, q.weight_qmax, remedy_route, made)
     except _BudgetSpent:
         log.warning(
             "%s: the INT8 search's time budget (%.0f s, --int8-search-seconds) is spent after %d attempts; not tried: %s",
@@ -442,22 +413,22 @@ def run_search(
         )
     if (
         winner is not None
-        and int8_float_group_weights
-        and (winner.attempt.float_groups or int8_output_layer_weights)
+        and q.int8_float_group_weights
+        and (winner.attempt.float_groups or q.int8_output_layer_weights)
         and not winner.attempt.int8_weights
         and winner.attempt.route == remedy_route
     ):
         winner = slimmer(winner, run.attempt, info.name, on_platforms=run.on_platforms)
-    if winner is not None and half_float_weights and not (winner.attempt.int8_weights or winner.attempt.half_weights):
+    if winner is not None and q.half_float_weights and not (winner.attempt.int8_weights or winner.attempt.half_weights):
         winner = slimmer(winner, run.attempt, info.name, "fp16", on_platforms=run.on_platforms)
     if winner is not None and _closer_wanted(ctx, winner, recipe) and run.time_left() > 0:
         ranking = module_groups(prep.model, sensitivity(ctx))
         ranked = [g for g, damage in ranking if damage > 0]
         _, steps = plan(ctx, methods, ranked, model_groups=len(ranking))
-        if int8_float_group_weights and winner.attempt.route == remedy_route:
+        if q.int8_float_group_weights and winner.attempt.route == remedy_route:
             storage = {"int8_weights": True, "half_weights": False}
         else:
-            storage = {"int8_weights": False, "half_weights": half_float_weights}
+            storage = {"int8_weights": False, "half_weights": q.half_float_weights}
         winner = closer(
             winner,
             run.attempt,
@@ -468,7 +439,7 @@ def run_search(
             info.name,
             _BudgetSpent,
         )
-    return _ship(run, winner, prep, recipe, weight_qmax, build_fp32)
+    return _ship(run, winner, prep, recipe, q.weight_qmax, q.build_fp32)
 
 
 def _ship(

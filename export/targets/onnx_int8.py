@@ -39,6 +39,7 @@ from ..int8.onnx_weight_only import compress_float_weights
 from ..int8.ort_calibration import CalibrationReader
 from ..int8.ort_entropy import entropy_thresholds
 from ..int8.prepare import names_in_groups, onnx_name_patterns
+from ..int8.quantiser import Quantiser
 from ..int8.search import run_search
 from ..int8.unsigned_weights import store_weights_unsigned
 from ..onnx_prelu import decompose_prelu
@@ -280,11 +281,13 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
     return run_search(
         ctx,
         info,
-        build,
-        list(_METHODS),
-        partial(_fp32_onnx_files, ctx),
-        weight_qmax=WEIGHT_QMAX,
-        corrects_biases=True,
-        int8_float_group_weights=True,
-        half_float_weights=True,
+        Quantiser(
+            build,
+            tuple(_METHODS),
+            partial(_fp32_onnx_files, ctx),
+            weight_qmax=WEIGHT_QMAX,
+            corrects_biases=True,
+            int8_float_group_weights=True,
+            half_float_weights=True,
+        ),
     )

@@ -37,6 +37,7 @@ from ..context import ExportContext
 from ..int8.attempt import Attempt
 from ..int8.openvino_half_weights import store_float_weights_fp16
 from ..int8.prepare import names_in_groups, onnx_name_patterns
+from ..int8.quantiser import Quantiser
 from ..int8.search import run_search
 from ..int8_options import CALIBRATION_METHODS
 from ..target_info import Artifact, TargetInfo
@@ -235,13 +236,15 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
     return run_search(
         ctx,
         info,
-        build,
-        list(CALIBRATION_METHODS),
-        lambda folder: _fp32_ir_files(ctx, folder),
-        weight_qmax=WEIGHT_QMAX,
-        remedy_route="qdq",
-        plain_routes=PLAIN_ROUTES,
-        fallback_routes=FALLBACK_ROUTES,
-        int8_float_group_weights=True,  # the remedies' QDQ graph can store them as int8
-        half_float_weights=True,
+        Quantiser(
+            build,
+            tuple(CALIBRATION_METHODS),
+            lambda folder: _fp32_ir_files(ctx, folder),
+            weight_qmax=WEIGHT_QMAX,
+            remedy_route="qdq",
+            plain_routes=PLAIN_ROUTES,
+            fallback_routes=FALLBACK_ROUTES,
+            int8_float_group_weights=True,  # the remedies' QDQ graph can store them as int8
+            half_float_weights=True,
+        ),
     )

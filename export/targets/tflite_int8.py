@@ -29,6 +29,7 @@ from ..int8.attempt import Attempt
 from ..int8.candidates import int8_model
 from ..int8.float_outputs import tflite_output_chain
 from ..int8.prepare import names_in_groups, tf_name_patterns
+from ..int8.quantiser import Quantiser
 from ..int8.search import run_search
 from ..int8.tflite_float_weights import store_float_weights
 from ..target_info import Artifact, TargetInfo
@@ -255,14 +256,16 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
     return run_search(
         ctx,
         info,
-        build,
-        ["minmax"],
-        lambda folder: _fp32_tflite_files(ctx, folder),
-        weight_qmax=WEIGHT_QMAX,
-        corrects_biases=True,
-        int8_float_group_weights=True,
-        int8_output_layer_weights=True,  # the output layers are computed in float here (the denylist)
-        half_float_weights=True,
+        Quantiser(
+            build,
+            ("minmax",),
+            lambda folder: _fp32_tflite_files(ctx, folder),
+            weight_qmax=WEIGHT_QMAX,
+            corrects_biases=True,
+            int8_float_group_weights=True,
+            int8_output_layer_weights=True,  # the output layers are computed in float here (the denylist)
+            half_float_weights=True,
+        ),
     )
 
 
