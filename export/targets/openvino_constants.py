@@ -104,7 +104,9 @@ def fold_constant_reshapes(model) -> int:
     """Store the constants under a Reshape of a constant path in the Reshape's layout; returns how
     many Reshapes went. ``Reshape(Const)`` becomes one constant; ``Reshape(Multiply(Convert(Const
     q), Const s))`` becomes ``Multiply(Convert(Const q'), Const s')`` with ``q`` (int8 stays int8)
-    and its per-channel scale reshaped, where the Reshape keeps the leading channel axis."""
+    and its per-channel scale reshaped, where the Reshape keeps the leading channel axis. A
+    decompression that something else reads too keeps its chain for that reader (the rewrite is
+    then correct but larger; no exported model has one)."""
     ov, ops = _ov()
     folded = 0
     for op in model.get_ordered_ops():
