@@ -49,8 +49,7 @@ def _is_constant(node) -> bool:
 
 def _replace(old_output, new_output, name: str) -> None:
     new_output.get_node().set_friendly_name(name)
-    for target in list(old_output.get_target_inputs()):
-        target.replace_source_output(new_output)
+    old_output.replace(new_output)  # every consumer of the old output reads the new one
 
 
 def _decompression(node):
@@ -180,8 +179,7 @@ def share_equal_constants(model, max_values: int = SHARED_CONSTANT_MAX_VALUES) -
         first = kept.setdefault(key, op)
         if first is op:
             continue
-        for target in list(op.output(0).get_target_inputs()):
-            target.replace_source_output(first.output(0))
+        op.output(0).replace(first.output(0))
         dropped += 1
     return dropped
 
