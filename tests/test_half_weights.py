@@ -181,3 +181,27 @@ def test_tflite_largest_float_weights_stored_int8_compute_what_rounded_weights_c
     assert 0 < np.abs(out - before).max() < 2e-2 * np.abs(before).max()
     with pytest.raises(ValueError, match="unknown weight storage 'int4'"):
         store_float_weights(content, "int4")
+
+
+def test_tflite_int8_storage_then_fp16_stores_the_weights_int8_left_fp32():
+    """An int8 variant that shipped leaves its small float weights FP32 (w0.5-e16 tflite-int8: most
+    of its 169 KB of FP32); the fp16 pass after it stores exactly those as float16, leaves the int8
+    constants as they are, and the model computes what the FP32 model with the large weights on
+    their int8 grid and the small ones rounded to float16 computes."""
+    pytest.importorskip("tensorflow", reason="asset missing: tensorflow (the training side)")
+    pytest.importorskip("ai_edge_litert", reason="asset missing: ai-edge-litert")
+    from gfn_edge.export.int8.tflite_float_weights import store_float_weights
+
+    w = _weights()["w_float"]
+    fc = (RNG.normal(size=(12 * 12 * 16, 8)) * 0.05).astype(np.float32)
+    small, int8_count = store_float_weights(_tflite_model(w, fc), "int8")
+    both, fp16_count = store_float_weights(small, "float16")
+    assert (int8_count, fp16_count) == (1, 1)  # the matmul's weights int8, then the conv kernel float16
+    assert len(small) - len(both) >= w.nbytes // 2 - 256
+    out, ops = _invoke(both)
+    assert ops.count("DEQUANTIZE") == 2 and ops[:2] == ["DEQUANTIZE", "DEQUANTIZE"]
+    scale = np.abs(fc).max(axis=0) / 127
+    rounded_fc = (np.clip(np.rint(fc / scale), -127, 127) * scale).astype(np.float32)
+    expected, _ = _invoke(_tflite_model(w.astype(np.float16).astype(np.float32), rounded_fc))
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+    assert store_float_weights(both, "float16") == (both, 0) and store_float_weights(both, "int8") == (both, 0)

@@ -361,17 +361,28 @@ def test_a_winner_whose_int8_weights_are_refused_ships_its_float_weights_as_fp16
     computes the same FP32 kernels once the runtime has loaded the model (RetinaFace-mnet025
     onnx-int8: 1.42 -> 0.80 MB, NME 0.00822 -> 0.00825). It is tried after the int8 variant, which
     gives more bytes back but more accuracy too, and only ships when it keeps three quarters of the
-    winner's slack, is not slower and found a weight to store."""
+    winner's slack, is not slower and found a weight to store. Where the int8 variant ships, the
+    small weights it leaves FP32 (w0.5-e16 onnx-int8: 106 KB of a 1,019 KB file) get the same step."""
 
     monkeypatch.setattr(paired, "paired_latency_ms", lambda folders, *a, **k: [1.0] * len(folders))
     winner = "minmax + bias correction + float stem"
     base = {"minmax + bias correction": (0.98, 0.95, 0.3), winner: (0.998, 0.99, 0.0)}
     int8 = f"{winner} (their weights int8)"
     half = f"{winner} (float weights fp16)"
+    both = f"{winner} (their weights int8, the rest fp16)"
     args = {"corrects_biases": True, "int8_float_group_weights": True, "half_float_weights": True}
     for case, results, stored, shipped, note in [
         ("int8 refused, fp16 ships", {**base, int8: (0.9975, 0.984, 0.0), half: (0.9979, 0.9895, 0.0)}, 3, half, "shipped: "),
-        ("int8 ships: no fp16 step", {**base, int8: (0.9978, 0.989, 0.0), half: (0.998, 0.99, 0.0)}, 3, int8, None),
+        ("int8 ships, then the rest fp16", {**base, int8: (0.9978, 0.989, 0.0), both: (0.9978, 0.9889, 0.0)}, 3, both, "shipped: "),
+        ("int8 ships, no rest to store", {**base, int8: (0.9978, 0.989, 0.0), both: (0.9978, 0.989, 0.0)}, 0, int8, "none to store"),
+        ("int8 ships, the rest fp16 fails", {**base, int8: (0.9978, 0.989, 0.0)}, 3, int8, "tried, failed verification: "),
+        (
+            "int8 ships, the rest fp16 gives too much back",
+            {**base, int8: (0.9978, 0.989, 0.0), both: (0.9975, 0.984, 0.0)},
+            3,
+            int8,
+            "tried, verified, less faithful: cos_min 0.984 (int8 weights, the rest FP32 0.989)",
+        ),
         (
             "fp16 gives too much back",
             {**base, int8: (0.9975, 0.984, 0.0), half: (0.9975, 0.986, 0.0)},
@@ -385,14 +396,15 @@ def test_a_winner_whose_int8_weights_are_refused_ships_its_float_weights_as_fp16
         chosen: list = []
         tried = _search(tmp_path / case.replace(" ", "-").replace(",", "").replace(":", ""), monkeypatch, results, chosen=chosen, stored_fp16=stored, **args)
         notes = chosen[0].notes
-        if note is None:
-            assert tried[-2:] == [winner, int8] and "fp16_weights_of_float_ops" not in notes, case
-        else:
-            assert tried[-3:] == [winner, int8, half], case
-            assert notes["fp16_weights_of_float_ops"].startswith(note), (case, notes)
-        assert notes["int8_weights_of_float_groups"].startswith("shipped") == (shipped == int8), case
-        assert any("float16" in r for r in notes["remedies"]) == (shipped == half), case
-        assert any("weights stored as int8" in r for r in notes["remedies"]) == (shipped == int8), case
+        int8_shipped = shipped in (int8, both)
+        int8_passed_keeping_slack = results[int8][1] >= 0.989  # 0.984 gives back over a quarter of cos_min's slack
+        assert tried[-3:] == [winner, int8, both if int8_passed_keeping_slack else half], case  # the fp16 step on what is shipped so far
+        assert (tmp_path / case.replace(" ", "-").replace(",", "").replace(":", "") / "bundle" / "label").read_text() == shipped, case
+        assert notes["fp16_weights_of_float_ops"].startswith(note), (case, notes)
+        assert notes["int8_weights_of_float_groups"].startswith("shipped") == int8_shipped, case
+        assert any("float16" in r for r in notes["remedies"]) == (shipped in (half, both)), case
+        assert any("too small for int8 storage" in r for r in notes["remedies"]) == (shipped == both), case
+        assert any("weights stored as int8" in r for r in notes["remedies"]) == int8_shipped, case
     # without the capability (a fake backend), no fp16 step
     assert not any("fp16" in t for t in _search(tmp_path / "none", monkeypatch, {**base, half: (0.998, 0.99, 0.0)}, corrects_biases=True))
 
@@ -703,7 +715,8 @@ def test_where_the_output_layers_compute_in_float_a_winner_without_groups_gets_t
     args = {"int8_float_group_weights": True, "half_float_weights": True}
     assert _search(tmp_path / "qdq", monkeypatch, results, **args) == ["minmax", half]  # QDQ graphs: groups only
     chosen: list = []
-    assert _search(tmp_path / "a", monkeypatch, results, chosen=chosen, stored_int8=1, int8_output_layer_weights=True, **args) == ["minmax", int8]
+    tried = _search(tmp_path / "a", monkeypatch, results, chosen=chosen, stored_int8=1, int8_output_layer_weights=True, **args)
+    assert tried == ["minmax", int8, "minmax (float weights int8, the rest fp16)"]  # not in results: fails, the int8 variant stays
     assert (tmp_path / "a" / "bundle" / "label").read_text() == int8 and chosen[0].notes["int8_weights_of_float_groups"].startswith("shipped")
     chosen = []
     tried = _search(tmp_path / "b", monkeypatch, results, chosen=chosen, stored_int8=0, int8_output_layer_weights=True, **args)

@@ -147,3 +147,37 @@ def test_onnxruntime_folds_the_stored_weights_when_it_loads_the_model(tmp_path):
     weights = {n.op_type: n.input[1] for n in graph.node if n.op_type in ("Conv", "Gemm")}
     inits = {t.name: t for t in graph.initializer}
     assert all(inits[w].data_type == TensorProto.FLOAT for w in weights.values()), weights
+
+
+def test_fp16_storage_after_int8_storage_takes_only_the_weights_left_fp32(tmp_path):
+    """The search's fp16 step on a winner whose float groups' weights shipped int8 (export/int8/search.py):
+    the Gemm's int8 levels stay as they are, the Conv's 576 FP32 weights become float16, and the model
+    computes what the FP32 model with the Gemm on its int8 grid and the Conv rounded to float16 does."""
+    from gfn_edge.export.int8.onnx_half_weights import store_float_weights_fp16
+
+    path, rng = tmp_path / "m.onnx", np.random.default_rng(2)
+    w1, b1, w2, b2, k = _conv_gemm_model(path, rng)
+    assert compress_float_weights(path) == 1
+    int8_levels = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer if t.data_type == TensorProto.INT8}
+    size_int8 = path.stat().st_size
+    assert store_float_weights_fp16(path) == 1
+    graph = onnx.load(str(path)).graph
+    stored = {t.name: t for t in graph.initializer}
+    assert stored["w1_fp16"].data_type == TensorProto.FLOAT16 and "w1" not in stored
+    for name, levels in int8_levels.items():
+        np.testing.assert_array_equal(numpy_helper.to_array(stored[name]), levels)
+    assert size_int8 - path.stat().st_size >= w1.nbytes // 2 - 64
+    q, scale = quantize_weights(w2, 0)
+    expected_path = tmp_path / "expected.onnx"
+    _conv_gemm_model(expected_path, np.random.default_rng(2))
+    expected = onnx.load(str(expected_path))
+    for init in expected.graph.initializer:
+        if init.name == "w1":
+            init.CopyFrom(numpy_helper.from_array(w1.astype(np.float16).astype(np.float32), "w1"))
+        elif init.name == "w2":
+            init.CopyFrom(numpy_helper.from_array((q * scale[:, None]).astype(np.float32), "w2"))
+    onnx.save(expected, str(expected_path))
+    x = rng.normal(size=(1, 4, 8, 8)).astype(np.float32)
+    want = _run(expected_path, x)
+    np.testing.assert_allclose(_run(path, x), want, rtol=0, atol=1e-5 * np.abs(want).max())
+    assert store_float_weights_fp16(path) == 0

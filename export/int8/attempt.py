@@ -25,7 +25,8 @@ class Attempt:
     # tried on a QDQ graph's winner (:func:`run_search`)
     int8_weights: bool = False
     # the weights of every op left in float stored as float16, computed in FP32 (:mod:`.onnx_half_weights`,
-    # :mod:`.openvino_half_weights`, :mod:`.tflite_float_weights`), tried on a winner (:func:`run_search`)
+    # :mod:`.openvino_half_weights`, :mod:`.tflite_float_weights`), tried on a winner (:func:`run_search`);
+    # with ``int8_weights``, those its int8 storage leaves FP32 (the small ones)
     half_weights: bool = False
 
     def label(self) -> str:
@@ -35,10 +36,18 @@ class Attempt:
             + (" + distillation QAT" if self.distilled else "")
             + (" + learned rounding" if self.rounded else "")
             + (f" + float {', '.join(self.float_groups)}" if self.float_groups else "")
-            + ((" (their weights int8)" if self.float_groups else " (float weights int8)") if self.int8_weights else "")
-            + (" (float weights fp16)" if self.half_weights else "")
+            + self._storage()
             + (" (onnxruntime QDQ)" if self.route == "qdq" else "")
         )
+
+    def _storage(self) -> str:
+        """How the weights of the ops left in float are stored, e.g. `` (their weights int8, the rest fp16)``."""
+        kinds = []
+        if self.int8_weights:
+            kinds.append("their weights int8" if self.float_groups else "float weights int8")
+        if self.half_weights:
+            kinds.append("the rest fp16" if self.int8_weights else "float weights fp16")
+        return f" ({', '.join(kinds)})" if kinds else ""
 
     def model_key(self, weight_qmax: int) -> str:
         """A file-name-safe name of the FP32 model this attempt quantises (for per-model caches)."""

@@ -56,7 +56,8 @@ def remedies(chosen: Outcome, outcomes: list[Outcome], recipe: Attempt | None = 
         if chosen.attempt.int8_weights:
             done.append("the float groups' weights stored as int8 (weight-only, computed in float; verified, no slower)")
     if chosen.attempt.half_weights:
-        done.append("the float ops' weights stored as float16 (computed in FP32; verified, no slower)")
+        which = "the other float ops' weights (those too small for int8 storage)" if chosen.attempt.int8_weights else "the float ops' weights"
+        done.append(f"{which} stored as float16 (computed in FP32; verified, no slower)")
     return done
 
 

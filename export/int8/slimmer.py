@@ -51,11 +51,13 @@ def slimmer(
     (w0.5-e16: 3.4 -> 4.7 ms at one thread); behind a Cast and a Mul (since 2026-12-05) it folds
     them when it loads the model, as OpenVINO does when it compiles (w0.5-e16 2.02 against 2.03 ms,
     1.67 -> 1.00 MB), and the timing guards against a runtime that does not. ``"fp16"``: every float op's
-    weights (the groups and the output layers) as float16, turned into FP32 when the model loads
+    weights (the groups and the output layers) as float16, or on an int8 variant that shipped the
+    small ones it left FP32 (a tenth of its float weights' bytes), turned into FP32 when the model loads
     on all three runtimes: half those bytes, the same kernels. With ``--verify-on`` the variant is
     verified on the named CPUs last, once it would ship (``on_platforms``): w0.5-e16's float16
     openvino-int8 passed here and flipped a pair more on an emulated Cortex-A76 (pair Δ 0.57)."""
     field_name, note, called, stored = VARIANTS[variant]
+    before = _stored_so(winner)
     slim = attempt(replace(winner.attempt, **{field_name: True}), paid=True, platforms=False)  # one build: not held to the budget
     if not slim.passed:
         winner.artifact.notes[note] = "tried, failed verification: " + "; ".join(slim.failures)
@@ -65,7 +67,7 @@ def slimmer(
         return winner
     given_back = slack_given_back(winner, slim)
     if given_back:
-        log.info("%s: the float ops keep FP32 weights: %s verified, but %s", target, called, given_back)
+        log.info("%s: the float ops keep %s: %s verified, but %s", target, before, called, given_back)
         winner.artifact.notes[note] = "tried, verified, less faithful: " + given_back
         return winner
     try:
@@ -75,9 +77,9 @@ def slimmer(
     except Exception as exc:  # a timing failure must not fail the export; unmeasured, the winner stays
         log.warning("could not time %s's %s variant: %s", target, called, exc)
         return winner
-    timing = f"median {slim_ms:.2f} ms with {called}, {fat_ms:.2f} ms with FP32 weights"
+    timing = f"median {slim_ms:.2f} ms with {called}, {fat_ms:.2f} ms with {before}"
     if slim_ms > SLIMMER_SLOWDOWN * fat_ms:
-        log.info("%s: the float ops keep FP32 weights: %s verified, but %s", target, called, timing)
+        log.info("%s: the float ops keep %s: %s verified, but %s", target, before, called, timing)
         winner.artifact.notes[note] = "tried, verified, slower: " + timing
         return winner
     if not on_platforms(slim).passed:
@@ -100,12 +102,17 @@ against 0.99556 (54 % of the slack kept): the INT8 pipeline then changed 4 of th
 the reference's threshold instead of 3 (FP32 detector with either recogniser: 4 against 2)."""
 
 
+def _stored_so(winner: Outcome) -> str:
+    """How the winner stores its float ops' weights, as the notes say it."""
+    return "int8 weights, the rest FP32" if winner.attempt.int8_weights else "FP32 weights"
+
+
 def slack_given_back(winner: Outcome, slim: Outcome) -> str:
     """Which continuous metrics the slimmer variant moves past :data:`SLIMMER_KEEPS` of the
     winner's slack (empty: none), e.g. ``landmark_nme 0.00873 (FP32 weights 0.00436)``."""
     kept, slimmed = slack_by_key(winner.tolerances, winner.metrics), slack_by_key(winner.tolerances, slim.metrics)
     worse = [
-        f"{key} {slim.metrics[key]:.6g} (FP32 weights {winner.metrics[key]:.6g})"
+        f"{key} {slim.metrics[key]:.6g} ({_stored_so(winner)} {winner.metrics[key]:.6g})"
         for key, slack in kept.items()
         if key not in STEPPED and key in slimmed and slack > 0 and slimmed[key] < SLIMMER_KEEPS * slack
     ]

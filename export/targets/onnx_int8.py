@@ -262,6 +262,7 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
                 **(
                     {
                         "weights_of_nodes_in_float": "int8 per channel, weight-only (dequantised, computed in float)"
+                        + ("; the smaller ones float16 (cast to FP32 when the model loads)" if halved else "")
                         if attempt.int8_weights
                         else "float16 (cast to FP32 when the model loads)"
                         if halved

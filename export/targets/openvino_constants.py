@@ -49,7 +49,7 @@ def _is_constant(node) -> bool:
 
 def _replace(old_output, new_output, name: str) -> None:
     new_output.get_node().set_friendly_name(name)
-    old_output.replace(new_output)  # every consumer of the old output reads the new one
+    old_output.replace(new_output)  # every consumer reads the new output, which takes over the old one's tensor names
 
 
 def _decompression(node):

@@ -217,7 +217,8 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
                 else f"INT8-prepared PyTorch -> ONNX -> OpenVINO -> NNCF (preset MIXED, statistics in batches of {batch}, artifact batch 1)",
                 "weights": "int8 per channel (symmetric), full 8-bit grid: integer kernels on x86 with VNNI, "
                 "simulated in f32 elsewhere (u8s8 saturation without VNNI; ARM)"
-                + ("; the ops in float: int8 per channel, weight-only (dequantised, computed in float)" if qdq and in_float and attempt.int8_weights else ""),
+                + ("; the ops in float: int8 per channel, weight-only (dequantised, computed in float)" if qdq and in_float and attempt.int8_weights else "")
+                + ("; their smaller weights float16 (converted to f32 when compiled)" if attempt.int8_weights and halved else ""),
                 "activations": "uint8 per tensor (asymmetric)" + ("; the outputs handed over in float" if qdq else ""),
                 "int8_weight_bits": INT8_WEIGHT_BITS,
                 "ops_in_float": in_float,

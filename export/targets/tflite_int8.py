@@ -32,6 +32,7 @@ from ..int8.prepare import names_in_groups, tf_name_patterns
 from ..int8.quantiser import Quantiser
 from ..int8.search import run_search
 from ..int8.tflite_float_weights import store_float_weights
+from ..int8.tflite_uniform_scales import per_tensor_where_uniform
 from ..target_info import Artifact, TargetInfo
 from ..tools import versions
 from .tflite_fp import embed_metadata, fp32_tflite
@@ -227,10 +228,13 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
         if not int8_io:  # integer outputs asked for: the output layers stay integer too
             denylist = denylist + [n for n in _output_chain_names(ctx) if n not in denylist]
         content = quantized_model(int8_converter(_tf_function(ctx, attempt), calib, int8_io), int8_io, denylist)
+        content, uniform = per_tensor_where_uniform(content)  # the same model in fewer bytes (int8/tflite_uniform_scales.py)
         # the float ops' weights stored smaller (int8/tflite_float_weights.py)
-        stored = 0
-        if attempt.int8_weights or attempt.half_weights:
-            content, stored = store_float_weights(content, "int8" if attempt.int8_weights else "float16")
+        stored_int8 = stored_fp16 = 0
+        if attempt.int8_weights:
+            content, stored_int8 = store_float_weights(content, "int8")
+        if attempt.half_weights:  # after int8: the weights it left FP32
+            content, stored_fp16 = store_float_weights(content, "float16")
         dst = folder / "model.tflite"
         dst.write_bytes(content)
         inputs, outputs = _tensor_specs(dst, canonical, shapes)
@@ -245,8 +249,9 @@ def export(ctx: ExportContext, info: TargetInfo) -> Artifact:
                 "io": "int8" if int8_io else "float32",
                 "prelu": "relu(x) - a*relu(-x) as ReLU-fused 1x1 depthwise convs (XNNPACK int8)",
                 "tensors_in_float": len(denylist),
-                **({"weights_stored_int8": stored} if attempt.int8_weights else {}),
-                **({"weights_stored_fp16": stored} if attempt.half_weights else {}),
+                "per_channel_scales_written_per_tensor": uniform,
+                **({"weights_stored_int8": stored_int8} if attempt.int8_weights else {}),
+                **({"weights_stored_fp16": stored_fp16} if attempt.half_weights else {}),
                 "distilled": attempt.distilled,
                 **({"learned_rounding": True} if attempt.rounded else {}),
                 "bias_corrected": attempt.bias_corrected,
